@@ -1,0 +1,2 @@
+"""Framework adapters. Import each by its full path (``keyguard.adapters.fastapi``); each one
+imports only its own framework, and only when imported."""

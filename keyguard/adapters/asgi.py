@@ -1,0 +1,191 @@
+"""Pure ASGI middleware: keyguard in front of any ASGI application, no framework imported.
+
+HTTP requests and WebSocket handshakes are checked before the application sees them; lifespan
+and other scope types pass through untouched. A denial is answered here with raw
+``http.response.*`` messages rendered by the shared problem+json renderer, so nothing reaches
+the application. On success the principal is put in ``scope["keyguard"]`` and — unless
+``starlette_compat=False`` — ``scope["auth"]``/``scope["user"]`` are set the way Starlette's
+``AuthenticationMiddleware`` sets them, so ``request.user``, ``request.auth.scopes`` and
+``starlette.authentication.requires`` work unchanged (with keyguard's wildcard semantics).
+Store I/O on a cache miss runs off the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from keyguard.adapters._shared import ANONYMOUS, build_verifier
+from keyguard.core.decision import Decision, Principal
+from keyguard.core.policy import RoutePolicy
+from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
+from keyguard.core.verifier import Verifier
+from keyguard.stores.base import KeyStore
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+_AUTHORIZATION = b"authorization"
+_REQUEST_ID = b"x-request-id"
+_WS_DENIAL_EXT = "websocket.http.response"
+_POLICY_VIOLATION = 1008
+
+
+class ScopeView:
+    """``request.auth.scopes`` for a key: ``"agents:read" in view`` applies wildcards/admin."""
+
+    __slots__ = ("_principal",)
+
+    def __init__(self, principal: Principal | None) -> None:
+        self._principal = principal
+
+    def __contains__(self, scope: object) -> bool:
+        p = self._principal
+        return p is not None and isinstance(scope, str) and p.grants.satisfies(scope)
+
+    def __iter__(self) -> Any:
+        p = self._principal
+        return iter(sorted(p.scopes) if p is not None else ())
+
+    def __len__(self) -> int:
+        return 0 if self._principal is None else len(self._principal.scopes)
+
+    def __repr__(self) -> str:
+        return f"ScopeView({list(self)!r})"
+
+
+class KeyGuardCredentials:
+    """Starlette ``AuthCredentials`` look-alike carried in ``scope["auth"]``."""
+
+    __slots__ = ("principal", "scopes")
+
+    def __init__(self, principal: Principal | None) -> None:
+        self.principal = principal
+        self.scopes = ScopeView(principal)
+
+
+_ANONYMOUS_CREDENTIALS = KeyGuardCredentials(None)
+
+
+def problem_messages(
+    renderer: ProblemRenderer, decision: Decision, request_id: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    problem = renderer.render(decision, request_id)
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers]
+    return problem.status, headers, problem.body
+
+
+class KeyGuardMiddleware:
+    """Authenticate, authorize and rate-limit every HTTP and WebSocket request.
+
+    ``app.add_middleware(KeyGuardMiddleware, store="sqlite:///keys.db", policy=policy)`` or
+    ``KeyGuardMiddleware(app, verifier=verifier)``. Extra keyword arguments go to
+    :class:`~keyguard.core.verifier.Verifier`.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        verifier: Verifier | None = None,
+        store: KeyStore | str | None = None,
+        policy: RoutePolicy | None = None,
+        renderer: ProblemRenderer = DEFAULT_RENDERER,
+        starlette_compat: bool = True,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.verifier = build_verifier(verifier, store, policy, options)
+        self.renderer = renderer
+        self.starlette_compat = starlette_compat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        authorization: list[bytes] = []
+        request_id: bytes | None = None
+        for name, value in scope["headers"]:
+            if name == _AUTHORIZATION:
+                authorization.append(value)
+            elif name == _REQUEST_ID:
+                request_id = value
+        method = scope.get("method", "GET") if kind == "http" else "GET"
+        decision = await self.verifier.averify(
+            authorization[0] if len(authorization) == 1 else (authorization or None),
+            method,
+            scope["path"],
+        )
+        if not decision.allowed:
+            if kind == "http":
+                await self._deny_http(decision, request_id, send)
+            else:
+                await self._deny_websocket(scope, decision, request_id, receive, send)
+            return
+        principal = decision.principal
+        scope["keyguard"] = principal
+        if self.starlette_compat:
+            if principal is None:
+                scope["auth"] = _ANONYMOUS_CREDENTIALS
+                scope["user"] = ANONYMOUS
+            else:
+                scope["auth"] = KeyGuardCredentials(principal)
+                scope["user"] = principal
+        if decision.headers and kind == "http":
+            send = _with_headers(send, decision.headers)
+        await self.app(scope, receive, send)
+
+    async def _deny_http(self, decision: Decision, request_id: bytes | None, send: Send) -> None:
+        status, headers, body = problem_messages(
+            self.renderer, decision, request_id_from(request_id)
+        )
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _deny_websocket(
+        self,
+        scope: Scope,
+        decision: Decision,
+        request_id: bytes | None,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        # The handshake must be consumed before any reply (ASGI websocket spec).
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if _WS_DENIAL_EXT in scope.get("extensions", {}):
+            status, headers, body = problem_messages(
+                self.renderer, decision, request_id_from(request_id)
+            )
+            await send(
+                {"type": "websocket.http.response.start", "status": status, "headers": headers}
+            )
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": _POLICY_VIOLATION,
+                    "reason": decision.code.value if decision.code else "",
+                }
+            )
+
+
+def _with_headers(send: Send, extra: tuple[tuple[str, str], ...]) -> Send:
+    """Wrap ``send`` so the response start carries ``extra`` headers (rate-limit headers)."""
+    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+    names = {k for k, _ in encoded}
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in names]
+            headers.extend(encoded)
+            message["headers"] = headers
+        await send(message)
+
+    return wrapped

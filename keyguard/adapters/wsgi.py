@@ -1,0 +1,118 @@
+"""WSGI middleware: keyguard in front of any WSGI application (Flask, Django, Werkzeug, bare).
+
+Security notes:
+
+* WSGI servers join repeated header fields with commas, so a ``HTTP_AUTHORIZATION`` value
+  containing a comma is treated as two ``Authorization`` headers and refused with
+  ``invalid_request`` — a keyguard key never contains a comma.
+* The check runs synchronously in the worker thread, as WSGI expects: no event loop is
+  started inside a request.
+* Nothing reaches the wrapped application on a denial. On success the principal is in
+  ``environ["keyguard.principal"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from keyguard.adapters._shared import build_verifier
+from keyguard.core.decision import Decision
+from keyguard.core.policy import RoutePolicy
+from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
+from keyguard.core.verifier import AuthorizationValue, Verifier
+from keyguard.stores.base import KeyStore
+
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+PRINCIPAL_KEY = "keyguard.principal"
+DECISION_KEY = "keyguard.decision"
+
+_REASONS = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+
+
+def authorization_from_environ(environ: Environ) -> AuthorizationValue:
+    """The Authorization value(s) of a WSGI request; a comma-joined value counts as several."""
+    value: str | None = environ.get("HTTP_AUTHORIZATION")
+    if value is None or "," not in value:
+        return value
+    return value.split(",")
+
+
+def path_from_environ(environ: Environ) -> str:
+    """PATH_INFO as the text the client sent (WSGI carries it as latin-1-decoded bytes)."""
+    raw: str = environ.get("PATH_INFO", "") or "/"
+    try:
+        return raw.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return raw
+
+
+def deny_response(
+    renderer: ProblemRenderer,
+    decision: Decision,
+    environ: Environ,
+    start_response: StartResponse,
+) -> list[bytes]:
+    """Send a denial through ``start_response``; returns the body iterable."""
+    problem = renderer.render(decision, request_id_from(environ.get("HTTP_X_REQUEST_ID")))
+    status = f"{problem.status} {_REASONS.get(problem.status, 'Error')}"
+    start_response(status, list(problem.headers))
+    return [problem.body]
+
+
+class KeyGuardWSGIMiddleware:
+    """Authenticate, authorize and rate-limit every request of a WSGI app.
+
+    ``app.wsgi_app = KeyGuardWSGIMiddleware(app.wsgi_app, store=..., policy=...)``. Extra
+    keyword arguments go to :class:`~keyguard.core.verifier.Verifier`.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        verifier: Verifier | None = None,
+        store: KeyStore | str | None = None,
+        policy: RoutePolicy | None = None,
+        renderer: ProblemRenderer = DEFAULT_RENDERER,
+        **options: Any,
+    ) -> None:
+        self.app = app
+        self.verifier = build_verifier(verifier, store, policy, options)
+        self.renderer = renderer
+
+    def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        decision = self.verifier.verify(
+            authorization_from_environ(environ),
+            environ.get("REQUEST_METHOD", "GET"),
+            path_from_environ(environ),
+        )
+        if not decision.allowed:
+            return deny_response(self.renderer, decision, environ, start_response)
+        environ[PRINCIPAL_KEY] = decision.principal
+        environ[DECISION_KEY] = decision
+        if decision.headers:
+            start_response = _with_headers(start_response, decision.headers)
+        return self.app(environ, start_response)
+
+
+def _with_headers(
+    start_response: StartResponse, extra: tuple[tuple[str, str], ...]
+) -> StartResponse:
+    names = {k.lower() for k, _ in extra}
+
+    def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        merged = [(k, v) for k, v in headers if k.lower() not in names]
+        merged.extend(extra)
+        return start_response(status, merged, exc_info)
+
+    return wrapped

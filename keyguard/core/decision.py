@@ -1,0 +1,131 @@
+"""The value every request check returns: a :class:`Decision`, allowed or denied.
+
+Denials are values, not exceptions, so adapters render them uniformly and the hot path never
+pays for raising. Stateless denials are module-level singletons; allowed decisions for a key
+are built once per cache entry and reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from keyguard.core.errors import STATUS, ErrorCode
+
+if TYPE_CHECKING:
+    from keyguard.core.records import KeyRecord
+    from keyguard.core.scopes import Grants
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Principal:
+    """The authenticated caller: a key, who owns it and what it may do.
+
+    Compatible with Starlette's user protocol (``is_authenticated``, ``display_name``,
+    ``identity``) so ``request.user`` works unchanged.
+    """
+
+    key_id: str
+    name: str
+    owner: str | None
+    grants: Grants
+    record: KeyRecord
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return self.grants.scopes
+
+    @property
+    def is_authenticated(self) -> bool:
+        return True
+
+    @property
+    def display_name(self) -> str:
+        return self.name
+
+    @property
+    def identity(self) -> str:
+        return self.key_id
+
+    def has_scope(self, scope: str) -> bool:
+        """Whether the key's grants satisfy ``scope`` (wildcards and ``admin`` included)."""
+        return self.grants.satisfies(scope)
+
+    def __repr__(self) -> str:
+        return f"Principal(key_id={self.key_id!r}, owner={self.owner!r}, name={self.name!r})"
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Decision:
+    """Outcome of checking one request.
+
+    ``headers`` are extra response headers (rate-limit headers) that adapters add to the
+    application's response when allowed, or to the problem response when denied.
+    """
+
+    allowed: bool
+    principal: Principal | None = None
+    code: ErrorCode | None = None
+    detail: str = ""
+    required: tuple[str, ...] = ()
+    retry_after: int | None = None
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def status(self) -> int:
+        return 200 if self.code is None else STATUS[self.code]
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    def __iter__(self) -> Iterator[object]:  # pragma: no cover - guard against tuple-unpacking
+        raise TypeError("Decision is not iterable")
+
+    def __repr__(self) -> str:
+        if self.allowed:
+            return f"Decision(allowed, principal={self.principal!r})"
+        return f"Decision(denied, code={self.code!s}, detail={self.detail!r})"
+
+
+def deny(code: ErrorCode, detail: str, **kw: object) -> Decision:
+    return Decision(False, None, code, detail, **kw)  # type: ignore[arg-type]
+
+
+ALLOW_PUBLIC: Final = Decision(True)
+MISSING: Final = deny(
+    ErrorCode.MISSING_API_KEY,
+    "This endpoint requires an API key: send 'Authorization: UserKey <key>'.",
+)
+DUPLICATE_HEADER: Final = deny(
+    ErrorCode.INVALID_REQUEST, "The request has more than one Authorization header."
+)
+HEADER_TOO_LONG: Final = deny(ErrorCode.INVALID_REQUEST, "The Authorization header is too long.")
+CONTROL_CHARACTERS: Final = deny(
+    ErrorCode.INVALID_REQUEST, "The Authorization header contains control characters."
+)
+BAD_FORMAT: Final = deny(
+    ErrorCode.INVALID_API_KEY_FORMAT,
+    "The API key is malformed: expected '<prefix>_<key id>_<secret>' as issued.",
+)
+INVALID: Final = deny(ErrorCode.INVALID_API_KEY, "The API key is not valid.")
+EXPIRED: Final = deny(ErrorCode.EXPIRED_API_KEY, "The API key has expired.")
+REVOKED: Final = deny(ErrorCode.REVOKED_API_KEY, "The API key has been revoked.")
+UNAVAILABLE: Final = deny(
+    ErrorCode.AUTH_UNAVAILABLE,
+    "Authentication is temporarily unavailable; retry later.",
+    retry_after=1,
+)
+NO_ROUTE: Final = deny(
+    ErrorCode.INSUFFICIENT_SCOPE,
+    "No access rule covers this route, and unlisted routes are denied by default.",
+)
+
+
+def insufficient_scope(required: tuple[str, ...], description: str) -> Decision:
+    """A 403 naming the required scope(s) — never the key's own scopes."""
+    return deny(
+        ErrorCode.INSUFFICIENT_SCOPE,
+        f"This API key lacks the required scope: {description}.",
+        required=required,
+    )

@@ -1,0 +1,142 @@
+"""The stored shape of an API key (:class:`KeyRecord`) and of an audit entry (:class:`AuditEvent`).
+
+Records never hold a key, only its tagged digest. They are immutable values: every lifecycle
+change produces a new record with ``version`` incremented, which stores use for optimistic
+concurrency. Times are epoch seconds (UTC) as floats, cheap to compare on the request path.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from keyguard.core.clock import to_iso
+
+
+class KeyStatus(enum.StrEnum):
+    """Lifecycle state of a key at a given moment."""
+
+    ACTIVE = "active"
+    EXPIRED = "expired"
+    REVOKED = "revoked"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    """One API key as a store keeps it.
+
+    ``rate_limit`` is an optional per-key override of the rate-limit windows, written as in
+    :func:`keyguard.core.ratelimit.parse_windows` (for example ``"50/10s, 1000/minute"``).
+    ``previous_digest`` stays valid until ``previous_expires_at`` after a rotation.
+    """
+
+    key_id: str
+    name: str
+    digest: str
+    scopes: frozenset[str] = frozenset()
+    owner: str | None = None
+    created_at: float = 0.0
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    revoked_reason: str | None = None
+    created_by: str | None = None
+    rate_limit: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    last_used_at: float | None = None
+    previous_digest: str | None = None
+    previous_expires_at: float | None = None
+    rotated_at: float | None = None
+    prefix: str = "kg"
+    version: int = 1
+
+    def status(self, now: float) -> KeyStatus:
+        """Revoked wins over expired: a revoked key stays revoked whatever its expiry."""
+        if self.revoked_at is not None:
+            return KeyStatus.REVOKED
+        if self.expires_at is not None and now >= self.expires_at:
+            return KeyStatus.EXPIRED
+        return KeyStatus.ACTIVE
+
+    def evolve(self, **changes: Any) -> KeyRecord:
+        """A copy with ``changes`` applied and the version bumped."""
+        return replace(self, version=self.version + 1, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict of every field, digests included (for stores)."""
+        d = asdict(self)
+        d["scopes"] = sorted(self.scopes)
+        d["metadata"] = dict(self.metadata)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> KeyRecord:
+        """Inverse of :meth:`to_dict`; unknown fields are ignored for forward compatibility."""
+        known = {f: d[f] for f in cls.__dataclass_fields__ if f in d}
+        known["scopes"] = frozenset(known.get("scopes") or ())
+        known["metadata"] = dict(known.get("metadata") or {})
+        return cls(**known)
+
+    def public_dict(self, now: float) -> dict[str, Any]:
+        """What may be shown to an operator: no digests, times as ISO-8601 strings."""
+        return {
+            "key_id": self.key_id,
+            "name": self.name,
+            "status": self.status(now).value,
+            "scopes": sorted(self.scopes),
+            "owner": self.owner,
+            "created_at": to_iso(self.created_at),
+            "expires_at": to_iso(self.expires_at),
+            "revoked_at": to_iso(self.revoked_at),
+            "revoked_reason": self.revoked_reason,
+            "created_by": self.created_by,
+            "rate_limit": self.rate_limit,
+            "metadata": dict(self.metadata),
+            "last_used_at": to_iso(self.last_used_at),
+            "rotated_at": to_iso(self.rotated_at),
+            "rotation_grace_until": to_iso(self.previous_expires_at),
+            "prefix": self.prefix,
+        }
+
+    def __repr__(self) -> str:
+        # Digests are not secrets, but they have no business in logs either.
+        return (
+            f"KeyRecord(key_id={self.key_id!r}, name={self.name!r}, owner={self.owner!r}, "
+            f"scopes={sorted(self.scopes)!r}, version={self.version})"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audited mutation: who did what to which key, when."""
+
+    at: float
+    action: str
+    key_id: str
+    actor: str
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "time": to_iso(self.at),
+            "action": self.action,
+            "key_id": self.key_id,
+            "actor": self.actor,
+            "details": dict(self.details),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; pass ``next_cursor`` back to get the next page."""
+
+    items: tuple[KeyRecord, ...]
+    next_cursor: str | None = None
+
+
+def dumps_metadata(metadata: Mapping[str, Any]) -> str:
+    """Canonical JSON for metadata (sorted keys), refusing what JSON cannot represent."""
+    return json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"), allow_nan=False)

@@ -1,0 +1,137 @@
+"""Turn a denial :class:`~keyguard.core.decision.Decision` into an HTTP response, framework-free.
+
+Every adapter renders through :class:`ProblemRenderer`, so a denial looks the same from
+FastAPI, Flask or Django: ``application/problem+json`` (RFC 9457) with a stable ``code``,
+``Cache-Control: no-store``, the request id, ``WWW-Authenticate: UserKey realm="…"`` on 401
+(and 403), ``Retry-After`` on 429 and 503, and never any key material. Applications may
+reshape the body with one hook; the status, the code and the security headers stay.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from keyguard.core.decision import Decision
+from keyguard.core.errors import TITLES, ConfigurationError, ErrorCode
+
+BodyHook = Callable[[dict[str, Any], Decision], Mapping[str, Any] | bytes]
+
+_REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_REALM_RE: Final = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")  # no quote, no backslash
+_CHALLENGE_CODES: Final = frozenset(
+    {
+        ErrorCode.MISSING_API_KEY,
+        ErrorCode.INVALID_API_KEY_FORMAT,
+        ErrorCode.INVALID_API_KEY,
+        ErrorCode.EXPIRED_API_KEY,
+        ErrorCode.REVOKED_API_KEY,
+        ErrorCode.INSUFFICIENT_SCOPE,
+    }
+)
+
+
+def new_request_id() -> str:
+    """A fresh random request id (16 hex characters)."""
+    return os.urandom(8).hex()
+
+
+def request_id_from(value: str | bytes | None) -> str:
+    """Reuse a caller's ``X-Request-ID`` if it is short and plain; otherwise make one.
+
+    Untrusted ids are never echoed verbatim unless they match a conservative alphabet, which
+    keeps header injection and log forging out.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if value and _REQUEST_ID_RE.fullmatch(value):
+        return value
+    return new_request_id()
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """A rendered denial: status, header pairs and body bytes."""
+
+    status: int
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+class ProblemRenderer:
+    """Renders denials. ``body_hook(problem_dict, decision)`` may return a new mapping (sent as
+    problem+json) or raw bytes (sent with ``content_type``)."""
+
+    __slots__ = ("_body_hook", "_challenge", "_content_type", "_type_base", "realm")
+
+    def __init__(
+        self,
+        *,
+        realm: str = "keyguard",
+        type_base: str = "urn:keyguard:error:",
+        body_hook: BodyHook | None = None,
+        content_type: str = "application/problem+json",
+    ) -> None:
+        if not _REALM_RE.fullmatch(realm):
+            raise ConfigurationError("realm must be 1-64 printable ASCII characters, no quotes")
+        self.realm = realm
+        self._type_base = type_base
+        self._body_hook = body_hook
+        self._content_type = content_type
+        self._challenge = f'UserKey realm="{realm}"'
+
+    def problem_dict(self, decision: Decision, request_id: str) -> dict[str, Any]:
+        code = decision.code
+        assert code is not None, "only denials are rendered"
+        body: dict[str, Any] = {
+            "type": self._type_base + code.value,
+            "title": TITLES[code],
+            "status": decision.status,
+            "detail": decision.detail,
+            "code": code.value,
+            "request_id": request_id,
+        }
+        if decision.required:
+            body["required_scopes"] = list(decision.required)
+        if decision.retry_after is not None:
+            body["retry_after"] = decision.retry_after
+        return body
+
+    def render(self, decision: Decision, request_id: str) -> Problem:
+        code = decision.code
+        assert code is not None, "only denials are rendered"
+        content_type = self._content_type
+        data = self.problem_dict(decision, request_id)
+        if self._body_hook is None:
+            body = json.dumps(data, separators=(",", ":")).encode()
+        else:
+            shaped = self._body_hook(data, decision)
+            if isinstance(shaped, bytes):
+                body = shaped
+            else:
+                body = json.dumps(dict(shaped), separators=(",", ":")).encode()
+        headers: list[tuple[str, str]] = [
+            ("content-type", content_type),
+            ("cache-control", "no-store"),
+            ("x-request-id", request_id),
+        ]
+        if code in _CHALLENGE_CODES:
+            challenge = self._challenge
+            if code is ErrorCode.INSUFFICIENT_SCOPE:
+                challenge += f', error="insufficient_scope", scope="{" ".join(decision.required)}"'
+            elif code is not ErrorCode.MISSING_API_KEY:
+                # RFC 6750 §3.1: no error attribute when the request had no credentials.
+                challenge += ', error="invalid_token"'
+            headers.append(("www-authenticate", challenge))
+        if decision.retry_after is not None:
+            headers.append(("retry-after", str(decision.retry_after)))
+        headers.extend(decision.headers)
+        headers.append(("content-length", str(len(body))))
+        return Problem(decision.status, tuple(headers), body)
+
+
+DEFAULT_RENDERER: Final = ProblemRenderer()

@@ -1,0 +1,383 @@
+"""The request hot path: from an ``Authorization`` header (and method/path) to a Decision.
+
+Order of work, cheapest first, so that junk costs nothing and no store is touched before the
+key is known to be well formed:
+
+1. header shape: absent → ``missing_api_key``; duplicated, over-long or control characters →
+   ``invalid_request``; another scheme → ``missing_api_key`` (the scheme is case-insensitive);
+2. **fast path**: a fresh cache entry for the key id and a SHA-256 of the presented key that
+   matches one this entry has already verified in full — nothing else to do;
+3. format and checksum (``invalid_api_key_format``, no store access);
+4. the record, from the cache or (on a miss) the store; unknown ids are negatively cached and
+   cost the same digest comparison as a wrong secret, so timing does not reveal which ids exist;
+5. constant-time digest comparison (current digest, or the previous one inside its rotation
+   grace period), and only after the secret matched: revocation, then expiry;
+6. scopes against the route's requirement; 7. the per-key rate limit.
+
+The decisions are pure methods on in-memory data; :meth:`Verifier.verify` and
+:meth:`Verifier.averify` differ only in how they fetch a record on a cache miss. The cache holds
+records and SHA-256 digests of keys that verified, never plaintext. A cache entry is trusted
+for ``cache_ttl`` seconds (default 1 s): that is the bound on how long a revocation made in
+another process can take to be seen (stores that push invalidations shorten it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from typing import Final
+
+from cachetools import LRUCache
+
+from keyguard.core import decision as d
+from keyguard.core.clock import Clock
+from keyguard.core.decision import Decision, Principal
+from keyguard.core.errors import ConfigurationError, ConflictError, KeyguardError
+from keyguard.core.hashing import DUMMY_DIGEST, Hasher
+from keyguard.core.keys import DEFAULT_FORMAT, KEY_ID_LENGTH, KeyFormat
+from keyguard.core.policy import RouteMatch, RoutePolicy
+from keyguard.core.records import KeyRecord
+from keyguard.core.scopes import AUTHENTICATED, Grants, Requirement, ScopeCatalog, as_requirement
+from keyguard.stores.base import KeyStore
+
+logger = logging.getLogger("keyguard.verifier")
+
+AuthorizationValue = str | bytes | Sequence[str | bytes] | None
+
+_SCHEME: Final = "userkey"
+_FOREVER: Final = math.inf
+_DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
+
+
+class _Entry:
+    """A cached record plus what was derived from it once: the principal, the allowed decision,
+    and SHA-256 digests of keys that already verified against it, each with a deadline."""
+
+    __slots__ = ("allowed", "fresh_until", "principal", "record", "verified")
+
+    def __init__(self, record: KeyRecord, principal: Principal, fresh_until: float) -> None:
+        self.record = record
+        self.principal = principal
+        self.allowed = Decision(True, principal)
+        self.fresh_until = fresh_until
+        self.verified: dict[bytes, float] = {}
+
+
+class Verifier:
+    """Checks requests against a key store, a scope policy and (optionally) a rate limiter.
+
+    Security-relevant keyword arguments:
+
+    * ``max_header_length`` — longer ``Authorization`` values are refused before any parsing
+      (bounded work per request, whatever the client sends).
+    * ``cache_ttl`` — how long a cached record is trusted; the revocation-propagation bound
+      across processes.
+    * ``negative_cache_ttl`` — how long an unknown key id is remembered, so floods of random
+      well-formed keys do not each hit the store.
+    * ``hasher`` — the digest algorithm (HMAC with a pepper when ``KEYGUARD_PEPPER`` is set).
+    * ``rehash`` — re-hash digests made with another algorithm when their key is next used.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        policy: RoutePolicy | None = None,
+        catalog: ScopeCatalog | None = None,
+        key_format: KeyFormat = DEFAULT_FORMAT,
+        hasher: Hasher | None = None,
+        cache_size: int = 10_000,
+        cache_ttl: float = 1.0,
+        negative_cache_size: int = 10_000,
+        negative_cache_ttl: float = 1.0,
+        max_header_length: int = 512,
+        touch_interval: float = 60.0,
+        rehash: bool = True,
+        clock: Clock = time.time,
+        monotonic: Clock = time.monotonic,
+    ) -> None:
+        if cache_ttl < 0 or negative_cache_ttl < 0:
+            raise ConfigurationError("cache TTLs must be >= 0")
+        if max_header_length < key_format.max_length + len("UserKey "):
+            raise ConfigurationError("max_header_length is shorter than a key of this format")
+        self.store = store
+        self.policy = policy
+        self.catalog = catalog
+        self.key_format = key_format
+        self.hasher = hasher if hasher is not None else Hasher()
+        self.cache_ttl = cache_ttl
+        self.negative_cache_ttl = negative_cache_ttl
+        self.max_header_length = max_header_length
+        self.touch_interval = touch_interval
+        self.rehash = rehash
+        self._clock = clock
+        self._monotonic = monotonic
+        self._cache: LRUCache[str, _Entry] = LRUCache(maxsize=cache_size)
+        self._negative: LRUCache[str, float] = LRUCache(maxsize=negative_cache_size)
+        self._touched: LRUCache[str, float] = LRUCache(maxsize=cache_size)
+        self._implications = catalog.implications if catalog is not None else None
+        store.subscribe_invalidations(self.invalidate)
+
+    # -- cache control --------------------------------------------------------------------
+    def invalidate(self, key_id: str | None = None) -> None:
+        """Forget one key (or every key) so the next request re-reads the store."""
+        if key_id is None:
+            self._cache.clear()
+            self._negative.clear()
+        else:
+            self._cache.pop(key_id, None)
+            self._negative.pop(key_id, None)
+
+    # -- pure steps -------------------------------------------------------------------------
+    def _credential(self, authorization: AuthorizationValue) -> str | Decision:
+        """Step 1: the credential string, or the denial for a malformed header."""
+        if authorization is None:
+            return d.MISSING
+        if not isinstance(authorization, str | bytes):
+            values = list(authorization)
+            if len(values) != 1:
+                return d.MISSING if not values else d.DUPLICATE_HEADER
+            authorization = values[0]
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode("latin-1")
+        if len(authorization) > self.max_header_length:
+            return d.HEADER_TOO_LONG
+        if not authorization.isprintable():
+            return d.CONTROL_CHARACTERS
+        scheme, _, credential = authorization.strip(" ").partition(" ")
+        if scheme.lower() != _SCHEME:
+            return d.MISSING
+        credential = credential.strip(" ")
+        if not credential:
+            return d.MISSING
+        return credential
+
+    def _fast(self, credential: str, now_mono: float, now: float) -> tuple[Decision, bytes] | bytes:
+        """Step 2: the cached allowed decision, or the SHA-256 to reuse on the slow path."""
+        digest = hashlib.sha256(credential.encode()).digest()
+        i = credential.find("_") + 1
+        entry = self._cache.get(credential[i : i + KEY_ID_LENGTH])
+        if entry is not None and entry.fresh_until > now_mono:
+            until = entry.verified.get(digest)
+            if until is not None and now < until:
+                return entry.allowed, digest
+        return digest
+
+    def _lookup(self, key_id: str, now_mono: float) -> _Entry | bool | None:
+        """Step 4 (cache part): a fresh entry, ``False`` for a known-unknown id, ``None`` = ask
+        the store."""
+        entry = self._cache.get(key_id)
+        if entry is not None and entry.fresh_until > now_mono:
+            return entry
+        until = self._negative.get(key_id)
+        if until is not None and until > now_mono:
+            return False
+        return None
+
+    def _cache_record(
+        self, record: KeyRecord | None, key_id: str, now_mono: float
+    ) -> _Entry | None:
+        if record is None:
+            self._cache.pop(key_id, None)
+            self._negative[key_id] = now_mono + self.negative_cache_ttl
+            return None
+        old = self._cache.get(key_id)
+        if old is not None and old.record.version == record.version:
+            # Same record: keep the verified digests and the principal; just refresh.
+            old.fresh_until = now_mono + self.cache_ttl
+            return old
+        grants = Grants(record.scopes, self._implications)
+        principal = Principal(record.key_id, record.name, record.owner, grants, record)
+        entry = _Entry(record, principal, now_mono + self.cache_ttl)
+        self._cache[key_id] = entry
+        return entry
+
+    def _judge(self, credential: str, digest: bytes, entry: _Entry | None, now: float) -> Decision:
+        """Step 5: compare digests in constant time, then revocation and expiry."""
+        hasher = self.hasher
+        if entry is None:
+            hasher.verify(credential, DUMMY_DIGEST)  # same work as a wrong secret
+            return d.INVALID
+        record = entry.record
+        until = _FOREVER
+        if not hasher.verify(credential, record.digest):
+            prev = record.previous_digest
+            grace = record.previous_expires_at
+            if prev is None or grace is None or now >= grace or not hasher.verify(credential, prev):
+                return d.INVALID
+            until = grace
+        if record.revoked_at is not None:
+            return d.REVOKED
+        if record.expires_at is not None:
+            if now >= record.expires_at:
+                return d.EXPIRED
+            until = min(until, record.expires_at)
+        entry.verified[digest] = until
+        return entry.allowed
+
+    def _authorize(self, decision: Decision, requirement: Requirement | None) -> Decision:
+        """Step 6: scopes. ``requirement`` None means authentication alone suffices."""
+        if requirement is None or not decision.allowed:
+            return decision
+        principal = decision.principal
+        assert principal is not None
+        if requirement.is_satisfied_by(principal.grants):
+            return decision
+        if not requirement.scopes:
+            return d.NO_ROUTE
+        return d.insufficient_scope(requirement.scopes, requirement.describe())
+
+    def _needs_rehash(self, entry: _Entry, credential: str) -> KeyRecord | None:
+        record = entry.record
+        if not self.rehash or not self.hasher.needs_rehash(record.digest):
+            return None
+        if not self.hasher.verify(credential, record.digest):
+            return None  # verified with the previous digest: rotation owns this record
+        return record.evolve(digest=self.hasher.digest(credential))
+
+    def _due_touch(self, key_id: str, now: float) -> bool:
+        last = self._touched.get(key_id)
+        if last is not None and now - last < self.touch_interval:
+            return False
+        self._touched[key_id] = now
+        return True
+
+    def match(self, method: str, path: str) -> RouteMatch:
+        """The policy rule for a request (authentication-only when no policy is configured)."""
+        if self.policy is None:
+            return _DEFAULT_MATCH
+        return self.policy.match(method, path)
+
+    # -- sync I/O skin ----------------------------------------------------------------------
+    def authenticate(self, authorization: AuthorizationValue) -> Decision:
+        """Authenticate only: the principal, or the denial. Blocking (for WSGI and scripts)."""
+        credential = self._credential(authorization)
+        if isinstance(credential, Decision):
+            return credential
+        now_mono = self._monotonic()
+        now = self._clock()
+        fast = self._fast(credential, now_mono, now)
+        if isinstance(fast, tuple):
+            return fast[0]
+        parsed = self.key_format.parse(credential)
+        if parsed is None:
+            return d.BAD_FORMAT
+        key_id = parsed.key_id
+        found = self._lookup(key_id, now_mono)
+        if found is None:
+            try:
+                record = self.store.get(key_id)
+            except Exception:
+                logger.exception("key store lookup failed; failing closed")
+                return d.UNAVAILABLE
+            found = self._cache_record(record, key_id, now_mono)
+        entry = found or None
+        result = self._judge(credential, fast, entry, now)
+        if result.allowed and entry is not None:
+            self._after_success(entry, credential, now)
+        return result
+
+    def _after_success(self, entry: _Entry, credential: str, now: float) -> None:
+        updated = self._needs_rehash(entry, credential)
+        try:
+            if updated is not None:
+                self.store.update(updated)
+                self.invalidate(updated.key_id)
+            if self._due_touch(entry.record.key_id, now):
+                self.store.touch(entry.record.key_id, now)
+        except ConflictError:
+            pass  # someone else changed the record; the next use re-hashes
+        except (KeyguardError, OSError):
+            logger.warning("could not record key use for %s", entry.record.key_id, exc_info=True)
+
+    def verify(
+        self,
+        authorization: AuthorizationValue,
+        method: str = "GET",
+        path: str = "/",
+        *,
+        required: Requirement | str | Sequence[str] | None = None,
+    ) -> Decision:
+        """Full check of one request: route policy, key, scopes.
+
+        ``required`` adds a requirement on top of the policy (per-view decorators use it).
+        """
+        route = self.match(method, path)
+        if route.requirement is None and required is None:
+            return d.ALLOW_PUBLIC
+        result = self.authenticate(authorization)
+        result = self._authorize(result, route.requirement)
+        if required is not None:
+            result = self._authorize(result, as_requirement(required))
+        return result
+
+    # -- async I/O skin ---------------------------------------------------------------------
+    async def aauthenticate(self, authorization: AuthorizationValue) -> Decision:
+        """Async :meth:`authenticate`: store I/O on a miss never blocks the event loop."""
+        credential = self._credential(authorization)
+        if isinstance(credential, Decision):
+            return credential
+        now_mono = self._monotonic()
+        now = self._clock()
+        fast = self._fast(credential, now_mono, now)
+        if isinstance(fast, tuple):
+            return fast[0]
+        parsed = self.key_format.parse(credential)
+        if parsed is None:
+            return d.BAD_FORMAT
+        key_id = parsed.key_id
+        found = self._lookup(key_id, now_mono)
+        if found is None:
+            try:
+                record = await self.store.aget(key_id)
+            except Exception:
+                logger.exception("key store lookup failed; failing closed")
+                return d.UNAVAILABLE
+            found = self._cache_record(record, key_id, now_mono)
+        entry = found or None
+        result = self._judge(credential, fast, entry, now)
+        if result.allowed and entry is not None:
+            await self._aafter_success(entry, credential, now)
+        return result
+
+    async def _aafter_success(self, entry: _Entry, credential: str, now: float) -> None:
+        updated = self._needs_rehash(entry, credential)
+        store = self.store
+        try:
+            if updated is not None:
+                if store.in_process:
+                    store.update(updated)
+                else:
+                    await asyncio.to_thread(store.update, updated)
+                self.invalidate(updated.key_id)
+            if self._due_touch(entry.record.key_id, now):
+                await store.atouch(entry.record.key_id, now)
+        except ConflictError:
+            pass
+        except (KeyguardError, OSError):
+            logger.warning("could not record key use for %s", entry.record.key_id, exc_info=True)
+
+    async def averify(
+        self,
+        authorization: AuthorizationValue,
+        method: str = "GET",
+        path: str = "/",
+        *,
+        required: Requirement | str | Sequence[str] | None = None,
+    ) -> Decision:
+        """Async :meth:`verify`."""
+        route = self.match(method, path)
+        if route.requirement is None and required is None:
+            return d.ALLOW_PUBLIC
+        result = await self.aauthenticate(authorization)
+        result = self._authorize(result, route.requirement)
+        if required is not None:
+            result = self._authorize(result, as_requirement(required))
+        return result
+
+    def __repr__(self) -> str:
+        return f"Verifier(store={self.store!r}, policy={self.policy!r}, cache_ttl={self.cache_ttl})"

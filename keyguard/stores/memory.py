@@ -1,0 +1,102 @@
+"""An in-process key store (``memory://``): for tests, demos and single-process apps.
+
+Everything lives in one dict guarded by a lock; nothing survives the process. It implements
+the full store contract, so it is also the reference the other stores are tested against.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+
+from keyguard.core.errors import ConflictError, KeyExists, KeyNotFound
+from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page
+from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor, matches
+
+
+class MemoryStore(KeyStore):
+    """Keys in a dict. ``max_audit`` bounds the audit log (oldest events are dropped)."""
+
+    scheme = "memory"
+    in_process = True
+
+    def __init__(self, *, max_audit: int = 100_000) -> None:
+        self._records: dict[str, KeyRecord] = {}
+        self._audit: deque[AuditEvent] = deque(maxlen=max_audit)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_url(cls, url: str) -> MemoryStore:
+        del url
+        return cls()
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        return self._records.get(key_id)
+
+    def touch(self, key_id: str, at: float) -> None:
+        with self._lock:
+            rec = self._records.get(key_id)
+            if rec is not None and (rec.last_used_at is None or rec.last_used_at < at):
+                self._records[key_id] = replace(rec, last_used_at=at)
+
+    def create(self, record: KeyRecord) -> None:
+        with self._lock:
+            if record.key_id in self._records:
+                raise KeyExists(f"key {record.key_id} exists already")
+            self._records[record.key_id] = record
+
+    def update(self, record: KeyRecord) -> None:
+        with self._lock:
+            current = self._records.get(record.key_id)
+            if current is None:
+                raise KeyNotFound(f"no key {record.key_id}")
+            if current.version != record.version - 1:
+                raise ConflictError(f"key {record.key_id} was changed concurrently")
+            # last_used_at is maintained by touch() outside the version scheme: keep the newer.
+            if (current.last_used_at or 0) > (record.last_used_at or 0):
+                record = replace(record, last_used_at=current.last_used_at)
+            self._records[record.key_id] = record
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        status: KeyStatus | None = None,
+        created_by: str | None = None,
+        now: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        check_limit(limit)
+        now = time.time() if now is None else now
+        after = decode_cursor(cursor) if cursor else None
+        with self._lock:
+            records = sorted(self._records.values(), key=lambda r: (r.created_at, r.key_id))
+        out: list[KeyRecord] = []
+        for rec in records:
+            if after is not None and (rec.created_at, rec.key_id) <= after:
+                continue
+            if matches(rec, owner=owner, status=status, created_by=created_by, now=now):
+                out.append(rec)
+                if len(out) > limit:
+                    break
+        more = len(out) > limit
+        items = tuple(out[:limit])
+        return Page(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
+
+    def add_audit(self, event: AuditEvent) -> None:
+        with self._lock:
+            self._audit.append(event)
+
+    def audit(self, *, key_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:
+        check_limit(limit)
+        with self._lock:
+            events = list(self._audit)
+        out = [e for e in reversed(events) if key_id is None or e.key_id == key_id]
+        return out[:limit]
+
+    def __repr__(self) -> str:
+        return f"MemoryStore(keys={len(self._records)})"

@@ -1,0 +1,575 @@
+"""A key store in one SQLite file (``sqlite:///path/keys.db``), safe across threads and processes.
+
+Each thread gets its own connection (opened lazily, so a store built before a ``fork`` holds no
+connection the children could inherit). The file runs in WAL mode so readers never wait for
+writers; every write is one ``BEGIN IMMEDIATE`` transaction, SQLite's busy timeout absorbs
+ordinary contention, and a bounded retry loop with jittered backoff absorbs the ``SQLITE_BUSY``
+cases the busy handler does not cover. The schema is versioned: migrations run in order inside
+one transaction, and a file written by a newer keyguard is refused rather than misread. Records
+are stored column by column (scopes and metadata as canonical JSON); the file never holds
+anything but digests, and it is created with mode 0600. Every SQLite failure reaches callers as
+:class:`~keyguard.core.errors.StoreUnavailable` naming the file, never with key material.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import json
+import os
+import random
+import sqlite3
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any, Final, TypeVar
+from urllib.parse import parse_qsl, unquote
+
+from keyguard.core.errors import (
+    ConfigurationError,
+    ConflictError,
+    KeyExists,
+    KeyguardError,
+    KeyNotFound,
+    StoreUnavailable,
+)
+from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page, dumps_metadata
+from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor
+
+T = TypeVar("T")
+
+MEMORY: Final = ":memory:"
+
+#: Schema migrations. ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``; they
+#: run in order inside one transaction. Append new steps, never edit released ones.
+MIGRATIONS: Final[list[tuple[str, ...]]] = [
+    (
+        """
+        CREATE TABLE keyguard_keys (
+            key_id TEXT NOT NULL PRIMARY KEY,
+            name TEXT NOT NULL,
+            digest TEXT NOT NULL,
+            scopes TEXT NOT NULL DEFAULT '[]',
+            owner TEXT,
+            created_at REAL NOT NULL,
+            expires_at REAL,
+            revoked_at REAL,
+            revoked_reason TEXT,
+            created_by TEXT,
+            rate_limit TEXT,
+            metadata TEXT NOT NULL DEFAULT '{}',
+            last_used_at REAL,
+            previous_digest TEXT,
+            previous_expires_at REAL,
+            rotated_at REAL,
+            prefix TEXT NOT NULL,
+            version INTEGER NOT NULL
+        )
+        """,
+        "CREATE INDEX keyguard_keys_owner ON keyguard_keys (owner)",
+        "CREATE INDEX keyguard_keys_created_by ON keyguard_keys (created_by)",
+        "CREATE INDEX keyguard_keys_created ON keyguard_keys (created_at, key_id)",
+        """
+        CREATE TABLE keyguard_audit (
+            id INTEGER PRIMARY KEY,
+            at REAL NOT NULL,
+            action TEXT NOT NULL,
+            key_id TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            details TEXT NOT NULL DEFAULT '{}'
+        )
+        """,
+        "CREATE INDEX keyguard_audit_key ON keyguard_audit (key_id, at)",
+        "CREATE INDEX keyguard_audit_at ON keyguard_audit (at)",
+    ),
+]
+
+#: The columns of ``keyguard_keys``, one per KeyRecord field, in field order.
+COLUMNS: Final = (
+    "key_id",
+    "name",
+    "digest",
+    "scopes",
+    "owner",
+    "created_at",
+    "expires_at",
+    "revoked_at",
+    "revoked_reason",
+    "created_by",
+    "rate_limit",
+    "metadata",
+    "last_used_at",
+    "previous_digest",
+    "previous_expires_at",
+    "rotated_at",
+    "prefix",
+    "version",
+)
+
+_SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM keyguard_keys"  # noqa: S608 - constant
+_INSERT: Final = (
+    f"INSERT INTO keyguard_keys ({', '.join(COLUMNS)}) "  # noqa: S608 - constant column list
+    f"VALUES ({', '.join(':' + c for c in COLUMNS)}) ON CONFLICT (key_id) DO NOTHING"
+)
+# last_used_at is maintained by touch() outside the version scheme, so an update never moves it
+# backwards (the same rule as MemoryStore.update).
+_UPDATE: Final = (
+    "UPDATE keyguard_keys SET "  # noqa: S608 - constant column list
+    + ", ".join(f"{c} = :{c}" for c in COLUMNS if c not in ("key_id", "last_used_at"))
+    + ", last_used_at = CASE WHEN COALESCE(last_used_at, 0) > COALESCE(:last_used_at, 0)"
+    " THEN last_used_at ELSE :last_used_at END"
+    " WHERE key_id = :key_id AND version = :expected_version"
+)
+_STATUS_SQL: Final = {
+    KeyStatus.ACTIVE: "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > :now)",
+    KeyStatus.EXPIRED: "revoked_at IS NULL AND expires_at <= :now",
+    KeyStatus.REVOKED: "revoked_at IS NOT NULL",
+}
+
+_SQLITE_BUSY: Final = 5
+_SQLITE_LOCKED: Final = 6
+_MIN_BACKOFF: Final = 0.002
+_MAX_BACKOFF: Final = 0.1
+
+# Connections inherited across fork() must never be used nor closed by the child (closing would
+# drop POSIX locks and shared-memory state of the parent's file); the child parks them here.
+_INHERITED: list[sqlite3.Connection] = []
+
+
+class _Holder:
+    """A thread's connection, tagged with the process that opened it."""
+
+    __slots__ = ("__weakref__", "conn", "pid")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.pid = os.getpid()
+
+
+def _release(
+    conn: sqlite3.Connection,
+    pid: int,
+    registry: dict[sqlite3.Connection, int],
+    lock: threading.Lock,
+) -> None:
+    """Finaliser of a thread's holder: the thread ended (or the store was dropped)."""
+    with lock:
+        registry.pop(conn, None)
+    _dispose(conn, pid)
+
+
+def _dispose(conn: sqlite3.Connection, pid: int) -> None:
+    if os.getpid() == pid:
+        with contextlib.suppress(sqlite3.Error):
+            conn.close()
+    else:
+        _INHERITED.append(conn)
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    message = str(exc).lower()
+    return "locked" in message or "busy" in message
+
+
+def _encode(record: KeyRecord) -> dict[str, Any]:
+    params = {c: getattr(record, c) for c in COLUMNS}
+    try:
+        params["scopes"] = json.dumps(sorted(record.scopes), separators=(",", ":"))
+        params["metadata"] = dumps_metadata(record.metadata)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"key {record.key_id}: scopes and metadata must be JSON-serialisable ({exc})"
+        ) from None
+    return params
+
+
+def _decode(row: tuple[Any, ...]) -> KeyRecord:
+    values = dict(zip(COLUMNS, row, strict=True))
+    values["scopes"] = frozenset(json.loads(values["scopes"]))
+    values["metadata"] = json.loads(values["metadata"])
+    return KeyRecord(**values)
+
+
+def _close_quietly(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):
+        conn.close()
+
+
+class SQLiteStore(KeyStore):
+    """Keys in a SQLite file.
+
+    ``path`` is the database file (its directory must exist) or ``":memory:"`` for a private
+    in-memory database shared by the store's threads. ``timeout`` bounds, in seconds, how long
+    an operation waits for other writers before it fails with
+    :class:`~keyguard.core.errors.StoreUnavailable`.
+    """
+
+    scheme = "sqlite"
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        raw = os.fspath(path)
+        if not isinstance(raw, str) or not raw:
+            raise ConfigurationError("the SQLite store needs a file path or ':memory:'")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+            raise ConfigurationError("timeout must be a positive number of seconds")
+        self._timeout = float(timeout)
+        self._memory = raw == MEMORY
+        self._path = raw if self._memory else os.path.abspath(raw)
+        self._closed = False
+        self._local = threading.local()
+        # Every per-thread connection, with the pid that opened it, so that close() reaches them.
+        self._conns: dict[sqlite3.Connection, int] = {}
+        self._conns_lock = threading.Lock()
+        # An in-memory database lives as long as its one connection, which threads share in turn.
+        self._shared: sqlite3.Connection | None = None
+        self._shared_lock = threading.Lock()
+        if self._memory:
+            self._shared = self._connect()
+        else:
+            parent = os.path.dirname(self._path)
+            if not os.path.isdir(parent):
+                raise ConfigurationError(
+                    f"the directory of the SQLite store {self._path!r} does not exist"
+                )
+            self._create_private_file()
+        self._initialise()
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """Open ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or ``sqlite:///:memory:``.
+
+        The query string may set ``timeout`` (seconds).
+        """
+        scheme, sep, rest = url.partition("://")
+        if not sep or scheme.lower() != "sqlite":
+            raise ConfigurationError("a SQLite store URL starts with sqlite://")
+        rest, _, query = rest.partition("?")
+        rest = rest.partition("#")[0]
+        if not rest.startswith("/") or len(rest) < 2:
+            raise ConfigurationError(
+                "a SQLite store URL names a file: sqlite:///relative/keys.db, "
+                "sqlite:////absolute/keys.db or sqlite:///:memory: (no host)"
+            )
+        options: dict[str, Any] = {}
+        for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+            if name != "timeout":
+                raise ConfigurationError(f"unknown SQLite store URL option {name!r}")
+            try:
+                options["timeout"] = float(value)
+            except ValueError:
+                raise ConfigurationError("the timeout option must be a number") from None
+        return cls(unquote(rest[1:]), **options)
+
+    @property
+    def path(self) -> str:
+        """The absolute path of the database file, or ``":memory:"``."""
+        return self._path
+
+    # -- connections -------------------------------------------------------------------
+    def _create_private_file(self) -> None:
+        # Create the file ourselves so that it is never world-readable, even for a moment;
+        # SQLite gives the -wal and -shm files the same mode as the database file.
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise StoreUnavailable(
+                f"cannot create the SQLite store {self._path!r}: {exc.strerror}"
+            ) from exc
+        os.close(fd)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._timeout,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # close() may run on another thread
+            )
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
+        return conn
+
+    def _thread_connection(self) -> sqlite3.Connection:
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is not None and holder.pid == os.getpid():
+            return holder.conn
+        conn = self._connect()
+        holder = _Holder(conn)
+        with self._conns_lock:
+            if self._closed:
+                _close_quietly(conn)
+                raise self._closed_error()
+            self._conns[conn] = holder.pid
+        weakref.finalize(holder, _release, conn, holder.pid, self._conns, self._conns_lock)
+        self._local.holder = holder
+        return conn
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        if self._closed:
+            raise self._closed_error()
+        if self._shared is not None:
+            with self._shared_lock:
+                yield self._shared
+        else:
+            yield self._thread_connection()
+
+    def _closed_error(self) -> StoreUnavailable:
+        return StoreUnavailable(f"the SQLite store {self._path!r} is closed")
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        # SQLite's messages name the failure, never the bound values (which could be digests).
+        return StoreUnavailable(f"the SQLite store {self._path!r} is unavailable: {exc}")
+
+    def _run(self, fn: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        """Run ``fn`` on this thread's connection, in a write transaction if ``write``.
+
+        ``fn`` may run several times: on ``SQLITE_BUSY``/``SQLITE_LOCKED`` the transaction is
+        rolled back and retried with jittered exponential backoff until ``timeout`` elapses.
+        """
+        deadline = time.monotonic() + self._timeout
+        backoff = _MIN_BACKOFF
+        while True:
+            with self._connection() as conn:
+                try:
+                    if write:
+                        conn.execute("BEGIN IMMEDIATE")
+                    result = fn(conn)
+                    if write:
+                        conn.execute("COMMIT")
+                except BaseException as exc:
+                    if conn.in_transaction:
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    if isinstance(exc, KeyguardError):
+                        raise
+                    if not isinstance(exc, sqlite3.Error):
+                        raise
+                    if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
+                        raise self._unavailable(exc) from exc
+                    if time.monotonic() + backoff > deadline:
+                        raise StoreUnavailable(
+                            f"the SQLite store {self._path!r} stayed locked by other writers "
+                            f"for more than {self._timeout:g} s"
+                        ) from exc
+                else:
+                    return result
+            # Jitter spreads out writers that collided, so they do not collide again.
+            time.sleep(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - not security
+            backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    # -- schema --------------------------------------------------------------------------
+    def _initialise(self) -> None:
+        try:
+            if not self._memory:
+                self._run(self._enable_wal)
+            if self._run(self._schema_version) != len(MIGRATIONS):
+                self._run(self._migrate, write=True)
+        finally:
+            if not self._memory:
+                # Keep no connection from construction: a store built before fork() (a
+                # pre-forking server) must hand its children nothing inherited.
+                self._close_connections()
+
+    @staticmethod
+    def _enable_wal(conn: sqlite3.Connection) -> None:
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+        if str(mode).lower() != "wal":
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'keyguard_schema'"
+        ).fetchone()
+        if exists is None:
+            return 0
+        row = conn.execute("SELECT version FROM keyguard_schema WHERE id = 1").fetchone()
+        version = 0 if row is None else int(row[0])
+        if version > len(MIGRATIONS):
+            raise ConfigurationError(
+                f"the SQLite store {self._path!r} has schema version {version}, newer than the "
+                f"{len(MIGRATIONS)} this keyguard understands; upgrade keyguard"
+            )
+        return version
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS keyguard_schema ("
+            " id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL)"
+        )
+        # Re-read inside the write transaction: another process may have migrated meanwhile.
+        version = self._schema_version(conn)
+        for step in MIGRATIONS[version:]:
+            for statement in step:
+                conn.execute(statement)
+        conn.execute(
+            "INSERT INTO keyguard_schema (id, version) VALUES (1, ?)"
+            " ON CONFLICT (id) DO UPDATE SET version = excluded.version",
+            (len(MIGRATIONS),),
+        )
+
+    # -- request path --------------------------------------------------------------------
+    def get(self, key_id: str) -> KeyRecord | None:
+        def op(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                _SELECT + " WHERE key_id = ?", (key_id,)
+            ).fetchone()
+            return row
+
+        row = self._run(op)
+        return None if row is None else _decode(row)
+
+    def touch(self, key_id: str, at: float) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE keyguard_keys SET last_used_at = :at WHERE key_id = :key_id"
+                " AND (last_used_at IS NULL OR last_used_at < :at)",
+                {"at": at, "key_id": key_id},
+            )
+
+        self._run(op, write=True)
+
+    # -- management ----------------------------------------------------------------------
+    def create(self, record: KeyRecord) -> None:
+        params = _encode(record)
+
+        def op(conn: sqlite3.Connection) -> int:
+            try:
+                return conn.execute(_INSERT, params).rowcount
+            except sqlite3.IntegrityError as exc:
+                raise ConfigurationError(f"key {record.key_id}: invalid record ({exc})") from None
+
+        if self._run(op, write=True) == 0:
+            raise KeyExists(f"key {record.key_id} exists already")
+
+    def update(self, record: KeyRecord) -> None:
+        params = _encode(record)
+        params["expected_version"] = record.version - 1
+
+        def op(conn: sqlite3.Connection) -> None:
+            try:
+                changed = conn.execute(_UPDATE, params).rowcount
+            except sqlite3.IntegrityError as exc:
+                raise ConfigurationError(f"key {record.key_id}: invalid record ({exc})") from None
+            if changed:
+                return
+            exists = conn.execute(
+                "SELECT 1 FROM keyguard_keys WHERE key_id = ?", (record.key_id,)
+            ).fetchone()
+            if exists is None:
+                raise KeyNotFound(f"no key {record.key_id}")
+            raise ConflictError(f"key {record.key_id} was changed concurrently")
+
+        self._run(op, write=True)
+
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        status: KeyStatus | None = None,
+        created_by: str | None = None,
+        now: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        check_limit(limit)
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit + 1}
+        if owner is not None:
+            where.append("owner = :owner")
+            params["owner"] = owner
+        if created_by is not None:
+            where.append("created_by = :created_by")
+            params["created_by"] = created_by
+        if status is not None:
+            try:
+                where.append(_STATUS_SQL[KeyStatus(status)])
+            except ValueError:
+                raise ConfigurationError(f"unknown key status {status!r}") from None
+            params["now"] = time.time() if now is None else now
+        if cursor:
+            params["after_created"], params["after_key"] = decode_cursor(cursor)
+            where.append("(created_at, key_id) > (:after_created, :after_key)")
+        sql = (
+            _SELECT
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY created_at, key_id LIMIT :limit"
+        )
+
+        def op(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, params).fetchall()
+
+        records = [_decode(row) for row in self._run(op)]
+        more = len(records) > limit
+        items = tuple(records[:limit])
+        return Page(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
+
+    def add_audit(self, event: AuditEvent) -> None:
+        try:
+            details = dumps_metadata(event.details)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"audit details must be JSON-serialisable ({exc})") from None
+        params = (event.at, event.action, event.key_id, event.actor, details)
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO keyguard_audit (at, action, key_id, actor, details)"
+                " VALUES (?, ?, ?, ?, ?)",
+                params,
+            )
+
+        self._run(op, write=True)
+
+    def audit(self, *, key_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:
+        """The newest events first (by ``at``; events at the same time, last appended first)."""
+        check_limit(limit)
+        sql = "SELECT at, action, key_id, actor, details FROM keyguard_audit"
+        params: tuple[Any, ...] = (limit,)
+        if key_id is not None:
+            sql += " WHERE key_id = ?"
+            params = (key_id, limit)
+        sql += " ORDER BY at DESC, id DESC LIMIT ?"
+
+        def op(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            return conn.execute(sql, params).fetchall()
+
+        return [
+            AuditEvent(at=at, action=action, key_id=kid, actor=actor, details=json.loads(details))
+            for at, action, kid, actor, details in self._run(op)
+        ]
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def ping(self) -> None:
+        """Read the schema version: this proves the file can be opened and read."""
+
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT version FROM keyguard_schema").fetchone()
+
+        self._run(op)
+
+    def _close_connections(self) -> None:
+        with self._conns_lock:
+            conns = list(self._conns.items())
+            self._conns.clear()
+        for conn, pid in conns:
+            _dispose(conn, pid)
+        # Threads' holders now point at closed connections: a new local forgets them all.
+        self._local = threading.local()
+
+    def close(self) -> None:
+        """Close every connection of this process. Idempotent."""
+        with self._conns_lock:
+            self._closed = True
+        self._close_connections()
+        if self._shared is not None:
+            with self._shared_lock:
+                _close_quietly(self._shared)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self._path!r})"
