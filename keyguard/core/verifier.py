@@ -24,7 +24,7 @@ another process can take to be seen (stores that push invalidations shorten it).
 from __future__ import annotations
 
 import asyncio
-import hashlib
+from hashlib import sha256
 import logging
 import math
 import time
@@ -55,7 +55,7 @@ _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
 
 class _Entry:
     """A cached record plus what was derived from it once: the principal, the allowed decision,
-    and SHA-256 digests of keys that already verified against it, each with a deadline."""
+    and the SHA-256 digests of header values that verified against it (see ``_index``)."""
 
     __slots__ = ("allowed", "fresh_until", "principal", "record", "verified")
 
@@ -64,7 +64,7 @@ class _Entry:
         self.principal = principal
         self.allowed = Decision(True, principal)
         self.fresh_until = fresh_until
-        self.verified: dict[bytes, float] = {}
+        self.verified: set[bytes] = set()
 
 
 class Verifier:
@@ -119,6 +119,12 @@ class Verifier:
         self._cache: LRUCache[str, _Entry] = LRUCache(maxsize=cache_size)
         self._negative: LRUCache[str, float] = LRUCache(maxsize=negative_cache_size)
         self._touched: LRUCache[str, float] = LRUCache(maxsize=cache_size)
+        # The fast-path index: SHA-256 of an Authorization value that verified in full →
+        # (allowed decision, monotonic deadline). A plain dict because it is read on every
+        # request; bounded FIFO (insertion order) at ``cache_size`` entries. Deadlines never
+        # exceed the record's freshness, its expiry or its rotation grace.
+        self._index: dict[bytes, tuple[Decision, float]] = {}
+        self._index_size = cache_size
         self._implications = catalog.implications if catalog is not None else None
         store.subscribe_invalidations(self.invalidate)
 
@@ -128,11 +134,33 @@ class Verifier:
         if key_id is None:
             self._cache.clear()
             self._negative.clear()
-        else:
-            self._cache.pop(key_id, None)
-            self._negative.pop(key_id, None)
+            self._index.clear()
+            return
+        entry = self._cache.pop(key_id, None)
+        self._negative.pop(key_id, None)
+        if entry is not None:
+            for digest in entry.verified:
+                self._index.pop(digest, None)
 
     # -- pure steps -------------------------------------------------------------------------
+    def _hot(self, authorization: AuthorizationValue) -> tuple[Decision | None, bytes]:
+        """Step 2, before any parsing: a header value that verified recently is answered from
+        the index. Returns the decision (or None) and the value's digest for the slow path."""
+        kind = type(authorization)
+        if kind is bytes:
+            raw = authorization
+        elif kind is str:
+            raw = authorization.encode()  # type: ignore[union-attr]
+        else:
+            return None, b""
+        if len(raw) > self.max_header_length:  # type: ignore[arg-type]
+            return None, b""
+        digest = sha256(raw).digest()  # type: ignore[arg-type]
+        hit = self._index.get(digest)
+        if hit is not None and hit[1] > self._monotonic():
+            return hit[0], digest
+        return None, digest
+
     def _credential(self, authorization: AuthorizationValue) -> str | Decision:
         """Step 1: the credential string, or the denial for a malformed header."""
         if authorization is None:
@@ -156,17 +184,6 @@ class Verifier:
             return d.MISSING
         return credential
 
-    def _fast(self, credential: str, now_mono: float, now: float) -> tuple[Decision, bytes] | bytes:
-        """Step 2: the cached allowed decision, or the SHA-256 to reuse on the slow path."""
-        digest = hashlib.sha256(credential.encode()).digest()
-        i = credential.find("_") + 1
-        entry = self._cache.get(credential[i : i + KEY_ID_LENGTH])
-        if entry is not None and entry.fresh_until > now_mono:
-            until = entry.verified.get(digest)
-            if until is not None and now < until:
-                return entry.allowed, digest
-        return digest
-
     def _lookup(self, key_id: str, now_mono: float) -> _Entry | bool | None:
         """Step 4 (cache part): a fresh entry, ``False`` for a known-unknown id, ``None`` = ask
         the store."""
@@ -178,26 +195,34 @@ class Verifier:
             return False
         return None
 
-    def _cache_record(
-        self, record: KeyRecord | None, key_id: str, now_mono: float
-    ) -> _Entry | None:
+    def _cache_record(self, record: KeyRecord | None, key_id: str, now_mono: float) -> _Entry | None:
         if record is None:
-            self._cache.pop(key_id, None)
+            self.invalidate(key_id)
             self._negative[key_id] = now_mono + self.negative_cache_ttl
             return None
         old = self._cache.get(key_id)
         if old is not None and old.record.version == record.version:
-            # Same record: keep the verified digests and the principal; just refresh.
+            # Same record: keep the principal (and its allowed decision); just refresh.
             old.fresh_until = now_mono + self.cache_ttl
             return old
+        if old is not None:
+            self.invalidate(key_id)
         grants = Grants(record.scopes, self._implications)
         principal = Principal(record.key_id, record.name, record.owner, grants, record)
         entry = _Entry(record, principal, now_mono + self.cache_ttl)
         self._cache[key_id] = entry
         return entry
 
-    def _judge(self, credential: str, digest: bytes, entry: _Entry | None, now: float) -> Decision:
-        """Step 5: compare digests in constant time, then revocation and expiry."""
+    def _judge(
+        self,
+        credential: str,
+        digest: bytes,
+        entry: _Entry | None,
+        now: float,
+        now_mono: float,
+    ) -> Decision:
+        """Step 5: compare digests in constant time, then revocation and expiry. A success is
+        indexed for the fast path until the earliest of freshness, expiry and grace."""
         hasher = self.hasher
         if entry is None:
             hasher.verify(credential, DUMMY_DIGEST)  # same work as a wrong secret
@@ -216,7 +241,12 @@ class Verifier:
             if now >= record.expires_at:
                 return d.EXPIRED
             until = min(until, record.expires_at)
-        entry.verified[digest] = until
+        if digest:
+            index = self._index
+            if len(index) >= self._index_size:
+                del index[next(iter(index))]
+            index[digest] = (entry.allowed, min(entry.fresh_until, now_mono + (until - now)))
+            entry.verified.add(digest)
         return entry.allowed
 
     def _authorize(self, decision: Decision, requirement: Requirement | None) -> Decision:
@@ -255,28 +285,27 @@ class Verifier:
     # -- sync I/O skin ----------------------------------------------------------------------
     def authenticate(self, authorization: AuthorizationValue) -> Decision:
         """Authenticate only: the principal, or the denial. Blocking (for WSGI and scripts)."""
+        hit, digest = self._hot(authorization)
+        if hit is not None:
+            return hit
         credential = self._credential(authorization)
         if isinstance(credential, Decision):
             return credential
-        now_mono = self._monotonic()
-        now = self._clock()
-        fast = self._fast(credential, now_mono, now)
-        if isinstance(fast, tuple):
-            return fast[0]
         parsed = self.key_format.parse(credential)
         if parsed is None:
             return d.BAD_FORMAT
-        key_id = parsed.key_id
-        found = self._lookup(key_id, now_mono)
+        now_mono = self._monotonic()
+        found = self._lookup(parsed.key_id, now_mono)
         if found is None:
             try:
-                record = self.store.get(key_id)
+                record = self.store.get(parsed.key_id)
             except Exception:
                 logger.exception("key store lookup failed; failing closed")
                 return d.UNAVAILABLE
-            found = self._cache_record(record, key_id, now_mono)
+            found = self._cache_record(record, parsed.key_id, now_mono)
         entry = found or None
-        result = self._judge(credential, fast, entry, now)
+        now = self._clock()
+        result = self._judge(credential, digest, entry, now, now_mono)
         if result.allowed and entry is not None:
             self._after_success(entry, credential, now)
         return result
@@ -318,28 +347,27 @@ class Verifier:
     # -- async I/O skin ---------------------------------------------------------------------
     async def aauthenticate(self, authorization: AuthorizationValue) -> Decision:
         """Async :meth:`authenticate`: store I/O on a miss never blocks the event loop."""
+        hit, digest = self._hot(authorization)
+        if hit is not None:
+            return hit
         credential = self._credential(authorization)
         if isinstance(credential, Decision):
             return credential
-        now_mono = self._monotonic()
-        now = self._clock()
-        fast = self._fast(credential, now_mono, now)
-        if isinstance(fast, tuple):
-            return fast[0]
         parsed = self.key_format.parse(credential)
         if parsed is None:
             return d.BAD_FORMAT
-        key_id = parsed.key_id
-        found = self._lookup(key_id, now_mono)
+        now_mono = self._monotonic()
+        found = self._lookup(parsed.key_id, now_mono)
         if found is None:
             try:
-                record = await self.store.aget(key_id)
+                record = await self.store.aget(parsed.key_id)
             except Exception:
                 logger.exception("key store lookup failed; failing closed")
                 return d.UNAVAILABLE
-            found = self._cache_record(record, key_id, now_mono)
+            found = self._cache_record(record, parsed.key_id, now_mono)
         entry = found or None
-        result = self._judge(credential, fast, entry, now)
+        now = self._clock()
+        result = self._judge(credential, digest, entry, now, now_mono)
         if result.allowed and entry is not None:
             await self._aafter_success(entry, credential, now)
         return result
