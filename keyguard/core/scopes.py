@@ -202,7 +202,8 @@ class Grants:
     ) -> None:
         held = {parse_grant(s) for s in _scope_list(scopes, "Grants scopes")}
         impl = _normalize_implications(implications)
-        if impl:
+        # admin already satisfies every source and target: expanding would only bloat .scopes.
+        if impl and ADMIN not in held:
             _expand(held, impl)
         resources = frozenset(s[:-2] for s in held if s.endswith(":*") and not s.startswith("*:"))
         actions = frozenset(s[2:] for s in held if s.startswith("*:") and s != "*:*")

@@ -184,16 +184,14 @@ class Verifier:
             return d.MISSING
         return credential
 
-    def _lookup(self, key_id: str, now_mono: float) -> _Entry | bool | None:
-        """Step 4 (cache part): a fresh entry, ``False`` for a known-unknown id, ``None`` = ask
-        the store."""
+    def _lookup(self, key_id: str, now_mono: float) -> tuple[bool, _Entry | None]:
+        """Step 4 (cache part): ``(True, entry)`` for a fresh entry, ``(True, None)`` for a
+        known-unknown id, ``(False, None)`` when the store must be asked."""
         entry = self._cache.get(key_id)
         if entry is not None and entry.fresh_until > now_mono:
-            return entry
+            return True, entry
         until = self._negative.get(key_id)
-        if until is not None and until > now_mono:
-            return False
-        return None
+        return (until is not None and until > now_mono), None
 
     def _cache_record(self, record: KeyRecord | None, key_id: str, now_mono: float) -> _Entry | None:
         if record is None:
@@ -295,15 +293,14 @@ class Verifier:
         if parsed is None:
             return d.BAD_FORMAT
         now_mono = self._monotonic()
-        found = self._lookup(parsed.key_id, now_mono)
-        if found is None:
+        cached, entry = self._lookup(parsed.key_id, now_mono)
+        if not cached:
             try:
                 record = self.store.get(parsed.key_id)
             except Exception:
                 logger.exception("key store lookup failed; failing closed")
                 return d.UNAVAILABLE
-            found = self._cache_record(record, parsed.key_id, now_mono)
-        entry = found or None
+            entry = self._cache_record(record, parsed.key_id, now_mono)
         now = self._clock()
         result = self._judge(credential, digest, entry, now, now_mono)
         if result.allowed and entry is not None:
@@ -357,15 +354,14 @@ class Verifier:
         if parsed is None:
             return d.BAD_FORMAT
         now_mono = self._monotonic()
-        found = self._lookup(parsed.key_id, now_mono)
-        if found is None:
+        cached, entry = self._lookup(parsed.key_id, now_mono)
+        if not cached:
             try:
                 record = await self.store.aget(parsed.key_id)
             except Exception:
                 logger.exception("key store lookup failed; failing closed")
                 return d.UNAVAILABLE
-            found = self._cache_record(record, parsed.key_id, now_mono)
-        entry = found or None
+            entry = self._cache_record(record, parsed.key_id, now_mono)
         now = self._clock()
         result = self._judge(credential, digest, entry, now, now_mono)
         if result.allowed and entry is not None:

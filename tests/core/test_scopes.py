@@ -325,6 +325,12 @@ def test_implications_are_opt_in() -> None:
     assert not Grants(["agents:write"]).satisfies("agents:read")
 
 
+def test_admin_grants_are_not_bloated_by_implications() -> None:
+    grants = Grants(["admin"], {"agents:write": ["agents:read"]})
+    assert grants.scopes == {"admin"}
+    assert grants.satisfies("agents:read")
+
+
 @PROPS
 @given(grant_sets, st.dictionaries(required_scope, grant_sets, max_size=5))
 def test_implication_closure_is_idempotent(
