@@ -11,7 +11,7 @@ FORBIDDEN = {"starlette", "fastapi", "flask", "werkzeug", "django", "rest_framew
 def test_import_keyguard_loads_no_framework_or_driver() -> None:
     code = (
         "import sys, keyguard, keyguard.stores, keyguard.core.verifier;"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (FORBIDDEN,)
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {FORBIDDEN!r}))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True

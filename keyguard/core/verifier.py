@@ -24,11 +24,11 @@ another process can take to be seen (stores that push invalidations shorten it).
 from __future__ import annotations
 
 import asyncio
-from hashlib import sha256
 import logging
 import math
 import time
 from collections.abc import Sequence
+from hashlib import sha256
 from typing import Final
 
 from cachetools import LRUCache
@@ -38,7 +38,7 @@ from keyguard.core.clock import Clock
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError, ConflictError, KeyguardError
 from keyguard.core.hashing import DUMMY_DIGEST, Hasher
-from keyguard.core.keys import DEFAULT_FORMAT, KEY_ID_LENGTH, KeyFormat
+from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat
 from keyguard.core.policy import RouteMatch, RoutePolicy
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import AUTHENTICATED, Grants, Requirement, ScopeCatalog, as_requirement
@@ -193,7 +193,9 @@ class Verifier:
         until = self._negative.get(key_id)
         return (until is not None and until > now_mono), None
 
-    def _cache_record(self, record: KeyRecord | None, key_id: str, now_mono: float) -> _Entry | None:
+    def _cache_record(
+        self, record: KeyRecord | None, key_id: str, now_mono: float
+    ) -> _Entry | None:
         if record is None:
             self.invalidate(key_id)
             self._negative[key_id] = now_mono + self.negative_cache_ttl

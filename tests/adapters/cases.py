@@ -223,7 +223,7 @@ def check(case: Case, world: World, send: Send, *, calls: list[Any] | None = Non
     headers = case.headers(world)
     before = len(calls) if calls is not None else 0
     reply = send(case.method, case.path, headers)
-    secrets = [v for v in world.plaintexts.values()]
+    secrets = list(world.plaintexts.values())
     text = reply.body.decode("utf-8", "replace") + json.dumps(reply.headers)
     for s in secrets:
         assert s not in text, "key material echoed in the response"

@@ -30,7 +30,12 @@ def world() -> Any:
 @pytest.mark.parametrize("case", CASES)
 def test_case_table(case: Case, world: Any) -> None:
     calls: list[Any] = []
-    check(case, world, sender(KeyGuardWSGIMiddleware(make_app(calls), verifier=world.verifier)), calls=calls)
+    check(
+        case,
+        world,
+        sender(KeyGuardWSGIMiddleware(make_app(calls), verifier=world.verifier)),
+        calls=calls,
+    )
 
 
 def test_comma_joined_header_is_two_headers(world: Any) -> None:

@@ -32,7 +32,9 @@ def call(app: Any, method: str, path: str, headers: list[tuple[str, str]]) -> Re
         environ[key] = environ[key] + "," + value if key in environ else value
     captured: dict[str, Any] = {}
 
-    def start_response(status: str, response_headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+    def start_response(
+        status: str, response_headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Any:
         captured["status"] = int(status.split()[0])
         captured["headers"] = response_headers
         return lambda data: None
