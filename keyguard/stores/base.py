@@ -17,7 +17,7 @@ import base64
 import binascii
 import builtins
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Self
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page
@@ -103,7 +103,7 @@ class KeyStore(abc.ABC):
         del callback
         return False
 
-    def __enter__(self) -> KeyStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import math
 import os
 import random
 import sqlite3
@@ -214,7 +215,11 @@ class SQLiteStore(KeyStore):
         raw = os.fspath(path)
         if not isinstance(raw, str) or not raw:
             raise ConfigurationError("the SQLite store needs a file path or ':memory:'")
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout < math.inf
+        ):
             raise ConfigurationError("timeout must be a positive number of seconds")
         self._timeout = float(timeout)
         self._memory = raw == MEMORY
@@ -344,8 +349,9 @@ class SQLiteStore(KeyStore):
                     if write:
                         conn.execute("COMMIT")
                 except BaseException as exc:
-                    if conn.in_transaction:
-                        with contextlib.suppress(sqlite3.Error):
+                    # Whatever went wrong, leave the connection outside any transaction.
+                    with contextlib.suppress(sqlite3.Error):
+                        if conn.in_transaction:
                             conn.execute("ROLLBACK")
                     if isinstance(exc, KeyguardError):
                         raise
