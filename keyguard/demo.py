@@ -1,0 +1,359 @@
+"""The demo service: a small imitation of the platform's API, protected by keyguard.
+
+Every route carries the scope the platform's documentation gives it (``GET /agents`` needs
+``agents:read``, ``POST /tasks/{task_id}/execute`` needs ``tasks:execute``...), ``/health`` is
+public and unlisted routes are denied. :func:`bootstrap` creates an admin key and a read-only
+key on first run and returns their plaintexts once; :func:`create_app` builds the ASGI app (any
+ASGI server can run ``keyguard.demo:create_app`` with ``--factory``, or ``keyguard.demo:app``).
+``keyguard demo`` (see :func:`run`) does both and starts uvicorn.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from keyguard.core.errors import ConfigurationError
+from keyguard.core.policy import RoutePolicy
+from keyguard.core.verifier import Verifier
+from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV, from_url
+from keyguard.stores.base import KeyStore
+
+#: (method, path) → scope, following the platform's scopes table.
+ROUTES: Mapping[str, str] = {
+    "GET /agents": "agents:read",
+    "POST /agents": "agents:write",
+    "GET /agents/{agent_id}": "agents:read",
+    "PUT /agents/{agent_id}": "agents:write",
+    "DELETE /agents/{agent_id}": "agents:write",
+    "GET /tasks": "tasks:read",
+    "GET /tasks/{task_id}": "tasks:read",
+    "POST /tasks/{task_id}/execute": "tasks:execute",
+    "GET /workflows": "workflows:read",
+    "POST /workflows": "workflows:manage",
+    "GET /knowledge": "knowledge:read",
+    "POST /knowledge": "knowledge:write",
+    "GET /runners": "runners:read",
+    "POST /runners": "runners:manage",
+    "GET /integrations": "integrations:read",
+    "POST /integrations": "integrations:write",
+    "GET /webhooks": "webhooks:manage",
+    "POST /webhooks": "webhooks:manage",
+    "GET /whoami": "authenticated",
+}
+PUBLIC_PATHS = ("/", "/health")
+DEMO_ROLE = "keyguard_demo_role"
+ROLES: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "admin": ("demo admin key", ("admin",)),
+    "read-only": ("demo read-only key", ("*:read",)),
+}
+
+
+def demo_policy() -> RoutePolicy:
+    return RoutePolicy(ROUTES, public=PUBLIC_PATHS)
+
+
+def store_url() -> str:
+    return os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+
+
+@dataclass(frozen=True)
+class DemoKeys:
+    """Plaintexts of keys created by :func:`bootstrap` (empty when they existed already)."""
+
+    created: dict[str, str]
+    existing: dict[str, str]  # role → key id, for keys made on an earlier run
+
+    def __repr__(self) -> str:
+        return f"DemoKeys(created={sorted(self.created)}, existing={self.existing})"
+
+
+def bootstrap(store: KeyStore, *, new_keys: bool = False) -> DemoKeys:
+    """Make sure an admin and a read-only demo key exist; return the plaintext of new ones.
+
+    Plaintexts are never stored, so a key made on an earlier run cannot be shown again: pass
+    ``new_keys=True`` to revoke the old demo keys and issue fresh ones.
+    """
+    from keyguard.management.manager import KeyManager
+
+    manager = KeyManager(store)
+    existing: dict[str, str] = {}
+    for record in manager.iter_all(status="active"):
+        role = record.metadata.get(DEMO_ROLE)
+        if isinstance(role, str) and role in ROLES and role not in existing:
+            if new_keys:
+                manager.revoke(
+                    record.key_id,
+                    reason="replaced by keyguard demo --new-keys",
+                    actor="keyguard demo",
+                )
+            else:
+                existing[role] = record.key_id
+    created: dict[str, str] = {}
+    for role, (name, scopes) in ROLES.items():
+        if role not in existing:
+            made = manager.create(name, scopes, metadata={DEMO_ROLE: role}, actor="keyguard demo")
+            created[role] = made.plaintext
+    return DemoKeys(created, existing)
+
+
+class _Data:
+    """In-memory demo content, shared by the routes of one app."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.ids = itertools.count(3)
+        self.agents: dict[str, dict[str, Any]] = {
+            "1": {"id": "1", "name": "triage-bot", "status": "running"},
+            "2": {"id": "2", "name": "deploy-helper", "status": "idle"},
+        }
+        self.tasks: dict[str, dict[str, Any]] = {
+            "1": {"id": "1", "agent_id": "1", "status": "done"},
+        }
+        self.collections: dict[str, list[dict[str, Any]]] = {
+            "workflows": [{"id": "1", "name": "nightly-report"}],
+            "knowledge": [{"id": "1", "title": "On-call handbook"}],
+            "runners": [{"id": "1", "name": "runner-eu-1", "status": "healthy"}],
+            "integrations": [{"id": "1", "kind": "github"}],
+            "webhooks": [{"id": "1", "url": "https://example.invalid/hook"}],
+        }
+
+    def next_id(self) -> str:
+        with self.lock:
+            return str(next(self.ids))
+
+
+def create_app(
+    *,
+    verifier: Verifier | None = None,
+    store: KeyStore | str | None = None,
+    **options: Any,
+) -> Any:
+    """The demo ASGI app (Starlette) with keyguard in front.
+
+    ``store`` defaults to ``KEYGUARD_STORE_URL`` (or the SQLite default); ``options`` go to the
+    :class:`~keyguard.core.verifier.Verifier`.
+    """
+    try:
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ConfigurationError(
+            "the demo needs Starlette and uvicorn: pip install 'keyguard[server]'"
+        ) from exc
+
+    from keyguard.adapters.asgi import KeyGuardMiddleware
+
+    if verifier is None:
+        verifier = Verifier(
+            from_url(store or store_url()) if not isinstance(store, KeyStore) else store,
+            policy=demo_policy(),
+            **options,
+        )
+    data = _Data()
+    started = time.time()
+
+    def principal(request: Request) -> Any:
+        return request.scope["keyguard"]
+
+    async def index(request: Request) -> JSONResponse:
+        return JSONResponse(
+            {
+                "service": "keyguard demo",
+                "auth": "send 'Authorization: UserKey <key>'",
+                "routes": dict(ROUTES),
+                "public": list(PUBLIC_PATHS),
+            }
+        )
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "uptime_s": round(time.time() - started, 1)})
+
+    async def whoami(request: Request) -> JSONResponse:
+        p = principal(request)
+        return JSONResponse(
+            {"key_id": p.key_id, "name": p.name, "owner": p.owner, "scopes": sorted(p.scopes)}
+        )
+
+    async def list_agents(request: Request) -> JSONResponse:
+        return JSONResponse({"agents": list(data.agents.values())})
+
+    async def body(request: Request) -> dict[str, Any]:
+        try:
+            payload = await request.json()
+        except ValueError:
+            payload = None
+        return payload if isinstance(payload, dict) else {}
+
+    async def create_agent(request: Request) -> JSONResponse:
+        payload = await body(request)
+        name = payload.get("name")
+        if not isinstance(name, str) or not name.strip():
+            return JSONResponse({"error": "a JSON body with a non-empty 'name' is required"}, 422)
+        agent = {"id": data.next_id(), "name": name.strip()[:100], "status": "idle"}
+        data.agents[agent["id"]] = agent
+        return JSONResponse(agent, 201)
+
+    async def agent(request: Request) -> JSONResponse:
+        agent_id = request.path_params["agent_id"]
+        found = data.agents.get(agent_id)
+        if found is None:
+            return JSONResponse({"error": "no such agent"}, 404)
+        if request.method == "DELETE":
+            data.agents.pop(agent_id, None)
+            return JSONResponse({"deleted": agent_id})
+        if request.method == "PUT":
+            payload = await body(request)
+            if isinstance(payload.get("name"), str) and payload["name"].strip():
+                found["name"] = payload["name"].strip()[:100]
+        return JSONResponse(found)
+
+    async def list_tasks(request: Request) -> JSONResponse:
+        return JSONResponse({"tasks": list(data.tasks.values())})
+
+    async def task(request: Request) -> JSONResponse:
+        found = data.tasks.get(request.path_params["task_id"])
+        if found is None:
+            return JSONResponse({"error": "no such task"}, 404)
+        return JSONResponse(found)
+
+    async def execute(request: Request) -> JSONResponse:
+        task_id = request.path_params["task_id"]
+        run = {
+            "task_id": task_id,
+            "run_id": data.next_id(),
+            "status": "queued",
+            "by": principal(request).key_id,
+        }
+        return JSONResponse(run, 202)
+
+    def collection(name: str) -> Any:
+        async def handler(request: Request) -> JSONResponse:
+            items = data.collections[name]
+            if request.method == "POST":
+                item = {
+                    "id": data.next_id(),
+                    **{
+                        k: v
+                        for k, v in (await body(request)).items()
+                        if isinstance(k, str) and k != "id"
+                    },
+                }
+                items.append(item)
+                return JSONResponse(item, 201)
+            return JSONResponse({name: items})
+
+        return handler
+
+    routes = [
+        Route("/", index),
+        Route("/health", health),
+        Route("/whoami", whoami),
+        Route("/agents", list_agents, methods=["GET"]),
+        Route("/agents", create_agent, methods=["POST"]),
+        Route("/agents/{agent_id}", agent, methods=["GET", "PUT", "DELETE"]),
+        Route("/tasks", list_tasks, methods=["GET"]),
+        Route("/tasks/{task_id}", task, methods=["GET"]),
+        Route("/tasks/{task_id}/execute", execute, methods=["POST"]),
+    ]
+    for name in ("workflows", "knowledge", "runners", "integrations", "webhooks"):
+        routes.append(Route(f"/{name}", collection(name), methods=["GET", "POST"]))
+    app = Starlette(routes=routes)
+    # mypy cannot match a middleware taking **options to Starlette's ParamSpec factory type.
+    app.add_middleware(KeyGuardMiddleware, verifier=verifier)  # type: ignore[arg-type]
+    app.state.keyguard = verifier
+    return app
+
+
+def print_banner(keys: DemoKeys, base_url: str, out: TextIO = sys.stdout) -> None:
+    """Print each new key once, on a line naming its role, and curl commands to try."""
+    print(f"keyguard demo — store: {store_url_redacted()}", file=out)
+    if keys.created:
+        print("New demo keys (shown once; store them now, they will not be shown again):", file=out)
+        for role, plaintext in keys.created.items():
+            print(f"  {role} key: {plaintext}", file=out)
+    for role, key_id in keys.existing.items():
+        print(
+            f"  {role} key: created on an earlier run (id {key_id}); "
+            "run 'keyguard demo --new-keys' to replace it",
+            file=out,
+        )
+    admin = keys.created.get("admin", "<admin key>")
+    reader = keys.created.get("read-only", "<read-only key>")
+    print("\nTry:", file=out)
+    print(f"  curl -s {base_url}/health", file=out)
+    print(f"  curl -s {base_url}/agents                       # 401 missing_api_key", file=out)
+    print(f'  curl -s -H "Authorization: UserKey {reader}" {base_url}/agents', file=out)
+    print(
+        f'  curl -s -X POST -H "Authorization: UserKey {reader}" '
+        f'-d \'{{"name": "x"}}\' {base_url}/agents   # 403 insufficient_scope',
+        file=out,
+    )
+    print(
+        f'  curl -s -X POST -H "Authorization: UserKey {admin}" '
+        f'-d \'{{"name": "x"}}\' {base_url}/agents',
+        file=out,
+    )
+    out.flush()
+
+
+def store_url_redacted() -> str:
+    from keyguard.stores import redact_url
+
+    return redact_url(store_url())
+
+
+def run(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    new_keys: bool = False,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Bootstrap the demo keys, print them, and serve the demo with uvicorn."""
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ConfigurationError("the demo needs uvicorn: pip install 'keyguard[server]'") from exc
+    if workers < 1:
+        raise ConfigurationError("--workers must be at least 1")
+    url = store_url()
+    if url.startswith("memory:") and workers > 1:
+        raise ConfigurationError(
+            "a memory:// store lives in one process; use SQLite or Redis with --workers > 1"
+        )
+    store = from_url(url)
+    keys = bootstrap(store, new_keys=new_keys)
+    shown_host = f"[{host}]" if ":" in host else host
+    print_banner(keys, f"http://{shown_host}:{port}", out)
+    if workers == 1:
+        uvicorn.run(create_app(store=store), host=host, port=port, log_level="info")
+    else:
+        store.close()
+        uvicorn.run(
+            "keyguard.demo:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
+
+
+def __getattr__(name: str) -> Any:
+    # ``keyguard.demo:app`` for ASGI servers, built on first access so importing this module
+    # opens no store.
+    if name == "app":
+        app = create_app()
+        globals()["app"] = app
+        return app
+    raise AttributeError(name)

@@ -1,0 +1,159 @@
+"""The demo service: key bootstrap, the platform's routes and scopes, and a real uvicorn server."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from keyguard.demo import ROUTES, bootstrap, create_app, print_banner
+from keyguard.stores.memory import MemoryStore
+from keyguard.stores.sqlite import SQLiteStore
+
+
+def test_bootstrap_creates_keys_once_and_can_replace_them(tmp_path: Path) -> None:
+    with SQLiteStore(tmp_path / "k.db") as store:
+        first = bootstrap(store)
+        assert set(first.created) == {"admin", "read-only"}
+        second = bootstrap(store)
+        assert second.created == {}
+        assert set(second.existing) == {"admin", "read-only"}
+        third = bootstrap(store, new_keys=True)
+        assert set(third.created) == {"admin", "read-only"}
+        assert third.created["admin"] != first.created["admin"]
+
+
+def test_banner_prints_each_key_once_with_its_role() -> None:
+    keys = bootstrap(MemoryStore())
+    out = io.StringIO()
+    print_banner(keys, "http://127.0.0.1:8000", out)
+    text = out.getvalue()
+    admin_lines = [line for line in text.splitlines() if line.strip().startswith("admin key:")]
+    ro_lines = [line for line in text.splitlines() if line.strip().startswith("read-only key:")]
+    assert len(admin_lines) == len(ro_lines) == 1
+    assert keys.created["admin"] in admin_lines[0]
+    assert "curl" in text
+
+
+@pytest.fixture
+async def demo() -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str]]]:
+    store = MemoryStore()
+    keys = bootstrap(store).created
+    transport = httpx.ASGITransport(app=create_app(store=store))
+    async with httpx.AsyncClient(transport=transport, base_url="http://demo") as client:
+        yield client, keys
+
+
+async def test_routes_follow_the_platform_scopes(
+    demo: tuple[httpx.AsyncClient, dict[str, str]],
+) -> None:
+    client, keys = demo
+    admin = {"Authorization": f"UserKey {keys['admin']}"}
+    reader = {"Authorization": f"UserKey {keys['read-only']}"}
+    assert (await client.get("/health")).status_code == 200
+    r = await client.get("/agents")
+    assert r.status_code == 401
+    assert r.json()["code"] == "missing_api_key"
+    assert (await client.get("/agents", headers=reader)).status_code == 200
+    r = await client.post("/agents", headers=reader, json={"name": "x"})
+    assert r.status_code == 403
+    assert r.json()["code"] == "insufficient_scope"
+    assert r.json()["required_scopes"] == ["agents:write"]
+    r = await client.post("/agents", headers=admin, json={"name": "x"})
+    assert r.status_code == 201
+    assert (await client.post("/tasks/1/execute", headers=admin)).status_code == 202
+    r = await client.post("/tasks/1/execute", headers=reader)
+    assert r.status_code == 403
+    assert r.json()["required_scopes"] == ["tasks:execute"]
+    assert (await client.get("/whoami", headers=reader)).json()["scopes"] == ["*:read"]
+    assert (await client.get("/nowhere", headers=admin)).status_code == 403  # denied by default
+
+
+def test_every_platform_scope_guards_a_route() -> None:
+    from keyguard.core.scopes import PLATFORM_SCOPES
+
+    used = set(ROUTES.values())
+    assert set(PLATFORM_SCOPES) - {"admin"} <= used
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_real_server_over_http(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    with SQLiteStore(db) as store:
+        keys = bootstrap(store).created
+    port = _free_port()
+    env = {**os.environ, "KEYGUARD_STORE_URL": f"sqlite:///{db}"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "keyguard.demo:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.get(base + "/health", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    out = (
+                        proc.stdout.read().decode()
+                        if proc.stdout and proc.poll() is not None
+                        else ""
+                    )
+                    pytest.fail(f"demo server did not start: {out}")
+                time.sleep(0.1)
+        with httpx.Client(base_url=base, timeout=5) as client:
+            ok = client.get("/agents", headers={"Authorization": f"UserKey {keys['admin']}"})
+            assert ok.status_code == 200
+            assert "agents" in ok.json()
+            missing = client.get("/agents")
+            assert missing.status_code == 401
+            assert missing.headers["content-type"] == "application/problem+json"
+            assert missing.headers["www-authenticate"].startswith("UserKey realm=")
+            assert missing.headers["cache-control"] == "no-store"
+            assert missing.json()["code"] == "missing_api_key"
+            forbidden = client.post(
+                "/agents",
+                headers={"Authorization": f"UserKey {keys['read-only']}"},
+                json={"name": "x"},
+            )
+            assert forbidden.status_code == 403
+            assert forbidden.json()["code"] == "insufficient_scope"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
