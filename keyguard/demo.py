@@ -317,6 +317,7 @@ def run(
     port: int = 8000,
     workers: int = 1,
     new_keys: bool = False,
+    url: str | None = None,
     out: TextIO = sys.stdout,
 ) -> None:
     """Bootstrap the demo keys, print them, and serve the demo with uvicorn."""
@@ -326,11 +327,15 @@ def run(
         raise ConfigurationError("the demo needs uvicorn: pip install 'keyguard[server]'") from exc
     if workers < 1:
         raise ConfigurationError("--workers must be at least 1")
-    url = store_url()
+    if not 0 < port < 65536:
+        raise ConfigurationError("--port must be between 1 and 65535")
+    url = url or store_url()
     if url.startswith("memory:") and workers > 1:
         raise ConfigurationError(
             "a memory:// store lives in one process; use SQLite or Redis with --workers > 1"
         )
+    # Worker processes build their app from the environment: make it name this store.
+    os.environ[STORE_URL_ENV] = url
     store = from_url(url)
     keys = bootstrap(store, new_keys=new_keys)
     shown_host = f"[{host}]" if ":" in host else host
@@ -347,6 +352,36 @@ def run(
             workers=workers,
             log_level="info",
         )
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``keyguard demo`` to the CLI (see :mod:`keyguard.management.cli`)."""
+    p = subparsers.add_parser(
+        "demo",
+        help="run the demo API service (creates demo keys on first run)",
+        description="Serve an example of the platform's API protected by keyguard. On first "
+        "run it creates an admin key and a read-only key and prints each once.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--new-keys",
+        action="store_true",
+        help="revoke the demo keys of earlier runs and print new ones",
+    )
+
+    def handler(args: Any) -> int:
+        run(
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            new_keys=args.new_keys,
+            url=args.store,
+        )
+        return 0
+
+    p.set_defaults(handler=handler)
 
 
 def __getattr__(name: str) -> Any:

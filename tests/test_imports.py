@@ -19,9 +19,10 @@ def test_import_keyguard_loads_no_framework_or_driver() -> None:
     assert out == "[]"
 
 
-def test_public_api_is_sorted_and_resolvable() -> None:
+def test_public_api_is_resolvable() -> None:
+    # Its order is kept by ruff (RUF022).
     import keyguard
 
-    assert list(keyguard.__all__) == sorted(keyguard.__all__)
+    assert len(set(keyguard.__all__)) == len(keyguard.__all__)
     for name in keyguard.__all__:
         assert hasattr(keyguard, name), name

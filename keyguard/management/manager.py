@@ -14,6 +14,7 @@ store receives its digest, and audit events, logs, reprs and exceptions never se
 
 from __future__ import annotations
 
+import builtins
 import enum
 import json
 import logging
@@ -36,7 +37,7 @@ from keyguard.core.errors import (
 )
 from keyguard.core.hashing import Hasher
 from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat, is_key_id
-from keyguard.core.ratelimit import Window, format_windows, parse_windows
+from keyguard.core.ratelimit import DEFAULT_WINDOWS, Window, format_windows, parse_windows
 from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page, dumps_metadata
 from keyguard.core.scopes import MANAGE_SCOPE, ScopeCatalog
 from keyguard.stores import from_url
@@ -69,9 +70,6 @@ MAX_REASON_LENGTH: Final = 500
 MAX_METADATA_BYTES: Final = 16 * 1024
 #: 9999-12-31T23:59:59Z: later times cannot be rendered as ISO-8601 by ``datetime``.
 MAX_TIMESTAMP: Final = 253_402_300_799.0
-#: DESIGN.md's default policy: what a key without its own override is held to. Used to judge
-#: whether a child's override would be looser than a parent that has none.
-DEFAULT_RATE_LIMIT: Final = "20/10s, 100/minute, 5000/day"
 
 _CREATE_ATTEMPTS: Final = 5
 _UPDATE_ATTEMPTS: Final = 5
@@ -219,8 +217,9 @@ class KeyManager:
       (creation or last rotation). Keys cannot be created or extended beyond it, and without an
       explicit expiry they get ``default_lifetime`` (or ``max_lifetime``). Forces rotation.
     * ``manage_scope`` — the scope (besides ``admin``) a key needs to act on other keys.
-    * ``default_rate_limit`` — the deployment's default windows; a child key's override may not
-      be looser than them when its parent has no override of its own.
+    * ``default_rate_limit`` — the deployment's default windows (default: DESIGN.md's 20/10s,
+      100/minute, 5000/day). A key without an override is held to them, so a child key's
+      override may not be looser than them when its parent has no override of its own.
     * ``hasher`` — the digest algorithm; must match the one the verifiers use.
 
     ``store`` is a :class:`~keyguard.stores.base.KeyStore` or a store URL; a store opened from a
@@ -238,15 +237,18 @@ class KeyManager:
         default_lifetime: float | None = None,
         expiring_soon: float = DEFAULT_EXPIRING_SOON,
         manage_scope: str = MANAGE_SCOPE,
-        default_rate_limit: str | None = DEFAULT_RATE_LIMIT,
+        default_rate_limit: str | None = None,
         clock: Clock = time.time,
     ) -> None:
         for what, value in (("max_lifetime", max_lifetime), ("default_lifetime", default_lifetime)):
             if value is not None and (_seconds(value, what) <= 0):
                 raise ConfigurationError(f"{what} must be positive")
-        if max_lifetime is not None and default_lifetime is not None:
-            if default_lifetime > max_lifetime:
-                raise ConfigurationError("default_lifetime must not exceed max_lifetime")
+        if (
+            max_lifetime is not None
+            and default_lifetime is not None
+            and default_lifetime > max_lifetime
+        ):
+            raise ConfigurationError("default_lifetime must not exceed max_lifetime")
         if _seconds(expiring_soon, "expiring_soon") < 0:
             raise ConfigurationError("expiring_soon must be >= 0")
         if catalog is None:
@@ -263,7 +265,7 @@ class KeyManager:
         self.expiring_soon = float(expiring_soon)
         self.manage_scope = manage_scope
         self._default_windows = (
-            parse_windows(default_rate_limit) if default_rate_limit is not None else ()
+            parse_windows(default_rate_limit) if default_rate_limit is not None else DEFAULT_WINDOWS
         )
         self._clock = clock
         self._verifier: Verifier | None = None
@@ -330,7 +332,7 @@ class KeyManager:
                 return
             cursor = page.next_cursor
 
-    def expiring(self, within: float | timedelta | None = None) -> list[KeyRecord]:
+    def expiring(self, within: float | timedelta | None = None) -> builtins.list[KeyRecord]:
         """Active keys that expire within ``within`` seconds (default ``expiring_soon``),
         soonest first: the "expiring soon" signal."""
         window = self.expiring_soon if within is None else _seconds(within, "within")
@@ -344,7 +346,7 @@ class KeyManager:
         ]
         return sorted(found, key=lambda r: (r.expires_at or 0.0, r.key_id))
 
-    def audit(self, key_id: str | None = None, limit: int = 100) -> list[AuditEvent]:
+    def audit(self, key_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:
         """Audit events, newest first, optionally for one key."""
         return self.store.audit(key_id=key_id, limit=limit)
 
@@ -469,8 +471,8 @@ class KeyManager:
         name: str | None = None,
         metadata: Mapping[str, Any] | None = None,
         scopes: Iterable[str] | None = None,
-        rate_limit: str | None | _Unset = UNSET,
-        expires_at: Timestamp | None | _Unset = UNSET,
+        rate_limit: str | _Unset | None = UNSET,
+        expires_at: Timestamp | _Unset | None = UNSET,
         actor: str | None = None,
         parent: Parent | None = None,
     ) -> KeyRecord:
@@ -489,7 +491,7 @@ class KeyManager:
         new_meta = None if metadata is None else _metadata(metadata)
         new_scopes = None if scopes is None else self.catalog.validate(scopes)
         new_limit = rate_limit if isinstance(rate_limit, _Unset) else _rate_limit(rate_limit)
-        new_expiry: float | None | _Unset = expires_at
+        new_expiry: float | _Unset | None = None if expires_at is None else UNSET
         if expires_at is not None and not isinstance(expires_at, _Unset):
             new_expiry = _timestamp(expires_at, "expires_at")
             if new_expiry <= now:
@@ -508,9 +510,12 @@ class KeyManager:
             if new_meta is not None and new_meta != dict(current.metadata):
                 changes["metadata"] = new_meta
             if new_scopes is not None and new_scopes != current.scopes:
-                widening = not self.catalog.covers(current.scopes, new_scopes)
-                if widening and parent_rec is not None:
-                    self._check_scopes(parent_rec, new_scopes)
+                if parent_rec is not None:
+                    # Scopes the key holds already may stay; only additions need the parent.
+                    added = frozenset(
+                        s for s in new_scopes if not self.catalog.covers(current.scopes, {s})
+                    )
+                    self._check_scopes(parent_rec, added)
                 changes["scopes"] = new_scopes
             if not isinstance(new_limit, _Unset) and new_limit != current.rate_limit:
                 if parent_rec is not None and not self._limit_no_looser(
@@ -543,7 +548,7 @@ class KeyManager:
         actor: str | None = None,
         cascade: bool = True,
         parent: Parent | None = None,
-    ) -> list[str]:
+    ) -> builtins.list[str]:
         """Revoke a key for good, and (``cascade``) every key it created, transitively.
 
         Returns the ids revoked by this call, the key itself first. Revocation is one-way and
@@ -558,7 +563,7 @@ class KeyManager:
         root = self.get(key_id)
         if parent_rec is not None:
             self._check_owner(parent_rec, root.owner)
-        revoked: list[str] = []
+        revoked: builtins.list[str] = []
         if self._revoke_one(root.key_id, reason, actor, now, cascade_from=None):
             revoked.append(root.key_id)
         if cascade:
@@ -716,7 +721,9 @@ class KeyManager:
             f"key {key_id} kept changing concurrently; gave up after {_UPDATE_ATTEMPTS} attempts"
         )
 
-    def _audit(self, action: str, record: KeyRecord, actor: str, now: float, **details: Any) -> None:
+    def _audit(
+        self, action: str, record: KeyRecord, actor: str, now: float, **details: Any
+    ) -> None:
         self.store.add_audit(
             AuditEvent(at=now, action=action, key_id=record.key_id, actor=actor, details=details)
         )
@@ -775,9 +782,7 @@ class KeyManager:
         """The fresh record of an acting key, checked to be allowed to manage keys at all."""
         if parent is None:
             return None
-        if isinstance(parent, Principal):
-            key_id = parent.key_id
-        elif isinstance(parent, KeyRecord):
+        if isinstance(parent, Principal | KeyRecord):
             key_id = parent.key_id
         else:
             raise ConfigurationError(
