@@ -267,8 +267,7 @@ def create_app(
     for name in ("workflows", "knowledge", "runners", "integrations", "webhooks"):
         routes.append(Route(f"/{name}", collection(name), methods=["GET", "POST"]))
     app = Starlette(routes=routes)
-    # mypy cannot match a middleware taking **options to Starlette's ParamSpec factory type.
-    app.add_middleware(KeyGuardMiddleware, verifier=verifier)  # type: ignore[arg-type]
+    app.add_middleware(KeyGuardMiddleware, verifier=verifier)
     app.state.keyguard = verifier
     return app
 

@@ -89,6 +89,7 @@ class KeyGuardMiddleware:
     def __init__(
         self,
         app: ASGIApp,
+        /,
         *,
         verifier: Verifier | None = None,
         store: KeyStore | str | None = None,

@@ -76,8 +76,8 @@ class Decision:
     def status(self) -> int:
         return 200 if self.code is None else STATUS[self.code]
 
-    def __bool__(self) -> bool:
-        return self.allowed
+    # No __bool__: ``if decision:`` would read as "allowed" in one place and "is there a
+    # denial" in another; callers test ``decision.allowed`` explicitly.
 
     def __iter__(self) -> Iterator[object]:  # pragma: no cover - guard against tuple-unpacking
         raise TypeError("Decision is not iterable")

@@ -122,7 +122,9 @@ class ProblemRenderer:
         if code in _CHALLENGE_CODES:
             challenge = self._challenge
             if code is ErrorCode.INSUFFICIENT_SCOPE:
-                challenge += f', error="insufficient_scope", scope="{" ".join(decision.required)}"'
+                challenge += ', error="insufficient_scope"'
+                if decision.required:
+                    challenge += f', scope="{" ".join(decision.required)}"'
             elif code is not ErrorCode.MISSING_API_KEY:
                 # RFC 6750 §3.1: no error attribute when the request had no credentials.
                 challenge += ', error="invalid_token"'

@@ -53,6 +53,22 @@ _FOREVER: Final = math.inf
 _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
 
 
+def authorize(principal: Principal | None, requirement: Requirement) -> Decision | None:
+    """The denial for ``principal`` against ``requirement``, or ``None`` when it is allowed.
+
+    No principal is ``missing_api_key``; an unmet requirement is ``insufficient_scope`` naming
+    the required scopes (never the key's own); a requirement nothing satisfies (deny by
+    default) is ``insufficient_scope`` without scopes. Adapters' per-view checks use this too.
+    """
+    if principal is None:
+        return d.MISSING
+    if requirement.is_satisfied_by(principal.grants):
+        return None
+    if not requirement.scopes:
+        return d.NO_ROUTE
+    return d.insufficient_scope(requirement.scopes, requirement.describe())
+
+
 class _Entry:
     """A cached record plus what was derived from it once: the principal, the allowed decision,
     and the SHA-256 digests of header values that verified against it (see ``_index``)."""
@@ -253,13 +269,8 @@ class Verifier:
         """Step 6: scopes. ``requirement`` None means authentication alone suffices."""
         if requirement is None or not decision.allowed:
             return decision
-        principal = decision.principal
-        assert principal is not None
-        if requirement.is_satisfied_by(principal.grants):
-            return decision
-        if not requirement.scopes:
-            return d.NO_ROUTE
-        return d.insufficient_scope(requirement.scopes, requirement.describe())
+        denial = authorize(decision.principal, requirement)
+        return decision if denial is None else denial
 
     def _needs_rehash(self, entry: _Entry, credential: str) -> KeyRecord | None:
         record = entry.record

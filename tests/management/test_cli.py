@@ -380,10 +380,10 @@ def test_extra_commands_and_last_resort_handling(
         raise exc
 
     def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-        sub.add_parser("demo", help="test command").set_defaults(handler=handler)
+        sub.add_parser("boom", help="test command").set_defaults(handler=handler)
 
     monkeypatch.setattr(cli, "EXTRA_COMMANDS", [register])
-    r = run("demo")
+    r = run("boom")
     assert r.code == code
     assert "Traceback" not in r.err
     if message is None:
