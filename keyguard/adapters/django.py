@@ -1,0 +1,334 @@
+"""Django: one middleware for sync and async stacks, a view decorator, and settings.
+
+Configuration lives in ``settings.KEYGUARD`` (a dict) and is turned into one
+:class:`~keyguard.core.verifier.Verifier` per process, built on first use (the middleware asks
+for it at start-up, so a bad setting fails the server's start, not every request) and rebuilt
+only when the setting object changes (``override_settings`` in tests)::
+
+    KEYGUARD = {
+        "STORE_URL": "sqlite:////var/lib/app/keys.db",        # or a KeyStore; default: env/SQLite
+        "POLICY": {"GET /agents": "agents:read", "POST /agents": "agents:write"},
+        "PUBLIC": ["/health"],                                 # only with a dict POLICY
+        "POLICY_DEFAULT": "deny",                              # unlisted routes (dict POLICY)
+        "CACHE_TTL": 1.0,                                      # any Verifier option, upper-case
+        # or instead of all of the above: "VERIFIER": "myproject.auth.verifier"
+        "RENDERER": "myproject.auth.renderer",                 # optional ProblemRenderer
+    }
+    MIDDLEWARE = ["keyguard.adapters.django.KeyGuardMiddleware", ...]
+
+``POLICY`` may be a :class:`~keyguard.core.policy.RoutePolicy`, a dict of ``"METHOD /path"``
+rules, or a dotted path to a RoutePolicy; ``VERIFIER`` and ``RENDERER`` may be objects or
+dotted paths (to the object or a zero-argument factory). Unknown keys are errors, so a typo
+such as ``"POLCY"`` cannot silently switch the policy off.
+
+Security notes:
+
+* The middleware checks ``request.method`` and ``request.path_info`` — the path Django's URL
+  resolver routes on — against the policy; unlisted routes are denied by default, and without
+  a ``POLICY`` every request needs a valid key.
+* Django joins repeated header fields with commas (WSGI servers, and its own ASGI handler),
+  so a comma in ``HTTP_AUTHORIZATION`` is read as two ``Authorization`` headers and refused.
+* Nothing reaches the view on a denial; the principal is ``request.keyguard_principal``
+  (``None`` on public routes). ``request.user`` is left to Django's auth machinery.
+* Under ASGI the check is awaited (store I/O never blocks the event loop); under WSGI it runs
+  in the worker thread. No thread hop either way.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar, cast
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
+from django.http import HttpRequest, HttpResponse
+from django.utils.module_loading import import_string
+
+from keyguard.adapters._shared import build_verifier
+from keyguard.adapters.wsgi import authorization_from_environ
+from keyguard.core.decision import Decision
+from keyguard.core.errors import ConfigurationError
+from keyguard.core.policy import RoutePolicy
+from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
+from keyguard.core.scopes import Requirement, as_requirement
+from keyguard.core.verifier import Verifier, authorize
+from keyguard.stores.base import KeyStore
+
+__all__ = [
+    "PRINCIPAL_ATTR",
+    "SETTING",
+    "KeyGuardConfig",
+    "KeyGuardImproperlyConfigured",
+    "KeyGuardMiddleware",
+    "denial_response",
+    "get_config",
+    "require_scopes",
+]
+
+#: The name of the Django setting keyguard reads.
+SETTING: Final = "KEYGUARD"
+#: The request attribute carrying the authenticated :class:`~keyguard.core.decision.Principal`.
+PRINCIPAL_ATTR: Final = "keyguard_principal"
+
+_OWN_KEYS: Final = frozenset(
+    {"STORE_URL", "POLICY", "PUBLIC", "POLICY_DEFAULT", "VERIFIER", "RENDERER"}
+)
+_VERIFIER_OPTIONS: Final = {
+    name.upper(): name
+    for name in inspect.signature(Verifier.__init__).parameters
+    if name not in ("self", "store", "policy")
+}
+
+View = TypeVar("View", bound=Callable[..., Any])
+
+
+class KeyGuardImproperlyConfigured(ImproperlyConfigured, ConfigurationError):  # type: ignore[misc]  # Django is untyped
+    """``settings.KEYGUARD`` is wrong. Both a Django ``ImproperlyConfigured`` and a keyguard
+    ``ConfigurationError``, so either ``except`` catches it."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGuardConfig:
+    """What ``settings.KEYGUARD`` resolved to: the process's verifier and renderer."""
+
+    verifier: Verifier
+    renderer: ProblemRenderer
+    owns_store: bool = False
+
+
+# (the settings object the config was built from, the config). Compared by identity on every
+# request, so a changed setting (override_settings) is picked up without a per-request build.
+_cache: tuple[object, KeyGuardConfig] | None = None
+_lock = threading.Lock()
+
+
+def get_config() -> KeyGuardConfig:
+    """The verifier and renderer ``settings.KEYGUARD`` describes, built once and cached.
+
+    Raises :class:`KeyGuardImproperlyConfigured` for a bad setting.
+    """
+    raw = getattr(settings, SETTING, None)
+    cached = _cache
+    if cached is not None and cached[0] is raw:
+        return cached[1]
+    with _lock:  # one build even when the first requests arrive together
+        cached = _cache
+        if cached is not None and cached[0] is raw:
+            return cached[1]
+        config = _build(raw)
+        _install((raw, config))
+        return config
+
+
+def _install(entry: tuple[object, KeyGuardConfig] | None) -> None:
+    global _cache
+    old, _cache = _cache, entry
+    if old is not None and old[1].owns_store:
+        old[1].verifier.store.close()
+
+
+def _reset_on_change(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING:
+        with _lock:
+            _install(None)
+
+
+setting_changed.connect(_reset_on_change, dispatch_uid="keyguard.adapters.django.reset")
+
+
+def _build(raw: object) -> KeyGuardConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise KeyGuardImproperlyConfigured(
+            f"settings.{SETTING} must be a dict, not {type(raw).__name__}"
+        )
+    unknown = sorted(str(k) for k in raw if k not in _OWN_KEYS and k not in _VERIFIER_OPTIONS)
+    if unknown:
+        known = ", ".join(sorted(_OWN_KEYS | _VERIFIER_OPTIONS.keys()))
+        raise KeyGuardImproperlyConfigured(
+            f"settings.{SETTING} has unknown keys {unknown} (known: {known})"
+        )
+    try:
+        renderer = _renderer(raw.get("RENDERER"))
+        if raw.get("VERIFIER") is not None:
+            extra = sorted(k for k in raw if k not in ("VERIFIER", "RENDERER"))
+            if extra:
+                raise ConfigurationError(
+                    f"VERIFIER excludes {extra}: configure those on the Verifier itself"
+                )
+            return KeyGuardConfig(_load(raw["VERIFIER"], Verifier, "VERIFIER"), renderer)
+        policy = _policy(raw.get("POLICY"), raw.get("PUBLIC"), raw.get("POLICY_DEFAULT"))
+        options = {_VERIFIER_OPTIONS[k]: v for k, v in raw.items() if k in _VERIFIER_OPTIONS}
+        store = raw.get("STORE_URL")
+        verifier = build_verifier(None, store, policy, options)
+        return KeyGuardConfig(verifier, renderer, owns_store=not isinstance(store, KeyStore))
+    except KeyGuardImproperlyConfigured:
+        raise
+    except (ConfigurationError, ImportError, ImproperlyConfigured, TypeError, ValueError) as exc:
+        raise KeyGuardImproperlyConfigured(f"settings.{SETTING}: {exc}") from exc
+
+
+_T = TypeVar("_T")
+
+
+def _load(value: object, kind: type[_T], what: str) -> _T:
+    """An object of ``kind``: given, or behind a dotted path, or returned by a factory."""
+    if isinstance(value, str):
+        value = import_string(value)
+    if not isinstance(value, kind) and callable(value):
+        value = value()
+    if not isinstance(value, kind):
+        raise ConfigurationError(f"{what} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _renderer(value: object) -> ProblemRenderer:
+    return DEFAULT_RENDERER if value is None else _load(value, ProblemRenderer, "RENDERER")
+
+
+def _policy(value: object, public: object, default: object) -> RoutePolicy | None:
+    if isinstance(value, Mapping):
+        return RoutePolicy(
+            value,
+            public=cast(Any, () if public is None else public),
+            default=cast(Any, "deny" if default is None else default),
+        )
+    if public is not None or default is not None:
+        raise ConfigurationError(
+            "PUBLIC and POLICY_DEFAULT apply to a dict POLICY; "
+            "with a RoutePolicy (or none) set them on the RoutePolicy"
+        )
+    return None if value is None else _load(value, RoutePolicy, "POLICY")
+
+
+# -- responses ---------------------------------------------------------------------------------
+def denial_response(renderer: ProblemRenderer, decision: Decision, request: HttpRequest) -> Any:
+    """The shared problem+json rendering of a denial, as a Django ``HttpResponse``."""
+    meta = getattr(request, "META", None) or {}
+    problem = renderer.render(decision, request_id_from(meta.get("HTTP_X_REQUEST_ID")))
+    return HttpResponse(problem.body, status=problem.status, headers=problem.headers)
+
+
+def _with_headers(response: Any, headers: tuple[tuple[str, str], ...]) -> Any:
+    for name, value in headers:
+        response[name] = value
+    return response
+
+
+# -- middleware --------------------------------------------------------------------------------
+class KeyGuardMiddleware:
+    """Authenticate, authorize and rate-limit every request against ``settings.KEYGUARD``.
+
+    Sync- and async-capable: Django hands it the kind of ``get_response`` its stack runs
+    (WSGI → sync, ASGI → async) and it answers in kind, so no request pays for a thread switch.
+    Put it early in ``MIDDLEWARE``: requests it refuses never reach later middleware or views.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[Any], Any]) -> None:
+        if get_response is None:
+            raise ValueError("get_response must be provided.")
+        self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            # As django's MiddlewareMixin: flag the instance, switch inside __call__.
+            markcoroutinefunction(self)
+        get_config()  # a bad setting fails start-up, not every request
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self.__acall__(request)
+        config = get_config()
+        decision = config.verifier.verify(
+            authorization_from_environ(request.META), request.method, request.path_info
+        )
+        if not decision.allowed:
+            return denial_response(config.renderer, decision, request)
+        setattr(request, PRINCIPAL_ATTR, decision.principal)
+        response = self.get_response(request)
+        return _with_headers(response, decision.headers) if decision.headers else response
+
+    async def __acall__(self, request: HttpRequest) -> Any:
+        config = get_config()
+        decision = await config.verifier.averify(
+            authorization_from_environ(request.META), request.method, request.path_info
+        )
+        if not decision.allowed:
+            return denial_response(config.renderer, decision, request)
+        setattr(request, PRINCIPAL_ATTR, decision.principal)
+        response = await self.get_response(request)
+        return _with_headers(response, decision.headers) if decision.headers else response
+
+    def __repr__(self) -> str:
+        mode = "async" if self.async_mode else "sync"
+        return f"<KeyGuardMiddleware {mode}>"
+
+
+# -- view decorator ----------------------------------------------------------------------------
+def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
+    """Require scopes for one view (function or ``as_view()``, sync or async).
+
+    ``@require_scopes("agents:read")``; several arguments must all hold; pass
+    :func:`~keyguard.core.scopes.any_of`/``all_of`` trees for anything else. With the
+    middleware in front, the principal it found is checked (no second verification); on a
+    route the policy made public, or without the middleware, the key is verified here.
+    """
+    requirement = as_requirement(requirements)
+
+    def decorate(view: View) -> View:
+        if iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+                principal = getattr(request, PRINCIPAL_ATTR, None)
+                if principal is not None:
+                    denial = authorize(principal, requirement)
+                    if denial is not None:
+                        return denial_response(get_config().renderer, denial, request)
+                    return await view(request, *args, **kwargs)
+                config = get_config()
+                decision = await config.verifier.averify(
+                    authorization_from_environ(request.META),
+                    request.method,
+                    request.path_info,
+                    required=requirement,
+                )
+                if not decision.allowed:
+                    return denial_response(config.renderer, decision, request)
+                setattr(request, PRINCIPAL_ATTR, decision.principal)
+                return _with_headers(await view(request, *args, **kwargs), decision.headers)
+
+            return cast(View, async_wrapper)
+
+        @functools.wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            principal = getattr(request, PRINCIPAL_ATTR, None)
+            if principal is not None:
+                denial = authorize(principal, requirement)
+                if denial is not None:
+                    return denial_response(get_config().renderer, denial, request)
+                return view(request, *args, **kwargs)
+            config = get_config()
+            decision = config.verifier.verify(
+                authorization_from_environ(request.META),
+                request.method,
+                request.path_info,
+                required=requirement,
+            )
+            if not decision.allowed:
+                return denial_response(config.renderer, decision, request)
+            setattr(request, PRINCIPAL_ATTR, decision.principal)
+            return _with_headers(view(request, *args, **kwargs), decision.headers)
+
+        return cast(View, wrapper)
+
+    return decorate

@@ -1,0 +1,327 @@
+"""Flask: the :class:`KeyGuard` extension, the :func:`require_scopes` view decorator, and the
+principal on ``flask.g``.
+
+::
+
+    app.config["KEYGUARD_STORE_URL"] = "sqlite:////var/lib/app/keys.db"
+    app.config["KEYGUARD_POLICY"] = {"GET /agents": "agents:read", "POST /agents": "agents:write"}
+    app.config["KEYGUARD_PUBLIC"] = ["/health"]
+    guard = KeyGuard(app)  # or KeyGuard(app, verifier=...), or guard.init_app(app) later
+
+    @app.post("/tasks/<task_id>/execute")
+    @require_scopes("tasks:execute")
+    def execute(task_id): ...
+
+Configuration comes from the constructor's keyword arguments, else from ``app.config``:
+``KEYGUARD_STORE_URL`` (else the ``KEYGUARD_STORE_URL`` environment variable, else SQLite),
+``KEYGUARD_POLICY`` (a :class:`~keyguard.core.policy.RoutePolicy`, a ``{"METHOD /path":
+scope}`` dict, or a dotted path), ``KEYGUARD_PUBLIC`` and ``KEYGUARD_POLICY_DEFAULT`` (for a
+dict policy), ``KEYGUARD_VERIFIER``/``KEYGUARD_RENDERER`` (objects or dotted paths), and any
+:class:`~keyguard.core.verifier.Verifier` option as ``KEYGUARD_<OPTION>``
+(``KEYGUARD_CACHE_TTL``). An unknown ``KEYGUARD_*`` key is an error, so a typo cannot
+silently switch the policy off.
+
+Security notes:
+
+* With a policy, every request is checked in a ``before_request`` hook that runs before the
+  app's own hooks, on the WSGI method and ``PATH_INFO`` — exactly what
+  :class:`~keyguard.adapters.wsgi.KeyGuardWSGIMiddleware` checks — so unlisted routes (404s
+  included) are denied by default. Without a policy only decorated views are protected.
+* WSGI servers (and Werkzeug's test client) join repeated header fields with commas: a comma
+  in the ``Authorization`` value counts as two headers and is refused.
+* Nothing reaches the view on a denial. The response is the shared problem+json rendering,
+  identical to the WSGI middleware's; rate-limit headers are added to successful responses.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, Final, TypeVar, cast
+
+from flask import Flask, Response, current_app, g, has_app_context, request
+from werkzeug.utils import import_string
+
+from keyguard.adapters._shared import build_verifier
+from keyguard.adapters.wsgi import authorization_from_environ, path_from_environ
+from keyguard.core.decision import Decision, Principal
+from keyguard.core.errors import ConfigurationError
+from keyguard.core.policy import RoutePolicy
+from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
+from keyguard.core.scopes import Requirement, as_requirement
+from keyguard.core.verifier import Verifier, authorize
+from keyguard.stores.base import KeyStore
+
+__all__ = ["EXTENSION_KEY", "KeyGuard", "current_principal", "require_scopes"]
+
+#: Where the extension keeps its per-app state: ``app.extensions[EXTENSION_KEY]``.
+EXTENSION_KEY: Final = "keyguard"
+CONFIG_PREFIX: Final = "KEYGUARD_"
+
+_G_PRINCIPAL: Final = "keyguard_principal"
+_G_HEADERS: Final = "_keyguard_headers"
+_OWN_KEYS: Final = frozenset(
+    {"STORE_URL", "POLICY", "PUBLIC", "POLICY_DEFAULT", "VERIFIER", "RENDERER"}
+)
+_VERIFIER_OPTIONS: Final = {
+    name.upper(): name
+    for name in inspect.signature(Verifier.__init__).parameters
+    if name not in ("self", "store", "policy")
+}
+
+View = TypeVar("View", bound=Callable[..., Any])
+_T = TypeVar("_T")
+
+
+class _AppState:
+    """One app's verifier and renderer, and the hooks that use them."""
+
+    __slots__ = ("renderer", "verifier")
+
+    def __init__(self, verifier: Verifier, renderer: ProblemRenderer) -> None:
+        self.verifier = verifier
+        self.renderer = renderer
+
+    def deny(self, decision: Decision) -> Response:
+        problem = self.renderer.render(
+            decision, request_id_from(request.environ.get("HTTP_X_REQUEST_ID"))
+        )
+        return current_app.response_class(
+            problem.body, status=problem.status, headers=list(problem.headers)
+        )
+
+    def accept(self, decision: Decision) -> Response | None:
+        """The denial response, or ``None`` after recording an allowed decision on ``g``."""
+        if not decision.allowed:
+            return self.deny(decision)
+        setattr(g, _G_PRINCIPAL, decision.principal)
+        if decision.headers:
+            headers: list[tuple[str, str]] = g.setdefault(_G_HEADERS, [])
+            headers.extend(decision.headers)
+        return None
+
+    def before_request(self) -> Response | None:
+        verifier = self.verifier
+        if verifier.policy is None:
+            return None  # decorator mode: only @require_scopes views are guarded
+        environ = request.environ
+        return self.accept(
+            verifier.verify(
+                authorization_from_environ(environ),
+                request.method,
+                path_from_environ(environ),
+            )
+        )
+
+    def after_request(self, response: Response) -> Response:
+        headers: list[tuple[str, str]] | None = g.pop(_G_HEADERS, None)
+        if headers:
+            for name, value in headers:
+                response.headers[name] = value
+        return response
+
+
+def _load(value: object, kind: type[_T], what: str) -> _T:
+    """An object of ``kind``: given, or behind a dotted path, or returned by a factory."""
+    if isinstance(value, str):
+        value = import_string(value)
+    if not isinstance(value, kind) and callable(value):
+        value = value()
+    if not isinstance(value, kind):
+        raise ConfigurationError(f"{what} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def _policy(value: object, public: object, default: object) -> RoutePolicy | None:
+    if isinstance(value, Mapping):
+        return RoutePolicy(
+            value,
+            public=cast(Any, () if public is None else public),
+            default=cast(Any, "deny" if default is None else default),
+        )
+    if public is not None or default is not None:
+        raise ConfigurationError(
+            "KEYGUARD_PUBLIC and KEYGUARD_POLICY_DEFAULT apply to a dict KEYGUARD_POLICY; "
+            "with a RoutePolicy (or none) set them on the RoutePolicy"
+        )
+    return None if value is None else _load(value, RoutePolicy, "KEYGUARD_POLICY")
+
+
+class KeyGuard:
+    """The Flask extension: ``KeyGuard(app, ...)`` or ``guard = KeyGuard(...)`` then
+    ``guard.init_app(app)``.
+
+    Keyword arguments override ``app.config``; ``verifier`` excludes ``store``, ``policy``
+    and Verifier options (configure those on the verifier). Configuration errors (a bad
+    store URL, an invalid policy) raise :class:`~keyguard.core.errors.ConfigurationError`
+    from ``init_app``, at start-up.
+    """
+
+    def __init__(
+        self,
+        app: Flask | None = None,
+        *,
+        verifier: Verifier | None = None,
+        store: KeyStore | str | None = None,
+        policy: RoutePolicy | None = None,
+        renderer: ProblemRenderer | None = None,
+        **options: Any,
+    ) -> None:
+        if verifier is not None and (store is not None or policy is not None or options):
+            raise ConfigurationError("pass either verifier= or store=/policy=/options, not both")
+        unknown = sorted(set(options) - set(_VERIFIER_OPTIONS.values()))
+        if unknown:
+            raise ConfigurationError(f"unknown Verifier options {unknown}")
+        self._verifier = verifier
+        self._store = store
+        self._policy = policy
+        self._renderer = renderer
+        self._options = options
+        self._last: _AppState | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        """Build (or take) the app's verifier and register the request hooks."""
+        if EXTENSION_KEY in app.extensions:
+            raise ConfigurationError("KeyGuard is already initialised on this app")
+        state = self._make_state(app.config)
+        app.extensions[EXTENSION_KEY] = state
+        # First in line: the app's own before_request hooks run only for allowed requests.
+        app.before_request_funcs.setdefault(None, []).insert(0, state.before_request)
+        app.after_request(state.after_request)
+        self._last = state
+
+    def _make_state(self, config: Mapping[str, Any]) -> _AppState:
+        found = {
+            k[len(CONFIG_PREFIX) :]: v for k, v in config.items() if k.startswith(CONFIG_PREFIX)
+        }
+        unknown = sorted(k for k in found if k not in _OWN_KEYS and k not in _VERIFIER_OPTIONS)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown config keys {[CONFIG_PREFIX + k for k in unknown]}; known: "
+                f"{sorted(CONFIG_PREFIX + k for k in _OWN_KEYS | _VERIFIER_OPTIONS.keys())}"
+            )
+        renderer = self._renderer
+        if renderer is None:
+            raw = found.get("RENDERER")
+            renderer = (
+                DEFAULT_RENDERER
+                if raw is None
+                else _load(raw, ProblemRenderer, "KEYGUARD_RENDERER")
+            )
+        building = {k for k in found if k not in ("VERIFIER", "RENDERER")}
+        verifier = self._verifier
+        if verifier is None and found.get("VERIFIER") is not None:
+            verifier = _load(found["VERIFIER"], Verifier, "KEYGUARD_VERIFIER")
+            if self._store is not None or self._policy is not None or self._options:
+                raise ConfigurationError(
+                    "KEYGUARD_VERIFIER excludes store=/policy=/options: configure the verifier"
+                )
+        if verifier is not None:
+            if building:
+                raise ConfigurationError(
+                    f"a verifier is given, so {sorted(CONFIG_PREFIX + k for k in building)} "
+                    "would be ignored: configure them on the verifier instead"
+                )
+            return _AppState(verifier, renderer)
+        policy = self._policy
+        if policy is None:
+            policy = _policy(found.get("POLICY"), found.get("PUBLIC"), found.get("POLICY_DEFAULT"))
+        elif "POLICY" in found or "PUBLIC" in found or "POLICY_DEFAULT" in found:
+            raise ConfigurationError(
+                "policy= is given: remove KEYGUARD_POLICY, KEYGUARD_PUBLIC and "
+                "KEYGUARD_POLICY_DEFAULT"
+            )
+        options = {_VERIFIER_OPTIONS[k]: v for k, v in found.items() if k in _VERIFIER_OPTIONS}
+        options.update(self._options)
+        store = self._store if self._store is not None else found.get("STORE_URL")
+        return _AppState(build_verifier(None, store, policy, options), renderer)
+
+    @property
+    def verifier(self) -> Verifier:
+        """The current app's verifier (outside an app context: the last app initialised)."""
+        state = _state() if has_app_context() else self._last
+        if state is None:
+            raise ConfigurationError("KeyGuard.init_app(app) has not been called")
+        return state.verifier
+
+    def __repr__(self) -> str:
+        return f"<KeyGuard verifier={self._verifier!r}>"
+
+
+def _state() -> _AppState:
+    state = current_app.extensions.get(EXTENSION_KEY)
+    if state is None:
+        raise ConfigurationError("keyguard is not set up on this app: call KeyGuard(app)")
+    return cast(_AppState, state)
+
+
+def current_principal() -> Principal | None:
+    """The key that authenticated this request, or ``None`` (public route, or not checked)."""
+    return cast("Principal | None", g.get(_G_PRINCIPAL))
+
+
+def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
+    """Require scopes for one view (sync or async), with or without a policy.
+
+    ``@require_scopes("agents:read")``; several arguments must all hold; pass
+    :func:`~keyguard.core.scopes.any_of`/``all_of`` trees for anything else. Put it below
+    ``@app.route``. When the policy hook already authenticated the key, only the scopes
+    are checked; otherwise (no policy, or a public route) the key is verified here.
+    """
+    requirement = as_requirement(requirements)
+
+    def check_sync() -> Response | None:
+        state = _state()
+        principal = g.get(_G_PRINCIPAL)
+        if principal is not None:
+            denial = authorize(principal, requirement)
+            return None if denial is None else state.deny(denial)
+        environ = request.environ
+        decision = state.verifier.verify(
+            authorization_from_environ(environ),
+            request.method,
+            path_from_environ(environ),
+            required=requirement,
+        )
+        return state.accept(decision)
+
+    async def check_async() -> Response | None:
+        state = _state()
+        principal = g.get(_G_PRINCIPAL)
+        if principal is not None:
+            denial = authorize(principal, requirement)
+            return None if denial is None else state.deny(denial)
+        environ = request.environ
+        decision = await state.verifier.averify(
+            authorization_from_environ(environ),
+            request.method,
+            path_from_environ(environ),
+            required=requirement,
+        )
+        return state.accept(decision)
+
+    def decorate(view: View) -> View:
+        if inspect.iscoroutinefunction(view):
+
+            @functools.wraps(view)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                denial = await check_async()
+                if denial is not None:
+                    return denial
+                return await view(*args, **kwargs)
+
+            return cast(View, async_wrapper)
+
+        @functools.wraps(view)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            denial = check_sync()
+            if denial is not None:
+                return denial
+            return view(*args, **kwargs)
+
+        return cast(View, wrapper)
+
+    return decorate
