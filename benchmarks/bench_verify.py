@@ -15,13 +15,13 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._timing import per_call_us, row  # noqa: E402
-from keyguard.core.hashing import Hasher  # noqa: E402
-from keyguard.core.keys import KeyFormat  # noqa: E402
-from keyguard.core.records import KeyRecord  # noqa: E402
-from keyguard.core.verifier import Verifier  # noqa: E402
-from keyguard.stores import from_url  # noqa: E402
-from keyguard.stores.base import KeyStore  # noqa: E402
+from benchmarks._timing import per_call_us, row
+from keyguard.core.hashing import Hasher
+from keyguard.core.keys import KeyFormat
+from keyguard.core.records import KeyRecord
+from keyguard.core.verifier import Verifier
+from keyguard.stores import from_url
+from keyguard.stores.base import KeyStore
 
 
 def issue(store: KeyStore, hasher: Hasher) -> str:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections.abc import Sequence
 from hashlib import sha256
@@ -132,6 +133,10 @@ class Verifier:
         self.rehash = rehash
         self._clock = clock
         self._monotonic = monotonic
+        # cachetools caches are not thread-safe (even a get reorders the LRU list), and WSGI
+        # servers call us from many threads: every cache access off the fast path holds this
+        # lock. The fast path reads only ``_index`` with one atomic ``dict.get``.
+        self._lock = threading.RLock()
         self._cache: LRUCache[str, _Entry] = LRUCache(maxsize=cache_size)
         self._negative: LRUCache[str, float] = LRUCache(maxsize=negative_cache_size)
         self._touched: LRUCache[str, float] = LRUCache(maxsize=cache_size)
@@ -147,16 +152,17 @@ class Verifier:
     # -- cache control --------------------------------------------------------------------
     def invalidate(self, key_id: str | None = None) -> None:
         """Forget one key (or every key) so the next request re-reads the store."""
-        if key_id is None:
-            self._cache.clear()
-            self._negative.clear()
-            self._index.clear()
-            return
-        entry = self._cache.pop(key_id, None)
-        self._negative.pop(key_id, None)
-        if entry is not None:
-            for digest in entry.verified:
-                self._index.pop(digest, None)
+        with self._lock:
+            if key_id is None:
+                self._cache.clear()
+                self._negative.clear()
+                self._index.clear()
+                return
+            entry = self._cache.pop(key_id, None)
+            self._negative.pop(key_id, None)
+            if entry is not None:
+                for digest in entry.verified:
+                    self._index.pop(digest, None)
 
     # -- pure steps -------------------------------------------------------------------------
     def _hot(self, authorization: AuthorizationValue) -> tuple[Decision | None, bytes]:
@@ -203,31 +209,33 @@ class Verifier:
     def _lookup(self, key_id: str, now_mono: float) -> tuple[bool, _Entry | None]:
         """Step 4 (cache part): ``(True, entry)`` for a fresh entry, ``(True, None)`` for a
         known-unknown id, ``(False, None)`` when the store must be asked."""
-        entry = self._cache.get(key_id)
-        if entry is not None and entry.fresh_until > now_mono:
-            return True, entry
-        until = self._negative.get(key_id)
+        with self._lock:
+            entry = self._cache.get(key_id)
+            if entry is not None and entry.fresh_until > now_mono:
+                return True, entry
+            until = self._negative.get(key_id)
         return (until is not None and until > now_mono), None
 
     def _cache_record(
         self, record: KeyRecord | None, key_id: str, now_mono: float
     ) -> _Entry | None:
-        if record is None:
-            self.invalidate(key_id)
-            self._negative[key_id] = now_mono + self.negative_cache_ttl
-            return None
-        old = self._cache.get(key_id)
-        if old is not None and old.record.version == record.version:
-            # Same record: keep the principal (and its allowed decision); just refresh.
-            old.fresh_until = now_mono + self.cache_ttl
-            return old
-        if old is not None:
-            self.invalidate(key_id)
-        grants = Grants(record.scopes, self._implications)
-        principal = Principal(record.key_id, record.name, record.owner, grants, record)
-        entry = _Entry(record, principal, now_mono + self.cache_ttl)
-        self._cache[key_id] = entry
-        return entry
+        with self._lock:
+            if record is None:
+                self.invalidate(key_id)
+                self._negative[key_id] = now_mono + self.negative_cache_ttl
+                return None
+            old = self._cache.get(key_id)
+            if old is not None and old.record.version == record.version:
+                # Same record: keep the principal (and its allowed decision); just refresh.
+                old.fresh_until = now_mono + self.cache_ttl
+                return old
+            if old is not None:
+                self.invalidate(key_id)
+            grants = Grants(record.scopes, self._implications)
+            principal = Principal(record.key_id, record.name, record.owner, grants, record)
+            entry = _Entry(record, principal, now_mono + self.cache_ttl)
+            self._cache[key_id] = entry
+            return entry
 
     def _judge(
         self,
@@ -258,11 +266,12 @@ class Verifier:
                 return d.EXPIRED
             until = min(until, record.expires_at)
         if digest:
-            index = self._index
-            if len(index) >= self._index_size:
-                del index[next(iter(index))]
-            index[digest] = (entry.allowed, min(entry.fresh_until, now_mono + (until - now)))
-            entry.verified.add(digest)
+            with self._lock:
+                index = self._index
+                if len(index) >= self._index_size:
+                    del index[next(iter(index))]
+                index[digest] = (entry.allowed, min(entry.fresh_until, now_mono + (until - now)))
+                entry.verified.add(digest)
         return entry.allowed
 
     def _authorize(self, decision: Decision, requirement: Requirement | None) -> Decision:
@@ -281,10 +290,11 @@ class Verifier:
         return record.evolve(digest=self.hasher.digest(credential))
 
     def _due_touch(self, key_id: str, now: float) -> bool:
-        last = self._touched.get(key_id)
-        if last is not None and now - last < self.touch_interval:
-            return False
-        self._touched[key_id] = now
+        with self._lock:
+            last = self._touched.get(key_id)
+            if last is not None and now - last < self.touch_interval:
+                return False
+            self._touched[key_id] = now
         return True
 
     def match(self, method: str, path: str) -> RouteMatch:

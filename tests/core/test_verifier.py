@@ -268,3 +268,50 @@ def test_concurrent_async_misses(store: CountingStore, factory: KeyFactory) -> N
         return [r.allowed for r in results]
 
     assert all(asyncio.run(go()))
+
+
+def test_threads_hammering_tiny_caches_never_raise(
+    store: CountingStore, factory: KeyFactory
+) -> None:
+    """cachetools caches are not thread-safe; the verifier must lock around them. Tiny caches
+    force constant eviction, random well-formed ids fill the negative cache."""
+    import threading
+
+    from keyguard.core.keys import KeyFormat
+
+    keys = [factory.issue() for _ in range(20)]
+    v = make(store, cache_size=4, negative_cache_size=4, cache_ttl=0.001)
+    fmt = KeyFormat()
+    errors: list[BaseException] = []
+    results: list[bool] = []
+    barrier = threading.Barrier(16)
+
+    def worker(n: int) -> None:
+        try:
+            barrier.wait()
+            for i in range(300):
+                if i % 2:
+                    results.append(v.verify(keys[(n + i) % len(keys)].header).allowed)
+                else:
+                    d = v.verify("UserKey " + fmt.generate().plaintext)
+                    assert d.code is ErrorCode.INVALID_API_KEY
+                if i % 50 == 0:
+                    v.invalidate(keys[i % len(keys)].key_id)
+        except BaseException as exc:
+            errors.append(exc)
+
+    import sys
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(16)]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible to expose races
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert errors == []
+    assert results
+    assert all(results)
