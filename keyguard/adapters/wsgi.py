@@ -50,6 +50,8 @@ def authorization_from_environ(environ: Environ) -> AuthorizationValue:
 def path_from_environ(environ: Environ) -> str:
     """PATH_INFO as the text the client sent (WSGI carries it as latin-1-decoded bytes)."""
     raw: str = environ.get("PATH_INFO", "") or "/"
+    if raw.isascii():
+        return raw
     try:
         return raw.encode("latin-1").decode("utf-8")
     except UnicodeError:
