@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 import pytest
-from flask import Flask, g
+from flask import Flask
 from werkzeug.test import EnvironBuilder
 
 from examples import flask_app
@@ -43,8 +43,8 @@ def make_app(verifier: Verifier, calls: list[Any], *, decorated: bool = False) -
     KeyGuard(app, verifier=verifier)
 
     def answer() -> dict[str, Any]:
-        calls.append(g.get("keyguard_principal"))
         principal = current_principal()
+        calls.append(principal)
         return {"key_id": principal.key_id if principal else None}
 
     def guard(*scopes: Any) -> Any:
