@@ -30,6 +30,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _AUTHORIZATION = b"authorization"
 _REQUEST_ID = b"x-request-id"
+_FORWARDED_FOR = b"x-forwarded-for"
 _WS_DENIAL_EXT = "websocket.http.response"
 _POLICY_VIOLATION = 1008
 
@@ -70,11 +71,20 @@ class KeyGuardCredentials:
 _ANONYMOUS_CREDENTIALS = KeyGuardCredentials(None)
 
 
+def forwarded_for(scope: Scope) -> bytes | None:
+    """The ``X-Forwarded-For`` value of an ASGI request (for the brute-force guard)."""
+    for name, value in scope["headers"]:
+        if name == _FORWARDED_FOR:
+            return value  # type: ignore[no-any-return]
+    return None
+
+
 def problem_messages(
     renderer: ProblemRenderer, decision: Decision, request_id: str
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     problem = renderer.render(decision, request_id)
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers]
+    # ASGI wants lower-case header names; rate-limit header names come capitalised.
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers]
     return problem.status, headers, problem.body
 
 
@@ -110,17 +120,23 @@ class KeyGuardMiddleware:
             return
         authorization: list[bytes] = []
         request_id: bytes | None = None
+        forwarded: bytes | None = None
         for name, value in scope["headers"]:
             if name == _AUTHORIZATION:
                 authorization.append(value)
             elif name == _REQUEST_ID:
                 request_id = value
+            elif name == _FORWARDED_FOR:
+                forwarded = value
         method = scope.get("method", "GET") if kind == "http" else "GET"
-        decision = await self.verifier.averify(
-            authorization[0] if len(authorization) == 1 else (authorization or None),
-            method,
-            scope["path"],
-        )
+        header = authorization[0] if len(authorization) == 1 else (authorization or None)
+        path = scope["path"]
+        verifier = self.verifier
+        decision = verifier.verify_nowait(header, method, path)
+        if decision is None:
+            decision = await verifier.averify(
+                header, method, path, peer=scope.get("client"), forwarded_for=forwarded
+            )
         if not decision.allowed:
             if kind == "http":
                 await self._deny_http(decision, request_id, send)
@@ -179,7 +195,7 @@ class KeyGuardMiddleware:
 
 def _with_headers(send: Send, extra: tuple[tuple[str, str], ...]) -> Send:
     """Wrap ``send`` so the response start carries ``extra`` headers (rate-limit headers)."""
-    encoded = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in extra]
+    encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
     names = {k for k, _ in encoded}
 
     async def wrapped(message: Message) -> None:

@@ -248,8 +248,13 @@ class KeyGuardMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         config = get_config()
+        meta = request.META
         decision = config.verifier.verify(
-            authorization_from_environ(request.META), request.method, request.path_info
+            authorization_from_environ(meta),
+            request.method,
+            request.path_info,
+            peer=meta.get("REMOTE_ADDR"),
+            forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
         )
         if not decision.allowed:
             return denial_response(config.renderer, decision, request)
@@ -259,8 +264,13 @@ class KeyGuardMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> Any:
         config = get_config()
+        meta = request.META
         decision = await config.verifier.averify(
-            authorization_from_environ(request.META), request.method, request.path_info
+            authorization_from_environ(meta),
+            request.method,
+            request.path_info,
+            peer=meta.get("REMOTE_ADDR"),
+            forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
         )
         if not decision.allowed:
             return denial_response(config.renderer, decision, request)
@@ -301,6 +311,8 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
                     request.method,
                     request.path_info,
                     required=requirement,
+                    peer=request.META.get("REMOTE_ADDR"),
+                    forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
                 )
                 if not decision.allowed:
                     return denial_response(config.renderer, decision, request)
@@ -323,6 +335,8 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
                 request.method,
                 request.path_info,
                 required=requirement,
+                peer=request.META.get("REMOTE_ADDR"),
+                forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
             )
             if not decision.allowed:
                 return denial_response(config.renderer, decision, request)

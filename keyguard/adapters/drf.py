@@ -161,10 +161,13 @@ class KeyGuardAuthentication(BaseAuthentication):  # type: ignore[misc]  # DRF i
         django_request = _django_request(request)
         principal = getattr(django_request, PRINCIPAL_ATTR, None)
         if principal is None:
-            decision = get_config().verifier.authenticate(authorization_from_environ(request.META))
+            verifier = get_config().verifier
+            decision = verifier.authenticate(authorization_from_environ(request.META))
+            if decision.code is ErrorCode.MISSING_API_KEY:
+                return None
+            # Without the middleware, DRF views are rate-limited here, once per request.
+            decision = verifier.rate_limit(decision)
             if not decision.allowed:
-                if decision.code is ErrorCode.MISSING_API_KEY:
-                    return None
                 raise KeyGuardDenied(decision)
             principal = decision.principal
             assert principal is not None

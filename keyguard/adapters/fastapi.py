@@ -40,7 +40,7 @@ from starlette.requests import HTTPConnection, Request
 from starlette.responses import Response
 
 from keyguard.adapters._shared import build_verifier
-from keyguard.adapters.asgi import KeyGuardCredentials, KeyGuardMiddleware
+from keyguard.adapters.asgi import KeyGuardCredentials, KeyGuardMiddleware, forwarded_for
 from keyguard.adapters.starlette import (
     check_principal,
     principal_from_scope,
@@ -236,7 +236,12 @@ class _Dependency:
         authorization, _ = read_credentials(scope)
         method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
         decision = await verifier.averify(
-            authorization, method, scope["path"], required=requirement
+            authorization,
+            method,
+            scope["path"],
+            required=requirement,
+            peer=scope.get("client"),
+            forwarded_for=forwarded_for(scope),
         )
         if not decision.allowed:
             self._refuse(request, decision)

@@ -115,6 +115,8 @@ class _AppState:
                 authorization_from_environ(environ),
                 environ.get("REQUEST_METHOD", "GET"),
                 path_from_environ(environ),
+                peer=environ.get("REMOTE_ADDR"),
+                forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
             ),
             environ,
         )
@@ -290,6 +292,8 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
             environ.get("REQUEST_METHOD", "GET"),
             path_from_environ(environ),
             required=requirement,
+            peer=environ.get("REMOTE_ADDR"),
+            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
         )
         return state.accept(decision, environ)
 
@@ -305,6 +309,8 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
             environ.get("REQUEST_METHOD", "GET"),
             path_from_environ(environ),
             required=requirement,
+            peer=environ.get("REMOTE_ADDR"),
+            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
         )
         return state.accept(decision, environ)
 

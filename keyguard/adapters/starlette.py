@@ -33,7 +33,12 @@ from starlette.responses import Response
 from starlette.websockets import WebSocket
 
 from keyguard.adapters._shared import build_verifier
-from keyguard.adapters.asgi import KeyGuardCredentials, KeyGuardMiddleware, ScopeView
+from keyguard.adapters.asgi import (
+    KeyGuardCredentials,
+    KeyGuardMiddleware,
+    ScopeView,
+    forwarded_for,
+)
 from keyguard.core import decision as d
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ErrorCode
@@ -176,7 +181,13 @@ class KeyGuardBackend(AuthenticationBackend):
         scope = conn.scope
         authorization, request_id = read_credentials(scope)
         method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
-        decision = await self.verifier.averify(authorization, method, scope["path"])
+        decision = await self.verifier.averify(
+            authorization,
+            method,
+            scope["path"],
+            peer=scope.get("client"),
+            forwarded_for=forwarded_for(scope),
+        )
         if decision.allowed:
             principal = decision.principal
             scope["keyguard"] = principal

@@ -97,6 +97,8 @@ class KeyGuardWSGIMiddleware:
             authorization_from_environ(environ),
             environ.get("REQUEST_METHOD", "GET"),
             path_from_environ(environ),
+            peer=environ.get("REMOTE_ADDR"),
+            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
         )
         if not decision.allowed:
             return deny_response(self.renderer, decision, environ, start_response)

@@ -17,13 +17,15 @@ unit timestamps, trimmed to the longest exact window (so its length is bounded b
 window's limit). A longer window (the day) counts units in ``LONG_WINDOW_BUCKETS`` (96)
 buckets of ``period / 96`` (15 min for a day), aligned to the epoch. Every bucket that
 overlaps ``(t - W, t]`` is counted in full, so a bucketed window never admits more than the
-exact formula would; a unit admitted at ``s`` stops counting at ``s + W + period/96`` at the
-latest instead of ``s + W`` (at most one bucket late). Its refusals are therefore those of
-the exact rule applied to the window ``(t - W - W/96, t]``.
+exact formula would; a unit admitted at ``s`` stops counting at ``s + W + W/96`` at the
+latest instead of ``s + W`` (at most one bucket late). So a bucketed window refuses only
+requests that the exact rule would refuse over the slightly longer window
+``(t - W - W/96, t]``, and its Retry-After is exact for its buckets.
 
 **Time.** All arithmetic is on integer microseconds (``round(now * 1e6)``), so the Redis
-Lua script, which implements the same function, reaches bit-identical decisions. A clock that
-goes backwards never admits extra requests: the decision uses ``max(now, last seen now)``.
+Lua script, which implements the same steps, reaches identical decisions (a differential
+test holds it to :func:`decide`, the reference). A clock that goes backwards never admits
+extra requests: the decision uses ``max(now, last now seen)``.
 
 **Headers.** :func:`rate_limit_headers` renders a decision as ``Retry-After`` (refusals),
 the IETF ``RateLimit-Policy``/``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers-10
@@ -43,13 +45,11 @@ import re
 import threading
 import time
 from bisect import bisect_right
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, Literal, NamedTuple, Protocol, runtime_checkable
-
-from cachetools import LRUCache
 
 from keyguard.core.errors import ConfigurationError
 
@@ -58,16 +58,21 @@ __all__ = [
     "EXACT_MAX_LIMIT",
     "EXACT_MAX_PERIOD",
     "LONG_WINDOW_BUCKETS",
+    "MAX_LIMIT",
+    "MAX_PERIOD",
     "MemoryRateLimiter",
     "RateDecision",
     "RateLimiter",
     "RateState",
     "ResilientLimiter",
     "Window",
+    "WindowPlan",
     "WindowStatus",
+    "check_windows",
     "decide",
     "format_windows",
     "parse_windows",
+    "plan_for",
     "rate_limit_headers",
     "validate_cost",
 ]
@@ -80,6 +85,9 @@ EXACT_MAX_PERIOD: Final = 3600.0
 EXACT_MAX_LIMIT: Final = 10_000
 #: Buckets per long window; the release of a unit is late by at most ``period / 96``.
 LONG_WINDOW_BUCKETS: Final = 96
+#: Bounds that keep every count and timestamp exact in the Lua script's doubles (< 2^53).
+MAX_LIMIT: Final = 2**40
+MAX_PERIOD: Final = 10 * 366 * 86400.0
 
 _US: Final = 1_000_000
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
@@ -87,7 +95,8 @@ _NAMED_PERIODS: Final = {1: "second", 60: "minute", 3600: "hour", 86400: "day", 
 
 
 def _to_us(seconds: float) -> int:
-    # Round half up, exactly as the Lua script does (math.floor(x + 0.5)).
+    # Round half up. The Redis backend converts an explicit (test) clock the same way, so
+    # both backends see the same microsecond.
     return math.floor(seconds * 1e6 + 0.5)
 
 
@@ -116,16 +125,21 @@ class Window:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if isinstance(self.limit, bool) or not isinstance(self.limit, int) or self.limit < 1:
-            raise ConfigurationError(f"window limit must be an integer >= 1, got {self.limit!r}")
+        if (
+            isinstance(self.limit, bool)
+            or not isinstance(self.limit, int)
+            or not 1 <= self.limit <= MAX_LIMIT
+        ):
+            raise ConfigurationError(
+                f"window limit must be an integer in [1, 2**40], got {self.limit!r}"
+            )
         if (
             isinstance(self.period, bool)
             or not isinstance(self.period, int | float)
-            or not math.isfinite(self.period)
-            or self.period < 0.001
+            or not 0.001 <= self.period <= MAX_PERIOD
         ):
             raise ConfigurationError(
-                f"window period must be a number of seconds >= 0.001, got {self.period!r}"
+                f"window period must be seconds in [0.001, 10 years], got {self.period!r}"
             )
         if not self.name:
             object.__setattr__(self, "name", _derive_name(self.period))
@@ -294,11 +308,15 @@ class WindowPlan:
     """
 
     __slots__ = (
+        "header_items",
+        "header_limits",
+        "header_policy",
+        "header_ratelimit",
         "max_exact",
-        "min_limit",
         "policy",
         "redis_args",
         "rings",
+        "run",
         "specs",
         "ttl_ms",
         "windows",
@@ -308,7 +326,6 @@ class WindowPlan:
         windows = check_windows(windows)
         self.windows = windows
         self.max_exact = max((_to_us(w.period) for w in windows if w.exact), default=0)
-        self.min_limit = min(w.limit for w in windows)
         specs = []
         rings = []
         for w in windows:
@@ -331,6 +348,11 @@ class WindowPlan:
         self.policy = ", ".join(
             f'"{w.name}";q={w.limit};w={max(1, math.ceil(w.period))}' for w in windows
         )
+        # Header fragments, formatted once: per response only numbers are filled in.
+        self.header_policy = ("RateLimit-Policy", self.policy)
+        self.header_items = tuple(f'"{w.name}";r=%d;t=%d' for w in windows)
+        self.header_ratelimit = ", ".join(self.header_items)
+        self.header_limits = tuple(str(w.limit) for w in windows)
         # Idle state must outlive the longest window plus one bucket of release delay.
         self.ttl_ms = max(period + width for _l, period, width, _k in specs) // 1000 + 1000
         args = [str(self.ttl_ms), str(self.max_exact), str(len(specs))]
@@ -338,6 +360,8 @@ class WindowPlan:
             args += [str(limit), str(period), str(width)]
         #: ARGV tail of the Redis script (after now, cost, consume).
         self.redis_args: tuple[str, ...] = tuple(args)
+        #: ``run(state, now_us, cost, consume) -> RateDecision``: the decision, specialised.
+        self.run: _Runner = _compile(self)
 
     def __repr__(self) -> str:
         return f"WindowPlan({format_windows(self.windows)!r})"
@@ -420,14 +444,23 @@ def plan_for(windows: Sequence[Window]) -> WindowPlan:
     return plan
 
 
-class _Ring:
-    """A bucketed window: ``[index, units]`` pairs, oldest first, and their running total."""
+_NEVER: Final = 2**62
 
-    __slots__ = ("buckets", "total")
+
+class _Ring:
+    """A bucketed window: ``[index, units]`` pairs, oldest first, and their running total.
+
+    ``release`` (when the oldest bucket leaves the window) and ``end`` (when the newest
+    bucket closes) are derived, kept so the hot path compares instead of dividing.
+    """
+
+    __slots__ = ("buckets", "end", "release", "total")
 
     def __init__(self) -> None:
         self.buckets: deque[list[int]] = deque()
         self.total = 0
+        self.release = _NEVER
+        self.end = -_NEVER
 
 
 class RateState:
@@ -452,6 +485,8 @@ class RateState:
             r = new.rings[period] = _Ring()
             r.buckets = deque([b[0], b[1]] for b in ring.buckets)
             r.total = ring.total
+            r.release = ring.release
+            r.end = ring.end
         return new
 
     def __eq__(self, other: object) -> bool:
@@ -484,101 +519,62 @@ def decide(
     result. For speed the state is updated in place and returned as ``new_state`` (ownership
     passes through; ``state.copy()`` first to keep the old one). A refused request changes
     only the last-seen time and drops expired units, which no later decision can observe.
-    ``consume=False`` answers whether the request *would* be admitted, consuming nothing.
+    ``consume=False`` answers whether the request *would* be admitted and leaves ``state``
+    untouched.
     """
     if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
         raise ConfigurationError(f"rate-limit cost must be an integer >= 1, got {cost!r}")
     if state is None:
         state = RateState()
-    return _run(state, _to_us(now), cost, plan_for(windows), consume), state
+    if not consume:
+        # A peek must not move `last` or trim: a later hit with an earlier clock would then
+        # miss units still inside its windows.
+        return plan_for(windows).run(state.copy(), _to_us(now), cost, False), state
+    return plan_for(windows).run(state, _to_us(now), cost, True), state
 
 
-def _run(state: RateState, now: int, cost: int, plan: WindowPlan, consume: bool) -> RateDecision:
-    # The hot path of the memory backend, mirrored line by line by the Redis Lua script.
-    # Kept flat: on CPython every call or object costs 50-150 ns and the budget is ~1 µs.
-    if now < state.last:
-        now = state.last
-    else:
-        state.last = now
-    log = state.log
-    if log and log[0] <= now - plan.max_exact:
-        cutoff = now - plan.max_exact
-        popleft = log.popleft
-        while log and log[0] <= cutoff:
-            popleft()
-    n = len(log)
-    rings = state.rings
-    for period, width in plan.rings:
-        ring = rings.get(period)
-        if ring is None:
-            ring = rings[period] = _Ring()
-        buckets = ring.buckets
-        if buckets and buckets[0][0] < (now - period) // width:
-            first = (now - period) // width
-            while buckets and buckets[0][0] < first:
-                ring.total -= buckets.popleft()[1]
+def _expire(ring: _Ring, now: int, period: int, width: int) -> None:
+    # Buckets with index < (now - period) // width have left the window.
+    first = (now - period) // width
+    buckets = ring.buckets
+    while buckets and buckets[0][0] < first:
+        ring.total -= buckets.popleft()[1]
+    ring.release = (buckets[0][0] + 1) * width + period if buckets else _NEVER
 
-    used_list = []
-    allowed = True
-    for limit, period, _width, kind in plan.specs:
-        if kind == _WHOLE_LOG:
-            used = n
-        elif kind == _LOG:
-            used = n - bisect_right(log, now - period) if n else 0
-        else:
-            used = rings[period].total
-        used_list.append(used)
-        if used + cost > limit:
-            allowed = False
 
-    counts: list[int] = []
-    if allowed:
-        taken = cost if consume else 0
-        if taken:
-            if plan.max_exact:
-                if cost == 1:
-                    log.append(now)
-                else:
-                    log.extend([now] * cost)
-            for period, width in plan.rings:
-                ring = rings[period]
-                idx = now // width
-                buckets = ring.buckets
-                if buckets and buckets[-1][0] == idx:
-                    buckets[-1][1] += cost
-                else:
-                    buckets.append([idx, cost])
-                ring.total += cost
-        for (limit, period, width, kind), used in zip(plan.specs, used_list, strict=True):
-            # reset: until the oldest counted unit (maybe the one just taken) expires.
-            if kind != _RING:
-                if used:
-                    reset = -(-(log[n - used] + period - now) // _US)
-                else:
-                    reset = -(-period // _US) if taken else 0
-            else:
-                buckets = rings[period].buckets
-                reset = -(-((buckets[0][0] + 1) * width + period - now) // _US) if buckets else 0
-            remaining = limit - used - taken
-            counts += (remaining if remaining > 0 else 0, reset)
-        return _new_tuple(RateDecision, (True, None, plan, tuple(counts), 0, False, False))
+def _open_bucket(ring: _Ring, now: int, cost: int, period: int, width: int) -> None:
+    idx = now // width
+    ring.buckets.append([idx, cost])
+    ring.end = (idx + 1) * width
+    if len(ring.buckets) == 1:
+        ring.release = ring.end + period
 
-    # Refused: nothing consumed. Each violated window says when it will have room.
+
+def _refused(
+    plan: WindowPlan,
+    log: deque[int],
+    n: int,
+    rings: dict[int, _Ring],
+    now: int,
+    cost: int,
+    used: tuple[int, ...],
+) -> RateDecision:
+    """The refusal: nothing consumed; each violated window says when it will have room."""
     retry = 0
     never = False
     mask = 0
-    bit = 1
-    for (limit, period, width, kind), used in zip(plan.specs, used_list, strict=True):
-        if used + cost > limit:
-            mask |= bit
+    counts: list[int] = []
+    for i, ((limit, period, width, kind), u) in enumerate(zip(plan.specs, used, strict=True)):
+        if u + cost > limit:
+            mask |= 1 << i
             if cost > limit:
                 never = True
                 reset = -(-period // _US)
             elif kind != _RING:
-                # The (used + cost - limit)-th oldest unit in the window must leave it.
+                # The (u + cost - limit)-th oldest unit in the window must leave it.
                 reset = -(-(log[n - limit + cost - 1] + period - now) // _US)
             else:
-                need = used + cost - limit
+                need = u + cost - limit
                 idx = 0
                 for idx, units in rings[period].buckets:  # noqa: B007 - idx is the answer
                     need -= units
@@ -588,16 +584,121 @@ def _run(state: RateState, now: int, cost: int, plan: WindowPlan, consume: bool)
             if reset > retry:
                 retry = reset
         elif kind != _RING:
-            reset = -(-(log[n - used] + period - now) // _US) if used else 0
+            reset = -(-(log[n - u] + period - now) // _US) if u else 0
         else:
-            buckets = rings[period].buckets
-            reset = -(-((buckets[0][0] + 1) * width + period - now) // _US) if buckets else 0
-        bit <<= 1
-        counts += (limit - used if used < limit else 0, reset)
+            ring = rings[period]
+            reset = -(-(ring.release - now) // _US) if ring.buckets else 0
+        counts += (limit - u if u < limit else 0, reset)
+    # Every delay is positive, so retry >= 1 whenever some violated window can ever admit.
     return _new_tuple(
-        RateDecision,
-        (False, None if never else max(retry, 1), plan, tuple(counts), mask, False, False),
+        RateDecision, (False, None if never else retry, plan, tuple(counts), mask, False, False)
     )
+
+
+_Runner = Callable[[RateState, int, int, bool], RateDecision]
+
+
+def _compile(plan: WindowPlan) -> _Runner:
+    """Specialise the decision for one window set: straight-line code, constants inlined.
+
+    A loop over the windows, unpacking a spec tuple each time, measured 2.5 µs per decision
+    for the three default windows; this straight-line form, 1.2 µs. The steps, in order:
+
+    1. ``now = max(now, last)``, remembered as the new ``last``.
+    2. Drop log units at or before ``now - longest exact period``; drop ring buckets whose
+       index is below ``(now - period) // width``.
+    3. ``used_i``: the whole log for the longest exact window, the units after
+       ``now - period`` for shorter ones, the ring total for long windows.
+    4. Admit iff ``used_i + cost <= limit_i`` for all ``i``; if so (and consuming) append
+       ``cost`` copies of ``now`` to the log and add ``cost`` to each ring's current bucket,
+       and report ``remaining = limit - used - cost`` and ``reset`` per window; otherwise
+       hand over to :func:`_refused`.
+    """
+    ind = "    "
+    src = [
+        "def run(state, now, cost, consume):",
+        "    if now < state.last:",
+        "        now = state.last",
+        "    else:",
+        "        state.last = now",
+        "    log = state.log",
+        f"    if log and log[0] <= now - {plan.max_exact}:",
+        f"        cutoff = now - {plan.max_exact}",
+        "        popleft = log.popleft",
+        "        while log and log[0] <= cutoff:",
+        "            popleft()",
+        "    n = len(log)",
+        "    rings = state.rings",
+    ]
+    ring_index = {}
+    for j, (period, width) in enumerate(plan.rings):
+        ring_index[period] = j
+        src += [
+            f"    ring{j} = rings.get({period})",
+            f"    if ring{j} is None:",
+            f"        ring{j} = rings[{period}] = _Ring()",
+            f"    if now >= ring{j}.release:",
+            f"        _expire(ring{j}, now, {period}, {width})",
+            f"    b{j} = ring{j}.buckets",
+        ]
+    checks = []
+    counts = []
+    for i, (limit, period, _width, kind) in enumerate(plan.specs):
+        if kind == _WHOLE_LOG:
+            src.append(f"    u{i} = n")
+            oldest = "log[0]"
+        elif kind == _LOG:
+            src.append(f"    u{i} = n - bisect_right(log, now - {period}) if n else 0")
+            oldest = f"log[n - u{i}]"
+        else:
+            j = ring_index[period]
+            src.append(f"    u{i} = ring{j}.total")
+        checks.append(f"u{i} + cost <= {limit}")
+        if kind != _RING:
+            # ceil((oldest + period - now) / 1 s); the unit just taken when none was counted.
+            reset = (
+                f"-((now - {period} - {oldest}) // {_US}) if u{i} "
+                f"else ({-(-period // _US)} if taken else 0)"
+            )
+        else:
+            reset = f"-((now - ring{j}.release) // {_US}) if b{j} else 0"
+        counts.append(f"{limit} - u{i} - taken, {reset},")
+    src.append(f"    if {' and '.join(checks)}:")
+    src.append(f"{ind * 2}taken = cost if consume else 0")
+    src.append(f"{ind * 2}if taken:")
+    if plan.max_exact:
+        src += [
+            f"{ind * 3}if cost == 1:",
+            f"{ind * 4}log.append(now)",
+            f"{ind * 3}else:",
+            f"{ind * 4}log.extend([now] * cost)",
+        ]
+    for j, (period, width) in enumerate(plan.rings):
+        src += [
+            f"{ind * 3}if now < ring{j}.end:",
+            f"{ind * 4}b{j}[-1][1] += cost",
+            f"{ind * 3}else:",
+            f"{ind * 4}_open_bucket(ring{j}, now, cost, {period}, {width})",
+            f"{ind * 3}ring{j}.total += cost",
+        ]
+    src.append(f"{ind * 2}return _new_tuple(RateDecision, (True, None, plan, (")
+    src += [f"{ind * 3}{c}" for c in counts]
+    src.append(f"{ind * 2}), 0, False, False))")
+    used = ", ".join(f"u{i}" for i in range(len(plan.specs)))
+    src.append(f"    return _refused(plan, log, n, rings, now, cost, ({used},))")
+    namespace: dict[str, object] = {
+        "plan": plan,
+        "bisect_right": bisect_right,
+        "_Ring": _Ring,
+        "_expire": _expire,
+        "_open_bucket": _open_bucket,
+        "_refused": _refused,
+        "_new_tuple": _new_tuple,
+        "RateDecision": RateDecision,
+    }
+    # The source is built only from integers computed above: no user text reaches exec.
+    exec(compile("\n".join(src), f"<keyguard.ratelimit {plan!r}>", "exec"), namespace)  # noqa: S102
+    return namespace["run"]  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -617,38 +718,42 @@ def rate_limit_headers(
       constraining window: the lowest ``remaining`` (ties: the longest wait), among the
       violated windows on a refusal.
 
-    A decision with ``unavailable`` set carries only ``Retry-After``.
+    A decision with ``unavailable`` set carries only ``Retry-After``. Runs on every
+    response, so the constant parts come preformatted from the decision's plan.
     """
+    allowed, retry, plan, counts, mask, _degraded, unavailable = decision
     headers: list[tuple[str, str]] = []
-    allowed = decision[0]
-    if not allowed and decision[1] is not None:
-        headers.append(("Retry-After", str(decision[1])))
-    plan = decision[2]
-    if plan is None or decision[6]:
+    if not allowed and retry is not None:
+        headers.append(("Retry-After", str(retry)))
+    if plan is None or unavailable:
         return headers
     if ietf:
-        headers.append(("RateLimit-Policy", plan.policy))
-    counts = decision[3]
-    if not counts or not (ietf or legacy):
+        headers.append(plan.header_policy)
+    if not counts:
         return headers
-    mask = -1 if allowed else decision[4]
-    windows = plan.windows
-    parts = []
-    tight = -1
-    tight_r = tight_t = 0
-    for i in range(len(windows)):
-        if mask >> i & 1:
-            r = counts[2 * i]
-            t = counts[2 * i + 1]
-            parts.append(f'"{windows[i].name}";r={r};t={t}')
-            if tight < 0 or r < tight_r or (r == tight_r and t > tight_t):
-                tight, tight_r, tight_t = i, r, t
-    if ietf and parts:
-        headers.append(("RateLimit", ", ".join(parts)))
-    if legacy and tight >= 0:
-        headers.append(("X-RateLimit-Limit", str(windows[tight].limit)))
-        headers.append(("X-RateLimit-Remaining", str(tight_r)))
-        headers.append(("X-RateLimit-Reset", str(tight_t)))
+    if not allowed:
+        # Keep the violated windows only (at least one on a refusal).
+        picked = [i for i in range(len(plan.header_items)) if mask >> i & 1]
+        if ietf:
+            value = ", ".join([plan.header_items[i] % counts[2 * i : 2 * i + 2] for i in picked])
+            headers.append(("RateLimit", value))
+    elif ietf:
+        headers.append(("RateLimit", plan.header_ratelimit % counts))
+    if legacy:
+        if allowed:
+            remaining = counts[0::2]
+            r = min(remaining)
+            best = remaining.index(r)
+            if remaining.count(r) > 1:
+                best = max(
+                    (i for i, x in enumerate(remaining) if x == r), key=lambda i: counts[2 * i + 1]
+                )
+        else:
+            best = min(picked, key=lambda i: (counts[2 * i], -counts[2 * i + 1]))
+            r = counts[2 * best]
+        headers.append(("X-RateLimit-Limit", plan.header_limits[best]))
+        headers.append(("X-RateLimit-Remaining", str(r)))
+        headers.append(("X-RateLimit-Reset", str(counts[2 * best + 1])))
     return headers
 
 
@@ -693,23 +798,29 @@ class RateLimiter(Protocol):
         ...
 
 
-def _check_cost(cost: int) -> None:
+def _bad_cost(cost: object) -> None:
     raise ConfigurationError(f"rate-limit cost must be an integer >= 1, got {cost!r}")
 
 
 class MemoryRateLimiter:
     """In-process rate limiter: exact per process, nothing shared between processes.
 
-    State lives in ``stripes`` LRU caches, each behind its own lock (chosen by the bucket's
+    State lives in ``stripes`` LRU maps, each behind its own lock (chosen by the bucket's
     hash), so threads working on different keys rarely contend and no background thread is
     needed. At most about ``max_keys`` buckets are kept; the least recently used is evicted
     first, which forgets its counts, so size ``max_keys`` above the number of keys active in
     a day (buckets are key ids, which only authenticated callers can make the limiter see).
-    ``clock`` returns epoch seconds. ``ahit`` runs inline: the work is a few microseconds of
-    CPU and the lock is never held across an ``await``.
+    Measured with the default windows: about 2.3 KB per bucket plus 40 bytes per unit in the
+    minute log (6.4 KB for a key at its limit), so 100,000 busy keys need some 600 MB.
+
+    ``clock`` returns epoch seconds. ``ahit`` runs inline: the work is under two microseconds
+    of CPU and no lock is ever held across an ``await``.
     """
 
-    __slots__ = ("_caches", "_clock", "_locks", "_mask")
+    __slots__ = ("_clock", "_last_plan", "_locks", "_mask", "_per_stripe", "_stripes")
+
+    #: ``hit`` does no I/O, so callers on an event loop may call it without awaiting.
+    in_process: Final = True
 
     def __init__(
         self,
@@ -726,31 +837,46 @@ class MemoryRateLimiter:
             or stripes & (stripes - 1)
         ):
             raise ConfigurationError(f"stripes must be a power of two, got {stripes!r}")
-        per_stripe = max(1, -(-max_keys // stripes))
+        self._per_stripe = max(1, -(-max_keys // stripes))
         self._mask = stripes - 1
         self._locks = tuple(threading.Lock() for _ in range(stripes))
-        self._caches: tuple[LRUCache[str, RateState], ...] = tuple(
-            LRUCache(maxsize=per_stripe) for _ in range(stripes)
+        # OrderedDict rather than cachetools.LRUCache: its C move_to_end is the cheapest
+        # recency update, and the stripe lock already makes it thread-safe.
+        self._stripes: tuple[OrderedDict[str, RateState], ...] = tuple(
+            OrderedDict() for _ in range(stripes)
         )
         self._clock = clock
+        self._last_plan: tuple[Sequence[Window], WindowPlan] = (
+            DEFAULT_WINDOWS,
+            plan_for(DEFAULT_WINDOWS),
+        )
 
     def hit(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
     ) -> RateDecision:
-        plan = _PLANS_BY_ID.get(id(windows))
-        if plan is None or plan.windows is not windows:
+        # One attribute holds the pair, so concurrent callers never see a mismatched plan.
+        last_windows, plan = self._last_plan
+        if last_windows is not windows:
             plan = plan_for(windows)
+            self._last_plan = (windows, plan)
         if cost.__class__ is not int or cost < 1:
-            _check_cost(cost)
+            _bad_cost(cost)
         now = _floor(self._clock() * 1e6 + 0.5)
         i = hash(bucket) & self._mask
-        with self._locks[i]:
-            cache = self._caches[i]
-            try:
-                state = cache[bucket]
-            except KeyError:
-                state = cache[bucket] = RateState()
-            return _run(state, now, cost, plan, True)
+        lock = self._locks[i]
+        lock.acquire()
+        try:
+            states = self._stripes[i]
+            state = states.get(bucket)
+            if state is None:
+                state = states[bucket] = RateState()
+                if len(states) > self._per_stripe:
+                    states.popitem(last=False)
+            else:
+                states.move_to_end(bucket)
+            return plan.run(state, now, cost, True)
+        finally:
+            lock.release()
 
     async def ahit(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
@@ -762,14 +888,14 @@ class MemoryRateLimiter:
     ) -> RateDecision:
         plan = plan_for(windows)
         if cost.__class__ is not int or cost < 1:
-            _check_cost(cost)
+            _bad_cost(cost)
         now = _floor(self._clock() * 1e6 + 0.5)
         i = hash(bucket) & self._mask
         with self._locks[i]:
-            # An unknown bucket is looked at through a throwaway state, so peeking at many
-            # buckets cannot evict the state of active ones.
-            state = self._caches[i].get(bucket) or RateState()
-            return _run(state, now, cost, plan, False)
+            # A copy: a peek changes nothing (see decide). An unknown bucket is not stored, so
+            # peeking at many buckets cannot evict the state of active ones.
+            state = self._stripes[i].get(bucket)
+            return plan.run(RateState() if state is None else state.copy(), now, cost, False)
 
     async def apeek(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
@@ -779,13 +905,13 @@ class MemoryRateLimiter:
     def reset(self, bucket: str) -> None:
         i = hash(bucket) & self._mask
         with self._locks[i]:
-            self._caches[i].pop(bucket, None)
+            self._stripes[i].pop(bucket, None)
 
     async def areset(self, bucket: str) -> None:
         self.reset(bucket)
 
     def __len__(self) -> int:
-        return sum(len(c) for c in self._caches)
+        return sum(len(s) for s in self._stripes)
 
 
 _floor = math.floor
@@ -812,7 +938,9 @@ class ResilientLimiter:
     called for ``cooldown`` seconds, so an unreachable Redis costs nothing per request. Then
     one request probes it (half-open); success closes the circuit, failure reopens it. Each
     transition is logged on ``keyguard.ratelimit`` (WARNING when degrading, INFO when
-    probing or recovering), with the exception type only: no URLs, no keys.
+    probing or recovering), with the exception type only: no URLs, no keys. Misuse
+    (:class:`ConfigurationError`, e.g. a bad cost) still raises: it is a bug to fix, not an
+    outage to ride out.
     """
 
     def __init__(
@@ -935,9 +1063,10 @@ class ResilientLimiter:
             else:
                 self._succeeded()
                 return decision
-        return self._degraded(windows) or self.fallback.hit(bucket, windows, cost)._replace(
-            degraded=True
-        )
+        local = self._degraded(windows)
+        if local is not None:
+            return local
+        return self.fallback.hit(bucket, windows, cost)._replace(degraded=True)
 
     async def ahit(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
@@ -978,9 +1107,10 @@ class ResilientLimiter:
             else:
                 self._succeeded()
                 return decision
-        return self._degraded(windows) or self.fallback.peek(bucket, windows, cost)._replace(
-            degraded=True
-        )
+        local = self._degraded(windows)
+        if local is not None:
+            return local
+        return self.fallback.peek(bucket, windows, cost)._replace(degraded=True)
 
     async def apeek(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1

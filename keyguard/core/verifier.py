@@ -31,17 +31,28 @@ import threading
 import time
 from collections.abc import Sequence
 from hashlib import blake2s
-from typing import Final
+from typing import Final, Literal
 
 from cachetools import LRUCache
 
 from keyguard.core import decision as d
+from keyguard.core.bruteforce import BruteForceGuard, client_address
 from keyguard.core.clock import Clock
 from keyguard.core.decision import Decision, Principal
-from keyguard.core.errors import ConfigurationError, ConflictError, KeyguardError
+from keyguard.core.errors import ConfigurationError, ConflictError, ErrorCode, KeyguardError
 from keyguard.core.hashing import DUMMY_DIGEST, Hasher
 from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat
 from keyguard.core.policy import RouteMatch, RoutePolicy
+from keyguard.core.ratelimit import (
+    DEFAULT_WINDOWS,
+    MemoryRateLimiter,
+    RateDecision,
+    RateLimiter,
+    Window,
+    check_windows,
+    parse_windows,
+    rate_limit_headers,
+)
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import AUTHENTICATED, Grants, Requirement, ScopeCatalog, as_requirement
 from keyguard.stores.base import KeyStore
@@ -53,6 +64,25 @@ AuthorizationValue = str | bytes | Sequence[str | bytes] | None
 _SCHEME: Final = "userkey"
 _FOREVER: Final = math.inf
 _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
+
+
+#: Denials that count as a guess for the brute-force guard (expired/revoked keys are real keys).
+_GUESSES: Final = frozenset({ErrorCode.INVALID_API_KEY, ErrorCode.INVALID_API_KEY_FORMAT})
+
+Peer = str | tuple[object, ...] | list[object] | None
+
+
+def _blocked(retry_after: int | None, failure: Decision) -> Decision:
+    """The failure itself, or 429 once the client address is over the guard's threshold."""
+    if retry_after is None:
+        return failure
+    return Decision(
+        False,
+        None,
+        ErrorCode.RATE_LIMITED,
+        "Too many failed authentication attempts from this address.",
+        retry_after=max(1, retry_after),
+    )
 
 
 def authorize(principal: Principal | None, requirement: Requirement) -> Decision | None:
@@ -98,6 +128,19 @@ class Verifier:
       well-formed keys do not each hit the store.
     * ``hasher`` — the digest algorithm (HMAC with a pepper when ``KEYGUARD_PEPPER`` is set).
     * ``rehash`` — re-hash digests made with another algorithm when their key is next used.
+    * ``rate_limits`` — the default per-key windows (the platform's 20/10 s, 100/min,
+      5,000/day), a spec string like ``"20/10s, 100/minute"``, or ``None`` for no rate
+      limiting; a key's own ``rate_limit`` overrides them. ``limiter`` is the backend (an
+      in-process :class:`~keyguard.core.ratelimit.MemoryRateLimiter` by default; a
+      ``RedisRateLimiter`` shares the counts across processes).
+    * ``ietf_headers`` / ``legacy_headers`` — send ``RateLimit-Policy``/``RateLimit`` and
+      ``X-RateLimit-*`` response headers.
+    * ``brute_force`` — a :class:`~keyguard.core.bruteforce.BruteForceGuard` counting failed
+      authentications per client address; past its threshold, failures from that address
+      are answered 429 instead of 401. It never refuses a key that verifies, so an attacker
+      cannot lock a key's owner out. ``None`` disables it.
+    * ``trusted_proxies`` — how many proxies in front of the app append to
+      ``X-Forwarded-For``; 0 (default) trusts no forwarded header and counts the peer address.
     """
 
     def __init__(
@@ -115,6 +158,12 @@ class Verifier:
         max_header_length: int = 512,
         touch_interval: float = 60.0,
         rehash: bool = True,
+        rate_limits: Sequence[Window] | str | None = DEFAULT_WINDOWS,
+        limiter: RateLimiter | None = None,
+        ietf_headers: bool = True,
+        legacy_headers: bool = True,
+        brute_force: BruteForceGuard | Literal["default"] | None = "default",
+        trusted_proxies: int = 0,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> None:
@@ -150,6 +199,26 @@ class Verifier:
         self._index: dict[bytes, tuple[Decision, float]] = {}
         self._index_size = cache_size
         self._implications = catalog.implications if catalog is not None else None
+        if isinstance(rate_limits, str):
+            rate_limits = parse_windows(rate_limits)
+        self.rate_limits = None if rate_limits is None else check_windows(rate_limits)
+        if self.rate_limits is None:
+            if limiter is not None:
+                raise ConfigurationError("limiter= needs rate_limits (or leave limiter unset)")
+        elif limiter is None:
+            limiter = MemoryRateLimiter()
+        self.limiter = limiter
+        self._limit_inline = bool(getattr(limiter, "in_process", False))
+        self.ietf_headers = ietf_headers
+        self.legacy_headers = legacy_headers
+        # Default: 100 failed authentications per minute per address (generous for a client
+        # with a typo, hopeless for a guesser).
+        self.brute_force = (
+            BruteForceGuard(threshold=100, window=60.0) if brute_force == "default" else brute_force
+        )
+        if isinstance(trusted_proxies, bool) or trusted_proxies < 0:
+            raise ConfigurationError("trusted_proxies must be an integer >= 0")
+        self.trusted_proxies = trusted_proxies
         store.subscribe_invalidations(self.invalidate)
 
     # -- cache control --------------------------------------------------------------------
@@ -353,19 +422,125 @@ class Verifier:
         path: str = "/",
         *,
         required: Requirement | str | Sequence[str] | None = None,
+        peer: Peer = None,
+        forwarded_for: str | bytes | None = None,
     ) -> Decision:
-        """Full check of one request: route policy, key, scopes.
+        """Full check of one request: route policy, key, scopes, rate limit.
 
         ``required`` adds a requirement on top of the policy (per-view decorators use it).
+        ``peer`` (an address, or an ASGI ``(host, port)`` client) and ``forwarded_for`` (the
+        ``X-Forwarded-For`` value) identify the client for the brute-force guard; they are
+        only looked at when authentication fails.
         """
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC
         result = self.authenticate(authorization)
+        if not result.allowed:
+            guard = self.brute_force
+            if guard is None or result.code not in _GUESSES:
+                return result
+            return _blocked(guard.record_failure(self._client(peer, forwarded_for)), result)
         result = self._authorize(result, route.requirement)
         if required is not None:
             result = self._authorize(result, as_requirement(required))
-        return result
+        limiter = self.limiter
+        if limiter is None or not result.allowed or not route.rate_limited:
+            return result
+        principal = result.principal
+        assert principal is not None
+        windows = self._windows(principal)
+        return self._limited(principal, limiter.hit(principal.key_id, windows, route.cost))
+
+    def verify_nowait(
+        self, authorization: AuthorizationValue, method: str = "GET", path: str = "/"
+    ) -> Decision | None:
+        """The decision when it needs no I/O and no await — a public route, or a recently
+        verified key with an in-process limiter — else ``None`` (then await :meth:`averify`).
+
+        ASGI adapters call this first: on the common path it saves creating coroutines.
+        """
+        route = self.match(method, path)
+        if route.requirement is None:
+            return d.ALLOW_PUBLIC
+        hit, _ = self._hot(authorization)
+        if hit is None:
+            return None
+        result = self._authorize(hit, route.requirement)
+        limiter = self.limiter
+        if limiter is None or not result.allowed or not route.rate_limited:
+            return result
+        if not self._limit_inline:
+            return None
+        principal = result.principal
+        assert principal is not None
+        windows = self._windows(principal)
+        return self._limited(principal, limiter.hit(principal.key_id, windows, route.cost))
+
+    def rate_limit(self, decision: Decision, cost: int = 1) -> Decision:
+        """Apply the per-key rate limit to an allowed decision (for adapters that authenticate
+        with :meth:`authenticate` and check scopes themselves, such as DRF)."""
+        limiter = self.limiter
+        principal = decision.principal
+        if limiter is None or not decision.allowed or principal is None:
+            return decision
+        return self._limited(
+            principal, limiter.hit(principal.key_id, self._windows(principal), cost)
+        )
+
+    async def arate_limit(self, decision: Decision, cost: int = 1) -> Decision:
+        """Async :meth:`rate_limit`."""
+        limiter = self.limiter
+        principal = decision.principal
+        if limiter is None or not decision.allowed or principal is None:
+            return decision
+        windows = self._windows(principal)
+        return self._limited(principal, await limiter.ahit(principal.key_id, windows, cost))
+
+    def _windows(self, principal: Principal) -> tuple[Window, ...]:
+        override = principal.record.rate_limit
+        if override:
+            try:
+                return parse_windows(override)  # cached by spec string
+            except ConfigurationError:
+                logger.warning(
+                    "key %s has an invalid rate_limit; using the default", principal.key_id
+                )
+        assert self.rate_limits is not None
+        return self.rate_limits
+
+    def _limited(self, principal: Principal, rd: RateDecision) -> Decision:
+        """Turn a limiter outcome into the request's decision (with its headers)."""
+        if rd.unavailable:
+            return d.UNAVAILABLE
+        ietf, legacy = self.ietf_headers, self.legacy_headers
+        if rd.allowed:
+            if not (ietf or legacy):
+                return Decision(True, principal)
+            return Decision(
+                True, principal, headers=tuple(rate_limit_headers(rd, ietf=ietf, legacy=legacy))
+            )
+        headers = tuple(
+            h for h in rate_limit_headers(rd, ietf=ietf, legacy=legacy) if h[0] != "Retry-After"
+        )
+        retry = rd.retry_after
+        if retry is None:
+            # The request costs more than a window allows: it can never pass. Say so, and
+            # tell the client not to retry before the longest window has passed.
+            retry = max(1, math.ceil(max(w.period for w in self._windows(principal))))
+            detail = "This request costs more than this API key's rate limit allows."
+        else:
+            detail = f"Rate limit exceeded for this API key; retry in {retry} s."
+        return Decision(
+            False, None, ErrorCode.RATE_LIMITED, detail, retry_after=retry, headers=headers
+        )
+
+    def _client(self, peer: Peer, forwarded_for: str | bytes | None) -> str | None:
+        if isinstance(peer, tuple | list):
+            peer = str(peer[0]) if peer else None
+        if isinstance(forwarded_for, bytes):
+            forwarded_for = forwarded_for.decode("latin-1")
+        return client_address(peer, forwarded_for, trusted_proxies=self.trusted_proxies)
 
     # -- async I/O skin ---------------------------------------------------------------------
     async def aauthenticate(self, authorization: AuthorizationValue) -> Decision:
@@ -418,16 +593,30 @@ class Verifier:
         path: str = "/",
         *,
         required: Requirement | str | Sequence[str] | None = None,
+        peer: Peer = None,
+        forwarded_for: str | bytes | None = None,
     ) -> Decision:
         """Async :meth:`verify`."""
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC
         result = await self.aauthenticate(authorization)
+        if not result.allowed:
+            guard = self.brute_force
+            if guard is None or result.code not in _GUESSES:
+                return result
+            client = self._client(peer, forwarded_for)
+            return _blocked(await guard.arecord_failure(client), result)
         result = self._authorize(result, route.requirement)
         if required is not None:
             result = self._authorize(result, as_requirement(required))
-        return result
+        limiter = self.limiter
+        if limiter is None or not result.allowed or not route.rate_limited:
+            return result
+        principal = result.principal
+        assert principal is not None
+        windows = self._windows(principal)
+        return self._limited(principal, await limiter.ahit(principal.key_id, windows, route.cost))
 
     def __repr__(self) -> str:
         return f"Verifier(store={self.store!r}, policy={self.policy!r}, cache_ttl={self.cache_ttl})"

@@ -3,7 +3,6 @@ handler (no middleware); DRF's own handler; reuse of the middleware's principal;
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -299,21 +298,25 @@ def test_other_exceptions_fall_through_to_drf() -> None:
     assert problem_response(NotFound(), {}) is None
 
 
-class HeaderVerifier(Verifier):
-    def authenticate(self, *args: Any, **kwargs: Any) -> Decision:
-        decision = super().authenticate(*args, **kwargs)
-        headers = (("RateLimit", '"burst";r=19;t=10'),)
-        return dataclasses.replace(decision, headers=headers) if decision else decision
-
-
-def test_rate_limit_headers_on_success(world: World, calls: list[Any]) -> None:
+def test_rate_limit_without_the_middleware(world: World, calls: list[Any]) -> None:
+    """DRF-only deployments are rate-limited by the authentication class: the platform's burst
+    of 20 per 10 s, headers on success, 429 with Retry-After after that."""
+    fresh = make_world()
     with override_settings(
         ROOT_URLCONF=table_urls(calls),
-        KEYGUARD={"VERIFIER": plain_verifier(world, HeaderVerifier)},
+        KEYGUARD={"VERIFIER": plain_verifier(fresh)},
     ):
-        response = Client().get("/agents", headers={"Authorization": world.header("reader")})
-    assert response.status_code == 200
-    assert response["RateLimit"] == '"burst";r=19;t=10'
+        client = Client()
+        headers = {"Authorization": fresh.header("reader")}
+        replies = [client.get("/agents", headers=headers) for _ in range(21)]
+    assert [r.status_code for r in replies[:20]] == [200] * 20
+    assert replies[0]["RateLimit"].startswith('"burst";r=19;t=10')
+    assert replies[0]["X-RateLimit-Remaining"] == "19"
+    last = replies[20]
+    assert last.status_code == 429
+    assert last["Content-Type"] == "application/problem+json"
+    assert int(last["Retry-After"]) >= 1
+    assert json.loads(last.content)["code"] == "rate_limited"
 
 
 def test_key_user() -> None:

@@ -1,0 +1,623 @@
+"""Distributed rate limits and brute-force counting in Redis: one Lua script, one round trip.
+
+:class:`RedisRateLimiter` runs the decision of :mod:`keyguard.core.ratelimit` inside Redis,
+step for step (the Python function is the reference; a differential test holds the two to
+identical decisions and header values). Each request is one ``EVALSHA`` (redis-py's
+``Script`` falls back to loading the script after a ``SCRIPT FLUSH`` or a failover). The time
+is Redis's own ``TIME``, so every app server shares one clock; Redis 7 replicates the
+script's effects, not the script, so reading the clock before writing is safe.
+
+Keys, per bucket (a key id or owner id; never key material): ``<prefix>:rl:{<bucket>}:log``,
+a sorted set holding one member per admitted unit of the exact windows (score: µs), and
+``<prefix>:rl:{<bucket>}:state``, a hash with the last time seen, a member sequence and the
+long-window buckets. The shared ``{<bucket>}`` hash tag puts both in one Redis Cluster slot.
+Both carry a TTL of the longest window plus one bucket, refreshed on every request, so idle
+buckets disappear on their own.
+
+Clients: pass a ``redis.Redis`` (WSGI), a ``redis.asyncio.Redis`` (ASGI), or both, or a URL
+(``redis://host:6379/0?prefix=kg``), from which both are built with short socket timeouts
+(``socket_timeout``, 100 ms by default) and at most one immediate reconnect, so a dead Redis
+fails fast; wrap the limiter in :class:`keyguard.core.ratelimit.ResilientLimiter` to decide
+what happens then. Every Redis failure is raised as :class:`StoreUnavailable`. ``redis`` is
+imported only when this module is used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from keyguard.core.errors import ConfigurationError, StoreUnavailable
+from keyguard.core.ratelimit import (
+    DEFAULT_WINDOWS,
+    RateDecision,
+    Window,
+    WindowPlan,
+    plan_for,
+)
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.asyncio import Redis as AsyncRedis
+
+__all__ = ["RedisBruteForceGuard", "RedisRateLimiter"]
+
+# The decision of keyguard.core.ratelimit, line for line. Times are integer microseconds;
+# Lua numbers are doubles, exact below 2^53 (epoch µs are ~2^51), and every division goes
+# through fdiv, which is exact. Lua's tostring keeps only 14 digits, hence fmt().
+#
+# KEYS: log, state.  ARGV: now_us ("" = Redis TIME), cost, hit (1) or peek (0), ttl_ms,
+# max_exact_us, n_windows, then limit, period_us, width_us (0 = exact) per window.
+# Returns: allowed (1/0), retry_after (-1 = never, 0 when allowed), violated mask,
+# then remaining, reset per window.
+RATE_LIMIT_LUA: Final = """
+local log_key, state_key = KEYS[1], KEYS[2]
+local US = 1000000
+local function fmt(x) return string.format('%d', x) end
+local function fdiv(a, b)
+  local r = math.fmod(a, b)
+  if r < 0 then r = r + b end
+  return (a - r) / b
+end
+local function ceil_s(x) return -fdiv(-x, US) end
+
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * US + tonumber(t[2])
+end
+local cost = tonumber(ARGV[2])
+-- A hit (admitted or refused) records the time and drops expired units; a peek writes nothing.
+local hit = ARGV[3] == '1'
+local ttl = ARGV[4]
+local max_exact = tonumber(ARGV[5])
+local nw = tonumber(ARGV[6])
+
+local last = tonumber(redis.call('HGET', state_key, 'last'))
+if last and now < last then now = last end
+
+local n
+if hit then
+  redis.call('HSET', state_key, 'last', fmt(now))
+  redis.call('ZREMRANGEBYSCORE', log_key, '-inf', fmt(now - max_exact))
+  n = redis.call('ZCARD', log_key)
+else
+  n = redis.call('ZCOUNT', log_key, '(' .. fmt(now - max_exact), '+inf')
+end
+
+local limits, periods, widths = {}, {}, {}
+for i = 1, nw do
+  local b = 6 + (i - 1) * 3
+  limits[i] = tonumber(ARGV[b + 1])
+  periods[i] = tonumber(ARGV[b + 2])
+  widths[i] = tonumber(ARGV[b + 3])
+end
+
+-- Long windows: fields r<period>:lo (oldest bucket), :hi (newest), :t (total), :<index>.
+local rings = {}
+local function ring_for(i)
+  local p = periods[i]
+  local ring = rings[p]
+  if ring then return ring end
+  local pre = 'r' .. fmt(p) .. ':'
+  local v = redis.call('HMGET', state_key, pre .. 'lo', pre .. 'hi', pre .. 't')
+  ring = {pre = pre, width = widths[i], lo = tonumber(v[1]), hi = tonumber(v[2]),
+          total = tonumber(v[3]) or 0}
+  rings[p] = ring
+  if ring.lo then
+    local first = fdiv(now - p, ring.width)
+    if ring.lo < first then
+      local j, newlo = ring.lo, nil
+      while j <= ring.hi do
+        local f = pre .. fmt(j)
+        local c = tonumber(redis.call('HGET', state_key, f))
+        if c then
+          if j < first then
+            ring.total = ring.total - c
+            if hit then redis.call('HDEL', state_key, f) end
+          else
+            newlo = j
+            break
+          end
+        end
+        j = j + 1
+      end
+      if newlo then
+        ring.lo = newlo
+        if hit then
+          redis.call('HSET', state_key, pre .. 'lo', fmt(newlo), pre .. 't', fmt(ring.total))
+        end
+      else
+        ring.lo, ring.hi, ring.total = nil, nil, 0
+        if hit then redis.call('HDEL', state_key, pre .. 'lo', pre .. 'hi', pre .. 't') end
+      end
+    end
+  end
+  return ring
+end
+
+local used = {}
+local allowed = true
+for i = 1, nw do
+  local u
+  if widths[i] > 0 then
+    u = ring_for(i).total
+  elseif periods[i] == max_exact then
+    u = n
+  else
+    u = redis.call('ZCOUNT', log_key, '(' .. fmt(now - periods[i]), '+inf')
+  end
+  used[i] = u
+  if u + cost > limits[i] then allowed = false end
+end
+
+-- The k-th oldest unit inside exact window i (k >= 1).
+local function kth(i, k)
+  local r = redis.call('ZRANGEBYSCORE', log_key, '(' .. fmt(now - periods[i]), '+inf',
+                       'WITHSCORES', 'LIMIT', k - 1, 1)
+  return tonumber(r[2])
+end
+
+local out = {0, 0, 0}
+if allowed then
+  out[1] = 1
+  local taken = 0
+  if hit then
+    taken = cost
+    if max_exact > 0 then
+      local seq = redis.call('HINCRBY', state_key, 'seq', cost)
+      local s = fmt(now)
+      local i = 0
+      while i < cost do
+        local args = {}
+        local stop = math.min(cost, i + 100)
+        while i < stop do
+          args[#args + 1] = s
+          args[#args + 1] = fmt(seq - cost + 1 + i)
+          i = i + 1
+        end
+        redis.call('ZADD', log_key, unpack(args))
+      end
+    end
+    for p, ring in pairs(rings) do
+      local idx = fdiv(now, ring.width)
+      redis.call('HINCRBY', state_key, ring.pre .. fmt(idx), cost)
+      ring.total = ring.total + cost
+      if not ring.lo then ring.lo = idx end
+      ring.hi = idx
+      redis.call('HSET', state_key, ring.pre .. 'lo', fmt(ring.lo), ring.pre .. 'hi', fmt(idx),
+                 ring.pre .. 't', fmt(ring.total))
+    end
+  end
+  for i = 1, nw do
+    local u, p, reset = used[i], periods[i], 0
+    if widths[i] == 0 then
+      if u > 0 then
+        reset = ceil_s(kth(i, 1) + p - now)
+      elseif taken > 0 then
+        reset = ceil_s(p)
+      end
+    else
+      local ring = rings[p]
+      if ring.lo then reset = ceil_s((ring.lo + 1) * ring.width + p - now) end
+    end
+    out[#out + 1] = limits[i] - u - taken
+    out[#out + 1] = reset
+  end
+else
+  local retry, never, mask, bit = 0, false, 0, 1
+  for i = 1, nw do
+    local u, p, limit, reset = used[i], periods[i], limits[i], 0
+    if u + cost > limit then
+      mask = mask + bit
+      if cost > limit then
+        never = true
+        reset = ceil_s(p)
+      elseif widths[i] == 0 then
+        reset = ceil_s(kth(i, u + cost - limit) + p - now)
+      else
+        local ring = rings[p]
+        local need, j = u + cost - limit, ring.lo
+        while j <= ring.hi do
+          local c = tonumber(redis.call('HGET', state_key, ring.pre .. fmt(j)))
+          if c then
+            need = need - c
+            if need <= 0 then break end
+          end
+          j = j + 1
+        end
+        reset = ceil_s((j + 1) * ring.width + p - now)
+      end
+      if reset > retry then retry = reset end
+    elseif widths[i] == 0 then
+      if u > 0 then reset = ceil_s(kth(i, 1) + p - now) end
+    else
+      local ring = rings[p]
+      if ring.lo then reset = ceil_s((ring.lo + 1) * ring.width + p - now) end
+    end
+    bit = bit * 2
+    out[#out + 1] = math.max(limit - u, 0)
+    out[#out + 1] = reset
+  end
+  if never then out[2] = -1 else out[2] = math.max(retry, 1) end
+  out[3] = mask
+end
+
+if hit then
+  redis.call('PEXPIRE', log_key, ttl)
+  redis.call('PEXPIRE', state_key, ttl)
+end
+return out
+"""
+
+# KEYS: failures (sorted set).  ARGV: now_us ("" = Redis TIME), threshold, window_us,
+# record (1/0), ttl_ms.  Returns retry_after in whole seconds, or -1 when not blocked.
+BRUTE_FORCE_LUA: Final = """
+local key = KEYS[1]
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local threshold, window = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function fmt(x) return string.format('%d', x) end
+if ARGV[4] == '1' then
+  local seq = redis.call('INCR', key .. ':seq')
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if newest[2] and tonumber(newest[2]) > now then now = tonumber(newest[2]) end
+  redis.call('ZADD', key, fmt(now), fmt(seq))
+  redis.call('ZREMRANGEBYRANK', key, 0, -threshold - 1)
+  redis.call('PEXPIRE', key, ARGV[5])
+  redis.call('PEXPIRE', key .. ':seq', ARGV[5])
+end
+if redis.call('ZCARD', key) < threshold then return -1 end
+local oldest = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+local wait = oldest + window - now
+if wait <= 0 then return -1 end
+local s = math.ceil(wait / 1000000)
+if s < 1 then s = 1 end
+return s
+"""
+
+
+def _bad_cost(cost: object) -> None:
+    raise ConfigurationError(f"rate-limit cost must be an integer >= 1, got {cost!r}")
+
+
+def _check_part(name: str, value: str) -> str:
+    # Braces would break the Cluster hash tag; whitespace and control characters have no
+    # business in a key name.
+    if not isinstance(value, str) or not value or any(c in value for c in "{} \t\r\n"):
+        raise ConfigurationError(f"invalid Redis {name}: must be non-empty, without braces")
+    return value
+
+
+def _now_arg(now: float | None) -> str:
+    return "" if now is None else str(math.floor(now * 1e6 + 0.5))
+
+
+class _RedisBase:
+    """Client wiring shared by the limiter and the guard: URL parsing, lazy driver import."""
+
+    def __init__(
+        self,
+        client: Redis | None,
+        async_client: AsyncRedis | None,
+        url: str | None,
+        prefix: str | None,
+        socket_timeout: float,
+    ) -> None:
+        if not socket_timeout > 0:
+            raise ConfigurationError("socket_timeout must be > 0 seconds")
+        import redis
+        import redis.asyncio
+
+        self._errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        self._own_sync: Redis | None = None
+        self._own_async: AsyncRedis | None = None
+        if url is not None:
+            url, url_prefix = self._split_url(url)
+            if prefix is not None and url_prefix is not None and prefix != url_prefix:
+                raise ConfigurationError("prefix given both in the URL and as an argument")
+            prefix = prefix or url_prefix
+            from redis.asyncio.retry import Retry as AsyncRetry
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
+            # One immediate retry on a connection error only: it replaces a pooled socket
+            # that died with a Redis restart. Timeouts are not retried: the script may have
+            # run, and a fast failure is what the circuit breaker needs.
+            options: dict[str, Any] = {
+                "socket_timeout": socket_timeout,
+                "socket_connect_timeout": socket_timeout,
+            }
+            try:
+                if client is None:
+                    client = redis.Redis.from_url(
+                        url,
+                        retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                        **options,
+                    )
+                    self._own_sync = client
+                if async_client is None:
+                    async_client = redis.asyncio.Redis.from_url(
+                        url,
+                        retry=AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                        **options,
+                    )
+                    self._own_async = async_client
+            except (ValueError, TypeError) as exc:
+                # Not chained: the driver's message may quote the URL, password included.
+                raise ConfigurationError(f"invalid Redis URL ({type(exc).__name__})") from None
+        if client is None and async_client is None:
+            raise ConfigurationError("pass a Redis client, an async client, or a url")
+        self.prefix = _check_part("prefix", prefix or "kg")
+        self.client = client
+        self.async_client = async_client
+
+    @staticmethod
+    def _split_url(url: str) -> tuple[str, str | None]:
+        parts = urlsplit(url)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            raise ConfigurationError("Redis URL must start with redis://, rediss:// or unix://")
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        prefix = None
+        rest = []
+        for name, value in query:
+            if name == "prefix":
+                prefix = value
+            else:
+                rest.append((name, value))
+        return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        # The exception type only: driver messages can carry host names and more.
+        return StoreUnavailable(f"Redis is unreachable ({type(exc).__name__})")
+
+    def _sync(self) -> Redis:
+        if self.client is None:
+            raise ConfigurationError("this Redis limiter has no sync client; use the a* methods")
+        return self.client
+
+    def _async(self) -> AsyncRedis:
+        if self.async_client is None:
+            raise ConfigurationError("this Redis limiter has no async client; use sync methods")
+        return self.async_client
+
+    def close(self) -> None:
+        """Close the sync client this object created from a URL (not one passed in)."""
+        if self._own_sync is not None:
+            self._own_sync.close()
+
+    async def aclose(self) -> None:
+        """Close the clients this object created from a URL (not ones passed in)."""
+        self.close()
+        if self._own_async is not None:
+            await self._own_async.aclose()
+
+
+class RedisRateLimiter(_RedisBase):
+    """The rate limiter of :mod:`keyguard.core.ratelimit`, shared by every process via Redis.
+
+    ``hit``/``peek``/``reset`` use the sync client, ``ahit``/``apeek``/``areset`` the async
+    one. Raises :class:`StoreUnavailable` when Redis fails. ``now`` (seconds) replaces Redis's
+    clock and exists for tests only: production decisions must use one shared clock.
+    """
+
+    def __init__(
+        self,
+        client: Redis | None = None,
+        *,
+        async_client: AsyncRedis | None = None,
+        url: str | None = None,
+        prefix: str | None = None,
+        socket_timeout: float = 0.1,
+    ) -> None:
+        super().__init__(client, async_client, url, prefix, socket_timeout)
+        self._script = None if self.client is None else self.client.register_script(RATE_LIMIT_LUA)
+        self._ascript = (
+            None if self.async_client is None else self.async_client.register_script(RATE_LIMIT_LUA)
+        )
+
+    @classmethod
+    def from_url(cls, url: str, *, socket_timeout: float = 0.1) -> RedisRateLimiter:
+        """Build from ``redis://host:6379/0?prefix=kg`` (sync and async clients)."""
+        return cls(url=url, socket_timeout=socket_timeout)
+
+    def keys(self, bucket: str) -> list[str]:
+        """The Redis keys holding ``bucket``'s state (one Cluster slot)."""
+        base = f"{self.prefix}:rl:{{{_check_part('bucket', bucket)}}}"
+        return [f"{base}:log", f"{base}:state"]
+
+    def _args(self, plan: WindowPlan, cost: int, consume: bool, now: float | None) -> list[str]:
+        if cost.__class__ is not int or cost < 1:
+            _bad_cost(cost)
+        return [_now_arg(now), str(cost), "1" if consume else "0", *plan.redis_args]
+
+    @staticmethod
+    def _decision(plan: WindowPlan, reply: Sequence[int]) -> RateDecision:
+        allowed = reply[0] == 1
+        retry = None if allowed or reply[1] < 0 else int(reply[1])
+        counts = tuple(int(x) for x in reply[3:])
+        return RateDecision(allowed, retry, plan, counts, int(reply[2]))
+
+    def _run(
+        self, bucket: str, windows: Sequence[Window], cost: int, consume: bool, now: float | None
+    ) -> RateDecision:
+        plan = plan_for(windows)
+        keys, args = self.keys(bucket), self._args(plan, cost, consume, now)
+        self._sync()
+        assert self._script is not None
+        try:
+            reply = self._script(keys=keys, args=args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return self._decision(plan, reply)
+
+    async def _arun(
+        self, bucket: str, windows: Sequence[Window], cost: int, consume: bool, now: float | None
+    ) -> RateDecision:
+        plan = plan_for(windows)
+        keys, args = self.keys(bucket), self._args(plan, cost, consume, now)
+        self._async()
+        assert self._ascript is not None
+        try:
+            reply = await self._ascript(keys=keys, args=args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return self._decision(plan, reply)
+
+    def hit(
+        self,
+        bucket: str,
+        windows: tuple[Window, ...] = DEFAULT_WINDOWS,
+        cost: int = 1,
+        *,
+        now: float | None = None,
+    ) -> RateDecision:
+        return self._run(bucket, windows, cost, True, now)
+
+    async def ahit(
+        self,
+        bucket: str,
+        windows: tuple[Window, ...] = DEFAULT_WINDOWS,
+        cost: int = 1,
+        *,
+        now: float | None = None,
+    ) -> RateDecision:
+        return await self._arun(bucket, windows, cost, True, now)
+
+    def peek(
+        self,
+        bucket: str,
+        windows: tuple[Window, ...] = DEFAULT_WINDOWS,
+        cost: int = 1,
+        *,
+        now: float | None = None,
+    ) -> RateDecision:
+        return self._run(bucket, windows, cost, False, now)
+
+    async def apeek(
+        self,
+        bucket: str,
+        windows: tuple[Window, ...] = DEFAULT_WINDOWS,
+        cost: int = 1,
+        *,
+        now: float | None = None,
+    ) -> RateDecision:
+        return await self._arun(bucket, windows, cost, False, now)
+
+    def reset(self, bucket: str) -> None:
+        keys = self.keys(bucket)
+        try:
+            self._sync().delete(*keys)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+
+    async def areset(self, bucket: str) -> None:
+        keys = self.keys(bucket)
+        try:
+            await self._async().delete(*keys)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+
+
+class RedisBruteForceGuard(_RedisBase):
+    """:class:`keyguard.core.bruteforce.BruteForceGuard` shared by every process via Redis.
+
+    Same semantics (``threshold`` failures in a sliding ``window`` block the address until
+    the oldest leaves it), same methods, one round trip each, Redis's clock. Keys:
+    ``<prefix>:bf:{<address>}``, with a TTL of ``window``. Raises :class:`StoreUnavailable`;
+    a caller that cannot reach Redis should treat the address as not blocked (the guard is a
+    brake on failures, never a condition for success).
+    """
+
+    def __init__(
+        self,
+        client: Redis | None = None,
+        *,
+        async_client: AsyncRedis | None = None,
+        url: str | None = None,
+        prefix: str | None = None,
+        socket_timeout: float = 0.1,
+        threshold: int = 10,
+        window: float = 60.0,
+    ) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ConfigurationError(f"threshold must be an integer >= 1, got {threshold!r}")
+        if not isinstance(window, int | float) or not window > 0 or not math.isfinite(window):
+            raise ConfigurationError(f"window must be a number of seconds > 0, got {window!r}")
+        super().__init__(client, async_client, url, prefix, socket_timeout)
+        self.threshold = threshold
+        self.window = float(window)
+        self._window_us = str(math.floor(self.window * 1e6 + 0.5))
+        self._ttl_ms = str(math.ceil(self.window * 1000) + 1000)
+        self._script = None if self.client is None else self.client.register_script(BRUTE_FORCE_LUA)
+        self._ascript = (
+            None
+            if self.async_client is None
+            else self.async_client.register_script(BRUTE_FORCE_LUA)
+        )
+
+    def key(self, client: str) -> str:
+        """The Redis key counting ``client``'s failures."""
+        return f"{self.prefix}:bf:{{{_check_part('client address', client)}}}"
+
+    def _args(self, record: bool, now: float | None) -> list[str]:
+        return [
+            _now_arg(now),
+            str(self.threshold),
+            self._window_us,
+            "1" if record else "0",
+            self._ttl_ms,
+        ]
+
+    def _call(self, client: str | None, record: bool, now: float | None) -> int | None:
+        if client is None:
+            return None
+        self._sync()
+        assert self._script is not None
+        try:
+            reply = self._script(keys=[self.key(client)], args=self._args(record, now))
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return None if int(reply) < 0 else int(reply)
+
+    async def _acall(self, client: str | None, record: bool, now: float | None) -> int | None:
+        if client is None:
+            return None
+        self._async()
+        assert self._ascript is not None
+        try:
+            reply = await self._ascript(keys=[self.key(client)], args=self._args(record, now))
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return None if int(reply) < 0 else int(reply)
+
+    def is_blocked(self, client: str | None, *, now: float | None = None) -> int | None:
+        return self._call(client, False, now)
+
+    def record_failure(self, client: str | None, *, now: float | None = None) -> int | None:
+        return self._call(client, True, now)
+
+    async def ais_blocked(self, client: str | None, *, now: float | None = None) -> int | None:
+        return await self._acall(client, False, now)
+
+    async def arecord_failure(self, client: str | None, *, now: float | None = None) -> int | None:
+        return await self._acall(client, True, now)
+
+    def reset(self, client: str) -> None:
+        key = self.key(client)
+        try:
+            self._sync().delete(key, f"{key}:seq")
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+
+    async def areset(self, client: str) -> None:
+        key = self.key(client)
+        try:
+            await self._async().delete(key, f"{key}:seq")
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
