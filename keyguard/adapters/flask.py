@@ -197,7 +197,10 @@ class KeyGuard:
         app.extensions[EXTENSION_KEY] = state
         # First in line: the app's own before_request hooks run only for allowed requests.
         app.before_request_funcs.setdefault(None, []).insert(0, state.before_request)
-        app.after_request(state.after_request)
+        if state.verifier.limiter is not None:
+            # Only rate limiting puts headers on allowed responses; without it the hook (and
+            # its context-proxy access) is skipped.
+            app.after_request(state.after_request)
         self._last = state
 
     def _make_state(self, config: Mapping[str, Any]) -> _AppState:

@@ -167,3 +167,28 @@ def test_public_paths_are_not_rate_limited(adapter: Callable[[World], Send]) -> 
     world = limited_world(clock)
     send = adapter(world)
     assert all(send("GET", "/health", []).status == 200 for _ in range(50))
+
+
+def test_flask_extension_rate_limits_and_adds_headers() -> None:
+    from flask import Flask
+
+    from keyguard.adapters.flask import KeyGuard, current_principal
+
+    clock = Clock()
+    world = limited_world(clock)
+    app = Flask(__name__)
+    KeyGuard(app, verifier=world.verifier)
+
+    @app.get("/agents")
+    def agents() -> dict[str, Any]:
+        principal = current_principal()
+        return {"key_id": principal.key_id if principal else None}
+
+    client = app.test_client()
+    auth = {"Authorization": world.header("reader")}
+    replies = [client.get("/agents", headers=auth) for _ in range(21)]
+    assert [r.status_code for r in replies] == [200] * 20 + [429]
+    assert replies[0].headers["RateLimit"].startswith('"burst";r=19;t=10')
+    assert replies[0].headers["X-RateLimit-Remaining"] == "19"
+    assert replies[20].headers["Retry-After"] == "10"
+    assert replies[20].json == {**replies[20].json, "code": "rate_limited"}
