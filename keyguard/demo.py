@@ -59,8 +59,25 @@ def demo_policy() -> RoutePolicy:
     return RoutePolicy(ROUTES, public=PUBLIC_PATHS)
 
 
+RATELIMIT_URL_ENV = "KEYGUARD_RATELIMIT_URL"
+
+
 def store_url() -> str:
     return os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
+
+
+def demo_limiter() -> Any:
+    """The rate limiter: Redis when ``KEYGUARD_RATELIMIT_URL`` names one (counts shared by every
+    worker; the in-process limiter takes over if Redis fails), else in-process."""
+    url = os.environ.get(RATELIMIT_URL_ENV)
+    if not url:
+        return None
+    from keyguard.core.ratelimit import MemoryRateLimiter, ResilientLimiter
+    from keyguard.stores.redis_ratelimit import RedisRateLimiter
+
+    return ResilientLimiter(
+        RedisRateLimiter.from_url(url), fallback=MemoryRateLimiter(), mode="local"
+    )
 
 
 @dataclass(frozen=True)
@@ -153,6 +170,8 @@ def create_app(
     from keyguard.adapters.asgi import KeyGuardMiddleware
 
     if verifier is None:
+        if "limiter" not in options and options.get("rate_limits", True) is not None:
+            options["limiter"] = demo_limiter()
         verifier = Verifier(
             from_url(store or store_url()) if not isinstance(store, KeyStore) else store,
             policy=demo_policy(),
@@ -175,7 +194,9 @@ def create_app(
         )
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "uptime_s": round(time.time() - started, 1)})
+        return JSONResponse(
+            {"status": "ok", "uptime_s": round(time.time() - started, 1), "pid": os.getpid()}
+        )
 
     async def whoami(request: Request) -> JSONResponse:
         p = principal(request)
@@ -289,6 +310,7 @@ def print_banner(keys: DemoKeys, base_url: str, out: TextIO = sys.stdout) -> Non
     reader = keys.created.get("read-only", "<read-only key>")
     print("\nTry:", file=out)
     print(f"  curl -s {base_url}/health", file=out)
+    print("  # rate limits per key: 20 requests / 10 s, 100 / minute, 5,000 / day", file=out)
     print(f"  curl -s {base_url}/agents                       # 401 missing_api_key", file=out)
     print(f'  curl -s -H "Authorization: UserKey {reader}" {base_url}/agents', file=out)
     print(
@@ -335,6 +357,12 @@ def run(
         )
     # Worker processes build their app from the environment: make it name this store.
     os.environ[STORE_URL_ENV] = url
+    if workers > 1 and not os.environ.get(RATELIMIT_URL_ENV):
+        print(
+            f"note: with --workers {workers} and no {RATELIMIT_URL_ENV}=redis://..., each worker "
+            "counts rate limits on its own",
+            file=out,
+        )
     store = from_url(url)
     keys = bootstrap(store, new_keys=new_keys)
     shown_host = f"[{host}]" if ":" in host else host

@@ -90,70 +90,125 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
-def test_real_server_over_http(tmp_path: Path) -> None:
-    db = tmp_path / "demo.db"
-    with SQLiteStore(db) as store:
-        keys = bootstrap(store).created
-    port = _free_port()
-    env = {**os.environ, "KEYGUARD_STORE_URL": f"sqlite:///{db}"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "keyguard.demo:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
+class DemoServer:
+    """The demo under uvicorn in a subprocess, on a free port, stopped on exit."""
+
+    def __init__(self, env: dict[str, str], *extra: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "keyguard.demo:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                *extra,
+            ],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+
+    def __enter__(self) -> httpx.Client:
         deadline = time.monotonic() + 30
         while True:
             try:
-                httpx.get(base + "/health", timeout=1)
+                httpx.get(self.base + "/health", timeout=1)
                 break
             except httpx.TransportError:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    out = (
-                        proc.stdout.read().decode()
-                        if proc.stdout and proc.poll() is not None
-                        else ""
-                    )
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    self.__exit__()
+                    out = self.proc.stdout.read().decode() if self.proc.stdout else ""
                     pytest.fail(f"demo server did not start: {out}")
                 time.sleep(0.1)
-        with httpx.Client(base_url=base, timeout=5) as client:
-            ok = client.get("/agents", headers={"Authorization": f"UserKey {keys['admin']}"})
-            assert ok.status_code == 200
-            assert "agents" in ok.json()
-            missing = client.get("/agents")
-            assert missing.status_code == 401
-            assert missing.headers["content-type"] == "application/problem+json"
-            assert missing.headers["www-authenticate"].startswith("UserKey realm=")
-            assert missing.headers["cache-control"] == "no-store"
-            assert missing.json()["code"] == "missing_api_key"
-            forbidden = client.post(
-                "/agents",
-                headers={"Authorization": f"UserKey {keys['read-only']}"},
-                json={"name": "x"},
-            )
-            assert forbidden.status_code == 403
-            assert forbidden.json()["code"] == "insufficient_scope"
-    finally:
-        proc.terminate()
+        self.client = httpx.Client(base_url=self.base, timeout=5)
+        return self.client
+
+    def __exit__(self, *exc: object) -> None:
+        if hasattr(self, "client"):
+            self.client.close()
+        self.proc.terminate()
         try:
-            proc.wait(timeout=10)
+            self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+def _demo_keys(db: Path) -> dict[str, str]:
+    with SQLiteStore(db) as store:
+        return bootstrap(store).created
+
+
+@pytest.mark.slow
+def test_real_server_over_http(tmp_path: Path) -> None:
+    db = tmp_path / "demo.db"
+    keys = _demo_keys(db)
+    with DemoServer({"KEYGUARD_STORE_URL": f"sqlite:///{db}"}) as client:
+        ok = client.get("/agents", headers={"Authorization": f"UserKey {keys['admin']}"})
+        assert ok.status_code == 200
+        assert "agents" in ok.json()
+        missing = client.get("/agents")
+        assert missing.status_code == 401
+        assert missing.headers["content-type"] == "application/problem+json"
+        assert missing.headers["www-authenticate"].startswith("UserKey realm=")
+        assert missing.headers["cache-control"] == "no-store"
+        assert missing.json()["code"] == "missing_api_key"
+        forbidden = client.post(
+            "/agents",
+            headers={"Authorization": f"UserKey {keys['read-only']}"},
+            json={"name": "x"},
+        )
+        assert forbidden.status_code == 403
+        assert forbidden.json()["code"] == "insufficient_scope"
+
+
+@pytest.mark.slow
+def test_real_server_rate_limits_the_burst_and_honours_retry_after(tmp_path: Path) -> None:
+    """The platform's contract over real HTTP: the 21st request within 10 s is 429 with
+    Retry-After; after Retry-After the key is admitted again; refused requests cost nothing."""
+    db = tmp_path / "demo.db"
+    keys = _demo_keys(db)
+    auth = {"Authorization": f"UserKey {keys['read-only']}"}
+    with DemoServer({"KEYGUARD_STORE_URL": f"sqlite:///{db}"}) as client:
+        admitted = [client.get("/agents", headers=auth) for _ in range(20)]
+        assert [r.status_code for r in admitted] == [200] * 20
+        assert admitted[-1].headers["x-ratelimit-remaining"] == "0"
+        refused = client.get("/agents", headers=auth)
+        assert refused.status_code == 429
+        assert refused.json()["code"] == "rate_limited"
+        retry = int(refused.headers["retry-after"])
+        assert 1 <= retry <= 10
+        for _ in range(5):  # hammering while blocked must not extend the block
+            assert client.get("/agents", headers=auth).status_code == 429
+        time.sleep(retry)
+        again = [client.get("/agents", headers=auth) for _ in range(20)]
+        assert [r.status_code for r in again] == [200] * 20
+        assert client.get("/agents", headers=auth).status_code == 429
+
+
+@pytest.mark.slow
+@pytest.mark.redis
+def test_real_server_workers_share_the_limit_through_redis(tmp_path: Path, redis_url: str) -> None:
+    """Two worker processes, one Redis limiter: exactly 20 of 40 requests get through."""
+    db = tmp_path / "demo.db"
+    keys = _demo_keys(db)
+    auth = {"Authorization": f"UserKey {keys['admin']}"}
+    env = {"KEYGUARD_STORE_URL": f"sqlite:///{db}", "KEYGUARD_RATELIMIT_URL": redis_url}
+    with DemoServer(env, "--workers", "2") as client:
+        base = str(client.base_url)
+        # A fresh connection per request, so the kernel spreads them over both workers.
+        pids = {httpx.get(base + "/health").json()["pid"] for _ in range(40)}
+        statuses = [httpx.get(base + "/agents", headers=auth).status_code for _ in range(40)]
+    assert len(pids) == 2, "both workers should have served requests"
+    assert statuses.count(200) == 20
+    assert statuses.count(429) == 20
