@@ -152,8 +152,8 @@ class KeyGuardMiddleware:
             else:
                 scope["auth"] = KeyGuardCredentials(principal)
                 scope["user"] = principal
-        if decision.headers and kind == "http":
-            send = _with_headers(send, decision.headers)
+        if kind == "http" and (decision.rate is not None or decision.extra_headers):
+            send = _with_headers(send, decision.asgi_headers())
         await self.app(scope, receive, send)
 
     async def _deny_http(self, decision: Decision, request_id: bytes | None, send: Send) -> None:
@@ -193,15 +193,16 @@ class KeyGuardMiddleware:
             )
 
 
-def _with_headers(send: Send, extra: tuple[tuple[str, str], ...]) -> Send:
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
     """Wrap ``send`` so the response start carries ``extra`` headers (rate-limit headers)."""
-    encoded = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra]
-    names = {k for k, _ in encoded}
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in names]
-            headers.extend(encoded)
+            # ASGI header names are lower-case bytes: drop any the app set that we also send,
+            # so no field appears twice.
+            names = {k for k, _ in extra}
+            headers = [kv for kv in message.get("headers", ()) if kv[0] not in names]
+            headers.extend(extra)
             message["headers"] = headers
         await send(message)
 

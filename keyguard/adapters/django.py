@@ -260,7 +260,8 @@ class KeyGuardMiddleware:
             return denial_response(config.renderer, decision, request)
         setattr(request, PRINCIPAL_ATTR, decision.principal)
         response = self.get_response(request)
-        return _with_headers(response, decision.headers) if decision.headers else response
+        extra = decision.headers
+        return _with_headers(response, extra) if extra else response
 
     async def __acall__(self, request: HttpRequest) -> Any:
         config = get_config()
@@ -276,7 +277,8 @@ class KeyGuardMiddleware:
             return denial_response(config.renderer, decision, request)
         setattr(request, PRINCIPAL_ATTR, decision.principal)
         response = await self.get_response(request)
-        return _with_headers(response, decision.headers) if decision.headers else response
+        extra = decision.headers
+        return _with_headers(response, extra) if extra else response
 
     def __repr__(self) -> str:
         mode = "async" if self.async_mode else "sync"

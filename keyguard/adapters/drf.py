@@ -172,8 +172,9 @@ class KeyGuardAuthentication(BaseAuthentication):  # type: ignore[misc]  # DRF i
             principal = decision.principal
             assert principal is not None
             setattr(django_request, PRINCIPAL_ATTR, principal)
-            if decision.headers:
-                _add_view_headers(request, decision.headers)
+            extra = decision.headers
+            if extra:
+                _add_view_headers(request, extra)
         return KeyUser(principal), principal
 
     def authenticate_header(self, request: Any) -> str:

@@ -101,8 +101,9 @@ class _AppState:
         if not decision.allowed:
             return self.deny(decision, environ)
         environ[PRINCIPAL_KEY] = decision.principal
-        if decision.headers:
-            environ.setdefault(_HEADERS_KEY, []).extend(decision.headers)
+        extra = decision.headers
+        if extra:
+            environ.setdefault(_HEADERS_KEY, []).extend(extra)
         return None
 
     def before_request(self) -> Response | None:

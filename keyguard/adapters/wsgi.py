@@ -104,8 +104,9 @@ class KeyGuardWSGIMiddleware:
             return deny_response(self.renderer, decision, environ, start_response)
         environ[PRINCIPAL_KEY] = decision.principal
         environ[DECISION_KEY] = decision
-        if decision.headers:
-            start_response = _with_headers(start_response, decision.headers)
+        extra = decision.headers
+        if extra:
+            start_response = _with_headers(start_response, extra)
         return self.app(environ, start_response)
 
 

@@ -7,11 +7,11 @@ are built once per cache entry and reused.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, NamedTuple
 
 from keyguard.core.errors import STATUS, ErrorCode
+from keyguard.core.ratelimit import WindowPlan, admitted_headers, admitted_headers_asgi
 
 if TYPE_CHECKING:
     from keyguard.core.records import KeyRecord
@@ -56,12 +56,17 @@ class Principal:
         return f"Principal(key_id={self.key_id!r}, owner={self.owner!r}, name={self.name!r})"
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class Decision:
-    """Outcome of checking one request.
+class Decision(NamedTuple):
+    """Outcome of checking one request. Immutable.
 
-    ``headers`` are extra response headers (rate-limit headers) that adapters add to the
-    application's response when allowed, or to the problem response when denied.
+    :attr:`headers` are the extra response headers adapters add — to the application's
+    response when allowed, to the problem response when denied: ``extra_headers`` plus, for an
+    admitted rate-limited request, the rate-limit headers, rendered only when asked for
+    (:attr:`headers` as text pairs, :meth:`asgi_headers` as ASGI byte pairs).
+
+    A named tuple rather than a frozen dataclass: one is built on every rate-limited request,
+    and a frozen dataclass costs three times as much to construct. Compare by field
+    (``decision.allowed``), not by truthiness: a Decision is a non-empty tuple, always truthy.
     """
 
     allowed: bool
@@ -70,17 +75,29 @@ class Decision:
     detail: str = ""
     required: tuple[str, ...] = ()
     retry_after: int | None = None
-    headers: tuple[tuple[str, str], ...] = field(default=())
+    extra_headers: tuple[tuple[str, str], ...] = ()
+    #: ``(plan, counts, ietf, legacy)`` of an admitted rate-limit check, rendered lazily.
+    rate: tuple[WindowPlan, tuple[int, ...], bool, bool] | None = None
 
     @property
     def status(self) -> int:
         return 200 if self.code is None else STATUS[self.code]
 
-    # No __bool__: ``if decision:`` would read as "allowed" in one place and "is there a
-    # denial" in another; callers test ``decision.allowed`` explicitly.
+    @property
+    def headers(self) -> tuple[tuple[str, str], ...]:
+        """Every extra response header, as ``(name, value)`` text pairs."""
+        rate = self.rate
+        if rate is None:
+            return self.extra_headers
+        return self.extra_headers + admitted_headers(*rate)
 
-    def __iter__(self) -> Iterator[object]:  # pragma: no cover - guard against tuple-unpacking
-        raise TypeError("Decision is not iterable")
+    def asgi_headers(self) -> list[tuple[bytes, bytes]]:
+        """:attr:`headers` as ASGI wants them: lower-case latin-1 byte pairs."""
+        rate = self.rate
+        out = admitted_headers_asgi(*rate) if rate is not None else []
+        for name, value in self.extra_headers:
+            out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+        return out
 
     def __repr__(self) -> str:
         if self.allowed:
@@ -88,8 +105,15 @@ class Decision:
         return f"Decision(denied, code={self.code!s}, detail={self.detail!r})"
 
 
-def deny(code: ErrorCode, detail: str, **kw: object) -> Decision:
-    return Decision(False, None, code, detail, **kw)  # type: ignore[arg-type]
+def deny(
+    code: ErrorCode,
+    detail: str,
+    *,
+    required: tuple[str, ...] = (),
+    retry_after: int | None = None,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> Decision:
+    return Decision(False, None, code, detail, required, retry_after, headers)
 
 
 ALLOW_PUBLIC: Final = Decision(True)

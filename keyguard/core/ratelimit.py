@@ -308,6 +308,9 @@ class WindowPlan:
     """
 
     __slots__ = (
+        "asgi_limits",
+        "asgi_policy",
+        "asgi_ratelimit",
         "header_items",
         "header_limits",
         "header_policy",
@@ -353,6 +356,11 @@ class WindowPlan:
         self.header_items = tuple(f'"{w.name}";r=%d;t=%d' for w in windows)
         self.header_ratelimit = ", ".join(self.header_items)
         self.header_limits = tuple(str(w.limit) for w in windows)
+        # The same, as the lower-case latin-1 bytes ASGI servers take, so an ASGI response
+        # pays for no encoding.
+        self.asgi_policy = (b"ratelimit-policy", self.policy.encode("latin-1"))
+        self.asgi_ratelimit = self.header_ratelimit.encode("latin-1")
+        self.asgi_limits = tuple(b"%d" % w.limit for w in windows)
         # Idle state must outlive the longest window plus one bucket of release delay.
         self.ttl_ms = max(period + width for _l, period, width, _k in specs) // 1000 + 1000
         args = [str(self.ttl_ms), str(self.max_exact), str(len(specs))]
@@ -705,6 +713,52 @@ def _compile(plan: WindowPlan) -> _Runner:
 # Headers
 
 
+def _most_constraining(counts: tuple[int, ...]) -> int:
+    """Index of the window with the lowest remaining; on a tie, the longer wait."""
+    best = 0
+    r = counts[0]
+    t = counts[1]
+    for i in range(2, len(counts), 2):
+        x = counts[i]
+        if x < r or (x == r and counts[i + 1] > t):
+            best, r, t = i >> 1, x, counts[i + 1]
+    return best
+
+
+def admitted_headers(
+    plan: WindowPlan, counts: tuple[int, ...], ietf: bool = True, legacy: bool = True
+) -> tuple[tuple[str, str], ...]:
+    """The headers of an admitted request (what :func:`rate_limit_headers` returns for one),
+    kept lean because it runs on every response."""
+    out: tuple[tuple[str, str], ...] = ()
+    if ietf:
+        out = (plan.header_policy, ("RateLimit", plan.header_ratelimit % counts))
+    if legacy:
+        i = _most_constraining(counts)
+        out += (
+            ("X-RateLimit-Limit", plan.header_limits[i]),
+            ("X-RateLimit-Remaining", str(counts[2 * i])),
+            ("X-RateLimit-Reset", str(counts[2 * i + 1])),
+        )
+    return out
+
+
+def admitted_headers_asgi(
+    plan: WindowPlan, counts: tuple[int, ...], ietf: bool = True, legacy: bool = True
+) -> list[tuple[bytes, bytes]]:
+    """:func:`admitted_headers` as ASGI header pairs (lower-case names, latin-1 bytes)."""
+    out: list[tuple[bytes, bytes]] = []
+    if ietf:
+        out.append(plan.asgi_policy)
+        out.append((b"ratelimit", plan.asgi_ratelimit % counts))
+    if legacy:
+        i = _most_constraining(counts)
+        out.append((b"x-ratelimit-limit", plan.asgi_limits[i]))
+        out.append((b"x-ratelimit-remaining", b"%d" % counts[2 * i]))
+        out.append((b"x-ratelimit-reset", b"%d" % counts[2 * i + 1]))
+    return out
+
+
 def rate_limit_headers(
     decision: RateDecision, *, ietf: bool = True, legacy: bool = True
 ) -> list[tuple[str, str]]:
@@ -722,6 +776,8 @@ def rate_limit_headers(
     response, so the constant parts come preformatted from the decision's plan.
     """
     allowed, retry, plan, counts, mask, _degraded, unavailable = decision
+    if allowed and plan is not None and counts and not unavailable:
+        return list(admitted_headers(plan, counts, ietf, legacy))
     headers: list[tuple[str, str]] = []
     if not allowed and retry is not None:
         headers.append(("Retry-After", str(retry)))
@@ -731,28 +787,15 @@ def rate_limit_headers(
         headers.append(plan.header_policy)
     if not counts:
         return headers
-    if not allowed:
-        # Keep the violated windows only (at least one on a refusal).
-        picked = [i for i in range(len(plan.header_items)) if mask >> i & 1]
-        if ietf:
-            value = ", ".join([plan.header_items[i] % counts[2 * i : 2 * i + 2] for i in picked])
-            headers.append(("RateLimit", value))
-    elif ietf:
-        headers.append(("RateLimit", plan.header_ratelimit % counts))
+    # A refusal (admitted decisions returned above): report the violated windows only.
+    picked = [i for i in range(len(plan.header_items)) if mask >> i & 1]
+    if ietf:
+        value = ", ".join([plan.header_items[i] % counts[2 * i : 2 * i + 2] for i in picked])
+        headers.append(("RateLimit", value))
     if legacy:
-        if allowed:
-            remaining = counts[0::2]
-            r = min(remaining)
-            best = remaining.index(r)
-            if remaining.count(r) > 1:
-                best = max(
-                    (i for i, x in enumerate(remaining) if x == r), key=lambda i: counts[2 * i + 1]
-                )
-        else:
-            best = min(picked, key=lambda i: (counts[2 * i], -counts[2 * i + 1]))
-            r = counts[2 * best]
+        best = min(picked, key=lambda i: (counts[2 * i], -counts[2 * i + 1]))
         headers.append(("X-RateLimit-Limit", plan.header_limits[best]))
-        headers.append(("X-RateLimit-Remaining", str(r)))
+        headers.append(("X-RateLimit-Remaining", str(counts[2 * best])))
         headers.append(("X-RateLimit-Reset", str(counts[2 * best + 1])))
     return headers
 

@@ -450,7 +450,7 @@ class Verifier:
         principal = result.principal
         assert principal is not None
         windows = self._windows(principal)
-        return self._limited(principal, limiter.hit(principal.key_id, windows, route.cost))
+        return self._limited(result, limiter.hit(principal.key_id, windows, route.cost))
 
     def verify_nowait(
         self, authorization: AuthorizationValue, method: str = "GET", path: str = "/"
@@ -475,7 +475,7 @@ class Verifier:
         principal = result.principal
         assert principal is not None
         windows = self._windows(principal)
-        return self._limited(principal, limiter.hit(principal.key_id, windows, route.cost))
+        return self._limited(result, limiter.hit(principal.key_id, windows, route.cost))
 
     def rate_limit(self, decision: Decision, cost: int = 1) -> Decision:
         """Apply the per-key rate limit to an allowed decision (for adapters that authenticate
@@ -485,7 +485,7 @@ class Verifier:
         if limiter is None or not decision.allowed or principal is None:
             return decision
         return self._limited(
-            principal, limiter.hit(principal.key_id, self._windows(principal), cost)
+            decision, limiter.hit(principal.key_id, self._windows(principal), cost)
         )
 
     async def arate_limit(self, decision: Decision, cost: int = 1) -> Decision:
@@ -495,7 +495,7 @@ class Verifier:
         if limiter is None or not decision.allowed or principal is None:
             return decision
         windows = self._windows(principal)
-        return self._limited(principal, await limiter.ahit(principal.key_id, windows, cost))
+        return self._limited(decision, await limiter.ahit(principal.key_id, windows, cost))
 
     def _windows(self, principal: Principal) -> tuple[Window, ...]:
         override = principal.record.rate_limit
@@ -509,17 +509,22 @@ class Verifier:
         assert self.rate_limits is not None
         return self.rate_limits
 
-    def _limited(self, principal: Principal, rd: RateDecision) -> Decision:
+    def _limited(self, result: Decision, rd: RateDecision) -> Decision:
         """Turn a limiter outcome into the request's decision (with its headers)."""
         if rd.unavailable:
             return d.UNAVAILABLE
         ietf, legacy = self.ietf_headers, self.legacy_headers
         if rd.allowed:
             if not (ietf or legacy):
-                return Decision(True, principal)
+                return result
+            plan, counts = rd.plan, rd.counts
+            if plan is None or not counts:
+                return result
             return Decision(
-                True, principal, headers=tuple(rate_limit_headers(rd, ietf=ietf, legacy=legacy))
+                True, result.principal, None, "", (), None, (), (plan, counts, ietf, legacy)
             )
+        principal = result.principal
+        assert principal is not None
         headers = tuple(
             h for h in rate_limit_headers(rd, ietf=ietf, legacy=legacy) if h[0] != "Retry-After"
         )
@@ -532,7 +537,7 @@ class Verifier:
         else:
             detail = f"Rate limit exceeded for this API key; retry in {retry} s."
         return Decision(
-            False, None, ErrorCode.RATE_LIMITED, detail, retry_after=retry, headers=headers
+            False, None, ErrorCode.RATE_LIMITED, detail, retry_after=retry, extra_headers=headers
         )
 
     def _client(self, peer: Peer, forwarded_for: str | bytes | None) -> str | None:
@@ -616,7 +621,7 @@ class Verifier:
         principal = result.principal
         assert principal is not None
         windows = self._windows(principal)
-        return self._limited(principal, await limiter.ahit(principal.key_id, windows, route.cost))
+        return self._limited(result, await limiter.ahit(principal.key_id, windows, route.cost))
 
     def __repr__(self) -> str:
         return f"Verifier(store={self.store!r}, policy={self.policy!r}, cache_ttl={self.cache_ttl})"

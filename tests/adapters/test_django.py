@@ -5,7 +5,6 @@ async (ASGI) stacks, with a policy and with decorators only; sync/async detectio
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -286,7 +285,11 @@ def test_decorator_on_public_route_verifies_the_key(world: World) -> None:
 class HeaderVerifier(Verifier):
     def verify(self, *args: Any, **kwargs: Any) -> Decision:
         decision = super().verify(*args, **kwargs)
-        return dataclasses.replace(decision, headers=RATE_HEADERS) if decision else decision
+        return (
+            decision._replace(extra_headers=RATE_HEADERS, rate=None)
+            if decision.allowed
+            else decision
+        )
 
     async def averify(self, *args: Any, **kwargs: Any) -> Decision:
         return self.verify(*args, **kwargs)

@@ -202,7 +202,7 @@ class HeaderVerifier(Verifier):
         if not decision.allowed:
             return decision
         return Decision(
-            True, decision.principal, headers=(("RateLimit", "limit=100, remaining=99"),)
+            True, decision.principal, extra_headers=(("RateLimit", "limit=100, remaining=99"),)
         )
 
 

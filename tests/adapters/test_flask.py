@@ -3,7 +3,6 @@ with the WSGI middleware, principal reuse, rate-limit headers, configuration, th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 
@@ -139,7 +138,7 @@ class StubVerifier(Verifier):
             return self.denial
         decision = super().verify(*args, **kwargs)
         if decision.allowed and decision.principal is not None:
-            return dataclasses.replace(decision, headers=RATE_HEADERS)
+            return decision._replace(extra_headers=RATE_HEADERS, rate=None)
         return decision
 
     async def averify(self, *args: Any, **kwargs: Any) -> Decision:
