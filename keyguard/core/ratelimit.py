@@ -46,7 +46,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Final, Literal, NamedTuple, Protocol, runtime_checkable
@@ -1089,12 +1089,16 @@ class ResilientLimiter:
 
     # -- limiter ----------------------------------------------------------------------------
 
-    def hit(
-        self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
+    def _guarded(
+        self,
+        primary: Callable[[], RateDecision],
+        fallback: Callable[[], RateDecision],
+        windows: tuple[Window, ...],
     ) -> RateDecision:
+        """Ask the primary unless the breaker is open; on failure, degrade per ``mode``."""
         if self._should_try():
             try:
-                decision = self.primary.hit(bucket, windows, cost)
+                decision = primary()
             except ConfigurationError:
                 self._abandoned()
                 raise
@@ -1106,76 +1110,72 @@ class ResilientLimiter:
             else:
                 self._succeeded()
                 return decision
-        local = self._degraded(windows)
-        if local is not None:
-            return local
-        return self.fallback.hit(bucket, windows, cost)._replace(degraded=True)
+        degraded = self._degraded(windows)
+        if degraded is not None:
+            return degraded
+        return fallback()._replace(degraded=True)
+
+    async def _aguarded(
+        self,
+        primary: Callable[[], Awaitable[RateDecision]],
+        fallback: Callable[[], Awaitable[RateDecision]],
+        windows: tuple[Window, ...],
+    ) -> RateDecision:
+        """Async :meth:`_guarded`."""
+        if self._should_try():
+            try:
+                decision = await primary()
+            except ConfigurationError:
+                self._abandoned()
+                raise
+            except Exception as exc:
+                self._failed(exc)
+            except BaseException:
+                self._abandoned()
+                raise
+            else:
+                self._succeeded()
+                return decision
+        degraded = self._degraded(windows)
+        if degraded is not None:
+            return degraded
+        return (await fallback())._replace(degraded=True)
+
+    def hit(
+        self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
+    ) -> RateDecision:
+        return self._guarded(
+            lambda: self.primary.hit(bucket, windows, cost),
+            lambda: self.fallback.hit(bucket, windows, cost),
+            windows,
+        )
 
     async def ahit(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
     ) -> RateDecision:
-        if self._should_try():
-            try:
-                decision = await self.primary.ahit(bucket, windows, cost)
-            except ConfigurationError:
-                self._abandoned()
-                raise
-            except Exception as exc:
-                self._failed(exc)
-            except BaseException:
-                self._abandoned()
-                raise
-            else:
-                self._succeeded()
-                return decision
-        local = self._degraded(windows)
-        if local is not None:
-            return local
-        return (await self.fallback.ahit(bucket, windows, cost))._replace(degraded=True)
+        return await self._aguarded(
+            lambda: self.primary.ahit(bucket, windows, cost),
+            lambda: self.fallback.ahit(bucket, windows, cost),
+            windows,
+        )
 
     def peek(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
     ) -> RateDecision:
-        if self._should_try():
-            try:
-                decision = self.primary.peek(bucket, windows, cost)
-            except ConfigurationError:
-                self._abandoned()
-                raise
-            except Exception as exc:
-                self._failed(exc)
-            except BaseException:
-                self._abandoned()
-                raise
-            else:
-                self._succeeded()
-                return decision
-        local = self._degraded(windows)
-        if local is not None:
-            return local
-        return self.fallback.peek(bucket, windows, cost)._replace(degraded=True)
+        return self._guarded(
+            lambda: self.primary.peek(bucket, windows, cost),
+            lambda: self.fallback.peek(bucket, windows, cost),
+            windows,
+        )
 
     async def apeek(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
     ) -> RateDecision:
-        if self._should_try():
-            try:
-                decision = await self.primary.apeek(bucket, windows, cost)
-            except ConfigurationError:
-                self._abandoned()
-                raise
-            except Exception as exc:
-                self._failed(exc)
-            except BaseException:
-                self._abandoned()
-                raise
-            else:
-                self._succeeded()
-                return decision
-        local = self._degraded(windows)
-        if local is not None:
-            return local
-        return (await self.fallback.apeek(bucket, windows, cost))._replace(degraded=True)
+        return await self._aguarded(
+            lambda: self.primary.apeek(bucket, windows, cost),
+            lambda: self.fallback.apeek(bucket, windows, cost),
+            windows,
+        )
 
     def reset(self, bucket: str) -> None:
         self.fallback.reset(bucket)
