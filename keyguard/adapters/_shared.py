@@ -3,8 +3,11 @@ arguments, and turning a denial into status, header bytes and body."""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar, cast
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
@@ -48,3 +51,61 @@ class AnonymousUser:
 
 
 ANONYMOUS = AnonymousUser()
+
+
+# -- configuration from framework settings (Flask app.config, Django settings) ---------------
+_T = TypeVar("_T")
+
+#: Settings keys the adapters interpret themselves; every other key names a Verifier option.
+OWN_KEYS: Final = frozenset(
+    {"STORE_URL", "POLICY", "PUBLIC", "POLICY_DEFAULT", "VERIFIER", "RENDERER"}
+)
+#: Upper-case setting name → Verifier keyword argument (``CACHE_TTL`` → ``cache_ttl``).
+VERIFIER_OPTIONS: Final = {
+    name.upper(): name
+    for name in inspect.signature(Verifier.__init__).parameters
+    if name not in ("self", "store", "policy")
+}
+
+
+def import_string(path: str) -> object:
+    """The object a dotted path names (``"pkg.module.attr"`` or ``"pkg.module:attr"``)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise ConfigurationError(f"{path!r} is not a dotted path to an object")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigurationError(f"cannot import {path!r}: {exc}") from exc
+
+
+def load_object(value: object, kind: type[_T], what: str) -> _T:
+    """An object of ``kind``: given, or behind a dotted path, or returned by a factory."""
+    if isinstance(value, str):
+        value = import_string(value)
+    if not isinstance(value, kind) and callable(value):
+        value = value()
+    if not isinstance(value, kind):
+        raise ConfigurationError(f"{what} must be a {kind.__name__}, not {type(value).__name__}")
+    return value
+
+
+def policy_from_settings(
+    value: object, public: object, default: object, *, prefix: str = ""
+) -> RoutePolicy | None:
+    """A RoutePolicy from settings: a ``{"METHOD /path": scope}`` dict (with ``PUBLIC`` and
+    ``POLICY_DEFAULT``), a RoutePolicy, a dotted path or factory, or nothing."""
+    if isinstance(value, Mapping):
+        return RoutePolicy(
+            value,
+            public=cast(Any, () if public is None else public),
+            default=cast(Any, "deny" if default is None else default),
+        )
+    if public is not None or default is not None:
+        raise ConfigurationError(
+            f"{prefix}PUBLIC and {prefix}POLICY_DEFAULT apply to a dict {prefix}POLICY; "
+            "with a RoutePolicy (or none) set them on the RoutePolicy"
+        )
+    return None if value is None else load_object(value, RoutePolicy, f"{prefix}POLICY")

@@ -37,7 +37,6 @@ Security notes:
 from __future__ import annotations
 
 import functools
-import inspect
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,13 +47,17 @@ from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 from django.http import HttpRequest, HttpResponse
-from django.utils.module_loading import import_string
 
-from keyguard.adapters._shared import build_verifier
+from keyguard.adapters._shared import (
+    OWN_KEYS,
+    VERIFIER_OPTIONS,
+    build_verifier,
+    load_object,
+    policy_from_settings,
+)
 from keyguard.adapters.wsgi import authorization_from_environ
 from keyguard.core.decision import Decision
 from keyguard.core.errors import ConfigurationError
-from keyguard.core.policy import RoutePolicy
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
 from keyguard.core.scopes import Requirement, as_requirement
 from keyguard.core.verifier import Verifier, authorize
@@ -76,14 +79,6 @@ SETTING: Final = "KEYGUARD"
 #: The request attribute carrying the authenticated :class:`~keyguard.core.decision.Principal`.
 PRINCIPAL_ATTR: Final = "keyguard_principal"
 
-_OWN_KEYS: Final = frozenset(
-    {"STORE_URL", "POLICY", "PUBLIC", "POLICY_DEFAULT", "VERIFIER", "RENDERER"}
-)
-_VERIFIER_OPTIONS: Final = {
-    name.upper(): name
-    for name in inspect.signature(Verifier.__init__).parameters
-    if name not in ("self", "store", "policy")
-}
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -149,9 +144,9 @@ def _build(raw: object) -> KeyGuardConfig:
         raise KeyGuardImproperlyConfigured(
             f"settings.{SETTING} must be a dict, not {type(raw).__name__}"
         )
-    unknown = sorted(str(k) for k in raw if k not in _OWN_KEYS and k not in _VERIFIER_OPTIONS)
+    unknown = sorted(str(k) for k in raw if k not in OWN_KEYS and k not in VERIFIER_OPTIONS)
     if unknown:
-        known = ", ".join(sorted(_OWN_KEYS | _VERIFIER_OPTIONS.keys()))
+        known = ", ".join(sorted(OWN_KEYS | VERIFIER_OPTIONS.keys()))
         raise KeyGuardImproperlyConfigured(
             f"settings.{SETTING} has unknown keys {unknown} (known: {known})"
         )
@@ -163,9 +158,11 @@ def _build(raw: object) -> KeyGuardConfig:
                 raise ConfigurationError(
                     f"VERIFIER excludes {extra}: configure those on the Verifier itself"
                 )
-            return KeyGuardConfig(_load(raw["VERIFIER"], Verifier, "VERIFIER"), renderer)
-        policy = _policy(raw.get("POLICY"), raw.get("PUBLIC"), raw.get("POLICY_DEFAULT"))
-        options = {_VERIFIER_OPTIONS[k]: v for k, v in raw.items() if k in _VERIFIER_OPTIONS}
+            return KeyGuardConfig(load_object(raw["VERIFIER"], Verifier, "VERIFIER"), renderer)
+        policy = policy_from_settings(
+            raw.get("POLICY"), raw.get("PUBLIC"), raw.get("POLICY_DEFAULT")
+        )
+        options = {VERIFIER_OPTIONS[k]: v for k, v in raw.items() if k in VERIFIER_OPTIONS}
         store = raw.get("STORE_URL")
         verifier = build_verifier(None, store, policy, options)
         return KeyGuardConfig(verifier, renderer, owns_store=not isinstance(store, KeyStore))
@@ -175,37 +172,8 @@ def _build(raw: object) -> KeyGuardConfig:
         raise KeyGuardImproperlyConfigured(f"settings.{SETTING}: {exc}") from exc
 
 
-_T = TypeVar("_T")
-
-
-def _load(value: object, kind: type[_T], what: str) -> _T:
-    """An object of ``kind``: given, or behind a dotted path, or returned by a factory."""
-    if isinstance(value, str):
-        value = import_string(value)
-    if not isinstance(value, kind) and callable(value):
-        value = value()
-    if not isinstance(value, kind):
-        raise ConfigurationError(f"{what} must be a {kind.__name__}, not {type(value).__name__}")
-    return value
-
-
 def _renderer(value: object) -> ProblemRenderer:
-    return DEFAULT_RENDERER if value is None else _load(value, ProblemRenderer, "RENDERER")
-
-
-def _policy(value: object, public: object, default: object) -> RoutePolicy | None:
-    if isinstance(value, Mapping):
-        return RoutePolicy(
-            value,
-            public=cast(Any, () if public is None else public),
-            default=cast(Any, "deny" if default is None else default),
-        )
-    if public is not None or default is not None:
-        raise ConfigurationError(
-            "PUBLIC and POLICY_DEFAULT apply to a dict POLICY; "
-            "with a RoutePolicy (or none) set them on the RoutePolicy"
-        )
-    return None if value is None else _load(value, RoutePolicy, "POLICY")
+    return DEFAULT_RENDERER if value is None else load_object(value, ProblemRenderer, "RENDERER")
 
 
 # -- responses ---------------------------------------------------------------------------------

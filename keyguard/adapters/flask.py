@@ -45,9 +45,14 @@ from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar, cast
 
 from flask import Flask, Response, current_app, has_app_context, request
-from werkzeug.utils import import_string
 
-from keyguard.adapters._shared import build_verifier
+from keyguard.adapters._shared import (
+    OWN_KEYS,
+    VERIFIER_OPTIONS,
+    build_verifier,
+    load_object,
+    policy_from_settings,
+)
 from keyguard.adapters.wsgi import (
     PRINCIPAL_KEY,
     authorization_from_environ,
@@ -68,17 +73,8 @@ EXTENSION_KEY: Final = "keyguard"
 CONFIG_PREFIX: Final = "KEYGUARD_"
 
 _HEADERS_KEY: Final = "keyguard.headers"
-_OWN_KEYS: Final = frozenset(
-    {"STORE_URL", "POLICY", "PUBLIC", "POLICY_DEFAULT", "VERIFIER", "RENDERER"}
-)
-_VERIFIER_OPTIONS: Final = {
-    name.upper(): name
-    for name in inspect.signature(Verifier.__init__).parameters
-    if name not in ("self", "store", "policy")
-}
 
 View = TypeVar("View", bound=Callable[..., Any])
-_T = TypeVar("_T")
 
 
 class _AppState:
@@ -130,32 +126,6 @@ class _AppState:
         return response
 
 
-def _load(value: object, kind: type[_T], what: str) -> _T:
-    """An object of ``kind``: given, or behind a dotted path, or returned by a factory."""
-    if isinstance(value, str):
-        value = import_string(value)
-    if not isinstance(value, kind) and callable(value):
-        value = value()
-    if not isinstance(value, kind):
-        raise ConfigurationError(f"{what} must be a {kind.__name__}, not {type(value).__name__}")
-    return value
-
-
-def _policy(value: object, public: object, default: object) -> RoutePolicy | None:
-    if isinstance(value, Mapping):
-        return RoutePolicy(
-            value,
-            public=cast(Any, () if public is None else public),
-            default=cast(Any, "deny" if default is None else default),
-        )
-    if public is not None or default is not None:
-        raise ConfigurationError(
-            "KEYGUARD_PUBLIC and KEYGUARD_POLICY_DEFAULT apply to a dict KEYGUARD_POLICY; "
-            "with a RoutePolicy (or none) set them on the RoutePolicy"
-        )
-    return None if value is None else _load(value, RoutePolicy, "KEYGUARD_POLICY")
-
-
 class KeyGuard:
     """The Flask extension: ``KeyGuard(app, ...)`` or ``guard = KeyGuard(...)`` then
     ``guard.init_app(app)``.
@@ -178,7 +148,7 @@ class KeyGuard:
     ) -> None:
         if verifier is not None and (store is not None or policy is not None or options):
             raise ConfigurationError("pass either verifier= or store=/policy=/options, not both")
-        unknown = sorted(set(options) - set(_VERIFIER_OPTIONS.values()))
+        unknown = sorted(set(options) - set(VERIFIER_OPTIONS.values()))
         if unknown:
             raise ConfigurationError(f"unknown Verifier options {unknown}")
         self._verifier = verifier
@@ -208,11 +178,11 @@ class KeyGuard:
         found = {
             k[len(CONFIG_PREFIX) :]: v for k, v in config.items() if k.startswith(CONFIG_PREFIX)
         }
-        unknown = sorted(k for k in found if k not in _OWN_KEYS and k not in _VERIFIER_OPTIONS)
+        unknown = sorted(k for k in found if k not in OWN_KEYS and k not in VERIFIER_OPTIONS)
         if unknown:
             raise ConfigurationError(
                 f"unknown config keys {[CONFIG_PREFIX + k for k in unknown]}; known: "
-                f"{sorted(CONFIG_PREFIX + k for k in _OWN_KEYS | _VERIFIER_OPTIONS.keys())}"
+                f"{sorted(CONFIG_PREFIX + k for k in OWN_KEYS | VERIFIER_OPTIONS.keys())}"
             )
         renderer = self._renderer
         if renderer is None:
@@ -220,12 +190,12 @@ class KeyGuard:
             renderer = (
                 DEFAULT_RENDERER
                 if raw is None
-                else _load(raw, ProblemRenderer, "KEYGUARD_RENDERER")
+                else load_object(raw, ProblemRenderer, "KEYGUARD_RENDERER")
             )
         building = {k for k in found if k not in ("VERIFIER", "RENDERER")}
         verifier = self._verifier
         if verifier is None and found.get("VERIFIER") is not None:
-            verifier = _load(found["VERIFIER"], Verifier, "KEYGUARD_VERIFIER")
+            verifier = load_object(found["VERIFIER"], Verifier, "KEYGUARD_VERIFIER")
             if self._store is not None or self._policy is not None or self._options:
                 raise ConfigurationError(
                     "KEYGUARD_VERIFIER excludes store=/policy=/options: configure the verifier"
@@ -239,13 +209,18 @@ class KeyGuard:
             return _AppState(verifier, renderer)
         policy = self._policy
         if policy is None:
-            policy = _policy(found.get("POLICY"), found.get("PUBLIC"), found.get("POLICY_DEFAULT"))
+            policy = policy_from_settings(
+                found.get("POLICY"),
+                found.get("PUBLIC"),
+                found.get("POLICY_DEFAULT"),
+                prefix=CONFIG_PREFIX,
+            )
         elif "POLICY" in found or "PUBLIC" in found or "POLICY_DEFAULT" in found:
             raise ConfigurationError(
                 "policy= is given: remove KEYGUARD_POLICY, KEYGUARD_PUBLIC and "
                 "KEYGUARD_POLICY_DEFAULT"
             )
-        options = {_VERIFIER_OPTIONS[k]: v for k, v in found.items() if k in _VERIFIER_OPTIONS}
+        options = {VERIFIER_OPTIONS[k]: v for k, v in found.items() if k in VERIFIER_OPTIONS}
         options.update(self._options)
         store = self._store if self._store is not None else found.get("STORE_URL")
         return _AppState(build_verifier(None, store, policy, options), renderer)
