@@ -7,8 +7,9 @@ awaited back to back inside one coroutine, ``receive`` returning a constant mess
 ``send`` doing nothing — no HTTP client, no server, no per-request loop. Each request gets a
 shallow copy of one prebuilt scope, as a server would build a fresh one; that copy is in
 every row, so it cancels out of the overheads. keyguard rows are cache hits on a memory
-store: the run fails if the store is read while timed. Goal: keyguard (auth + scope) adds
-under 3 µs over bare Starlette.
+store: the run fails if the store is read while timed. Goals: keyguard's full path (auth +
+scope + the platform's three-window rate limit, in memory) adds under 3 µs over bare
+Starlette; a 429 (key over its burst) costs under 10 µs per request.
 """
 
 from __future__ import annotations
@@ -45,11 +46,18 @@ from benchmarks._inprocess import (
     BODY,
     NARROW,
     NO_KEY,
+    NOTE_429,
+    NOTE_LIMITED,
+    NOTE_NO_HEADERS,
+    NOTE_NO_LIMIT,
     PATH,
+    RATE_LIMIT_HEADERS,
     REQUESTS,
     SCOPE,
     Keys,
     Variant,
+    admitting_limiter,
+    frozen_limiter,
     parse_args,
     run,
 )
@@ -63,6 +71,9 @@ ASGIApp = Callable[..., Any]
 #: real "100/minute" would turn every timed request after the 100th into a 429: the number is
 #: high enough never to be reached, so the row measures the allowed path.
 SLOWAPI_LIMIT = "1000000000/minute"
+#: slowapi's limit in the 429 row: spent by one request before the checks, then every timed
+#: request is refused for the rest of the day.
+SLOWAPI_SPENT = "1/day"
 
 _REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
 
@@ -111,7 +122,7 @@ class ASGIDriver:
         self.loop = asyncio.new_event_loop()
         self.scopes = {kind: make_scope(keys.header[kind]) for kind in REQUESTS}
 
-    def probe(self, app: ASGIApp, request: str) -> tuple[int, bytes]:
+    def probe(self, app: ASGIApp, request: str) -> tuple[int, list[str], bytes]:
         messages: list[Message] = []
 
         async def record(message: Message) -> None:
@@ -120,9 +131,10 @@ class ASGIDriver:
         self.loop.run_until_complete(app(self.scopes[request].copy(), receive, record))
         starts = [m for m in messages if m["type"] == "http.response.start"]
         if len(starts) != 1:
-            return -1, repr(messages).encode()
+            return -1, [], repr(messages).encode()
         body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-        return starts[0]["status"], body
+        names = [k.decode("latin-1").lower() for k, _ in starts[0].get("headers", ())]
+        return starts[0]["status"], names, body
 
     def timed(self, app: ASGIApp, request: str, number: int) -> int:
         return self.loop.run_until_complete(_serve(app, self.scopes[request], number))
@@ -174,6 +186,12 @@ class FloorGuard:
         await self.app(scope, receive, send)
 
 
+async def unreachable_app(scope: Scope, receive: Any, send: Any) -> None:
+    """The app behind a guard that must refuse every request: answering 500 fails the check."""
+    await send({"type": "http.response.start", "status": 500, "headers": []})
+    await send({"type": "http.response.body", "body": b"the guard let a request through"})
+
+
 # -- Starlette peers -------------------------------------------------------------------------
 class DictBackend(AuthenticationBackend):
     """Starlette authentication at its cheapest: the header value looked up in a dict."""
@@ -207,11 +225,11 @@ def starlette_auth(keys: Keys) -> Starlette:
     )
 
 
-def starlette_auth_slowapi(keys: Keys) -> Starlette:
+def starlette_auth_slowapi(keys: Keys, limit: str = SLOWAPI_LIMIT) -> Starlette:
     limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
 
     @requires(SCOPE)
-    @limiter.limit(SLOWAPI_LIMIT)
+    @limiter.limit(limit)
     async def agents_limited(request: Request) -> JSONResponse:
         return JSONResponse(BODY)
 
@@ -239,7 +257,7 @@ def fastapi_app(*middleware: Middleware, dependencies: tuple[Any, ...] = ()) -> 
     return app
 
 
-def fastapi_api_key_header(keys: Keys) -> FastAPI:
+def _api_key_dependency(keys: Keys) -> Any:
     table = keys.table
 
     async def agents_read(value: ApiKey) -> frozenset[str]:
@@ -250,7 +268,27 @@ def fastapi_api_key_header(keys: Keys) -> FastAPI:
             raise HTTPException(status_code=403, detail="missing scope")
         return scopes
 
-    return fastapi_app(dependencies=(Security(agents_read),))
+    return Security(agents_read)
+
+
+def fastapi_api_key_header(keys: Keys) -> FastAPI:
+    return fastapi_app(dependencies=(_api_key_dependency(keys),))
+
+
+def fastapi_api_key_header_slowapi(keys: Keys) -> FastAPI:
+    """The usual FastAPI stack: the APIKeyHeader dependency above plus slowapi's decorator
+    (which needs the endpoint to take the ``Request``)."""
+    limiter = Limiter(key_func=get_remote_address, storage_uri="memory://")
+    app = FastAPI()
+    app.state.limiter = limiter
+    app.add_exception_handler(RateLimitExceeded, _rate_limit_exceeded_handler)  # type: ignore[arg-type]
+
+    @app.get(PATH, dependencies=[_api_key_dependency(keys)])
+    @limiter.limit(SLOWAPI_LIMIT)
+    async def agents_fastapi(request: Request) -> JSONResponse:
+        return JSONResponse(BODY)
+
+    return app
 
 
 # -- the rows ----------------------------------------------------------------------------------
@@ -258,27 +296,57 @@ BARE = "Starlette, bare"
 FASTAPI_BARE = "FastAPI, bare"
 
 
+KG_LIMITED = "Starlette + keyguard: auth + scope + 3-window limit (memory)"
+KG_429 = "Starlette + keyguard: 429, burst spent (memory)"
+KG_429_ALONE = "keyguard middleware alone (pure ASGI): 429, burst spent"
+STARLETTE_SLOWAPI = "Starlette + AuthenticationMiddleware + slowapi"
+SLOWAPI_429 = "Starlette + AuthenticationMiddleware + slowapi: 429"
+
+
 def variants(keys: Keys) -> list[Variant]:
     """Every row, in print order. Adding a variant is one entry here."""
 
-    def keyguard() -> Middleware:
-        return Middleware(KeyGuardMiddleware, verifier=keys.verifier())
+    def keyguard(**options: Any) -> Middleware:
+        return Middleware(KeyGuardMiddleware, verifier=keys.verifier(**options))
+
+    def auth_scope() -> Middleware:
+        return keyguard(rate_limits=None)
+
+    def limited(**options: Any) -> Middleware:
+        return keyguard(limiter=admitting_limiter(), **options)
 
     floor_table = {k.encode("latin-1"): v for k, v in keys.table.items()}
     return [
         Variant(BARE, starlette_app),
         Variant(
-            "Starlette + keyguard middleware",
-            lambda: starlette_app(keyguard()),
+            "Starlette + keyguard: auth + scope",
+            lambda: starlette_app(auth_scope()),
             BARE,
             goal_us=3.0,
-            note="auth + scope (RoutePolicy), cache hit, memory store; no rate limit.",
+            note=NOTE_NO_LIMIT,
+        ),
+        Variant(
+            KG_LIMITED,
+            lambda: starlette_app(limited()),
+            BARE,
+            goal_us=3.0,
+            headers_has=RATE_LIMIT_HEADERS,
+            note=NOTE_LIMITED,
+        ),
+        Variant(
+            "Starlette + keyguard: ... same, rate-limit headers off",
+            lambda: starlette_app(limited(ietf_headers=False, legacy_headers=False)),
+            BARE,
+            goal_us=3.0,
+            headers_lack=RATE_LIMIT_HEADERS,
+            note=NOTE_NO_HEADERS,
         ),
         Variant(
             "Starlette + hand-written ASGI guard (floor)",
             lambda: starlette_app(Middleware(FloorGuard, table=floor_table, required=SCOPE)),
             BARE,
-            note="dict lookup of the raw header value + one scope check; no hashing.",
+            note="dict lookup of the raw header value + one scope check; no hashing, no "
+            "rate limit.",
         ),
         Variant(
             "Starlette + AuthenticationMiddleware + requires",
@@ -287,16 +355,21 @@ def variants(keys: Keys) -> list[Variant]:
             note="trivial backend (dict lookup) + @requires('agents:read'): auth + scope only.",
         ),
         Variant(
-            "Starlette + AuthenticationMiddleware + slowapi",
+            STARLETTE_SLOWAPI,
             lambda: starlette_auth_slowapi(keys),
             BARE,
-            note="peer INCLUDING rate limiting (@limiter.limit, memory storage), which the "
-            "keyguard rows above do not do yet.",
+            note="the same + slowapi's @limiter.limit (memory storage, ONE window, per "
+            "client address, no headers); the limit is set too high to be reached.",
         ),
         Variant(FASTAPI_BARE, fastapi_app),
         Variant(
-            "FastAPI + keyguard middleware",
-            lambda: fastapi_app(keyguard()),
+            "FastAPI + keyguard: auth + scope",
+            lambda: fastapi_app(auth_scope()),
+            FASTAPI_BARE,
+        ),
+        Variant(
+            "FastAPI + keyguard: auth + scope + 3-window limit (memory)",
+            lambda: fastapi_app(limited()),
             FASTAPI_BARE,
         ),
         Variant(
@@ -304,6 +377,13 @@ def variants(keys: Keys) -> list[Variant]:
             lambda: fastapi_api_key_header(keys),
             FASTAPI_BARE,
             note="Security(APIKeyHeader) + a dependency doing a dict lookup and a scope check.",
+        ),
+        Variant(
+            "FastAPI + APIKeyHeader dependency + slowapi",
+            lambda: fastapi_api_key_header_slowapi(keys),
+            FASTAPI_BARE,
+            note="the same + slowapi's @limiter.limit on the endpoint (one window, memory "
+            "storage, limit too high to be reached).",
         ),
         Variant(
             "Starlette + keyguard: 401, no key",
@@ -320,6 +400,44 @@ def variants(keys: Keys) -> list[Variant]:
             BARE,
             request=NARROW,
             status=403,
+        ),
+        Variant(
+            KG_429,
+            lambda: starlette_app(keyguard(limiter=frozen_limiter())),
+            BARE,
+            status=429,
+            prime=20,
+            body_has=b'"rate_limited"',
+            headers_has=("retry-after", *RATE_LIMIT_HEADERS),
+            goal_us=10.0,
+            goal_absolute=True,
+            note=NOTE_429,
+        ),
+        Variant(
+            KG_429_ALONE,
+            lambda: KeyGuardMiddleware(
+                unreachable_app, verifier=keys.verifier(limiter=frozen_limiter())
+            ),
+            BARE,
+            status=429,
+            prime=20,
+            body_has=b'"rate_limited"',
+            headers_has=("retry-after", *RATE_LIMIT_HEADERS),
+            goal_us=10.0,
+            goal_absolute=True,
+            note="the same 429, KeyGuardMiddleware called directly as the ASGI app (no "
+            "framework around it): what keyguard itself spends answering a 429.",
+        ),
+        Variant(
+            SLOWAPI_429,
+            lambda: starlette_auth_slowapi(keys, SLOWAPI_SPENT),
+            BARE,
+            status=429,
+            prime=1,
+            body_has=b"Rate limit exceeded",
+            note=f"slowapi's 429: Starlette auth + slowapi with a limit of {SLOWAPI_SPENT!r}, "
+            "spent by one request before timing; rendered by slowapi's "
+            "_rate_limit_exceeded_handler (JSON body, no rate-limit headers: slowapi's default).",
         ),
         Variant(
             "Starlette + AuthenticationMiddleware: 403, no key",
@@ -346,6 +464,7 @@ def main() -> None:
             expected_body=json.dumps(BODY, separators=(",", ":")).encode(),
             keys=keys,
             json_path=args.json,
+            compare=[(KG_429, SLOWAPI_429), (KG_LIMITED, STARLETTE_SLOWAPI)],
         )
     finally:
         driver.close()

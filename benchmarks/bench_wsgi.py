@@ -6,7 +6,9 @@ Run: ``python benchmarks/bench_wsgi.py`` (under a minute; ``--quick`` for a smok
 ``app(environ, start_response)`` with a shallow copy of one prebuilt environ (in every row,
 so it cancels out of the overheads), a ``start_response`` that does nothing, the body
 iterated and closed. No HTTP client, no server, no test client. keyguard rows are cache hits
-on a memory store: the run fails if the store is read while timed.
+on a memory store: the run fails if the store is read while timed. The keyguard rows are the
+same as in ``bench_asgi.py``: auth + scope; + the platform's three-window rate limit in memory
+(headers on, then off); the 429 path.
 """
 
 from __future__ import annotations
@@ -27,11 +29,18 @@ from benchmarks._inprocess import (
     BODY,
     NARROW,
     NO_KEY,
+    NOTE_429,
+    NOTE_LIMITED,
+    NOTE_NO_HEADERS,
+    NOTE_NO_LIMIT,
     PATH,
+    RATE_LIMIT_HEADERS,
     REQUESTS,
     SCOPE,
     Keys,
     Variant,
+    admitting_limiter,
+    frozen_limiter,
     parse_args,
     run,
 )
@@ -71,11 +80,13 @@ class WSGIDriver:
     def __init__(self, keys: Keys) -> None:
         self.environs = {kind: make_environ(keys.header[kind]) for kind in REQUESTS}
 
-    def probe(self, app: WSGIApp, request: str) -> tuple[int, bytes]:
+    def probe(self, app: WSGIApp, request: str) -> tuple[int, list[str], bytes]:
         seen: list[str] = []
+        names: list[str] = []
 
         def record(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             seen.append(status)
+            names[:] = [k.lower() for k, _ in headers]
             return _write
 
         body = app(self.environs[request].copy(), record)
@@ -85,7 +96,7 @@ class WSGIDriver:
             close = getattr(body, "close", None)
             if close is not None:
                 close()
-        return (int(seen[-1].split()[0]) if seen else -1), data
+        return (int(seen[-1].split()[0]) if seen else -1), names, data
 
     def timed(self, app: WSGIApp, request: str, number: int) -> int:
         copy = self.environs[request].copy
@@ -160,10 +171,10 @@ def flask_before_request(keys: Keys) -> Flask:
     return app
 
 
-def flask_extension(keys: Keys) -> Flask:
+def flask_extension(keys: Keys, **options: Any) -> Flask:
     app = flask_app()
     assert KeyGuard is not None
-    KeyGuard(app, verifier=keys.verifier())
+    KeyGuard(app, verifier=keys.verifier(**options))
     return app
 
 
@@ -174,24 +185,44 @@ BARE = "Flask, bare"
 def variants(keys: Keys) -> list[Variant]:
     """Every row, in print order. Adding a variant is one entry here."""
 
-    def middleware() -> Flask:
-        return with_middleware(lambda app: KeyGuardWSGIMiddleware(app, verifier=keys.verifier()))()
+    def middleware(**options: Any) -> Callable[[], Flask]:
+        return with_middleware(
+            lambda app: KeyGuardWSGIMiddleware(app, verifier=keys.verifier(**options))
+        )
+
+    def limited(**options: Any) -> Callable[[], Flask]:
+        return middleware(limiter=admitting_limiter(), **options)
 
     rows = [
         Variant(BARE, flask_app),
         Variant(
-            "Flask + keyguard WSGI middleware",
-            middleware,
+            "Flask + keyguard WSGI middleware: auth + scope",
+            middleware(rate_limits=None),
             BARE,
             goal_us=3.0,
-            note="KeyGuardWSGIMiddleware around app.wsgi_app: auth + scope (RoutePolicy), "
-            "cache hit, memory store; no rate limit.",
+            note="KeyGuardWSGIMiddleware around app.wsgi_app. " + NOTE_NO_LIMIT,
+        ),
+        Variant(
+            "Flask + keyguard WSGI middleware: auth + scope + 3-window limit (memory)",
+            lambda: limited()(),
+            BARE,
+            goal_us=3.0,
+            headers_has=RATE_LIMIT_HEADERS,
+            note=NOTE_LIMITED,
+        ),
+        Variant(
+            "Flask + keyguard WSGI middleware: ... same, rate-limit headers off",
+            lambda: limited(ietf_headers=False, legacy_headers=False)(),
+            BARE,
+            goal_us=3.0,
+            headers_lack=RATE_LIMIT_HEADERS,
+            note=NOTE_NO_HEADERS,
         ),
         Variant(
             "Flask + hand-written WSGI guard (floor)",
             with_middleware(lambda app: FloorGuard(app, keys.table, SCOPE)),
             BARE,
-            note="dict lookup of HTTP_AUTHORIZATION + one scope check; no hashing.",
+            note="dict lookup of HTTP_AUTHORIZATION + one scope check; no hashing, no rate limit.",
         ),
         Variant(
             "Flask + hand-written before_request guard",
@@ -202,19 +233,27 @@ def variants(keys: Keys) -> list[Variant]:
         ),
     ]
     if KeyGuard is not None:
-        rows.append(
+        rows += [
             Variant(
-                "Flask + KeyGuard extension",
-                lambda: flask_extension(keys),
+                "Flask + KeyGuard extension: auth + scope",
+                lambda: flask_extension(keys, rate_limits=None),
                 BARE,
                 note="keyguard.adapters.flask.KeyGuard(app, verifier=...): before_request "
                 "hook with the policy, principal on flask.g.",
-            )
-        )
+            ),
+            Variant(
+                "Flask + KeyGuard extension: auth + scope + 3-window limit (memory)",
+                lambda: flask_extension(keys, limiter=admitting_limiter()),
+                BARE,
+                headers_has=RATE_LIMIT_HEADERS,
+                note="the same with the platform's windows, as in the middleware row; the "
+                "headers are added in an after_request hook.",
+            ),
+        ]
     rows += [
         Variant(
             "Flask + keyguard middleware: 401, no key",
-            middleware,
+            middleware(),
             BARE,
             request=NO_KEY,
             status=401,
@@ -223,10 +262,22 @@ def variants(keys: Keys) -> list[Variant]:
         ),
         Variant(
             "Flask + keyguard middleware: 403, scope missing",
-            middleware,
+            middleware(),
             BARE,
             request=NARROW,
             status=403,
+        ),
+        Variant(
+            "Flask + keyguard middleware: 429, burst spent (memory)",
+            middleware(limiter=frozen_limiter()),
+            BARE,
+            status=429,
+            prime=20,
+            body_has=b'"rate_limited"',
+            headers_has=("retry-after", *RATE_LIMIT_HEADERS),
+            goal_us=10.0,
+            goal_absolute=True,
+            note=NOTE_429.replace("Starlette's middleware stack", "Flask.__call__"),
         ),
     ]
     if KeyGuard is not None:
@@ -244,6 +295,15 @@ def variants(keys: Keys) -> list[Variant]:
                 BARE,
                 request=NARROW,
                 status=403,
+            ),
+            Variant(
+                "Flask + KeyGuard extension: 429, burst spent (memory)",
+                lambda: flask_extension(keys, limiter=frozen_limiter()),
+                BARE,
+                status=429,
+                prime=20,
+                body_has=b'"rate_limited"',
+                headers_has=("retry-after",),
             ),
         ]
     return rows

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from keyguard.core.decision import Decision
-from keyguard.core.errors import TITLES, ConfigurationError, ErrorCode
+from keyguard.core.errors import STATUS, TITLES, ConfigurationError, ErrorCode
 
 BodyHook = Callable[[dict[str, Any], Decision], Mapping[str, Any] | bytes]
 
@@ -66,7 +66,15 @@ class ProblemRenderer:
     """Renders denials. ``body_hook(problem_dict, decision)`` may return a new mapping (sent as
     problem+json) or raw bytes (sent with ``content_type``)."""
 
-    __slots__ = ("_body_hook", "_challenge", "_content_type", "_type_base", "realm")
+    __slots__ = (
+        "_body_hook",
+        "_challenge",
+        "_content_type",
+        "_details",
+        "_prefixes",
+        "_type_base",
+        "realm",
+    )
 
     def __init__(
         self,
@@ -83,6 +91,19 @@ class ProblemRenderer:
         self._body_hook = body_hook
         self._content_type = content_type
         self._challenge = f'UserKey realm="{realm}"'
+        # The default body, prebuilt up to the detail for each code: a denial (a 429 above
+        # all) then costs string joins instead of a dict and a json.dumps.
+        self._prefixes = {
+            code: (
+                '{"type":'
+                + json.dumps(type_base + code.value)
+                + ',"title":'
+                + json.dumps(TITLES[code])
+                + f',"status":{STATUS[code]},"detail":'
+            )
+            for code in ErrorCode
+        }
+        self._details: dict[str, str] = {}
 
     def problem_dict(self, decision: Decision, request_id: str) -> dict[str, Any]:
         code = decision.code
@@ -101,15 +122,35 @@ class ProblemRenderer:
             body["retry_after"] = decision.retry_after
         return body
 
+    def _default_body(self, code: ErrorCode, decision: Decision, request_id: str) -> bytes:
+        """``json.dumps(problem_dict(...), separators=(",", ":"))``, byte for byte, faster."""
+        details = self._details
+        detail = details.get(decision.detail)
+        if detail is None:
+            if len(details) >= 1024:
+                details.clear()
+            detail = details[decision.detail] = json.dumps(decision.detail)
+        rid = (
+            '"' + request_id + '"'
+            if request_id.isascii() and request_id.isalnum()
+            else json.dumps(request_id)
+        )
+        parts = [self._prefixes[code], detail, ',"code":"', code.value, '","request_id":', rid]
+        if decision.required:
+            parts.append(',"required_scopes":' + json.dumps(list(decision.required)))
+        if decision.retry_after is not None:
+            parts.append(f',"retry_after":{int(decision.retry_after)}')
+        parts.append("}")
+        return "".join(parts).encode()
+
     def render(self, decision: Decision, request_id: str) -> Problem:
         code = decision.code
         assert code is not None, "only denials are rendered"
         content_type = self._content_type
-        data = self.problem_dict(decision, request_id)
         if self._body_hook is None:
-            body = json.dumps(data, separators=(",", ":")).encode()
+            body = self._default_body(code, decision, request_id)
         else:
-            shaped = self._body_hook(data, decision)
+            shaped = self._body_hook(self.problem_dict(decision, request_id), decision)
             if isinstance(shaped, bytes):
                 body = shaped
             else:
