@@ -9,6 +9,14 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Shared machines are noisy: a slow example is not a failing one. Timing goals live in
+# benchmarks/, never in test assertions.
+settings.register_profile(
+    "keyguard", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("keyguard")
 
 REDIS_URL = os.environ.get("KEYGUARD_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
