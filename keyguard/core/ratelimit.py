@@ -31,6 +31,13 @@ extra requests: the decision uses ``max(now, last now seen)``.
 the IETF ``RateLimit-Policy``/``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers-10
 and -11 syntax) and the legacy ``X-RateLimit-*`` trio.
 
+**Owner (tenant) limits.** :func:`decide_pair` decides a request against two buckets at once,
+a key's and its owner's, each with its own windows: it is admitted iff every window of *both*
+has room, a refusal consumes nothing in either, and Retry-After is the latest moment any
+violated window of either frees up. Each bucket keeps its own last-seen time. The decision
+reports the combined window set of :func:`pair_plan` (the owner's windows renamed
+``owner-<name>``), so the headers show both.
+
 **Backends.** :class:`MemoryRateLimiter` (in-process) and
 :class:`keyguard.stores.redis_ratelimit.RedisRateLimiter` (distributed) satisfy
 :class:`RateLimiter`; :class:`ResilientLimiter` wraps a remote backend with a circuit breaker
@@ -70,7 +77,9 @@ __all__ = [
     "WindowStatus",
     "check_windows",
     "decide",
+    "decide_pair",
     "format_windows",
+    "pair_plan",
     "parse_windows",
     "plan_for",
     "rate_limit_headers",
@@ -541,6 +550,115 @@ def decide(
     return plan_for(windows).run(state, _to_us(now), cost, True), state
 
 
+def _owner_names(key_windows: tuple[Window, ...], owner_windows: tuple[Window, ...]) -> list[str]:
+    taken = {w.name for w in key_windows}
+    names = []
+    for i, w in enumerate(owner_windows):
+        name = f"owner-{w.name}"
+        n = 0
+        # Too long for a window name, or clashing with a key window named "owner-...": fall
+        # back to positional names, which are unique by construction.
+        while len(name) > 32 or name in taken:
+            n += 1
+            name = f"owner-{i}" if n == 1 else f"owner-{i}-{n}"
+        taken.add(name)
+        names.append(name)
+    return names
+
+
+_PAIR_PLANS: dict[tuple[tuple[Window, ...], tuple[Window, ...]], WindowPlan] = {}
+
+
+def pair_plan(key_windows: Sequence[Window], owner_windows: Sequence[Window]) -> WindowPlan:
+    """The window set a key+owner decision reports: the key's windows, then the owner's
+    renamed ``owner-<name>`` (``owner-<i>`` if that would clash or exceed 32 characters).
+
+    Used for the decision's ``counts``/headers only; each bucket is decided with its own
+    plan. Cached by value.
+    """
+    key = (tuple(key_windows), tuple(owner_windows))
+    plan = _PAIR_PLANS.get(key)
+    if plan is None:
+        kw, ow = check_windows(key[0]), check_windows(key[1])
+        renamed = tuple(
+            Window(w.limit, w.period, name)
+            for w, name in zip(ow, _owner_names(kw, ow), strict=True)
+        )
+        if len(_PAIR_PLANS) >= 1024:
+            _PAIR_PLANS.clear()
+        plan = _PAIR_PLANS[key] = plan_for(kw + renamed)
+    return plan
+
+
+def _run_pair(
+    kplan: WindowPlan,
+    oplan: WindowPlan,
+    pplan: WindowPlan,
+    kstate: RateState,
+    ostate: RateState,
+    now: int,
+    cost: int,
+) -> RateDecision:
+    """Both buckets, all-or-nothing. Each is first decided without consuming (which, like a
+    refused hit, only records its time and drops expired units); both consume only when both
+    admit. A bucket's second run sees exactly the state of its first, so it admits again."""
+    k = kplan.run(kstate, now, cost, False)
+    if k[0]:
+        o = oplan.run(ostate, now, cost, True)
+        if o[0]:
+            k = kplan.run(kstate, now, cost, True)
+            return _new_tuple(RateDecision, (True, None, pplan, k[3] + o[3], 0, False, False))
+    else:
+        o = oplan.run(ostate, now, cost, False)
+    retry = 0
+    never = False
+    for part in (k, o):
+        if not part[0]:
+            r = part[1]
+            if r is None:
+                never = True
+            elif r > retry:
+                retry = r
+    mask = k[4] | o[4] << len(kplan.specs)
+    return _new_tuple(
+        RateDecision,
+        (False, None if never else retry, pplan, k[3] + o[3], mask, False, False),
+    )
+
+
+def decide_pair(
+    key_state: RateState | None,
+    owner_state: RateState | None,
+    now: float,
+    cost: int,
+    key_windows: Sequence[Window] = DEFAULT_WINDOWS,
+    owner_windows: Sequence[Window] = DEFAULT_WINDOWS,
+) -> tuple[RateDecision, RateState, RateState]:
+    """:func:`decide` for a key and its owner at once: ``(decision, key_state, owner_state)``.
+
+    Admitted iff every window of both buckets has room; then both consume ``cost``. A refusal
+    consumes nothing in either; ``retry_after`` is the latest of the violated windows' waits
+    (``None`` when some violated window's limit is below ``cost``). The decision's plan is
+    :func:`pair_plan`: ``counts`` and ``violated_mask`` cover the key's windows, then the
+    owner's. States are updated in place, as in :func:`decide`.
+    """
+    if isinstance(cost, bool) or not isinstance(cost, int) or cost < 1:
+        raise ConfigurationError(f"rate-limit cost must be an integer >= 1, got {cost!r}")
+    if key_state is None:
+        key_state = RateState()
+    if owner_state is None:
+        owner_state = RateState()
+    if key_state is owner_state:
+        raise ConfigurationError("a key and its owner need two distinct rate-limit states")
+    kplan, oplan = plan_for(key_windows), plan_for(owner_windows)
+    pplan = pair_plan(key_windows, owner_windows)
+    return (
+        _run_pair(kplan, oplan, pplan, key_state, owner_state, _to_us(now), cost),
+        key_state,
+        owner_state,
+    )
+
+
 def _expire(ring: _Ring, now: int, period: int, width: int) -> None:
     # Buckets with index < (now - period) // width have left the window.
     first = (now - period) // width
@@ -820,6 +938,30 @@ class RateLimiter(Protocol):
         """:meth:`hit` for async callers."""
         ...
 
+    def hit_pair(
+        self,
+        key_bucket: str,
+        key_windows: tuple[Window, ...],
+        owner_bucket: str,
+        owner_windows: tuple[Window, ...],
+        cost: int = 1,
+    ) -> RateDecision:
+        """Decide a request against a key's bucket and its owner's at once (see
+        :func:`decide_pair`): admitted iff both have room, consuming in both; a refusal
+        consumes nothing in either. Atomic: no other decision on either bucket interleaves."""
+        ...
+
+    async def ahit_pair(
+        self,
+        key_bucket: str,
+        key_windows: tuple[Window, ...],
+        owner_bucket: str,
+        owner_windows: tuple[Window, ...],
+        cost: int = 1,
+    ) -> RateDecision:
+        """:meth:`hit_pair` for async callers."""
+        ...
+
     def peek(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
     ) -> RateDecision:
@@ -860,7 +1002,15 @@ class MemoryRateLimiter:
     of CPU and no lock is ever held across an ``await``.
     """
 
-    __slots__ = ("_clock", "_last_plan", "_locks", "_mask", "_per_stripe", "_stripes")
+    __slots__ = (
+        "_clock",
+        "_last_pair",
+        "_last_plan",
+        "_locks",
+        "_mask",
+        "_per_stripe",
+        "_stripes",
+    )
 
     #: ``hit`` does no I/O, so callers on an event loop may call it without awaiting.
     in_process: Final = True
@@ -893,6 +1043,9 @@ class MemoryRateLimiter:
             DEFAULT_WINDOWS,
             plan_for(DEFAULT_WINDOWS),
         )
+        self._last_pair: (
+            tuple[Sequence[Window], Sequence[Window], WindowPlan, WindowPlan, WindowPlan] | None
+        ) = None
 
     def hit(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
@@ -925,6 +1078,76 @@ class MemoryRateLimiter:
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
     ) -> RateDecision:
         return self.hit(bucket, windows, cost)
+
+    def _state(self, i: int, bucket: str, keep: str) -> RateState:
+        """``bucket``'s state in stripe ``i`` (created if new), never evicting ``keep``."""
+        states = self._stripes[i]
+        state = states.get(bucket)
+        if state is None:
+            state = states[bucket] = RateState()
+            if len(states) > self._per_stripe:
+                oldest = next(iter(states))
+                # The other half of the pair being decided stays (the stripe may then hold
+                # one bucket too many until its next insertion).
+                if oldest != keep:
+                    del states[oldest]
+        else:
+            states.move_to_end(bucket)
+        return state
+
+    def hit_pair(
+        self,
+        key_bucket: str,
+        key_windows: tuple[Window, ...],
+        owner_bucket: str,
+        owner_windows: tuple[Window, ...],
+        cost: int = 1,
+    ) -> RateDecision:
+        pair = self._last_pair
+        if pair is None or pair[0] is not key_windows or pair[1] is not owner_windows:
+            pair = (
+                key_windows,
+                owner_windows,
+                plan_for(key_windows),
+                plan_for(owner_windows),
+                pair_plan(key_windows, owner_windows),
+            )
+            self._last_pair = pair
+        if cost.__class__ is not int or cost < 1:
+            _bad_cost(cost)
+        if key_bucket == owner_bucket:
+            raise ConfigurationError("a key and its owner need two distinct rate-limit buckets")
+        now = _floor(self._clock() * 1e6 + 0.5)
+        mask = self._mask
+        i = hash(key_bucket) & mask
+        j = hash(owner_bucket) & mask
+        # Both stripes' locks, in index order (one lock when they share a stripe), so two
+        # pair decisions never wait on each other in a cycle.
+        first = self._locks[min(i, j)]
+        second = self._locks[max(i, j)] if i != j else None
+        first.acquire()
+        try:
+            if second is not None:
+                second.acquire()
+            try:
+                kstate = self._state(i, key_bucket, owner_bucket)
+                ostate = self._state(j, owner_bucket, key_bucket)
+                return _run_pair(pair[2], pair[3], pair[4], kstate, ostate, now, cost)
+            finally:
+                if second is not None:
+                    second.release()
+        finally:
+            first.release()
+
+    async def ahit_pair(
+        self,
+        key_bucket: str,
+        key_windows: tuple[Window, ...],
+        owner_bucket: str,
+        owner_windows: tuple[Window, ...],
+        cost: int = 1,
+    ) -> RateDecision:
+        return self.hit_pair(key_bucket, key_windows, owner_bucket, owner_windows, cost)
 
     def peek(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
@@ -1157,6 +1380,36 @@ class ResilientLimiter:
             lambda: self.primary.ahit(bucket, windows, cost),
             lambda: self.fallback.ahit(bucket, windows, cost),
             windows,
+        )
+
+    def hit_pair(
+        self,
+        key_bucket: str,
+        key_windows: tuple[Window, ...],
+        owner_bucket: str,
+        owner_windows: tuple[Window, ...],
+        cost: int = 1,
+    ) -> RateDecision:
+        args = (key_bucket, key_windows, owner_bucket, owner_windows, cost)
+        return self._guarded(
+            lambda: self.primary.hit_pair(*args),
+            lambda: self.fallback.hit_pair(*args),
+            pair_plan(key_windows, owner_windows).windows,
+        )
+
+    async def ahit_pair(
+        self,
+        key_bucket: str,
+        key_windows: tuple[Window, ...],
+        owner_bucket: str,
+        owner_windows: tuple[Window, ...],
+        cost: int = 1,
+    ) -> RateDecision:
+        args = (key_bucket, key_windows, owner_bucket, owner_windows, cost)
+        return await self._aguarded(
+            lambda: self.primary.ahit_pair(*args),
+            lambda: self.fallback.ahit_pair(*args),
+            pair_plan(key_windows, owner_windows).windows,
         )
 
     def peek(

@@ -30,8 +30,10 @@ import math
 import threading
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from hashlib import blake2s
 from typing import Final, Literal
+from urllib.parse import quote
 
 from cachetools import LRUCache
 
@@ -50,6 +52,7 @@ from keyguard.core.ratelimit import (
     RateLimiter,
     Window,
     check_windows,
+    pair_plan,
     parse_windows,
     rate_limit_headers,
 )
@@ -83,6 +86,14 @@ def _blocked(retry_after: int | None, failure: Decision) -> Decision:
         "Too many failed authentication attempts from this address.",
         retry_after=max(1, retry_after),
     )
+
+
+@lru_cache(maxsize=4096)
+def owner_bucket(owner: str) -> str:
+    """The rate-limit bucket of an owner's shared limits: ``"owner:" + owner``, with every
+    character but letters, digits and ``_.-~`` percent-encoded (an injective mapping that keeps
+    braces and whitespace out of Redis key names). Key ids have no ``:``, so never clash."""
+    return "owner:" + quote(owner, safe="")
 
 
 def authorize(principal: Principal | None, requirement: Requirement) -> Decision | None:
@@ -133,6 +144,13 @@ class Verifier:
       limiting; a key's own ``rate_limit`` overrides them. ``limiter`` is the backend (an
       in-process :class:`~keyguard.core.ratelimit.MemoryRateLimiter` by default; a
       ``RedisRateLimiter`` shares the counts across processes).
+    * ``owner_rate_limits`` — optional windows (or a spec string) shared by all keys of one
+      owner (tenant), in the bucket :func:`owner_bucket`; keys without an owner have only their
+      own limits. A request is then admitted iff the key's windows *and* its owner's all have
+      room (a refusal consumes nothing in either; Retry-After is the latest violated window's),
+      via the limiter's ``hit_pair``. Headers report both sets, the owner's windows named
+      ``owner-<name>``. With a ``RedisRateLimiter`` an owned key's counts move under the
+      owner's hash tag (new Redis keys: counts start afresh when this is turned on).
     * ``ietf_headers`` / ``legacy_headers`` — send ``RateLimit-Policy``/``RateLimit`` and
       ``X-RateLimit-*`` response headers.
     * ``brute_force`` — a :class:`~keyguard.core.bruteforce.BruteForceGuard` counting failed
@@ -159,6 +177,7 @@ class Verifier:
         touch_interval: float = 60.0,
         rehash: bool = True,
         rate_limits: Sequence[Window] | str | None = DEFAULT_WINDOWS,
+        owner_rate_limits: Sequence[Window] | str | None = None,
         limiter: RateLimiter | None = None,
         ietf_headers: bool = True,
         legacy_headers: bool = True,
@@ -209,6 +228,17 @@ class Verifier:
             limiter = MemoryRateLimiter()
         self.limiter = limiter
         self._limit_inline = bool(getattr(limiter, "in_process", False))
+        if isinstance(owner_rate_limits, str):
+            owner_rate_limits = parse_windows(owner_rate_limits)
+        self.owner_rate_limits = (
+            None if owner_rate_limits is None else check_windows(owner_rate_limits)
+        )
+        if self.owner_rate_limits is not None:
+            if self.rate_limits is None:
+                raise ConfigurationError("owner_rate_limits needs rate_limits")
+            if not callable(getattr(limiter, "hit_pair", None)):
+                raise ConfigurationError("owner_rate_limits needs a limiter with hit_pair")
+            pair_plan(self.rate_limits, self.owner_rate_limits)  # validates the combined names
         self.ietf_headers = ietf_headers
         self.legacy_headers = legacy_headers
         # Default: 100 failed authentications per minute per address (generous for a client
@@ -449,8 +479,7 @@ class Verifier:
             return result
         principal = result.principal
         assert principal is not None
-        windows = self._windows(principal)
-        return self._limited(result, limiter.hit(principal.key_id, windows, route.cost))
+        return self._limited(result, self._hit(limiter, principal, route.cost))
 
     def verify_nowait(
         self, authorization: AuthorizationValue, method: str = "GET", path: str = "/"
@@ -474,8 +503,7 @@ class Verifier:
             return None
         principal = result.principal
         assert principal is not None
-        windows = self._windows(principal)
-        return self._limited(result, limiter.hit(principal.key_id, windows, route.cost))
+        return self._limited(result, self._hit(limiter, principal, route.cost))
 
     def rate_limit(self, decision: Decision, cost: int = 1) -> Decision:
         """Apply the per-key rate limit to an allowed decision (for adapters that authenticate
@@ -484,9 +512,7 @@ class Verifier:
         principal = decision.principal
         if limiter is None or not decision.allowed or principal is None:
             return decision
-        return self._limited(
-            decision, limiter.hit(principal.key_id, self._windows(principal), cost)
-        )
+        return self._limited(decision, self._hit(limiter, principal, cost))
 
     async def arate_limit(self, decision: Decision, cost: int = 1) -> Decision:
         """Async :meth:`rate_limit`."""
@@ -494,8 +520,27 @@ class Verifier:
         principal = decision.principal
         if limiter is None or not decision.allowed or principal is None:
             return decision
+        return self._limited(decision, await self._ahit(limiter, principal, cost))
+
+    def _hit(self, limiter: RateLimiter, principal: Principal, cost: int) -> RateDecision:
+        """One limiter check for the key — and, with owner limits, its owner, atomically."""
         windows = self._windows(principal)
-        return self._limited(decision, await limiter.ahit(principal.key_id, windows, cost))
+        owner_windows = self.owner_rate_limits
+        if owner_windows is not None and principal.owner:
+            return limiter.hit_pair(
+                principal.key_id, windows, owner_bucket(principal.owner), owner_windows, cost
+            )
+        return limiter.hit(principal.key_id, windows, cost)
+
+    async def _ahit(self, limiter: RateLimiter, principal: Principal, cost: int) -> RateDecision:
+        """Async :meth:`_hit`."""
+        windows = self._windows(principal)
+        owner_windows = self.owner_rate_limits
+        if owner_windows is not None and principal.owner:
+            return await limiter.ahit_pair(
+                principal.key_id, windows, owner_bucket(principal.owner), owner_windows, cost
+            )
+        return await limiter.ahit(principal.key_id, windows, cost)
 
     def _windows(self, principal: Principal) -> tuple[Window, ...]:
         override = principal.record.rate_limit
@@ -529,13 +574,22 @@ class Verifier:
             h for h in rate_limit_headers(rd, ietf=ietf, legacy=legacy) if h[0] != "Retry-After"
         )
         retry = rd.retry_after
+        windows = self._windows(principal)
+        # A pair decision (key and owner) lists the key's windows first, then the owner's.
+        by_owner = (
+            self.owner_rate_limits is not None
+            and bool(principal.owner)
+            and rd.violated_mask >> len(windows) != 0
+        )
+        whose = "this API key's owner" if by_owner else "this API key"
         if retry is None:
             # The request costs more than a window allows: it can never pass. Say so, and
             # tell the client not to retry before the longest window has passed.
-            retry = max(1, math.ceil(max(w.period for w in self._windows(principal))))
-            detail = "This request costs more than this API key's rate limit allows."
+            every = rd.plan.windows if rd.plan is not None else windows
+            retry = max(1, math.ceil(max(w.period for w in every)))
+            detail = f"This request costs more than {whose}'s rate limit allows."
         else:
-            detail = f"Rate limit exceeded for this API key; retry in {retry} s."
+            detail = f"Rate limit exceeded for {whose}; retry in {retry} s."
         return Decision(
             False, None, ErrorCode.RATE_LIMITED, detail, retry_after=retry, extra_headers=headers
         )
@@ -620,8 +674,7 @@ class Verifier:
             return result
         principal = result.principal
         assert principal is not None
-        windows = self._windows(principal)
-        return self._limited(result, await limiter.ahit(principal.key_id, windows, route.cost))
+        return self._limited(result, await self._ahit(limiter, principal, route.cost))
 
     def __repr__(self) -> str:
         return f"Verifier(store={self.store!r}, policy={self.policy!r}, cache_ttl={self.cache_ttl})"

@@ -14,6 +14,12 @@ long-window buckets. The shared ``{<bucket>}`` hash tag puts both in one Redis C
 Both carry a TTL of the longest window plus one bucket, refreshed on every request, so idle
 buckets disappear on their own.
 
+Owner (tenant) limits: :meth:`RedisRateLimiter.hit_pair` decides a key and its owner together
+in one script, so every key of the pair lives under the *owner's* hash tag: the owner's state
+in ``<prefix>:rl:{<owner bucket>}:log``/``:state`` (the same keys as a plain ``hit`` on that
+bucket), the key's in ``<prefix>:rl:{<owner bucket>}:k:<key id>:log``/``:state``. Turning
+owner limits on therefore starts every owned key's counts afresh in those new Redis keys.
+
 Clients: pass a ``redis.Redis`` (WSGI), a ``redis.asyncio.Redis`` (ASGI), or both, or a URL
 (``redis://host:6379/0?prefix=kg``), from which both are built with short socket timeouts
 (``socket_timeout``, 100 ms by default) and at most one immediate reconnect, so a dead Redis
@@ -35,6 +41,7 @@ from keyguard.core.ratelimit import (
     RateDecision,
     Window,
     WindowPlan,
+    pair_plan,
     plan_for,
 )
 
@@ -42,18 +49,16 @@ if TYPE_CHECKING:
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
-__all__ = ["RedisBruteForceGuard", "RedisRateLimiter"]
+__all__ = ["PAIR_RATE_LIMIT_LUA", "RATE_LIMIT_LUA", "RedisBruteForceGuard", "RedisRateLimiter"]
 
 # The decision of keyguard.core.ratelimit, line for line. Times are integer microseconds;
 # Lua numbers are doubles, exact below 2^53 (epoch µs are ~2^51), and every division goes
 # through fdiv, which is exact. Lua's tostring keeps only 14 digits, hence fmt().
 #
-# KEYS: log, state.  ARGV: now_us ("" = Redis TIME), cost, hit (1) or peek (0), ttl_ms,
-# max_exact_us, n_windows, then limit, period_us, width_us (0 = exact) per window.
-# Returns: allowed (1/0), retry_after (-1 = never, 0 when allowed), violated mask,
-# then remaining, reset per window.
-RATE_LIMIT_LUA: Final = """
-local log_key, state_key = KEYS[1], KEYS[2]
+# A bucket's plan is passed as ARGV[base + 1 ...]: ttl_ms, max_exact_us, n_windows, then
+# limit, period_us, width_us (0 = exact) per window. Replies: allowed (1/0), retry_after
+# (-1 = never, 0 when allowed), violated mask, then remaining, reset per window.
+_RATE_LIMIT_LIB: Final = """
 local US = 1000000
 local function fmt(x) return string.format('%d', x) end
 local function fdiv(a, b)
@@ -63,110 +68,118 @@ local function fdiv(a, b)
 end
 local function ceil_s(x) return -fdiv(-x, US) end
 
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * US + tonumber(t[2])
-end
-local cost = tonumber(ARGV[2])
--- A hit (admitted or refused) records the time and drops expired units; a peek writes nothing.
-local hit = ARGV[3] == '1'
-local ttl = ARGV[4]
-local max_exact = tonumber(ARGV[5])
-local nw = tonumber(ARGV[6])
-
-local last = tonumber(redis.call('HGET', state_key, 'last'))
-if last and now < last then now = last end
-
-local n
-if hit then
-  redis.call('HSET', state_key, 'last', fmt(now))
-  redis.call('ZREMRANGEBYSCORE', log_key, '-inf', fmt(now - max_exact))
-  n = redis.call('ZCARD', log_key)
-else
-  n = redis.call('ZCOUNT', log_key, '(' .. fmt(now - max_exact), '+inf')
+local function clock(arg)
+  local now = tonumber(arg)
+  if not now then
+    local t = redis.call('TIME')
+    now = tonumber(t[1]) * US + tonumber(t[2])
+  end
+  return now
 end
 
-local limits, periods, widths = {}, {}, {}
-for i = 1, nw do
-  local b = 6 + (i - 1) * 3
-  limits[i] = tonumber(ARGV[b + 1])
-  periods[i] = tonumber(ARGV[b + 2])
-  widths[i] = tonumber(ARGV[b + 3])
-end
+-- One bucket at `now`: its usage per window and whether `cost` fits in all of them. `write`
+-- (a hit, admitted or refused) records the time and drops expired units; a peek writes nothing.
+local function load(log_key, state_key, now, cost, write, base)
+  local ttl = ARGV[base + 1]
+  local max_exact = tonumber(ARGV[base + 2])
+  local nw = tonumber(ARGV[base + 3])
 
--- Long windows: fields r<period>:lo (oldest bucket), :hi (newest), :t (total), :<index>.
-local rings = {}
-local function ring_for(i)
-  local p = periods[i]
-  local ring = rings[p]
-  if ring then return ring end
-  local pre = 'r' .. fmt(p) .. ':'
-  local v = redis.call('HMGET', state_key, pre .. 'lo', pre .. 'hi', pre .. 't')
-  ring = {pre = pre, width = widths[i], lo = tonumber(v[1]), hi = tonumber(v[2]),
-          total = tonumber(v[3]) or 0}
-  rings[p] = ring
-  if ring.lo then
-    local first = fdiv(now - p, ring.width)
-    if ring.lo < first then
-      local j, newlo = ring.lo, nil
-      while j <= ring.hi do
-        local f = pre .. fmt(j)
-        local c = tonumber(redis.call('HGET', state_key, f))
-        if c then
-          if j < first then
-            ring.total = ring.total - c
-            if hit then redis.call('HDEL', state_key, f) end
-          else
-            newlo = j
-            break
+  local last = tonumber(redis.call('HGET', state_key, 'last'))
+  if last and now < last then now = last end
+
+  local n
+  if write then
+    redis.call('HSET', state_key, 'last', fmt(now))
+    redis.call('ZREMRANGEBYSCORE', log_key, '-inf', fmt(now - max_exact))
+    n = redis.call('ZCARD', log_key)
+  else
+    n = redis.call('ZCOUNT', log_key, '(' .. fmt(now - max_exact), '+inf')
+  end
+
+  local limits, periods, widths = {}, {}, {}
+  for i = 1, nw do
+    local b = base + 3 + (i - 1) * 3
+    limits[i] = tonumber(ARGV[b + 1])
+    periods[i] = tonumber(ARGV[b + 2])
+    widths[i] = tonumber(ARGV[b + 3])
+  end
+
+  -- Long windows: fields r<period>:lo (oldest bucket), :hi (newest), :t (total), :<index>.
+  local rings = {}
+  local function ring_for(i)
+    local p = periods[i]
+    local ring = rings[p]
+    if ring then return ring end
+    local pre = 'r' .. fmt(p) .. ':'
+    local v = redis.call('HMGET', state_key, pre .. 'lo', pre .. 'hi', pre .. 't')
+    ring = {pre = pre, width = widths[i], lo = tonumber(v[1]), hi = tonumber(v[2]),
+            total = tonumber(v[3]) or 0}
+    rings[p] = ring
+    if ring.lo then
+      local first = fdiv(now - p, ring.width)
+      if ring.lo < first then
+        local j, newlo = ring.lo, nil
+        while j <= ring.hi do
+          local f = pre .. fmt(j)
+          local c = tonumber(redis.call('HGET', state_key, f))
+          if c then
+            if j < first then
+              ring.total = ring.total - c
+              if write then redis.call('HDEL', state_key, f) end
+            else
+              newlo = j
+              break
+            end
           end
+          j = j + 1
         end
-        j = j + 1
-      end
-      if newlo then
-        ring.lo = newlo
-        if hit then
-          redis.call('HSET', state_key, pre .. 'lo', fmt(newlo), pre .. 't', fmt(ring.total))
+        if newlo then
+          ring.lo = newlo
+          if write then
+            redis.call('HSET', state_key, pre .. 'lo', fmt(newlo), pre .. 't', fmt(ring.total))
+          end
+        else
+          ring.lo, ring.hi, ring.total = nil, nil, 0
+          if write then redis.call('HDEL', state_key, pre .. 'lo', pre .. 'hi', pre .. 't') end
         end
-      else
-        ring.lo, ring.hi, ring.total = nil, nil, 0
-        if hit then redis.call('HDEL', state_key, pre .. 'lo', pre .. 'hi', pre .. 't') end
       end
     end
+    return ring
   end
-  return ring
+
+  local used = {}
+  local allowed = true
+  for i = 1, nw do
+    local u
+    if widths[i] > 0 then
+      u = ring_for(i).total
+    elseif periods[i] == max_exact then
+      u = n
+    else
+      u = redis.call('ZCOUNT', log_key, '(' .. fmt(now - periods[i]), '+inf')
+    end
+    used[i] = u
+    if u + cost > limits[i] then allowed = false end
+  end
+  return {log_key = log_key, state_key = state_key, now = now, ttl = ttl,
+          max_exact = max_exact, nw = nw, limits = limits, periods = periods, widths = widths,
+          rings = rings, used = used, allowed = allowed}
 end
 
-local used = {}
-local allowed = true
-for i = 1, nw do
-  local u
-  if widths[i] > 0 then
-    u = ring_for(i).total
-  elseif periods[i] == max_exact then
-    u = n
-  else
-    u = redis.call('ZCOUNT', log_key, '(' .. fmt(now - periods[i]), '+inf')
-  end
-  used[i] = u
-  if u + cost > limits[i] then allowed = false end
-end
-
--- The k-th oldest unit inside exact window i (k >= 1).
-local function kth(i, k)
-  local r = redis.call('ZRANGEBYSCORE', log_key, '(' .. fmt(now - periods[i]), '+inf',
+-- The k-th oldest unit inside exact window i of bucket b (k >= 1).
+local function kth(b, i, k)
+  local r = redis.call('ZRANGEBYSCORE', b.log_key, '(' .. fmt(b.now - b.periods[i]), '+inf',
                        'WITHSCORES', 'LIMIT', k - 1, 1)
   return tonumber(r[2])
 end
 
-local out = {0, 0, 0}
-if allowed then
-  out[1] = 1
-  local taken = 0
-  if hit then
+-- An admitted request: consumes `cost` units when `take`, then appends remaining and reset per
+-- window to `out`.
+local function admit(b, cost, take, out)
+  local now, state_key, taken = b.now, b.state_key, 0
+  if take then
     taken = cost
-    if max_exact > 0 then
+    if b.max_exact > 0 then
       local seq = redis.call('HINCRBY', state_key, 'seq', cost)
       local s = fmt(now)
       local i = 0
@@ -178,10 +191,10 @@ if allowed then
           args[#args + 1] = fmt(seq - cost + 1 + i)
           i = i + 1
         end
-        redis.call('ZADD', log_key, unpack(args))
+        redis.call('ZADD', b.log_key, unpack(args))
       end
     end
-    for p, ring in pairs(rings) do
+    for p, ring in pairs(b.rings) do
       local idx = fdiv(now, ring.width)
       redis.call('HINCRBY', state_key, ring.pre .. fmt(idx), cost)
       ring.total = ring.total + cost
@@ -191,37 +204,42 @@ if allowed then
                  ring.pre .. 't', fmt(ring.total))
     end
   end
-  for i = 1, nw do
-    local u, p, reset = used[i], periods[i], 0
-    if widths[i] == 0 then
+  for i = 1, b.nw do
+    local u, p, reset = b.used[i], b.periods[i], 0
+    if b.widths[i] == 0 then
       if u > 0 then
-        reset = ceil_s(kth(i, 1) + p - now)
+        reset = ceil_s(kth(b, i, 1) + p - now)
       elseif taken > 0 then
         reset = ceil_s(p)
       end
     else
-      local ring = rings[p]
+      local ring = b.rings[p]
       if ring.lo then reset = ceil_s((ring.lo + 1) * ring.width + p - now) end
     end
-    out[#out + 1] = limits[i] - u - taken
+    out[#out + 1] = b.limits[i] - u - taken
     out[#out + 1] = reset
   end
-else
-  local retry, never, mask, bit = 0, false, 0, 1
-  for i = 1, nw do
-    local u, p, limit, reset = used[i], periods[i], limits[i], 0
+end
+
+-- A refused request: appends remaining and reset per window to `out`; returns the violated
+-- windows' mask (window i is bit * 2^(i-1)), the latest wait among them, and whether one of
+-- them can never admit `cost`.
+local function refuse(b, cost, out, bit)
+  local now, retry, never, mask = b.now, 0, false, 0
+  for i = 1, b.nw do
+    local u, p, limit, reset = b.used[i], b.periods[i], b.limits[i], 0
     if u + cost > limit then
       mask = mask + bit
       if cost > limit then
         never = true
         reset = ceil_s(p)
-      elseif widths[i] == 0 then
-        reset = ceil_s(kth(i, u + cost - limit) + p - now)
+      elseif b.widths[i] == 0 then
+        reset = ceil_s(kth(b, i, u + cost - limit) + p - now)
       else
-        local ring = rings[p]
+        local ring = b.rings[p]
         local need, j = u + cost - limit, ring.lo
         while j <= ring.hi do
-          local c = tonumber(redis.call('HGET', state_key, ring.pre .. fmt(j)))
+          local c = tonumber(redis.call('HGET', b.state_key, ring.pre .. fmt(j)))
           if c then
             need = need - c
             if need <= 0 then break end
@@ -231,26 +249,83 @@ else
         reset = ceil_s((j + 1) * ring.width + p - now)
       end
       if reset > retry then retry = reset end
-    elseif widths[i] == 0 then
-      if u > 0 then reset = ceil_s(kth(i, 1) + p - now) end
+    elseif b.widths[i] == 0 then
+      if u > 0 then reset = ceil_s(kth(b, i, 1) + p - now) end
     else
-      local ring = rings[p]
+      local ring = b.rings[p]
       if ring.lo then reset = ceil_s((ring.lo + 1) * ring.width + p - now) end
     end
     bit = bit * 2
     out[#out + 1] = math.max(limit - u, 0)
     out[#out + 1] = reset
   end
+  return mask, retry, never
+end
+
+-- Idle state expires: the TTL is refreshed on every hit.
+local function touch(b)
+  redis.call('PEXPIRE', b.log_key, b.ttl)
+  redis.call('PEXPIRE', b.state_key, b.ttl)
+end
+"""
+
+# KEYS: log, state.  ARGV: now_us ("" = Redis TIME), cost, hit (1) or peek (0), then the plan.
+RATE_LIMIT_LUA: Final = (
+    _RATE_LIMIT_LIB
+    + """
+local cost = tonumber(ARGV[2])
+local hit = ARGV[3] == '1'
+local b = load(KEYS[1], KEYS[2], clock(ARGV[1]), cost, hit, 3)
+local out = {0, 0, 0}
+if b.allowed then
+  out[1] = 1
+  admit(b, cost, hit, out)
+else
+  local mask, retry, never = refuse(b, cost, out, 1)
   if never then out[2] = -1 else out[2] = math.max(retry, 1) end
   out[3] = mask
 end
-
-if hit then
-  redis.call('PEXPIRE', log_key, ttl)
-  redis.call('PEXPIRE', state_key, ttl)
-end
+if hit then touch(b) end
 return out
 """
+)
+
+# A key and its owner, all-or-nothing. KEYS: the key's log and state, the owner's log and
+# state (one Cluster slot).  ARGV: now_us ("" = Redis TIME), cost, the key's plan, the owner's
+# plan. Both buckets record the time; both consume only when both admit. The reply covers the
+# key's windows, then the owner's (mask bits likewise).
+PAIR_RATE_LIMIT_LUA: Final = (
+    _RATE_LIMIT_LIB
+    + """
+local now, cost = clock(ARGV[1]), tonumber(ARGV[2])
+local k = load(KEYS[1], KEYS[2], now, cost, true, 2)
+local o = load(KEYS[3], KEYS[4], now, cost, true, 5 + 3 * k.nw)
+local out = {0, 0, 0}
+if k.allowed and o.allowed then
+  out[1] = 1
+  admit(k, cost, true, out)
+  admit(o, cost, true, out)
+else
+  local retry, never, mask, bit = 0, false, 0, 1
+  for _, b in ipairs({k, o}) do
+    if b.allowed then
+      admit(b, cost, false, out)
+    else
+      local m, r, nv = refuse(b, cost, out, bit)
+      mask = mask + m
+      if r > retry then retry = r end
+      never = never or nv
+    end
+    for _ = 1, b.nw do bit = bit * 2 end
+  end
+  if never then out[2] = -1 else out[2] = math.max(retry, 1) end
+  out[3] = mask
+end
+touch(k)
+touch(o)
+return out
+"""
+)
 
 # KEYS: failures (sorted set).  ARGV: now_us ("" = Redis TIME), threshold, window_us,
 # record (1/0), ttl_ms.  Returns retry_after in whole seconds, or -1 when not blocked.
@@ -416,10 +491,11 @@ class RedisRateLimiter(_RedisBase):
         socket_timeout: float = 0.1,
     ) -> None:
         super().__init__(client, async_client, url, prefix, socket_timeout)
-        self._script = None if self.client is None else self.client.register_script(RATE_LIMIT_LUA)
-        self._ascript = (
-            None if self.async_client is None else self.async_client.register_script(RATE_LIMIT_LUA)
-        )
+        sync, asyn = self.client, self.async_client
+        self._script = None if sync is None else sync.register_script(RATE_LIMIT_LUA)
+        self._ascript = None if asyn is None else asyn.register_script(RATE_LIMIT_LUA)
+        self._pair_script = None if sync is None else sync.register_script(PAIR_RATE_LIMIT_LUA)
+        self._apair_script = None if asyn is None else asyn.register_script(PAIR_RATE_LIMIT_LUA)
 
     @classmethod
     def from_url(cls, url: str, *, socket_timeout: float = 0.1) -> RedisRateLimiter:
@@ -430,6 +506,20 @@ class RedisRateLimiter(_RedisBase):
         """The Redis keys holding ``bucket``'s state (one Cluster slot)."""
         base = f"{self.prefix}:rl:{{{_check_part('bucket', bucket)}}}"
         return [f"{base}:log", f"{base}:state"]
+
+    def pair_keys(self, key_bucket: str, owner_bucket: str) -> list[str]:
+        """The Redis keys of a :meth:`hit_pair`: the key's log and state, then the owner's.
+
+        All four share the owner's hash tag (one Cluster slot, as a script needs): the owner's
+        are ``keys(owner_bucket)``, the key's ``<prefix>:rl:{<owner_bucket>}:k:<key_bucket>:*``.
+        So a key decided with its owner counts in other Redis keys than the same key decided
+        alone (``keys(key_bucket)``): enabling owner limits starts keys' counts afresh.
+        """
+        owner = f"{self.prefix}:rl:{{{_check_part('bucket', owner_bucket)}}}"
+        key = f"{owner}:k:{_check_part('bucket', key_bucket)}"
+        if key_bucket == owner_bucket:
+            raise ConfigurationError("a key and its owner need two distinct rate-limit buckets")
+        return [f"{key}:log", f"{key}:state", f"{owner}:log", f"{owner}:state"]
 
     def _args(self, plan: WindowPlan, cost: int, consume: bool, now: float | None) -> list[str]:
         if cost.__class__ is not int or cost < 1:
@@ -465,6 +555,65 @@ class RedisRateLimiter(_RedisBase):
         assert self._ascript is not None
         try:
             reply = await self._ascript(keys=keys, args=args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return self._decision(plan, reply)
+
+    def _pair(
+        self,
+        key_bucket: str,
+        key_windows: Sequence[Window],
+        owner_bucket: str,
+        owner_windows: Sequence[Window],
+        cost: int,
+        now: float | None,
+    ) -> tuple[WindowPlan, list[str], list[str]]:
+        if cost.__class__ is not int or cost < 1:
+            _bad_cost(cost)
+        kplan, oplan = plan_for(key_windows), plan_for(owner_windows)
+        args = [_now_arg(now), str(cost), *kplan.redis_args, *oplan.redis_args]
+        return pair_plan(key_windows, owner_windows), self.pair_keys(key_bucket, owner_bucket), args
+
+    def hit_pair(
+        self,
+        key_bucket: str,
+        key_windows: tuple[Window, ...],
+        owner_bucket: str,
+        owner_windows: tuple[Window, ...],
+        cost: int = 1,
+        *,
+        now: float | None = None,
+    ) -> RateDecision:
+        """A key and its owner, all-or-nothing, in one script (see :meth:`pair_keys`)."""
+        plan, keys, args = self._pair(
+            key_bucket, key_windows, owner_bucket, owner_windows, cost, now
+        )
+        self._sync()
+        assert self._pair_script is not None
+        try:
+            reply = self._pair_script(keys=keys, args=args)
+        except self._errors as exc:
+            raise self._unavailable(exc) from exc
+        return self._decision(plan, reply)
+
+    async def ahit_pair(
+        self,
+        key_bucket: str,
+        key_windows: tuple[Window, ...],
+        owner_bucket: str,
+        owner_windows: tuple[Window, ...],
+        cost: int = 1,
+        *,
+        now: float | None = None,
+    ) -> RateDecision:
+        """Async :meth:`hit_pair`."""
+        plan, keys, args = self._pair(
+            key_bucket, key_windows, owner_bucket, owner_windows, cost, now
+        )
+        self._async()
+        assert self._apair_script is not None
+        try:
+            reply = await self._apair_script(keys=keys, args=args)
         except self._errors as exc:
             raise self._unavailable(exc) from exc
         return self._decision(plan, reply)
