@@ -583,9 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"The store defaults to ${STORE_URL_ENV}, else {DEFAULT_STORE_URL}.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument(
-        "--store", metavar="URL", help="memory://, sqlite:///path or redis://host (see epilog)"
-    )
+    parser.add_argument("--store", metavar="URL", help="memory:// or sqlite:///path (see epilog)")
     parser.add_argument(
         "--prefix", help=f"key prefix (default ${PREFIX_ENV}, else {DEFAULT_PREFIX!r})"
     )

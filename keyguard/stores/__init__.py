@@ -1,4 +1,4 @@
-"""Key stores, chosen by URL: ``memory://``, ``sqlite:///path/keys.db``, ``redis://host:6379/0``.
+"""Key stores, chosen by URL: ``memory://`` and ``sqlite:///path/keys.db`` (Redis later).
 
 The registry maps a URL scheme to a dotted path of the store class; the module is imported
 only when that scheme is used, so ``import keyguard`` loads no database driver.
@@ -20,9 +20,9 @@ STORE_URL_ENV: Final = "KEYGUARD_STORE_URL"
 _REGISTRY: dict[str, str] = {
     "memory": "keyguard.stores.memory:MemoryStore",
     "sqlite": "keyguard.stores.sqlite:SQLiteStore",
-    "redis": "keyguard.stores.redis:RedisStore",
-    "rediss": "keyguard.stores.redis:RedisStore",
 }
+# redis:// keys arrive with the Redis store; Redis already backs rate limits
+# (keyguard.stores.redis_ratelimit).
 
 
 def register_store(scheme: str, target: str) -> None:
@@ -43,7 +43,7 @@ def from_url(url: str) -> KeyStore:
     """Open the store a URL names. Unknown schemes and missing drivers are ConfigurationErrors."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
-            f"store URL {url!r} is not a URL; expected memory://, sqlite:///path or redis://host"
+            f"store URL {url!r} is not a URL; expected memory:// or sqlite:///path"
         )
     scheme = url.split("://", 1)[0].lower()
     target = _REGISTRY.get(scheme)
@@ -54,9 +54,8 @@ def from_url(url: str) -> KeyStore:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        extra = "redis" if scheme.startswith("redis") else scheme
         raise ConfigurationError(
-            f"the {scheme}:// store needs an optional dependency: pip install 'keyguard[{extra}]'"
+            f"the {scheme}:// store needs an optional dependency: pip install 'keyguard[{scheme}]'"
             f" ({exc.name or exc})"
         ) from exc
     cls = getattr(module, class_name)
