@@ -206,8 +206,12 @@ def test_real_server_workers_share_the_limit_through_redis(tmp_path: Path, redis
     env = {"KEYGUARD_STORE_URL": f"sqlite:///{db}", "KEYGUARD_RATELIMIT_URL": redis_url}
     with DemoServer(env, "--workers", "2") as client:
         base = str(client.base_url)
-        # A fresh connection per request, so the kernel spreads them over both workers.
-        pids = {httpx.get(base + "/health").json()["pid"] for _ in range(40)}
+        # A fresh connection per request, so the kernel spreads them over both workers; the
+        # second worker may still be starting, so wait (bounded) until both have answered.
+        pids: set[int] = set()
+        deadline = time.monotonic() + 20
+        while len(pids) < 2 and time.monotonic() < deadline:
+            pids.add(httpx.get(base + "/health").json()["pid"])
         statuses = [httpx.get(base + "/agents", headers=auth).status_code for _ in range(40)]
     assert len(pids) == 2, "both workers should have served requests"
     assert statuses.count(200) == 20
