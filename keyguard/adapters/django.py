@@ -190,6 +190,18 @@ def _with_headers(response: Any, headers: tuple[tuple[str, str], ...]) -> Any:
     return response
 
 
+def _request_facts(request: HttpRequest) -> dict[str, Any]:
+    """What the verifier needs from a Django request (the same for every entry point)."""
+    meta = request.META
+    return {
+        "authorization": authorization_from_environ(meta),
+        "method": request.method,
+        "path": request.path_info,
+        "peer": meta.get("REMOTE_ADDR"),
+        "forwarded_for": meta.get("HTTP_X_FORWARDED_FOR"),
+    }
+
+
 # -- middleware --------------------------------------------------------------------------------
 class KeyGuardMiddleware:
     """Authenticate, authorize and rate-limit every request against ``settings.KEYGUARD``.
@@ -216,14 +228,7 @@ class KeyGuardMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         config = get_config()
-        meta = request.META
-        decision = config.verifier.verify(
-            authorization_from_environ(meta),
-            request.method,
-            request.path_info,
-            peer=meta.get("REMOTE_ADDR"),
-            forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
-        )
+        decision = config.verifier.verify(**_request_facts(request))
         if not decision.allowed:
             return denial_response(config.renderer, decision, request)
         setattr(request, PRINCIPAL_ATTR, decision.principal)
@@ -233,14 +238,7 @@ class KeyGuardMiddleware:
 
     async def __acall__(self, request: HttpRequest) -> Any:
         config = get_config()
-        meta = request.META
-        decision = await config.verifier.averify(
-            authorization_from_environ(meta),
-            request.method,
-            request.path_info,
-            peer=meta.get("REMOTE_ADDR"),
-            forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
-        )
+        decision = await config.verifier.averify(**_request_facts(request))
         if not decision.allowed:
             return denial_response(config.renderer, decision, request)
         setattr(request, PRINCIPAL_ATTR, decision.principal)
@@ -277,12 +275,7 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
                     return await view(request, *args, **kwargs)
                 config = get_config()
                 decision = await config.verifier.averify(
-                    authorization_from_environ(request.META),
-                    request.method,
-                    request.path_info,
-                    required=requirement,
-                    peer=request.META.get("REMOTE_ADDR"),
-                    forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
+                    **_request_facts(request), required=requirement
                 )
                 if not decision.allowed:
                     return denial_response(config.renderer, decision, request)
@@ -300,14 +293,7 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
                     return denial_response(get_config().renderer, denial, request)
                 return view(request, *args, **kwargs)
             config = get_config()
-            decision = config.verifier.verify(
-                authorization_from_environ(request.META),
-                request.method,
-                request.path_info,
-                required=requirement,
-                peer=request.META.get("REMOTE_ADDR"),
-                forwarded_for=request.META.get("HTTP_X_FORWARDED_FOR"),
-            )
+            decision = config.verifier.verify(**_request_facts(request), required=requirement)
             if not decision.allowed:
                 return denial_response(config.renderer, decision, request)
             setattr(request, PRINCIPAL_ATTR, decision.principal)

@@ -53,11 +53,7 @@ from keyguard.adapters._shared import (
     load_object,
     policy_from_settings,
 )
-from keyguard.adapters.wsgi import (
-    PRINCIPAL_KEY,
-    authorization_from_environ,
-    path_from_environ,
-)
+from keyguard.adapters.wsgi import PRINCIPAL_KEY, environ_facts
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
@@ -107,16 +103,7 @@ class _AppState:
         if verifier.policy is None:
             return None  # decorator mode: only @require_scopes views are guarded
         environ = request.environ
-        return self.accept(
-            verifier.verify(
-                authorization_from_environ(environ),
-                environ.get("REQUEST_METHOD", "GET"),
-                path_from_environ(environ),
-                peer=environ.get("REMOTE_ADDR"),
-                forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
-            ),
-            environ,
-        )
+        return self.accept(verifier.verify(**environ_facts(environ)), environ)
 
     def after_request(self, response: Response) -> Response:
         headers: list[tuple[str, str]] | None = request.environ.get(_HEADERS_KEY)
@@ -266,14 +253,7 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
         if principal is not None:
             denial = authorize(principal, requirement)
             return None if denial is None else state.deny(denial, environ)
-        decision = state.verifier.verify(
-            authorization_from_environ(environ),
-            environ.get("REQUEST_METHOD", "GET"),
-            path_from_environ(environ),
-            required=requirement,
-            peer=environ.get("REMOTE_ADDR"),
-            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
-        )
+        decision = state.verifier.verify(**environ_facts(environ), required=requirement)
         return state.accept(decision, environ)
 
     async def check_async() -> Response | None:
@@ -283,14 +263,7 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
         if principal is not None:
             denial = authorize(principal, requirement)
             return None if denial is None else state.deny(denial, environ)
-        decision = await state.verifier.averify(
-            authorization_from_environ(environ),
-            environ.get("REQUEST_METHOD", "GET"),
-            path_from_environ(environ),
-            required=requirement,
-            peer=environ.get("REMOTE_ADDR"),
-            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
-        )
+        decision = await state.verifier.averify(**environ_facts(environ), required=requirement)
         return state.accept(decision, environ)
 
     def decorate(view: View) -> View:
