@@ -21,9 +21,9 @@ from typing import Any, TextIO
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
+from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
 from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV, from_url
-from keyguard.stores.base import KeyStore
 
 #: (method, path) → scope, following the platform's scopes table.
 ROUTES: Mapping[str, str] = {

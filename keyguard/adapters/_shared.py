@@ -11,9 +11,9 @@ from typing import Any, Final, TypeVar, cast
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
+from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
 from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV, from_url
-from keyguard.stores.base import KeyStore
 
 
 def build_verifier(

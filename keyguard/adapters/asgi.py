@@ -19,8 +19,8 @@ from keyguard.adapters._shared import ANONYMOUS, build_verifier
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.policy import RoutePolicy
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
+from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
-from keyguard.stores.base import KeyStore
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

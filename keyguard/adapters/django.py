@@ -60,8 +60,8 @@ from keyguard.core.decision import Decision
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
 from keyguard.core.scopes import Requirement, as_requirement
+from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier, authorize
-from keyguard.stores.base import KeyStore
 
 __all__ = [
     "PRINCIPAL_ATTR",

@@ -59,8 +59,8 @@ from keyguard.core.scopes import (
     Scope,
     all_of,
 )
+from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
-from keyguard.stores.base import KeyStore
 
 __all__ = [
     "DEFAULT_SCHEME_DESCRIPTION",

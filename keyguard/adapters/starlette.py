@@ -45,8 +45,8 @@ from keyguard.core.errors import ErrorCode
 from keyguard.core.policy import RoutePolicy
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
 from keyguard.core.scopes import Requirement, all_of
+from keyguard.core.store import KeyStore
 from keyguard.core.verifier import AuthorizationValue, Verifier, authorize
-from keyguard.stores.base import KeyStore
 
 __all__ = [
     "KeyGuardAuthCredentials",

@@ -20,8 +20,8 @@ from keyguard.adapters._shared import build_verifier
 from keyguard.core.decision import Decision
 from keyguard.core.policy import RoutePolicy
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
+from keyguard.core.store import KeyStore
 from keyguard.core.verifier import AuthorizationValue, Verifier
-from keyguard.stores.base import KeyStore
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

@@ -42,7 +42,7 @@ from keyguard.core.bruteforce import BruteForceGuard, client_address
 from keyguard.core.clock import Clock
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError, ConflictError, ErrorCode, KeyguardError
-from keyguard.core.hashing import DUMMY_DIGEST, Hasher
+from keyguard.core.hashing import Hasher
 from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat
 from keyguard.core.policy import RouteMatch, RoutePolicy
 from keyguard.core.ratelimit import (
@@ -58,7 +58,7 @@ from keyguard.core.ratelimit import (
 )
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import AUTHENTICATED, Grants, Requirement, ScopeCatalog, as_requirement
-from keyguard.stores.base import KeyStore
+from keyguard.core.store import KeyStore
 
 logger = logging.getLogger("keyguard.verifier")
 
@@ -351,7 +351,7 @@ class Verifier:
         indexed for the fast path until the earliest of freshness, expiry and grace."""
         hasher = self.hasher
         if entry is None:
-            hasher.verify(credential, DUMMY_DIGEST)  # same work as a wrong secret
+            hasher.verify(credential, hasher.dummy_digest)  # same work as a wrong secret
             return d.INVALID
         record = entry.record
         until = _FOREVER

@@ -26,6 +26,7 @@ class MemoryStore(KeyStore):
     def __init__(self, *, max_audit: int = 100_000) -> None:
         self._records: dict[str, KeyRecord] = {}
         self._audit: deque[AuditEvent] = deque(maxlen=max_audit)
+        self._settings: dict[str, str] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -97,6 +98,16 @@ class MemoryStore(KeyStore):
             events = list(self._audit)
         out = [e for e in reversed(events) if key_id is None or e.key_id == key_id]
         return out[:limit]
+
+    def get_setting(self, name: str) -> str | None:
+        return self._settings.get(name)
+
+    def set_setting(self, name: str, value: str, *, only_if_absent: bool = False) -> str:
+        with self._lock:
+            if only_if_absent:
+                return self._settings.setdefault(name, value)
+            self._settings[name] = value
+            return value
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._records)})"

@@ -84,6 +84,14 @@ MIGRATIONS: Final[list[tuple[str, ...]]] = [
         "CREATE INDEX keyguard_audit_key ON keyguard_audit (key_id, at)",
         "CREATE INDEX keyguard_audit_at ON keyguard_audit (at)",
     ),
+    (
+        """
+        CREATE TABLE keyguard_settings (
+            name TEXT NOT NULL PRIMARY KEY,
+            value TEXT NOT NULL
+        )
+        """,
+    ),
 ]
 
 #: The columns of ``keyguard_keys``, one per KeyRecord field, in field order.
@@ -549,6 +557,38 @@ class SQLiteStore(KeyStore):
             AuditEvent(at=at, action=action, key_id=kid, actor=actor, details=json.loads(details))
             for at, action, kid, actor, details in self._run(op)
         ]
+
+    # -- deployment settings ---------------------------------------------------------------
+    def get_setting(self, name: str) -> str | None:
+        def op(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                "SELECT value FROM keyguard_settings WHERE name = ?", (name,)
+            ).fetchone()
+            return row
+
+        row = self._run(op)
+        return None if row is None else str(row[0])
+
+    def set_setting(self, name: str, value: str, *, only_if_absent: bool = False) -> str:
+        def op(conn: sqlite3.Connection) -> str:
+            if only_if_absent:
+                conn.execute(
+                    "INSERT INTO keyguard_settings (name, value) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO NOTHING",
+                    (name, value),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO keyguard_settings (name, value) VALUES (?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                    (name, value),
+                )
+            (stored,) = conn.execute(
+                "SELECT value FROM keyguard_settings WHERE name = ?", (name,)
+            ).fetchone()
+            return str(stored)
+
+        return self._run(op, write=True)
 
     # -- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:

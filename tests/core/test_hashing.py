@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -45,8 +47,50 @@ def test_needs_rehash_follows_the_configured_tag() -> None:
     plain, peppered = Hasher(pepper_from_env=False), Hasher(PEPPER)
     assert peppered.needs_rehash(plain.digest("k"))
     assert not plain.needs_rehash(plain.digest("k"))
-    # A peppered deployment still accepts old plain digests (then re-hashes them).
-    assert peppered.verify("k", plain.digest("k"))
+    # A peppered deployment refuses plain digests: anyone able to write the store could plant
+    # one for a key of their choice. Only an explicit migration setting accepts them.
+    assert not peppered.verify("k", plain.digest("k"))
+    migrating = Hasher(PEPPER, accept_unpeppered=True)
+    assert migrating.verify("k", plain.digest("k"))
+    assert migrating.needs_rehash(plain.digest("k"))
+    assert not migrating.verify("j", plain.digest("k"))
+
+
+def test_accept_unpeppered_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain = Hasher(pepper_from_env=False).digest("k")
+    monkeypatch.setenv(PEPPER_ENV, PEPPER)
+    assert not Hasher().verify("k", plain)
+    monkeypatch.setenv("KEYGUARD_ACCEPT_UNPEPPERED", "1")
+    assert Hasher().verify("k", plain)
+    # Without a pepper the setting means nothing.
+    monkeypatch.delenv(PEPPER_ENV)
+    assert Hasher().accept_unpeppered is False
+
+
+def test_pepper_from_a_file(monkeypatch: pytest.MonkeyPatch, tmp_path: pathlib.Path) -> None:
+    secret = tmp_path / "pepper"
+    secret.write_bytes(PEPPER.encode() + b"\n")
+    monkeypatch.delenv(PEPPER_ENV, raising=False)
+    monkeypatch.setenv("KEYGUARD_PEPPER_FILE", str(secret))
+    assert Hasher().fingerprint == Hasher(PEPPER).fingerprint
+    monkeypatch.setenv("KEYGUARD_PEPPER_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="cannot be read"):
+        Hasher()
+
+
+def test_fingerprint_identifies_the_pepper_without_revealing_it() -> None:
+    assert Hasher(pepper_from_env=False).fingerprint == "none"
+    a, b = Hasher(PEPPER).fingerprint, Hasher("q" * 32).fingerprint
+    assert a != b
+    assert a.startswith("hmac-sha256:")
+    assert PEPPER not in a
+    assert a == Hasher(PEPPER.encode()).fingerprint
+
+
+def test_dummy_digest_uses_the_configured_algorithm() -> None:
+    assert Hasher(pepper_from_env=False).dummy_digest.startswith("sha256$")
+    assert Hasher(PEPPER).dummy_digest.startswith("hmac-sha256$")
+    assert not Hasher(PEPPER).verify("k", Hasher(PEPPER).dummy_digest)
 
 
 @pytest.mark.parametrize(

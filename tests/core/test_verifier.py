@@ -208,7 +208,14 @@ def test_store_failure_fails_closed(store: CountingStore, factory: KeyFactory) -
 def test_rehash_on_algorithm_change(store: CountingStore, factory: KeyFactory) -> None:
     key = factory.issue()
     assert key.record.digest.startswith("sha256$")
-    peppered = Hasher("p" * 32)
+    # A peppered verifier refuses the plain digest...
+    assert (
+        not Verifier(store, hasher=Hasher("p" * 32, pepper_from_env=False))
+        .verify(key.header)
+        .allowed
+    )
+    # ...unless it is migrating, and then it re-hashes on first use.
+    peppered = Hasher("p" * 32, pepper_from_env=False, accept_unpeppered=True)
     v = Verifier(store, hasher=peppered)
     assert v.verify(key.header).allowed
     stored = store.get(key.key_id)

@@ -25,6 +25,8 @@ from hypothesis.stateful import (
 )
 
 from keyguard.core.errors import ConfigurationError, ConflictError, KeyExists, KeyNotFound
+from keyguard.core.hashing import Hasher
+from keyguard.core.pepper import PEPPER_SETTING, check_store
 from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus
 from keyguard.stores.base import MAX_PAGE_SIZE, KeyStore
 
@@ -305,6 +307,42 @@ class StoreContract:
         ]
         assert store.audit(key_id="key000000000", limit=1) == [events[4]]
         assert store.audit(key_id="nobody") == []
+
+    # -- settings ------------------------------------------------------------------------
+    def test_settings(self, store: KeyStore) -> None:
+        assert store.get_setting("pepper_fingerprint") is None
+        assert store.set_setting("pepper_fingerprint", "a", only_if_absent=True) == "a"
+        # The first writer wins; later "if absent" writers get the stored value back.
+        assert store.set_setting("pepper_fingerprint", "b", only_if_absent=True) == "a"
+        assert store.get_setting("pepper_fingerprint") == "a"
+        assert store.set_setting("pepper_fingerprint", "c") == "c"
+        assert store.get_setting("pepper_fingerprint") == "c"
+        assert store.get_setting("other") is None
+
+    def test_pepper_fingerprint_is_checked(self, store: KeyStore) -> None:
+        plain = Hasher(pepper_from_env=False)
+        peppered = Hasher("p" * 32, pepper_from_env=False)
+        check_store(store, peppered, write=False)  # read-only: records nothing
+        assert store.get_setting(PEPPER_SETTING) is None
+        check_store(store, peppered)
+        assert store.get_setting(PEPPER_SETTING) == peppered.fingerprint
+        check_store(store, peppered)
+        for wrong in (plain, Hasher("q" * 32, pepper_from_env=False)):
+            with pytest.raises(ConfigurationError, match="pepper mismatch") as info:
+                check_store(store, wrong)
+            assert "p" * 16 not in str(info.value)
+        assert store.get_setting(PEPPER_SETTING) == peppered.fingerprint
+
+    def test_migrating_to_a_pepper_is_explicit(self, store: KeyStore) -> None:
+        check_store(store, Hasher(pepper_from_env=False))
+        with pytest.raises(ConfigurationError, match="pepper mismatch"):
+            check_store(store, Hasher("p" * 32, pepper_from_env=False))
+        migrating = Hasher("p" * 32, pepper_from_env=False, accept_unpeppered=True)
+        check_store(store, migrating)
+        assert store.get_setting(PEPPER_SETTING) == migrating.fingerprint
+        # Once migrated, a process without the pepper is refused.
+        with pytest.raises(ConfigurationError, match="pepper mismatch"):
+            check_store(store, Hasher(pepper_from_env=False))
 
     # -- async ---------------------------------------------------------------------------
     async def test_async_parity(self, store: KeyStore) -> None:

@@ -138,7 +138,7 @@ def test_migrations_apply_in_order_inside_one_transaction(
     with pytest.raises(StoreUnavailable):
         SQLiteStore(db)
     with raw(db) as conn:
-        assert conn.execute("SELECT version FROM keyguard_schema").fetchone() == (1,)
+        assert conn.execute("SELECT version FROM keyguard_schema").fetchone() == (len(MIGRATIONS),)
         assert conn.execute("SELECT name FROM sqlite_master WHERE name='extra'").fetchone() is None
 
     fixed = ("CREATE TABLE extra (x INTEGER)", "INSERT INTO extra VALUES (42)")
@@ -146,7 +146,9 @@ def test_migrations_apply_in_order_inside_one_transaction(
     SQLiteStore(db).close()
     SQLiteStore(db).close()  # nothing left to apply: the INSERT does not run twice
     with raw(db) as conn:
-        assert conn.execute("SELECT version FROM keyguard_schema").fetchone() == (2,)
+        assert conn.execute("SELECT version FROM keyguard_schema").fetchone() == (
+            len(MIGRATIONS) + 1,
+        )
         assert conn.execute("SELECT x FROM extra").fetchall() == [(42,)]
 
 

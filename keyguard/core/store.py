@@ -1,0 +1,120 @@
+"""The key-store protocol: what the request path and key management need from a store.
+
+It lives in ``core`` because the verifier depends on it; the backends that implement it live in
+``keyguard.stores`` (memory, SQLite, Redis). A store keeps
+:class:`~keyguard.core.records.KeyRecord` values, an append-only audit log and a few
+deployment-wide settings. The request path needs only :meth:`KeyStore.get` /
+:meth:`KeyStore.aget` (and the throttled ``touch``); everything else serves key management.
+Stores raise :class:`~keyguard.core.errors.StoreUnavailable` when their backend cannot be
+reached, and nothing else for infrastructure trouble. Async methods default to running the sync
+ones in a worker thread, so a blocking backend never blocks the event loop; native-async backends
+override them.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import builtins
+from collections.abc import Callable
+from typing import ClassVar, Self
+
+from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page
+
+__all__ = ["KeyStore"]
+
+
+class KeyStore(abc.ABC):
+    """Abstract base of key stores. See the module docstring for the contract."""
+
+    #: URL scheme this store is registered under.
+    scheme: ClassVar[str] = ""
+    #: Whether get() does no I/O (an in-process dict): the async path then calls it directly.
+    in_process: ClassVar[bool] = False
+
+    # -- request path -------------------------------------------------------------------
+    @abc.abstractmethod
+    def get(self, key_id: str) -> KeyRecord | None:
+        """The record for ``key_id``, or ``None``."""
+
+    async def aget(self, key_id: str) -> KeyRecord | None:
+        """Async :meth:`get`; never blocks the event loop."""
+        if self.in_process:
+            return self.get(key_id)
+        return await asyncio.to_thread(self.get, key_id)
+
+    @abc.abstractmethod
+    def touch(self, key_id: str, at: float) -> None:
+        """Record a use of the key (``last_used_at = max(last_used_at, at)``), no version bump."""
+
+    async def atouch(self, key_id: str, at: float) -> None:
+        if self.in_process:
+            self.touch(key_id, at)
+        else:
+            await asyncio.to_thread(self.touch, key_id, at)
+
+    # -- management ---------------------------------------------------------------------
+    @abc.abstractmethod
+    def create(self, record: KeyRecord) -> None:
+        """Insert a new record; :class:`~keyguard.core.errors.KeyExists` if the id is taken."""
+
+    @abc.abstractmethod
+    def update(self, record: KeyRecord) -> None:
+        """Replace a record whose stored version is ``record.version - 1``.
+
+        Raises :class:`~keyguard.core.errors.KeyNotFound` if it does not exist and
+        :class:`~keyguard.core.errors.ConflictError` if another writer got there first.
+        """
+
+    @abc.abstractmethod
+    def list(
+        self,
+        *,
+        owner: str | None = None,
+        status: KeyStatus | None = None,
+        created_by: str | None = None,
+        now: float | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """Records ordered by (created_at, key_id), filtered, one page at a time."""
+
+    @abc.abstractmethod
+    def add_audit(self, event: AuditEvent) -> None:
+        """Append an audit event."""
+
+    @abc.abstractmethod
+    def audit(self, *, key_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:
+        """The newest audit events first, optionally for one key."""
+
+    # -- deployment settings ---------------------------------------------------------------
+    @abc.abstractmethod
+    def get_setting(self, name: str) -> str | None:
+        """A deployment-wide setting kept beside the keys (for example the pepper's
+        fingerprint), or ``None`` when it was never set."""
+
+    @abc.abstractmethod
+    def set_setting(self, name: str, value: str, *, only_if_absent: bool = False) -> str:
+        """Store a setting and return the value now stored. With ``only_if_absent`` an
+        existing value is kept (and returned): the first of several racing processes wins."""
+
+    def ping(self) -> None:  # noqa: B027 - optional hook, a no-op for in-process stores
+        """Raise :class:`~keyguard.core.errors.StoreUnavailable` if the backend is unreachable."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections. The store must not be used afterwards."""
+
+    def subscribe_invalidations(self, callback: Callable[[str], None]) -> bool:
+        """Call ``callback(key_id)`` when another process changes a key.
+
+        Returns whether the store can push invalidations at all; stores that cannot (SQLite,
+        memory) return ``False`` and caches rely on their freshness bound instead.
+        """
+        del callback
+        return False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
