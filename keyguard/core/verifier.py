@@ -159,6 +159,8 @@ class Verifier:
       cannot lock a key's owner out. ``None`` disables it.
     * ``trusted_proxies`` — how many proxies in front of the app append to
       ``X-Forwarded-For``; 0 (default) trusts no forwarded header and counts the peer address.
+    * ``read_only`` — never write to the store (no re-hash, no ``last_used_at``): for
+      diagnostics and CLI commands that must not change what a running service sees.
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class Verifier:
         legacy_headers: bool = True,
         brute_force: BruteForceGuard | Literal["default"] | None = "default",
         trusted_proxies: int = 0,
+        read_only: bool = False,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> None:
@@ -199,7 +202,8 @@ class Verifier:
         self.negative_cache_ttl = negative_cache_ttl
         self.max_header_length = max_header_length
         self.touch_interval = touch_interval
-        self.rehash = rehash
+        self.rehash = rehash and not read_only
+        self.read_only = read_only
         self._clock = clock
         self._monotonic = monotonic
         # cachetools caches are not thread-safe (even a get reorders the LRU list), and WSGI
@@ -392,6 +396,8 @@ class Verifier:
         return record.evolve(digest=self.hasher.digest(credential))
 
     def _due_touch(self, key_id: str, now: float) -> bool:
+        if self.read_only:
+            return False
         with self._lock:
             last = self._touched.get(key_id)
             if last is not None and now - last < self.touch_interval:

@@ -322,3 +322,12 @@ def test_threads_hammering_tiny_caches_never_raise(
     assert errors == []
     assert results
     assert all(results)
+
+
+def test_read_only_never_writes(store: CountingStore, factory: KeyFactory) -> None:
+    key = factory.issue()
+    before = store.get(key.key_id)
+    migrating = Hasher("p" * 32, pepper_from_env=False, accept_unpeppered=True)
+    v = Verifier(store, hasher=migrating, read_only=True)
+    assert v.verify(key.header).allowed
+    assert store.get(key.key_id) == before  # neither re-hashed nor touched
