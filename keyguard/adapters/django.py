@@ -42,6 +42,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar, cast
 
+from keyguard.adapters._extras import require_extra
+
+require_extra(__name__, "django", "django", "asgiref")
+
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured

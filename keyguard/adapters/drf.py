@@ -37,6 +37,10 @@ import types
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final, cast
 
+from keyguard.adapters._extras import require_extra
+
+require_extra(__name__, "django", "django", "rest_framework")
+
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import APIException, NotAuthenticated
 from rest_framework.permissions import BasePermission

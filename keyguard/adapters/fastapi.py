@@ -29,6 +29,10 @@ import weakref
 from collections.abc import Iterator
 from typing import Any, Final, NoReturn
 
+from keyguard.adapters._extras import require_extra
+
+require_extra(__name__, "fastapi", "fastapi", "starlette")
+
 from fastapi import FastAPI, Security
 from fastapi import routing as fastapi_routing
 from fastapi.dependencies.models import Dependant

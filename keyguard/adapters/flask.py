@@ -44,6 +44,10 @@ import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar, cast
 
+from keyguard.adapters._extras import require_extra
+
+require_extra(__name__, "flask", "flask")
+
 from flask import Flask, Response, current_app, has_app_context, request
 
 from keyguard.adapters._shared import (

@@ -22,6 +22,10 @@ import inspect
 from collections.abc import Callable, MutableMapping
 from typing import Any, ParamSpec, cast
 
+from keyguard.adapters._extras import require_extra
+
+require_extra(__name__, "starlette", "starlette")
+
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,

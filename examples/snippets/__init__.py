@@ -1,0 +1,1 @@
+"""Short programs the README quotes; ``tests/test_readme.py`` runs each one."""
