@@ -1,5 +1,8 @@
 """A FastAPI service protected by keyguard, shaped like the agent platform's API.
 
+Needs: pip install ".[fastapi,server]"   (from the repository root)
+Run:   python -m examples.fastapi_app
+
 Each route declares the scope it needs with a dependency; the dependency returns the caller's
 :class:`~keyguard.Principal`. ``guard.install(app)`` renders denials as problem+json and
 documents the ``UserKey`` scheme and every operation's scopes in ``/docs`` (paste

@@ -1,5 +1,8 @@
 """A platform-like Flask API protected by keyguard: one route policy, one extension.
 
+Needs: pip install ".[flask]"   (from the repository root)
+Run:   python -m examples.flask_app
+
 Run it with a throw-away in-memory store and a demo key printed at start-up::
 
     python -m examples.flask_app

@@ -1,5 +1,8 @@
 """A Starlette service behind keyguard's middleware, using Starlette's own ``requires``.
 
+Needs: pip install ".[starlette,server]"   (from the repository root)
+Run:   python -m examples.starlette_app
+
 :class:`KeyGuardMiddleware` authenticates every request except the public ``/health``: a
 missing or bad key is answered with problem+json before any view runs. The views then state
 their scopes with ``starlette.authentication.requires``, which sees keyguard's scopes through

@@ -1,5 +1,8 @@
 """Settings of a minimal Django project protected by keyguard (no database needed).
 
+Needs: pip install ".[django]"   (from the repository root)
+Run:   python examples/django_project/manage.py runserver
+
 Plain Django views are guarded by :class:`keyguard.adapters.django.KeyGuardMiddleware` and the
 route policy below; the DRF views under ``/api/`` additionally use keyguard's DRF
 authentication and scope permission (they reuse the principal the middleware verified).
