@@ -5,10 +5,17 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import queue
+import socket
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
+import httpx
 import pytest
 
 from keyguard import demo
@@ -197,3 +204,56 @@ def test_json_banner_flushes(fake_run: FakeRun) -> None:
     json_banner(DemoKeys(created={}, existing={}), "http://h:1", stream, store="s")
     assert json.loads(stream.getvalue()) == {"url": "http://h:1", "store": "s", "keys": {}}
     assert stream.flushed  # the server starts right after: the reader must not wait for it
+
+
+@pytest.mark.slow
+def test_demo_first_run_creates_its_store_through_the_cli(tmp_path: Path) -> None:
+    """The README's quick start: ``keyguard demo`` with no store yet, no ``keyguard init``."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGUARD_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keyguard", "demo", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    reader = threading.Thread(target=lambda: [lines.put(x) for x in stdout], daemon=True)
+    reader.start()
+    try:
+        banner: list[str] = []
+        while not any("admin key:" in line for line in banner):
+            banner.append(lines.get(timeout=60))
+        admin = next(line for line in banner if "admin key:" in line).split()[-1]
+        assert (tmp_path / "keyguard.db").exists()
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                assert proc.poll() is None, banner
+                time.sleep(0.1)
+        assert health.status_code == 200
+        agents = httpx.get(
+            f"http://127.0.0.1:{port}/agents",
+            headers={"Authorization": f"UserKey {admin}"},
+            timeout=5,
+        )
+        assert agents.status_code == 200
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+        stdout.close()
