@@ -5,78 +5,54 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from keyguard.core.keys import BASE62
-from keyguard.management import cli
 from keyguard.management.cli import SHOWN_ONCE, main, parse_duration, parse_time
+from keyguard.management.cli import parser as cli_parser
+from tests.management.cli_support import (
+    Runner,
+    assert_one_line_error,
+    console_script,
+    create,
+    entry_env,
+    init,
+    isolate,
+    run_process,
+    typo,
+)
 
-ENV_VARS = ("KEYGUARD_STORE_URL", "KEYGUARD_KEY_PREFIX", "KEYGUARD_PEPPER", "KEYGUARD_ACTOR")
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-RunFn = Callable[..., Result]
+RunFn = Runner
 
 
 @pytest.fixture
 def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for var in ENV_VARS:
-        monkeypatch.delenv(var, raising=False)
-    path = tmp_path / "k.db"
-    monkeypatch.setenv("KEYGUARD_STORE_URL", f"sqlite:///{path}")
-    monkeypatch.setenv("KEYGUARD_ACTOR", "tester")
-    return path
+    return isolate(tmp_path, monkeypatch)
 
 
 @pytest.fixture
-def run(db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> RunFn:
-    def _run(*args: str, stdin: str | None = None) -> Result:
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin or ""))
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return Result(code, captured.out, captured.err)
-
-    return _run
+def bare(db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Runner:
+    """The CLI, with no store created yet."""
+    return Runner(capsys, monkeypatch)
 
 
-def create(run: RunFn, *args: str) -> tuple[str, dict[str, Any]]:
-    r = run("keys", "create", "--json", *args)
-    assert r.code == 0, r.err
-    data = json.loads(r.out)
-    return data["key"], data["record"]
-
-
-def assert_one_line_error(r: Result, code: int = 1) -> None:
-    assert r.code == code
-    assert "Traceback" not in r.err
-    last = r.err.strip().splitlines()[-1]
-    assert last.startswith("keyguard"), r.err
-    assert "error:" in last, r.err
-    if code == 1:
-        assert len(r.err.strip().splitlines()) == 1, r.err
-
-
-def typo(key: str) -> str:
-    i = len(key) - 12
-    return key[:i] + BASE62[(BASE62.index(key[i]) + 1) % 62] + key[i + 1 :]
+@pytest.fixture
+def run(bare: Runner) -> Runner:
+    """The CLI, on a store made with ``keyguard init``."""
+    init(bare)
+    return bare
 
 
 # -- the acceptance flow ---------------------------------------------------------------------
-def test_acceptance_flow(run: RunFn) -> None:
+def test_acceptance_flow(bare: RunFn, db: Path) -> None:
+    run = bare
+    made = run("init")
+    assert made.code == 0, made.err
+    assert str(db) in made.out
+    assert db.exists()
     r = run(
         "keys",
         "create",
@@ -177,8 +153,6 @@ def test_verify_from_env_and_json(
     assert r.code == 1
     assert json.loads(r.out)["code"] == "invalid_api_key_format"
     assert "kg_nope" not in r.out
-    empty = run("keys", "verify", stdin="")
-    assert (empty.code, empty.out.split(":")[0]) == (1, "invalid")
     unset = run("keys", "verify", "--env", "NOT_SET_ANYWHERE")
     assert_one_line_error(unset, code=2)
 
@@ -199,6 +173,24 @@ def test_rotate_prints_the_new_key_once_and_honours_grace(run: RunFn) -> None:
     assert run("keys", "verify", stdin=newest).code == 0
     stale = run("keys", "verify", stdin=new)
     assert stale.out.startswith("invalid: invalid_api_key —")
+
+
+@pytest.mark.parametrize(
+    ("grace", "expected"),
+    [("2h", "valid until 20"), ("0", "no longer valid")],
+    ids=["grace", "no-grace"],
+)
+def test_rotate_says_once_what_the_old_secret_is_worth(
+    run: RunFn, grace: str, expected: str
+) -> None:
+    _, record = create(run, "--name", "rot")
+    r = run("keys", "rotate", record["key_id"], "--grace", grace)
+    assert r.code == 0, r.err
+    lines = [line for line in r.out.splitlines() if "old secret" in line]
+    assert len(lines) == 1, r.out
+    label, value = lines[0].split(None, 2)[:2], lines[0].split(None, 2)[2]
+    assert label == ["old", "secret"]
+    assert value.startswith(expected)
 
 
 def test_list_filters_paging_and_expiring(run: RunFn) -> None:
@@ -226,13 +218,7 @@ def test_list_filters_paging_and_expiring(run: RunFn) -> None:
     assert none.out == ""
 
 
-def test_scopes_and_audit(run: RunFn) -> None:
-    r = run("scopes", "--json")
-    scopes = json.loads(r.out)
-    assert len(scopes) == 15
-    assert "keys:manage" in scopes
-    assert "admin" in scopes
-    assert "agents:read" in run("scopes").out
+def test_audit(run: RunFn) -> None:
     _, record = create(run, "--name", "a")
     run("keys", "revoke", record["key_id"], "--reason", "bye")
     audit = json.loads(run("audit", "--json").out)
@@ -245,7 +231,7 @@ def test_scopes_and_audit(run: RunFn) -> None:
 
 def test_custom_prefix(run: RunFn, monkeypatch: pytest.MonkeyPatch) -> None:
     key, _ = create(run, "--name", "p")
-    r = run("--prefix", "acme", "keys", "create", "--name", "acme", "-q")
+    r = run("--prefix", "acme", "keys", "create", "--name", "acme", "--no-scopes", "-q")
     acme = r.out.strip()
     assert acme.startswith("acme_")
     assert run("--prefix", "acme", "keys", "verify", stdin=acme).code == 0
@@ -265,55 +251,118 @@ def test_custom_prefix(run: RunFn, monkeypatch: pytest.MonkeyPatch) -> None:
             id="unknown-scope",
         ),
         pytest.param(
-            ["keys", "create", "--name", "x", "--expires-in", "90 days"],
+            ["keys", "create", "--name", "x", "--expires-in", "90 days", "--no-scopes"],
             2,
             "invalid duration",
             id="bad-duration",
         ),
         pytest.param(
-            ["keys", "create", "--name", "x", "--expires-in", "1d1d"],
+            ["keys", "create", "--name", "x", "--expires-in", "1d1d", "--no-scopes"],
             2,
             "twice",
             id="repeated-unit",
         ),
         pytest.param(
-            ["keys", "create", "--name", "x", "--expires-at", "tomorrow"],
+            ["keys", "create", "--name", "x", "--expires-at", "tomorrow", "--no-scopes"],
             2,
             "invalid time",
             id="bad-time",
         ),
         pytest.param(
-            ["keys", "create", "--name", "x", "--expires-at", "2001-01-01"],
+            ["keys", "create", "--name", "x", "--expires-at", "2001-01-01", "--no-scopes"],
             1,
             "not in the future",
             id="past-time",
         ),
         pytest.param(
-            ["keys", "create", "--name", "x", "--rate-limit", "fast"], 1, "rate-limit", id="limit"
+            ["keys", "create", "--name", "x", "--rate-limit", "fast", "--no-scopes"],
+            1,
+            "rate-limit",
+            id="limit",
         ),
         pytest.param(
-            ["keys", "create", "--name", "x", "--meta", "novalue"], 2, "key=value", id="meta"
+            ["keys", "create", "--name", "x", "--meta", "novalue", "--no-scopes"],
+            2,
+            "key=value",
+            id="meta",
         ),
-        pytest.param(["keys", "create", "--name", ""], 1, "name", id="empty-name"),
+        pytest.param(["keys", "create", "--name", "", "--no-scopes"], 1, "name", id="empty-name"),
         pytest.param(["keys", "create"], 2, "--name", id="missing-name"),
         pytest.param(["keys", "show", "AAAAAAAAAAAA"], 1, "no key", id="unknown-id"),
         pytest.param(["keys", "revoke", "AAAAAAAAAAAA"], 2, "--reason", id="missing-reason"),
         pytest.param(["keys", "revoke", "AAAAAAAAAAAA", "--reason", " "], 1, "reason", id="blank"),
         pytest.param(["keys", "rotate", "AAAAAAAAAAAA", "--grace", "31d"], 1, "grace", id="grace"),
         pytest.param(["--store", "foo://bar", "keys", "list"], 1, "unknown store", id="scheme"),
-        pytest.param(["--store", "not a url", "keys", "create", "--name", "x"], 1, "URL", id="url"),
         pytest.param(
-            ["--store", "sqlite:////nonexistent/dir/k.db", "keys", "create", "--name", "x"],
+            ["--store", "not a url", "keys", "create", "--name", "x", "--no-scopes"],
+            1,
+            "URL",
+            id="url",
+        ),
+        pytest.param(
+            [
+                "--store",
+                "sqlite:////nonexistent/dir/k.db",
+                "keys",
+                "create",
+                "--name",
+                "x",
+                "--no-scopes",
+            ],
             1,
             "does not exist",
             id="bad-dir",
         ),
         pytest.param(
-            ["--prefix", "Bad_Prefix", "keys", "create", "--name", "x"], 1, "prefix", id="prefix"
+            ["--prefix", "Bad_Prefix", "keys", "create", "--name", "x", "--no-scopes"],
+            1,
+            "prefix",
+            id="prefix",
         ),
         pytest.param(["keys", "list", "--limit", "0"], 2, "positive", id="limit-0"),
         pytest.param(["keys", "list", "--status", "zombie"], 2, "invalid choice", id="status"),
         pytest.param(["keys", "list", "--cursor", "!!!"], 1, "cursor", id="cursor"),
+        pytest.param(
+            ["keys", "create", "--name", "x", "--no-scopes", "--expires-in", "-5d"],
+            2,
+            "argument --expires-in: invalid duration '-5d': a duration cannot be negative",
+            id="negative-expiry",
+        ),
+        pytest.param(
+            ["keys", "rotate", "AAAAAAAAAAAA", "--grace", "-1h"],
+            2,
+            "cannot be negative",
+            id="negative-grace",
+        ),
+        pytest.param(["keys", "expiring", "--within", "-2d"], 2, "negative", id="negative-within"),
+        pytest.param(["keys", "list", "--limit", "-5"], 2, "positive", id="negative-limit"),
+        pytest.param(
+            ["keys", "create", "--name", "x"],
+            2,
+            "keys create: give at least one --scope (see 'keyguard scopes'), or --no-scopes",
+            id="no-scope",
+        ),
+        pytest.param(
+            ["keys", "create", "--name", "x", "--scope", ","],
+            2,
+            "--no-scopes",
+            id="empty-scope",
+        ),
+        pytest.param(
+            ["keys", "create", "--name", "x", "--scope", "agents:read", "--no-scopes"],
+            2,
+            "not allowed with",
+            id="scope-and-no-scopes",
+        ),
+        pytest.param(["audit", "--key", "AAAAAAAAAAAA"], 1, "no key with id", id="audit-unknown"),
+        pytest.param(["audit", "--key", "not-an-id"], 1, "no key with id", id="audit-bad-id"),
+        pytest.param(
+            ["keys", "create", "--name"],
+            2,
+            "keys create: argument --name: expected one argument "
+            "(see 'keyguard keys create --help')",
+            id="usage-names-the-command",
+        ),
         pytest.param(["keys"], 2, "required", id="no-action"),
         pytest.param([], 2, "required", id="no-command"),
         pytest.param(["frobnicate"], 2, "invalid choice", id="unknown-command"),
@@ -325,18 +374,11 @@ def test_user_errors_are_one_line_without_traceback(
     code: int,
     needle: str,
 ) -> None:
-    create(run, "--name", "exists")  # so read-only commands find a store
+    create(run, "--name", "exists")
     r = run(*args)
-    assert_one_line_error(r, code)
-    assert needle in r.err.strip().splitlines()[-1]
+    line = assert_one_line_error(r, code)  # no usage block, no traceback: one line
+    assert needle in line
     assert r.out == ""
-
-
-def test_read_commands_do_not_create_a_store(run: RunFn, db: Path) -> None:
-    r = run("keys", "list")
-    assert_one_line_error(r)
-    assert "no key store" in r.err
-    assert not db.exists()
 
 
 def test_operation_errors(run: RunFn) -> None:
@@ -382,7 +424,7 @@ def test_extra_commands_and_last_resort_handling(
     def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         sub.add_parser("boom", help="test command").set_defaults(handler=handler)
 
-    monkeypatch.setattr(cli, "EXTRA_COMMANDS", [register])
+    monkeypatch.setattr(cli_parser, "EXTRA_COMMANDS", [register])
     r = run("boom")
     assert r.code == code
     assert "Traceback" not in r.err
@@ -454,74 +496,60 @@ def test_sqlite_files_never_contain_plaintext(run: RunFn, db: Path) -> None:
 
 
 # -- the installed entry points -----------------------------------------------------------------
-def _entry_env(db: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ENV_VARS}
-    env["KEYGUARD_STORE_URL"] = f"sqlite:///{db}"
-    return env
-
-
-def _console_script() -> str:
-    path = Path(sys.executable).parent / "keyguard"
-    if not path.exists():
-        pytest.skip("the keyguard console script is not installed (pip install -e .)")
-    return str(path)
-
-
-def test_console_script_create_and_verify(db: Path) -> None:
-    env = _entry_env(db)
-    created = subprocess.run(
-        [_console_script(), "keys", "create", "--name", "sub", "--scope", "agents:read", "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
+def test_console_script_init_create_and_verify(db: Path) -> None:
+    env = entry_env(db)
+    script = console_script()
+    made = run_process([script, "init"], env)
+    assert made.code == 0, made.err
+    created = run_process(
+        [script, "keys", "create", "--name", "sub", "--scope", "agents:read", "-q"], env
     )
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.strip()
-    assert SHOWN_ONCE in created.stderr
-    verified = subprocess.run(
-        [_console_script(), "keys", "verify"],
-        input=key + "\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stderr
-    assert verified.stdout.startswith("valid: ")
-    assert key.split("_")[2] not in verified.stdout + verified.stderr
+    assert created.code == 0, created.err
+    key = created.out.strip()
+    assert SHOWN_ONCE in created.err
+    verified = run_process([script, "keys", "verify"], env, stdin=key + "\n")
+    assert verified.code == 0, verified.err
+    assert verified.out.startswith("valid: ")
+    assert key.split("_")[2] not in verified.out + verified.err
+
+
+@pytest.mark.parametrize("ci", [True, False], ids=["ci", "local"])
+def test_a_missing_console_script_fails_under_ci(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ci: bool
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    if ci:
+        monkeypatch.setenv("CI", "true")
+        with pytest.raises(pytest.fail.Exception, match="CI=true"):
+            console_script()
+    else:
+        monkeypatch.delenv("CI", raising=False)
+        with pytest.raises(pytest.skip.Exception):
+            console_script()
 
 
 @pytest.mark.parametrize(
     ("args", "code"),
     [
         pytest.param(["keys", "show", "AAAAAAAAAAAA"], 1, id="unknown-key"),
-        pytest.param(["--store", "nope://x", "keys", "create", "--name", "x"], 1, id="bad-store"),
-        pytest.param(["keys", "create", "--name", "x", "--expires-in", "soon"], 2, id="usage"),
+        pytest.param(
+            ["--store", "nope://x", "keys", "create", "--name", "x", "--no-scopes"],
+            1,
+            id="bad-store",
+        ),
+        pytest.param(
+            ["keys", "create", "--name", "x", "--no-scopes", "--expires-in", "soon"],
+            2,
+            id="usage",
+        ),
+        pytest.param(["keys", "create", "--name", "x"], 2, id="no-scopes"),
     ],
 )
-def test_python_m_keyguard_errors_have_no_traceback(db: Path, args: list[str], code: int) -> None:
-    env = _entry_env(db)
-    subprocess.run(
-        [sys.executable, "-m", "keyguard", "keys", "create", "--name", "seed"],
-        capture_output=True,
-        env=env,
-        timeout=60,
-        check=True,
-    )
-    r = subprocess.run(
-        [sys.executable, "-m", "keyguard", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
-    assert r.returncode == code
-    assert "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith("keyguard")
+def test_python_m_keyguard_errors_are_one_line(db: Path, args: list[str], code: int) -> None:
+    env = entry_env(db)
+    assert run_process([sys.executable, "-m", "keyguard", "init"], env).code == 0
+    r = run_process([sys.executable, "-m", "keyguard", *args], env)
+    assert_one_line_error(r, code)
 
 
 @pytest.mark.parametrize("json_output", [False, True], ids=["table", "json"])
@@ -540,7 +568,7 @@ def test_a_closed_pipe_does_not_traceback(db: Path, json_output: bool) -> None:
         [sys.executable, "-m", "keyguard", "keys", "list", *(["--json"] if json_output else [])],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_entry_env(db),
+        env=entry_env(db),
     )
     assert proc.stdout is not None
     assert proc.stderr is not None
