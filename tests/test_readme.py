@@ -341,23 +341,22 @@ def test_development_block() -> None:
 @pytest.mark.slow
 def test_cli_block(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'keyguard.db'}"
-    with KeyManager(url) as keys:
-        created = keys.create("existing", ["agents:read"])
-    env = _shell_env(tmp_path)
-    env.update(KEY=created.plaintext, KEY_ID=created.key_id)
     script = run_block("cli").text.replace("sqlite:///./keyguard.db", url)
     result = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", script],
+        ["bash", "-euo", "pipefail", "-c", script + '\nprintf "KEY_ID=%s\\n" "$KEY_ID"'],
         cwd=tmp_path,
-        env=env,
+        env=_shell_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert created.plaintext not in result.stdout + result.stderr  # verify never echoes it
+    key_id = result.stdout.rsplit("KEY_ID=", 1)[1].strip()
     with KeyManager(url) as keys:
-        assert keys.get(created.key_id).status(time.time()).value == "revoked"
+        record = keys.get(key_id)
+        assert record.status(time.time()).value == "revoked"
+        assert record.rotated_at is not None
+        assert {e.action for e in keys.audit(key_id=key_id)} >= {"create", "rotate", "revoke"}
 
 
 @pytest.mark.slow
