@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from keyguard.adapters._shared import ANONYMOUS, build_verifier
+from keyguard.core.addresses import join_field_lines
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.policy import RoutePolicy
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
@@ -72,11 +73,10 @@ _ANONYMOUS_CREDENTIALS = KeyGuardCredentials(None)
 
 
 def forwarded_for(scope: Scope) -> bytes | None:
-    """The ``X-Forwarded-For`` value of an ASGI request (for the brute-force guard)."""
-    for name, value in scope["headers"]:
-        if name == _FORWARDED_FOR:
-            return value  # type: ignore[no-any-return]
-    return None
+    """The ``X-Forwarded-For`` value of an ASGI request (for the brute-force guard): every
+    line of it, in order, joined as one list (:func:`~keyguard.core.addresses.join_field_lines`);
+    ``None`` without one."""
+    return join_field_lines([value for name, value in scope["headers"] if name == _FORWARDED_FOR])
 
 
 def problem_messages(
@@ -120,14 +120,14 @@ class KeyGuardMiddleware:
             return
         authorization: list[bytes] = []
         request_id: bytes | None = None
-        forwarded: bytes | None = None
+        forwarded: list[bytes] = []
         for name, value in scope["headers"]:
             if name == _AUTHORIZATION:
                 authorization.append(value)
             elif name == _REQUEST_ID:
                 request_id = value
             elif name == _FORWARDED_FOR:
-                forwarded = value
+                forwarded.append(value)
         method = scope.get("method", "GET") if kind == "http" else "GET"
         header = authorization[0] if len(authorization) == 1 else (authorization or None)
         path = scope["path"]
@@ -135,7 +135,11 @@ class KeyGuardMiddleware:
         decision = verifier.verify_nowait(header, method, path)
         if decision is None:
             decision = await verifier.averify(
-                header, method, path, peer=scope.get("client"), forwarded_for=forwarded
+                header,
+                method,
+                path,
+                peer=scope.get("client"),
+                forwarded_for=join_field_lines(forwarded),
             )
         if not decision.allowed:
             if kind == "http":

@@ -28,7 +28,9 @@ With :func:`exception_handler` configured they are rendered exactly like the mid
 ``Retry-After``); without it DRF's own handler still sends the right status, the code (as the
 ``ErrorDetail`` code), ``WWW-Authenticate`` and ``Retry-After``. Behind
 :class:`~keyguard.adapters.django.KeyGuardMiddleware` the principal it verified is reused:
-one verification (and one rate-limit charge) per request.
+one verification (and one rate-limit charge) per request. Without it, a failed key is counted
+by the verifier's brute-force guard here, for the same client address the middleware would
+use (``REMOTE_ADDR``, ``X-Forwarded-For`` with ``trusted_proxies``).
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from rest_framework.permissions import BasePermission
 from keyguard.adapters.django import PRINCIPAL_ATTR, denial_response, get_config
 from keyguard.adapters.wsgi import authorization_from_environ
 from keyguard.core import decision as d
+from keyguard.core.addresses import client_address
+from keyguard.core.bruteforce import judge_failure
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError, ErrorCode
 from keyguard.core.scopes import DENY, Requirement, as_requirement
@@ -166,9 +170,19 @@ class KeyGuardAuthentication(BaseAuthentication):  # type: ignore[misc]  # DRF i
         principal = getattr(django_request, PRINCIPAL_ATTR, None)
         if principal is None:
             verifier = get_config().verifier
-            decision = verifier.authenticate(authorization_from_environ(request.META))
+            meta = request.META
+            decision = verifier.authenticate(authorization_from_environ(meta))
             if decision.code is ErrorCode.MISSING_API_KEY:
                 return None
+            guard = verifier.brute_force
+            if guard is not None and not decision.allowed:
+                # What the middleware's verify() does: a guess counts against its address.
+                client = client_address(
+                    meta.get("REMOTE_ADDR"),
+                    meta.get("HTTP_X_FORWARDED_FOR"),
+                    trusted_proxies=verifier.trusted_proxies,
+                )
+                decision = judge_failure(guard, decision, client)
             # Without the middleware, DRF views are rate-limited here, once per request.
             decision = verifier.rate_limit(decision)
             if not decision.allowed:

@@ -4,7 +4,11 @@ Security notes:
 
 * WSGI servers join repeated header fields with commas, so a ``HTTP_AUTHORIZATION`` value
   containing a comma is treated as two ``Authorization`` headers and refused with
-  ``invalid_request`` — a keyguard key never contains a comma.
+  ``invalid_request`` — a keyguard key never contains a comma. The same joining makes
+  ``HTTP_X_FORWARDED_FOR`` the whole ``X-Forwarded-For`` list, every line in order (gunicorn,
+  Werkzeug, wsgiref and Django's ASGI handler all do it), which is what the brute-force guard
+  reads — the ASGI adapters join the lines the same way
+  (:func:`~keyguard.core.addresses.join_field_lines`).
 * The check runs synchronously in the worker thread, as WSGI expects: no event loop is
   started inside a request.
 * Nothing reaches the wrapped application on a denial. On success the principal is in
