@@ -116,9 +116,9 @@ def test_brute_force_guard_blocks_the_guessing_address_only(
     world = limited_world(clock, brute_force=BruteForceGuard(threshold=5, window=60, clock=clock))
     send = adapter(world)
     guess = [("Authorization", world.header("unknown"))]
-    codes = [json.loads(send("GET", "/agents", guess).body)["code"] for _ in range(6)]
-    assert codes[:4] == ["invalid_api_key"] * 4
-    assert codes[4:] == ["rate_limited"] * 2
+    codes = [json.loads(send("GET", "/agents", guess).body)["code"] for _ in range(7)]
+    assert codes[:5] == ["invalid_api_key"] * 5
+    assert codes[5:] == ["rate_limited"] * 2
     # The real owner of a key, even from the very same address, is never locked out.
     assert send("GET", "/agents", [("Authorization", world.header("reader"))]).status == 200
 
@@ -133,8 +133,8 @@ def test_brute_force_guard_counts_the_forwarded_client_behind_a_trusted_proxy() 
     send = asgi(world)
     attacker = [("Authorization", world.header("unknown")), ("X-Forwarded-For", "203.0.113.9")]
     other = [("Authorization", world.header("unknown")), ("X-Forwarded-For", "198.51.100.7")]
-    statuses = [send("GET", "/agents", attacker).status for _ in range(4)]
-    assert statuses == [401, 401, 429, 429]
+    statuses = [send("GET", "/agents", attacker).status for _ in range(5)]
+    assert statuses == [401, 401, 401, 429, 429]
     assert send("GET", "/agents", other).status == 401
 
 

@@ -287,7 +287,14 @@ def test_threads_hammering_tiny_caches_never_raise(
     from keyguard.core.keys import KeyFormat
 
     keys = [factory.issue() for _ in range(20)]
-    v = make(store, cache_size=4, negative_cache_size=4, cache_ttl=0.001, rate_limits=None)
+    v = make(
+        store,
+        cache_size=4,
+        negative_cache_size=4,
+        cache_ttl=0.001,
+        rate_limits=None,
+        brute_force=None,
+    )
     fmt = KeyFormat()
     errors: list[BaseException] = []
     results: list[bool] = []
