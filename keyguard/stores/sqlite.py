@@ -130,6 +130,9 @@ _UPDATE: Final = (
     " THEN last_used_at ELSE :last_used_at END"
     " WHERE key_id = :key_id AND version = :expected_version"
 )
+_INSERT_AUDIT: Final = (
+    "INSERT INTO keyguard_audit (at, action, key_id, actor, details) VALUES (?, ?, ?, ?, ?)"
+)
 _STATUS_SQL: Final = {
     KeyStatus.ACTIVE: "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > :now)",
     KeyStatus.EXPIRED: "revoked_at IS NULL AND expires_at <= :now",
@@ -194,6 +197,14 @@ def _encode(record: KeyRecord) -> dict[str, Any]:
             f"key {record.key_id}: scopes and metadata must be JSON-serialisable ({exc})"
         ) from None
     return params
+
+
+def _audit_params(event: AuditEvent) -> tuple[Any, ...]:
+    try:
+        details = dumps_metadata(event.details)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"audit details must be JSON-serialisable ({exc})") from None
+    return (event.at, event.action, event.key_id, event.actor, details)
 
 
 def _decode(row: tuple[Any, ...]) -> KeyRecord:
@@ -450,21 +461,26 @@ class SQLiteStore(KeyStore):
         self._run(op, write=True)
 
     # -- management ----------------------------------------------------------------------
-    def create(self, record: KeyRecord) -> None:
+    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         params = _encode(record)
+        event = None if audit is None else _audit_params(audit)
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> None:
             try:
-                return conn.execute(_INSERT, params).rowcount
+                inserted = conn.execute(_INSERT, params).rowcount
             except sqlite3.IntegrityError as exc:
                 raise ConfigurationError(f"key {record.key_id}: invalid record ({exc})") from None
+            if not inserted:
+                raise KeyExists(f"key {record.key_id} exists already")
+            if event is not None:
+                conn.execute(_INSERT_AUDIT, event)
 
-        if self._run(op, write=True) == 0:
-            raise KeyExists(f"key {record.key_id} exists already")
+        self._run(op, write=True)
 
-    def update(self, record: KeyRecord) -> None:
+    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         params = _encode(record)
         params["expected_version"] = record.version - 1
+        event = None if audit is None else _audit_params(audit)
 
         def op(conn: sqlite3.Connection) -> None:
             try:
@@ -472,6 +488,9 @@ class SQLiteStore(KeyStore):
             except sqlite3.IntegrityError as exc:
                 raise ConfigurationError(f"key {record.key_id}: invalid record ({exc})") from None
             if changed:
+                # Same transaction: the change and its audit event commit together or not at all.
+                if event is not None:
+                    conn.execute(_INSERT_AUDIT, event)
                 return
             exists = conn.execute(
                 "SELECT 1 FROM keyguard_keys WHERE key_id = ?", (record.key_id,)
@@ -525,18 +544,10 @@ class SQLiteStore(KeyStore):
         return Page(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
 
     def add_audit(self, event: AuditEvent) -> None:
-        try:
-            details = dumps_metadata(event.details)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"audit details must be JSON-serialisable ({exc})") from None
-        params = (event.at, event.action, event.key_id, event.actor, details)
+        params = _audit_params(event)
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO keyguard_audit (at, action, key_id, actor, details)"
-                " VALUES (?, ?, ?, ?, ?)",
-                params,
-            )
+            conn.execute(_INSERT_AUDIT, params)
 
         self._run(op, write=True)
 

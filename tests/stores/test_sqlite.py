@@ -152,6 +152,31 @@ def test_migrations_apply_in_order_inside_one_transaction(
         assert conn.execute("SELECT x FROM extra").fetchall() == [(42,)]
 
 
+# -- a change and its audit event ----------------------------------------------------------
+def test_a_failing_audit_insert_rolls_the_change_back(db: Path) -> None:
+    """The audit row is written inside the change's transaction: if it cannot be written,
+    the change is not committed either."""
+    with SQLiteStore(db) as store:
+        rec = record()
+        store.create(rec)
+        with raw(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER no_audit BEFORE INSERT ON keyguard_audit"
+                " BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
+            )
+        event = AuditEvent(at=1.0, action="update", key_id=rec.key_id, actor="a")
+        with pytest.raises(StoreUnavailable):
+            store.update(rec.evolve(name="renamed"), audit=event)
+        assert store.get(rec.key_id) == rec
+        with pytest.raises(StoreUnavailable):
+            store.create(record("other0000001"), audit=event)
+        assert store.get("other0000001") is None
+        store.update(rec.evolve(name="renamed"))  # without an event, the change goes through
+        got = store.get(rec.key_id)
+        assert got is not None
+        assert got.name == "renamed"
+
+
 # -- files ----------------------------------------------------------------------------------
 @posix_only
 def test_files_are_private(db: Path) -> None:
