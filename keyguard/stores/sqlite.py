@@ -7,8 +7,10 @@ ordinary contention, and a bounded retry loop with jittered backoff absorbs the 
 cases the busy handler does not cover. The schema is versioned: migrations run in order inside
 one transaction, and a file written by a newer keyguard is refused rather than misread. Records
 are stored column by column (scopes and metadata as canonical JSON); the file never holds
-anything but digests, and it is created with mode 0600. Every SQLite failure reaches callers as
-:class:`~keyguard.core.errors.StoreUnavailable` naming the file, never with key material.
+anything but digests, and it and its ``-wal``/``-shm`` files are private to their owner (mode
+0600: created so, tightened when found otherwise; see :mod:`keyguard.stores._files`). Every
+SQLite failure reaches callers as :class:`~keyguard.core.errors.StoreUnavailable` naming the
+file, never with key material.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from keyguard.core.errors import (
     StoreUnavailable,
 )
 from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page, dumps_metadata
+from keyguard.stores._files import create_private, make_private
 from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor
 
 T = TypeVar("T")
@@ -259,7 +262,8 @@ class SQLiteStore(KeyStore):
                 raise ConfigurationError(
                     f"the directory of the SQLite store {self._path!r} does not exist"
                 )
-            self._create_private_file()
+            create_private(self._path)
+            make_private(self._path)
         self._initialise()
 
     @classmethod
@@ -294,19 +298,6 @@ class SQLiteStore(KeyStore):
         return self._path
 
     # -- connections -------------------------------------------------------------------
-    def _create_private_file(self) -> None:
-        # Create the file ourselves so that it is never world-readable, even for a moment;
-        # SQLite gives the -wal and -shm files the same mode as the database file.
-        try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"cannot create the SQLite store {self._path!r}: {exc.strerror}"
-            ) from exc
-        os.close(fd)
-
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
