@@ -45,10 +45,7 @@ from keyguard.management.authority import authorize, may_manage
 from keyguard.management.reader import DEFAULT_EXPIRING_SOON, KeyReader
 from keyguard.management.validation import (
     MAX_ACTOR_LENGTH,
-    MAX_METADATA_BYTES,
     MAX_NAME_LENGTH,
-    MAX_OWNER_LENGTH,
-    MAX_REASON_LENGTH,
     MAX_TIMESTAMP,
     UNSET,
     Duration,
@@ -65,17 +62,6 @@ __all__ = [
     "CreatedKey",
     "KeyManager",
 ]
-
-# Re-exported for callers of the pre-split module.
-_Unset = Unset
-_REEXPORTED = (
-    MAX_ACTOR_LENGTH,
-    MAX_METADATA_BYTES,
-    MAX_NAME_LENGTH,
-    MAX_OWNER_LENGTH,
-    MAX_REASON_LENGTH,
-    MAX_TIMESTAMP,
-)
 
 logger = logging.getLogger("keyguard.management")
 
