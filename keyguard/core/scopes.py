@@ -9,13 +9,24 @@ expanded, lookups precomputed) so that the per-request check is a few set lookup
 :class:`Requirement` trees (:func:`require`, :func:`all_of`, :func:`any_of`) are evaluated
 against it; :class:`ScopeCatalog` declares which scopes exist, validates new keys against
 them, and decides whether one key may hand its scopes to another without escalating.
+
+**Privileged scopes are never reached by a wildcard.** The key-management scope
+(``keys:manage``, or whatever :meth:`ScopeCatalog.platform` is given as ``manage_scope``) is
+satisfied only by itself or ``admin``: ``*:*``, ``*:manage`` and ``keys:*`` do not grant it,
+so an operator who hands out ``*:manage`` to run workflows and runners does not hand out key
+management by accident. The same holds everywhere scopes are compared: in
+:meth:`Grants.satisfies` (routes that require ``keys:manage``), in :func:`grant_satisfies`,
+in :meth:`ScopeCatalog.covers` (a ``*:*`` key cannot mint a ``keys:manage`` key) and in the
+implications, which fire on a privileged source only for an exact grant. ``*:*`` itself stays
+a valid grant: it reaches neither ``admin`` nor a privileged scope, so it is "every ordinary
+``resource:action`` scope", not a back door to either.
 """
 
 from __future__ import annotations
 
 import abc
 import re
-from collections.abc import ItemsView, Iterable, Iterator, Mapping
+from collections.abc import Callable, ItemsView, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import ClassVar, Final, NoReturn
 
@@ -24,6 +35,7 @@ from keyguard.core.errors import ConfigurationError, ScopeError
 __all__ = [
     "ADMIN",
     "AUTHENTICATED",
+    "DEFAULT_PRIVILEGED",
     "DENY",
     "MANAGE_SCOPE",
     "PLATFORM_SCOPES",
@@ -45,6 +57,8 @@ __all__ = [
 ADMIN: Final = "admin"
 MANAGE_SCOPE: Final = "keys:manage"
 WILDCARD: Final = "*"
+#: Scopes only an exact grant (or ``admin``) satisfies, never a wildcard: see the module docs.
+DEFAULT_PRIVILEGED: Final = frozenset({MANAGE_SCOPE})
 
 #: The platform's 14 scopes, in the order its documentation lists them.
 PLATFORM_SCOPES: Final[Mapping[str, str]] = MappingProxyType(
@@ -113,15 +127,20 @@ def parse_grant(s: str) -> str:
     _bad_scope(s, "granted")
 
 
-def grant_satisfies(grant: str, required: str) -> bool:
+def grant_satisfies(
+    grant: str, required: str, privileged: frozenset[str] = DEFAULT_PRIVILEGED
+) -> bool:
     """Whether one (valid) grant satisfies one (valid) required scope.
 
     The reference semantics that :meth:`Grants.satisfies` precomputes. Given a wildcard
     grant as ``required`` it answers "is ``grant`` at least as broad?" (a ``*`` is matched
-    only by a ``*``), which is what :meth:`ScopeCatalog.covers` relies on.
+    only by a ``*``), which is what :meth:`ScopeCatalog.covers` relies on. A ``privileged``
+    scope is satisfied only by itself or ``admin``, never by a wildcard.
     """
     if grant in (ADMIN, required):
         return True
+    if required in privileged:
+        return False
     g_res, g_sep, g_act = grant.partition(":")
     r_res, r_sep, r_act = required.partition(":")
     if not (g_sep and r_sep):
@@ -154,7 +173,15 @@ def _normalize_implications(
     return normalized
 
 
-def _expand(scopes: set[str], implications: Mapping[str, frozenset[str]]) -> set[str]:
+def _privileged(scopes: Iterable[str]) -> frozenset[str]:
+    return frozenset(parse_required(s) for s in _scope_list(scopes, "privileged scopes"))
+
+
+def _expand(
+    scopes: set[str],
+    implications: Mapping[str, frozenset[str]],
+    privileged: frozenset[str] = DEFAULT_PRIVILEGED,
+) -> set[str]:
     """Close ``scopes`` under ``implications`` (in place, and returned).
 
     An implication fires when the grants *satisfy* its source, not only when they contain
@@ -168,7 +195,7 @@ def _expand(scopes: set[str], implications: Mapping[str, frozenset[str]]) -> set
     while changed and pending:
         changed = False
         for source, implied in list(pending.items()):
-            if any(grant_satisfies(g, source) for g in scopes):
+            if any(grant_satisfies(g, source, privileged) for g in scopes):
                 del pending[source]
                 if not implied <= scopes:
                     scopes |= implied
@@ -180,12 +207,23 @@ class Grants:
     """The scopes one key holds, preprocessed for the per-request check.
 
     Build it once per key (on cache fill), then call :meth:`satisfies` on every request:
-    the admin flag, one exact lookup and, only for keys holding wildcards, two more.
+    the admin flag, one exact lookup and, only for keys holding wildcards, three more.
     ``in``/iteration/``len`` work on the exact (expanded) grant strings; use
-    :meth:`satisfies` to ask whether a requirement is met.
+    :meth:`satisfies` to ask whether a requirement is met. ``privileged`` names the scopes no
+    wildcard satisfies (default: ``keys:manage``); :meth:`ScopeCatalog.grants` passes the
+    catalog's own.
     """
 
-    __slots__ = ("_actions", "_admin", "_any_pair", "_hash", "_resources", "_wild", "scopes")
+    __slots__ = (
+        "_actions",
+        "_admin",
+        "_any_pair",
+        "_hash",
+        "_privileged",
+        "_resources",
+        "_wild",
+        "scopes",
+    )
 
     scopes: frozenset[str]
     _admin: bool
@@ -193,18 +231,22 @@ class Grants:
     _any_pair: bool
     _resources: frozenset[str]
     _actions: frozenset[str]
+    _privileged: frozenset[str]
     _hash: int
 
     def __init__(
         self,
         scopes: Iterable[str],
         implications: Mapping[str, Iterable[str]] | None = None,
+        *,
+        privileged: Iterable[str] = DEFAULT_PRIVILEGED,
     ) -> None:
         held = {parse_grant(s) for s in _scope_list(scopes, "Grants scopes")}
         impl = _normalize_implications(implications)
+        exact_only = privileged if privileged is DEFAULT_PRIVILEGED else _privileged(privileged)
         # admin already satisfies every source and target: expanding would only bloat .scopes.
         if impl and ADMIN not in held:
-            _expand(held, impl)
+            _expand(held, impl, exact_only)
         resources = frozenset(s[:-2] for s in held if s.endswith(":*") and not s.startswith("*:"))
         actions = frozenset(s[2:] for s in held if s.startswith("*:") and s != "*:*")
         init = object.__setattr__
@@ -214,13 +256,19 @@ class Grants:
         init(self, "_resources", resources)
         init(self, "_actions", actions)
         init(self, "_wild", bool(resources or actions) or "*:*" in held)
-        init(self, "_hash", hash(self.scopes))
+        init(self, "_privileged", frozenset(exact_only))
+        init(self, "_hash", hash((self.scopes, self._privileged)))
+
+    @property
+    def privileged(self) -> frozenset[str]:
+        """The scopes these grants satisfy only exactly (or through ``admin``)."""
+        return self._privileged
 
     def satisfies(self, required: str) -> bool:
         """Whether these grants satisfy one required scope (hot path: no validation)."""
         if self._admin or required in self.scopes:
             return True
-        if not self._wild:
+        if not self._wild or required in self._privileged:
             return False
         resource, sep, action = required.partition(":")
         if not sep:
@@ -238,7 +286,7 @@ class Grants:
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Grants):
-            return self.scopes == other.scopes
+            return self.scopes == other.scopes and self._privileged == other._privileged
         return NotImplemented
 
     def __hash__(self) -> int:
@@ -253,10 +301,16 @@ class Grants:
     def __delattr__(self, name: str) -> NoReturn:
         raise AttributeError(f"{type(self).__name__} is immutable")
 
-    def __reduce__(self) -> tuple[type[Grants], tuple[tuple[str, ...]]]:
+    def __reduce__(
+        self,
+    ) -> tuple[Callable[[tuple[str, ...], tuple[str, ...]], Grants], tuple[tuple[str, ...], ...]]:
         # Slots without __dict__ and a blocking __setattr__ defeat default pickling;
         # the expanded scopes rebuild an equal object without the implications.
-        return (Grants, (tuple(sorted(self.scopes)),))
+        return (_rebuild_grants, (tuple(sorted(self.scopes)), tuple(sorted(self._privileged))))
+
+
+def _rebuild_grants(scopes: tuple[str, ...], privileged: tuple[str, ...]) -> Grants:
+    return Grants(scopes, privileged=privileged)
 
 
 class Requirement(abc.ABC):
@@ -498,16 +552,27 @@ class ScopeCatalog:
     Keys may only be created with scopes from the catalog (wildcards allowed when they
     match at least one catalog scope). Implications are opt-in: ``{"agents:write":
     ["agents:read"]}`` makes every key holding ``agents:write`` hold ``agents:read`` too.
+    ``privileged`` scopes (default: ``keys:manage``) are satisfied only by themselves or
+    ``admin``, never by a wildcard grant (see the module docstring).
     """
 
-    __slots__ = ("_actions", "_any_pair", "_implications", "_resources", "_scopes")
+    __slots__ = (
+        "_actions",
+        "_any_pair",
+        "_implications",
+        "_privileged",
+        "_resources",
+        "_scopes",
+    )
 
     def __init__(
         self,
         scopes: Mapping[str, str] | Iterable[str],
         *,
         implications: Mapping[str, Iterable[str]] | None = None,
+        privileged: Iterable[str] = DEFAULT_PRIVILEGED,
     ) -> None:
+        self._privileged = _privileged(privileged)
         if isinstance(scopes, Mapping):
             pairs = [(parse_required(k), str(v)) for k, v in scopes.items()]
         else:
@@ -532,12 +597,15 @@ class ScopeCatalog:
         extra: Mapping[str, str] | None = None,
         implications: Mapping[str, Iterable[str]] | None = None,
     ) -> ScopeCatalog:
-        """The platform's 14 scopes plus the key-management scope (and any ``extra``)."""
+        """The platform's 14 scopes plus the key-management scope (and any ``extra``).
+
+        The management scope is privileged: no wildcard grant satisfies it.
+        """
         scopes = dict(PLATFORM_SCOPES)
         scopes.setdefault(parse_required(manage_scope), _MANAGE_DESCRIPTION)
         if extra:
             scopes.update(extra)
-        return cls(scopes, implications=implications)
+        return cls(scopes, implications=implications, privileged=(manage_scope,))
 
     def _known(self, grant: str) -> bool:
         if grant in self._scopes:
@@ -589,12 +657,17 @@ class ScopeCatalog:
         (:meth:`validate`), and a key minted before a scope left the catalog keeps
         working rather than failing every request with an exception.
         """
-        return Grants(scopes, self._implications)
+        return Grants(scopes, self._implications, privileged=self._privileged)
+
+    @property
+    def privileged(self) -> frozenset[str]:
+        """The scopes only an exact grant or ``admin`` satisfies (never a wildcard)."""
+        return self._privileged
 
     def matching(self, grant: str) -> tuple[str, ...]:
         """The catalog scopes a grant satisfies, sorted (expands wildcards and admin)."""
         parse_grant(grant)
-        return tuple(s for s in self._scopes if grant_satisfies(grant, s))
+        return tuple(s for s in self._scopes if grant_satisfies(grant, s, self._privileged))
 
     def covers(
         self, parent_scopes: Iterable[str] | Grants, child_scopes: Iterable[str] | Grants
@@ -612,11 +685,14 @@ class ScopeCatalog:
         if ADMIN in parent:
             return True
         child = self._closure(child_scopes)
-        return all(c in parent or any(grant_satisfies(p, c) for p in parent) for c in child)
+        privileged = self._privileged
+        return all(
+            c in parent or any(grant_satisfies(p, c, privileged) for p in parent) for c in child
+        )
 
     def _closure(self, scopes: Iterable[str] | Grants) -> frozenset[str]:
         raw = scopes.scopes if isinstance(scopes, Grants) else scopes
-        return Grants(raw, self._implications).scopes
+        return Grants(raw, self._implications, privileged=self._privileged).scopes
 
     @property
     def implications(self) -> Mapping[str, frozenset[str]]:

@@ -5,8 +5,10 @@ It lives in ``core`` because the verifier depends on it; the backends that imple
 :class:`~keyguard.core.records.KeyRecord` values, an append-only audit log and a few
 deployment-wide settings. The request path needs only :meth:`KeyStore.get` /
 :meth:`KeyStore.aget` (and the throttled ``touch``); everything else serves key management.
-Stores raise :class:`~keyguard.core.errors.StoreUnavailable` when their backend cannot be
-reached, and nothing else for infrastructure trouble. Async methods default to running the sync
+A mutation and its audit event are one transaction (:meth:`KeyStore.create` and
+:meth:`KeyStore.update` take the event). Stores raise
+:class:`~keyguard.core.errors.StoreUnavailable` when their backend cannot be reached, and
+nothing else for infrastructure trouble. Async methods default to running the sync
 ones in a worker thread, so a blocking backend never blocks the event loop; native-async backends
 override them.
 """
@@ -55,15 +57,21 @@ class KeyStore(abc.ABC):
 
     # -- management ---------------------------------------------------------------------
     @abc.abstractmethod
-    def create(self, record: KeyRecord) -> None:
-        """Insert a new record; :class:`~keyguard.core.errors.KeyExists` if the id is taken."""
+    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+        """Insert a new record; :class:`~keyguard.core.errors.KeyExists` if the id is taken.
+
+        ``audit`` is appended in the same transaction: either both are stored or neither is
+        (a process killed mid-way never leaves a change without its audit event).
+        """
 
     @abc.abstractmethod
-    def update(self, record: KeyRecord) -> None:
+    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         """Replace a record whose stored version is ``record.version - 1``.
 
         Raises :class:`~keyguard.core.errors.KeyNotFound` if it does not exist and
-        :class:`~keyguard.core.errors.ConflictError` if another writer got there first.
+        :class:`~keyguard.core.errors.ConflictError` if another writer got there first; then
+        ``audit`` is not written either. Otherwise ``audit`` is appended in the same
+        transaction as the change.
         """
 
     @abc.abstractmethod
@@ -81,7 +89,7 @@ class KeyStore(abc.ABC):
 
     @abc.abstractmethod
     def add_audit(self, event: AuditEvent) -> None:
-        """Append an audit event."""
+        """Append a standalone audit event (one that goes with no change, e.g. a refusal)."""
 
     @abc.abstractmethod
     def audit(self, *, key_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:

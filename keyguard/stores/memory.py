@@ -12,8 +12,8 @@ import time
 from collections import deque
 from dataclasses import replace
 
-from keyguard.core.errors import ConflictError, KeyExists, KeyNotFound
-from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page
+from keyguard.core.errors import ConfigurationError, ConflictError, KeyExists, KeyNotFound
+from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page, dumps_metadata
 from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor, matches
 
 
@@ -43,13 +43,17 @@ class MemoryStore(KeyStore):
             if rec is not None and (rec.last_used_at is None or rec.last_used_at < at):
                 self._records[key_id] = replace(rec, last_used_at=at)
 
-    def create(self, record: KeyRecord) -> None:
+    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+        _check_event(audit)
         with self._lock:
             if record.key_id in self._records:
                 raise KeyExists(f"key {record.key_id} exists already")
             self._records[record.key_id] = record
+            if audit is not None:
+                self._audit.append(audit)
 
-    def update(self, record: KeyRecord) -> None:
+    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+        _check_event(audit)
         with self._lock:
             current = self._records.get(record.key_id)
             if current is None:
@@ -60,6 +64,8 @@ class MemoryStore(KeyStore):
             if (current.last_used_at or 0) > (record.last_used_at or 0):
                 record = replace(record, last_used_at=current.last_used_at)
             self._records[record.key_id] = record
+            if audit is not None:
+                self._audit.append(audit)
 
     def list(
         self,
@@ -89,6 +95,7 @@ class MemoryStore(KeyStore):
         return Page(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
 
     def add_audit(self, event: AuditEvent) -> None:
+        _check_event(event)
         with self._lock:
             self._audit.append(event)
 
@@ -111,3 +118,13 @@ class MemoryStore(KeyStore):
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._records)})"
+
+
+def _check_event(event: AuditEvent | None) -> None:
+    """Refuse what a persistent store could not write, so this reference store agrees."""
+    if event is None:
+        return
+    try:
+        dumps_metadata(event.details)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"audit details must be JSON-serialisable ({exc})") from None

@@ -7,8 +7,10 @@ ordinary contention, and a bounded retry loop with jittered backoff absorbs the 
 cases the busy handler does not cover. The schema is versioned: migrations run in order inside
 one transaction, and a file written by a newer keyguard is refused rather than misread. Records
 are stored column by column (scopes and metadata as canonical JSON); the file never holds
-anything but digests, and it is created with mode 0600. Every SQLite failure reaches callers as
-:class:`~keyguard.core.errors.StoreUnavailable` naming the file, never with key material.
+anything but digests, and it and its ``-wal``/``-shm`` files are private to their owner (mode
+0600: created so, tightened when found otherwise; see :mod:`keyguard.stores._files`). Every
+SQLite failure reaches callers as :class:`~keyguard.core.errors.StoreUnavailable` naming the
+file, never with key material.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from keyguard.core.errors import (
     StoreUnavailable,
 )
 from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page, dumps_metadata
+from keyguard.stores._files import create_private, make_private
 from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor
 
 T = TypeVar("T")
@@ -130,6 +133,9 @@ _UPDATE: Final = (
     " THEN last_used_at ELSE :last_used_at END"
     " WHERE key_id = :key_id AND version = :expected_version"
 )
+_INSERT_AUDIT: Final = (
+    "INSERT INTO keyguard_audit (at, action, key_id, actor, details) VALUES (?, ?, ?, ?, ?)"
+)
 _STATUS_SQL: Final = {
     KeyStatus.ACTIVE: "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > :now)",
     KeyStatus.EXPIRED: "revoked_at IS NULL AND expires_at <= :now",
@@ -196,6 +202,14 @@ def _encode(record: KeyRecord) -> dict[str, Any]:
     return params
 
 
+def _audit_params(event: AuditEvent) -> tuple[Any, ...]:
+    try:
+        details = dumps_metadata(event.details)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"audit details must be JSON-serialisable ({exc})") from None
+    return (event.at, event.action, event.key_id, event.actor, details)
+
+
 def _decode(row: tuple[Any, ...]) -> KeyRecord:
     values = dict(zip(COLUMNS, row, strict=True))
     values["scopes"] = frozenset(json.loads(values["scopes"]))
@@ -248,7 +262,8 @@ class SQLiteStore(KeyStore):
                 raise ConfigurationError(
                     f"the directory of the SQLite store {self._path!r} does not exist"
                 )
-            self._create_private_file()
+            create_private(self._path)
+            make_private(self._path)
         self._initialise()
 
     @classmethod
@@ -283,19 +298,6 @@ class SQLiteStore(KeyStore):
         return self._path
 
     # -- connections -------------------------------------------------------------------
-    def _create_private_file(self) -> None:
-        # Create the file ourselves so that it is never world-readable, even for a moment;
-        # SQLite gives the -wal and -shm files the same mode as the database file.
-        try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            return
-        except OSError as exc:
-            raise StoreUnavailable(
-                f"cannot create the SQLite store {self._path!r}: {exc.strerror}"
-            ) from exc
-        os.close(fd)
-
     def _connect(self) -> sqlite3.Connection:
         try:
             conn = sqlite3.connect(
@@ -450,21 +452,26 @@ class SQLiteStore(KeyStore):
         self._run(op, write=True)
 
     # -- management ----------------------------------------------------------------------
-    def create(self, record: KeyRecord) -> None:
+    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         params = _encode(record)
+        event = None if audit is None else _audit_params(audit)
 
-        def op(conn: sqlite3.Connection) -> int:
+        def op(conn: sqlite3.Connection) -> None:
             try:
-                return conn.execute(_INSERT, params).rowcount
+                inserted = conn.execute(_INSERT, params).rowcount
             except sqlite3.IntegrityError as exc:
                 raise ConfigurationError(f"key {record.key_id}: invalid record ({exc})") from None
+            if not inserted:
+                raise KeyExists(f"key {record.key_id} exists already")
+            if event is not None:
+                conn.execute(_INSERT_AUDIT, event)
 
-        if self._run(op, write=True) == 0:
-            raise KeyExists(f"key {record.key_id} exists already")
+        self._run(op, write=True)
 
-    def update(self, record: KeyRecord) -> None:
+    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         params = _encode(record)
         params["expected_version"] = record.version - 1
+        event = None if audit is None else _audit_params(audit)
 
         def op(conn: sqlite3.Connection) -> None:
             try:
@@ -472,6 +479,9 @@ class SQLiteStore(KeyStore):
             except sqlite3.IntegrityError as exc:
                 raise ConfigurationError(f"key {record.key_id}: invalid record ({exc})") from None
             if changed:
+                # Same transaction: the change and its audit event commit together or not at all.
+                if event is not None:
+                    conn.execute(_INSERT_AUDIT, event)
                 return
             exists = conn.execute(
                 "SELECT 1 FROM keyguard_keys WHERE key_id = ?", (record.key_id,)
@@ -525,18 +535,10 @@ class SQLiteStore(KeyStore):
         return Page(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
 
     def add_audit(self, event: AuditEvent) -> None:
-        try:
-            details = dumps_metadata(event.details)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"audit details must be JSON-serialisable ({exc})") from None
-        params = (event.at, event.action, event.key_id, event.actor, details)
+        params = _audit_params(event)
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO keyguard_audit (at, action, key_id, actor, details)"
-                " VALUES (?, ?, ?, ?, ?)",
-                params,
-            )
+            conn.execute(_INSERT_AUDIT, params)
 
         self._run(op, write=True)
 

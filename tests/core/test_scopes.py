@@ -551,8 +551,8 @@ def test_catalog_from_plain_list() -> None:
 def test_catalog_describes_wildcards() -> None:
     catalog = ScopeCatalog.platform()
     assert "agents:read, agents:write" in catalog.describe("agents:*")
+    # keys:manage is privileged: no wildcard reaches it (see keyguard.core.scopes).
     assert catalog.matching("*:manage") == (
-        "keys:manage",
         "runners:manage",
         "webhooks:manage",
         "workflows:manage",
@@ -648,7 +648,7 @@ COVERS = [
     pytest.param(["*:*"], ["agents:*", "*:read"], True, id="double-wildcard-covers-wildcards"),
     pytest.param(["*:read"], ["*:*"], False, id="double-wildcard-needs-double"),
     pytest.param(["*:read"], ["tasks:read", "*:read"], True, id="action-wildcard"),
-    pytest.param(["*:*"], ["keys:manage"], True, id="double-wildcard-covers-manage"),
+    pytest.param(["*:*"], ["keys:manage"], False, id="double-wildcard-does-not-cover-manage"),
     pytest.param(["keys:manage"], ["keys:manage", "agents:read"], False, id="manage-not-more"),
 ]
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+import keyguard.management.reader
 from keyguard.core.errors import (
     ConfigurationError,
     ConflictError,
@@ -25,12 +27,15 @@ from keyguard.core.errors import (
     KeyNotFound,
     PermissionDenied,
     ScopeError,
+    StoreUnavailable,
 )
 from keyguard.core.hashing import Hasher
 from keyguard.core.keys import BASE62, GeneratedKey, KeyFormat
+from keyguard.core.pepper import PEPPER_SETTING
 from keyguard.core.ratelimit import Window, parse_windows
-from keyguard.core.records import KeyRecord, KeyStatus
+from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus
 from keyguard.core.scopes import ScopeCatalog
+from keyguard.core.store import KeyStore
 from keyguard.management import UNSET, CreatedKey, KeyManager
 from keyguard.stores.memory import MemoryStore
 
@@ -355,13 +360,13 @@ class RacingStore(MemoryStore):
         super().__init__()
         self.races = races
 
-    def update(self, record: KeyRecord) -> None:
+    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
         if self.races > 0:
             self.races -= 1
             current = self.get(record.key_id)
             assert current is not None
             super().update(current.evolve(metadata={"touched_by": "other writer"}))
-        super().update(record)
+        super().update(record, audit=audit)
 
 
 def test_update_retries_on_conflict_and_keeps_the_other_writers_change(clock: FakeClock) -> None:
@@ -620,9 +625,7 @@ def test_child_of_unlimited_parent_is_held_to_the_default_policy(manager: KeyMan
 )
 def test_parent_needs_admin_or_manage_scope(manager: KeyManager, scopes: list[str]) -> None:
     p = manager.create("p", scopes)
-    if "keys:*" in scopes:  # a wildcard that matches keys:manage is enough
-        manager.create("c", parent=p.record)
-        return
+    # keys:manage is privileged: a wildcard that would match it is not enough.
     with pytest.raises(PermissionDenied, match="keys:manage"):
         manager.create("c", parent=p.record)
 
@@ -651,20 +654,15 @@ def test_update_with_parent_may_narrow_but_not_widen(
     manager: KeyManager, parent: CreatedKey
 ) -> None:
     target = manager.create(
-        "t", ["agents:read", "runners:manage"], owner="acme", expires_in=10 * DAY
+        "t", ["agents:read", "tasks:read"], expires_in=10 * DAY, parent=parent.record
     )
-    # Narrowing is fine even though the parent does not hold runners:manage.
-    rec = manager.update(target.key_id, scopes=["runners:manage"], parent=parent.record)
-    assert rec.scopes == {"runners:manage"}
+    rec = manager.update(target.key_id, scopes=["agents:read"], parent=parent.record)
+    assert rec.scopes == {"agents:read"}
     with pytest.raises(PermissionDenied, match="tasks:execute"):
-        manager.update(
-            target.key_id, scopes=["runners:manage", "tasks:execute"], parent=parent.record
-        )
-    # Adding a scope the parent holds is fine; the one the key already had may stay.
-    rec = manager.update(
-        target.key_id, scopes=["runners:manage", "tasks:read"], parent=parent.record
-    )
-    assert rec.scopes == {"runners:manage", "tasks:read"}
+        manager.update(target.key_id, scopes=["agents:read", "tasks:execute"], parent=parent.record)
+    # Adding a scope the parent holds is fine.
+    rec = manager.update(target.key_id, scopes=["agents:write", "tasks:read"], parent=parent.record)
+    assert rec.scopes == {"agents:write", "tasks:read"}
     manager.update(target.key_id, expires_at=T0 + 20 * DAY, parent=parent.record)
     with pytest.raises(PermissionDenied, match="expiry"):
         manager.update(target.key_id, expires_at=T0 + 40 * DAY, parent=parent.record)
@@ -680,6 +678,25 @@ def test_update_with_parent_may_narrow_but_not_widen(
         manager.revoke(other.key_id, reason="r", parent=parent.record)
     with pytest.raises(PermissionDenied, match="owner"):
         manager.rotate(other.key_id, parent=parent.record)
+
+
+def test_a_key_widened_beyond_its_manager_is_out_of_the_managers_reach(
+    manager: KeyManager, parent: CreatedKey
+) -> None:
+    """Narrowing is no loophole: once an admin gave a child more than its manager holds, the
+    manager may not touch it at all (rotating it would hand out that power)."""
+    child = manager.create("c", ["agents:read"], parent=parent.record)
+    manager.update(child.key_id, scopes=["agents:read", "runners:manage"])  # by the system
+    for attempt in (
+        lambda: manager.update(child.key_id, scopes=["runners:manage"], parent=parent.record),
+        lambda: manager.rotate(child.key_id, parent=parent.record),
+        lambda: manager.expire(child.key_id, parent=parent.record),
+        lambda: manager.revoke(child.key_id, reason="r", parent=parent.record),
+    ):
+        with pytest.raises(PermissionDenied, match="runners:manage"):
+            attempt()
+    assert manager.get(child.key_id).scopes == {"agents:read", "runners:manage"}
+    assert manager.get(child.key_id).revoked_at is None
 
 
 CATALOG = ScopeCatalog.platform()
@@ -939,3 +956,128 @@ class Lifecycle(RuleBasedStateMachine):
 
 Lifecycle.TestCase.settings = settings(max_examples=100, stateful_step_count=25, deadline=None)
 test_lifecycle = Lifecycle.TestCase
+
+
+# -- the pepper check, read-only managers, public imports ------------------------------------------
+class DownStore(MemoryStore):
+    """A memory store that can be made unreachable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def get_setting(self, name: str) -> str | None:
+        if self.down:
+            raise StoreUnavailable("the store is down")
+        return super().get_setting(name)
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        if self.down:
+            raise StoreUnavailable("the store is down")
+        return super().get(key_id)
+
+
+PLAIN = Hasher(pepper_from_env=False)
+PEPPERED = Hasher("p" * 32, pepper_from_env=False)
+
+
+def test_a_manager_refuses_a_store_of_another_pepper(clock: FakeClock) -> None:
+    store = MemoryStore()
+    KeyManager(store, hasher=PEPPERED, clock=clock).create("k")
+    assert store.get_setting(PEPPER_SETTING) == PEPPERED.fingerprint
+    with pytest.raises(ConfigurationError, match="pepper mismatch"):
+        KeyManager(store, hasher=PLAIN, clock=clock)
+    KeyManager(store, hasher=PEPPERED, clock=clock)  # the right pepper is fine
+
+
+def test_a_manager_opened_from_a_url_closes_its_store_on_a_pepper_mismatch(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    with KeyManager(url, hasher=PEPPERED):
+        pass
+    opened: list[KeyStore] = []
+    real = keyguard.management.reader.from_url
+
+    def spy(u: str) -> KeyStore:
+        opened.append(real(u))
+        return opened[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(keyguard.management.reader, "from_url", spy)
+        with pytest.raises(ConfigurationError, match="pepper mismatch"):
+            KeyManager(url, hasher=PLAIN)
+    with pytest.raises(StoreUnavailable, match="closed"):
+        opened[0].get("AAAAAAAAAAAA")
+
+
+def test_an_unreachable_store_still_constructs_and_is_checked_on_first_use(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = DownStore()
+    store.set_setting(PEPPER_SETTING, PEPPERED.fingerprint)
+    store.down = True
+    with caplog.at_level(logging.WARNING, logger="keyguard.management"):
+        manager = KeyManager(store, hasher=PLAIN, clock=clock)
+    assert "pepper check will run on first use" in caplog.text
+    with pytest.raises(StoreUnavailable):
+        manager.create("k")
+    store.down = False
+    # Back up, and the deferred check catches the mismatch before anything is written.
+    with pytest.raises(ConfigurationError, match="pepper mismatch"):
+        manager.create("k")
+    with pytest.raises(ConfigurationError, match="pepper mismatch"):
+        manager.list()
+    assert store.list().items == ()
+    assert store.audit() == []
+    good = KeyManager(store, hasher=PEPPERED, clock=clock)
+    assert good.create("k").record.name == "k"
+
+
+def test_a_read_only_manager_never_writes(clock: FakeClock) -> None:
+    source = MemoryStore()
+    key = KeyManager(source, hasher=PLAIN, clock=clock).create("k", ["agents:read"])
+    store = _Copy(source)  # the same keys and audit, but no pepper fingerprint yet
+    reader = KeyManager(store, hasher=PLAIN, read_only=True, clock=clock)
+    assert store.get_setting(PEPPER_SETTING) is None  # a read-only manager records nothing
+    assert "read_only=True" in repr(reader)
+    assert reader.verify(key.plaintext).allowed
+    assert reader.get(key.key_id) == key.record  # verify did not touch last_used_at
+    for attempt, action in (
+        (lambda: reader.create("x"), "create"),
+        (lambda: reader.update(key.key_id, name="x"), "update"),
+        (lambda: reader.revoke(key.key_id, reason="x"), "revoke"),
+        (lambda: reader.rotate(key.key_id), "rotate"),
+        (lambda: reader.expire(key.key_id), "expire"),
+    ):
+        with pytest.raises(ConfigurationError, match=f"read-only: {action}"):
+            attempt()
+    assert reader.get(key.key_id) == key.record
+    assert store.audit() == source.audit()
+    assert [r.key_id for r in reader.list().items] == [key.key_id]
+    # Read-only still refuses a store of another pepper.
+    with pytest.raises(ConfigurationError, match="pepper mismatch"):
+        KeyManager(source, hasher=PEPPERED, read_only=True, clock=clock)
+
+
+class _Copy(MemoryStore):
+    """A copy of another memory store's keys (so each test store starts without settings)."""
+
+    def __init__(self, source: MemoryStore) -> None:
+        super().__init__()
+        for record in source.list(limit=1000).items:
+            super().create(record)
+        for event in reversed(source.audit(limit=1000)):
+            super().add_audit(event)
+
+
+def test_public_imports_survive_the_split() -> None:
+    from keyguard.management import manager as module
+
+    assert module.KeyManager is KeyManager
+    assert module.CreatedKey is CreatedKey
+    assert module.UNSET is UNSET
+    assert module.DEFAULT_GRACE == 86400.0
+    assert module.MAX_GRACE == 30 * 86400.0
+    assert module.DEFAULT_EXPIRING_SOON == 7 * 86400.0
+    assert repr(UNSET) == "UNSET"

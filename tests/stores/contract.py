@@ -150,6 +150,54 @@ class StoreContract:
             store.update(record("ghost0000001").evolve(name="x"))
         assert store.get("ghost0000001") is None
 
+    # -- a change and its audit event, one transaction ------------------------------------
+    def test_create_and_update_write_their_audit_event_with_the_change(
+        self, store: KeyStore
+    ) -> None:
+        rec = record()
+        created = AuditEvent(at=1.0, action="create", key_id=rec.key_id, actor="a", details={})
+        store.create(rec, audit=created)
+        assert store.get(rec.key_id) == rec
+        assert store.audit() == [created]
+        new = rec.evolve(name="renamed")
+        updated = AuditEvent(
+            at=2.0, action="update", key_id=rec.key_id, actor="b", details={"name": "renamed"}
+        )
+        store.update(new, audit=updated)
+        assert store.get(rec.key_id) == new
+        assert store.audit() == [updated, created]
+        # Without an event (the verifier's re-hash), nothing is audited.
+        store.update(new.evolve(name="quiet"))
+        assert store.audit() == [updated, created]
+
+    def test_a_refused_change_writes_no_audit_event(self, store: KeyStore) -> None:
+        rec = record()
+        store.create(rec)
+
+        def event(action: str) -> AuditEvent:
+            return AuditEvent(at=1.0, action=action, key_id=rec.key_id, actor="a")
+
+        with pytest.raises(KeyExists):
+            store.create(record(name="twin"), audit=event("create"))
+        with pytest.raises(ConflictError):
+            store.update(replace(rec, name="stale", version=5), audit=event("update"))
+        with pytest.raises(KeyNotFound):
+            store.update(record("ghost0000001").evolve(name="x"), audit=event("ghost"))
+        assert store.audit() == []
+        assert store.get(rec.key_id) == rec
+
+    def test_an_unserialisable_audit_event_refuses_the_change(self, store: KeyStore) -> None:
+        rec = record()
+        bad = AuditEvent(at=1.0, action="create", key_id=rec.key_id, actor="a", details={"x": {1}})
+        with pytest.raises(ConfigurationError):
+            store.create(rec, audit=bad)
+        assert store.get(rec.key_id) is None
+        store.create(rec)
+        with pytest.raises(ConfigurationError):
+            store.update(rec.evolve(name="x"), audit=bad)
+        assert store.get(rec.key_id) == rec
+        assert store.audit() == []
+
     # -- touch -------------------------------------------------------------------------
     def test_touch_is_monotonic_and_keeps_the_version(self, store: KeyStore) -> None:
         rec = record()

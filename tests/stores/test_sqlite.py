@@ -7,12 +7,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import gc
+import logging
 import math
 import multiprocessing
 import os
+import pwd
+import shutil
 import sqlite3
 import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -152,18 +156,176 @@ def test_migrations_apply_in_order_inside_one_transaction(
         assert conn.execute("SELECT x FROM extra").fetchall() == [(42,)]
 
 
+# -- a change and its audit event ----------------------------------------------------------
+def test_a_failing_audit_insert_rolls_the_change_back(db: Path) -> None:
+    """The audit row is written inside the change's transaction: if it cannot be written,
+    the change is not committed either."""
+    with SQLiteStore(db) as store:
+        rec = record()
+        store.create(rec)
+        with raw(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER no_audit BEFORE INSERT ON keyguard_audit"
+                " BEGIN SELECT RAISE(ABORT, 'audit refused'); END"
+            )
+        event = AuditEvent(at=1.0, action="update", key_id=rec.key_id, actor="a")
+        with pytest.raises(StoreUnavailable):
+            store.update(rec.evolve(name="renamed"), audit=event)
+        assert store.get(rec.key_id) == rec
+        with pytest.raises(StoreUnavailable):
+            store.create(record("other0000001"), audit=event)
+        assert store.get("other0000001") is None
+        store.update(rec.evolve(name="renamed"))  # without an event, the change goes through
+        got = store.get(rec.key_id)
+        assert got is not None
+        assert got.name == "renamed"
+
+
 # -- files ----------------------------------------------------------------------------------
-@posix_only
-def test_files_are_private(db: Path) -> None:
-    old = os.umask(0o022)
+def _modes(db: Path) -> dict[str, int]:
+    return {
+        p.name: stat.S_IMODE(p.stat().st_mode)
+        for p in (db, *(db.with_name(db.name + s) for s in ("-wal", "-shm")))
+        if p.exists()
+    }
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
     try:
-        with SQLiteStore(db) as store:
-            store.create(record())
-            for name in ("keys.db", "keys.db-wal", "keys.db-shm"):
-                mode = stat.S_IMODE((db.parent / name).stat().st_mode)
-                assert mode == 0o600, (name, oct(mode))
+        yield
     finally:
         os.umask(old)
+
+
+@posix_only
+@pytest.mark.parametrize("mask", [0o022, 0o000], ids=["umask-022", "umask-000"])
+def test_files_are_private(db: Path, mask: int) -> None:
+    with umask(mask), SQLiteStore(db) as store:
+        store.create(record())
+        assert _modes(db) == {"keys.db": 0o600, "keys.db-wal": 0o600, "keys.db-shm": 0o600}
+
+
+@posix_only
+def test_an_existing_world_readable_database_is_made_private(
+    db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A database made by another tool under umask 022: it and its live -wal/-shm are 0644."""
+    with umask(0o022):
+        SQLiteStore(db).close()
+        db.chmod(0o644)
+        with raw(db) as other:  # keeps -wal and -shm in place, created 0644 like the file
+            other.execute("PRAGMA journal_mode = WAL")
+            other.execute("CREATE TABLE other_tool (x)")
+            other.execute("INSERT INTO other_tool VALUES (1)")
+            assert set(_modes(db).values()) == {0o644}
+            assert len(_modes(db)) == 3
+            with caplog.at_level(logging.WARNING, logger="keyguard.stores"):
+                store = SQLiteStore(db)
+            assert _modes(db) == {"keys.db": 0o600, "keys.db-wal": 0o600, "keys.db-shm": 0o600}
+            assert caplog.text.count("accessible to other users") == 3
+            store.create(record())
+            store.close()
+        # Files SQLite creates afresh follow the (now private) database file.
+        for side in ("keys.db-wal", "keys.db-shm"):
+            db.with_name(side).unlink(missing_ok=True)
+        with SQLiteStore(db) as store:
+            store.create(record("k0000000000B"))
+            assert _modes(db) == {"keys.db": 0o600, "keys.db-wal": 0o600, "keys.db-shm": 0o600}
+
+
+@posix_only
+def test_tightening_never_adds_a_permission(db: Path) -> None:
+    SQLiteStore(db).close()
+    db.chmod(0o444)
+    try:
+        # Read-only for its owner (root writes it anyway; others cannot set up WAL).
+        with contextlib.suppress(StoreUnavailable):
+            SQLiteStore(db).close()
+        assert _modes(db)["keys.db"] == 0o400
+    finally:
+        db.chmod(0o600)
+
+
+@contextlib.contextmanager
+def shared_directory() -> Iterator[Path]:
+    """A directory another user may enter (pytest's own tmp_path is private to us)."""
+    path = Path(tempfile.mkdtemp(prefix="keyguard-modes-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def as_another_user() -> Iterator[None]:
+    """Run the block as ``nobody`` (root drops its privileges; CI runs as root).
+
+    Non-root runs cannot become another user: the caller decides what that means for it.
+    Effective ids only, restored afterwards: file access checks use them.
+    """
+    assert os.geteuid() == 0
+    nobody = pwd.getpwnam("nobody")
+    groups = os.getgroups()
+    os.setgroups([])
+    os.setegid(nobody.pw_gid)
+    os.seteuid(nobody.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+        os.setgroups(groups)
+
+
+def _needs_root() -> None:
+    if os.geteuid() == 0:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI runs as root: this test needs root to act as another user")
+    pytest.skip("needs root, to act as another user")
+
+
+@posix_only
+def test_a_database_that_cannot_be_made_private_is_refused() -> None:
+    _needs_root()
+    with shared_directory() as directory:
+        db = directory / "keys.db"
+        SQLiteStore(db).close()
+        db.chmod(0o644)  # owned by root, readable by all
+        with as_another_user(), pytest.raises(ConfigurationError, match="chmod 600") as info:
+            SQLiteStore(db)
+        assert "0644" in str(info.value)
+        assert _modes(db)["keys.db"] == 0o644
+
+
+@posix_only
+def test_unreadable_file_is_unavailable(db: Path) -> None:
+    """Root reads anything, so as root the file is opened by ``nobody``."""
+    if os.geteuid() != 0:
+        SQLiteStore(db).close()
+        db.chmod(0)
+        try:
+            with pytest.raises(StoreUnavailable):
+                SQLiteStore(db)
+        finally:
+            db.chmod(0o600)
+        return
+    with shared_directory() as directory:
+        shared = directory / "keys.db"
+        SQLiteStore(shared).close()
+        shared.chmod(0)
+        directory.chmod(0o777)  # nobody may create -wal/-shm: only the file itself is refused
+        with as_another_user(), pytest.raises(StoreUnavailable) as info:
+            SQLiteStore(shared)
+        assert str(shared) in str(info.value)
+        # Control: the same user opens the same file once it is theirs.
+        shared.chmod(0o600)
+        os.chown(shared, pwd.getpwnam("nobody").pw_uid, -1)
+        with as_another_user():
+            SQLiteStore(shared).close()
 
 
 def test_missing_parent_directory(tmp_path: Path) -> None:
@@ -201,18 +363,6 @@ def test_a_path_that_cannot_be_opened_is_unavailable(db: Path) -> None:
     with pytest.raises(StoreUnavailable, match="unavailable") as info:
         SQLiteStore(db)
     assert str(db) in str(info.value)
-
-
-@posix_only
-@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads anything")
-def test_unreadable_file_is_unavailable(db: Path) -> None:
-    SQLiteStore(db).close()
-    db.chmod(0)
-    try:
-        with pytest.raises(StoreUnavailable):
-            SQLiteStore(db)
-    finally:
-        db.chmod(0o600)
 
 
 def test_use_after_close_is_unavailable(db: Path) -> None:
