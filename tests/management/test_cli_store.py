@@ -22,6 +22,7 @@ from keyguard.management import KeyManager
 from keyguard.management.cli import main
 from keyguard.stores.memory import MemoryStore
 from keyguard.stores.sqlite import SQLiteStore
+from tests.keyfactory import KeyFactory
 from tests.management.cli_support import (
     PEPPER,
     Result,
@@ -176,7 +177,7 @@ def test_init_on_a_store_without_files_refuses_one_in_use(
     assert "already in use" in assert_one_line_error(again)
     # A store with keys but no recorded pepper (made before fingerprints) is in use too.
     monkeypatch.setattr(SharedStore, "store", MemoryStore())
-    KeyManager(SharedStore.store).create("made before fingerprints")
+    KeyFactory(SharedStore.store).issue("agents:read")  # written before fingerprints existed
     old = run("--store", "shared://x", "init")
     assert "already in use" in assert_one_line_error(old)
     assert SharedStore.store.get_setting(PEPPER_SETTING) is None
@@ -383,8 +384,8 @@ def test_read_only_commands_record_no_pepper(
     run: Runner, db: Path, monkeypatch: pytest.MonkeyPatch, args: list[str]
 ) -> None:
     """A store made before fingerprints existed keeps none until something writes to it."""
-    with KeyManager(f"sqlite:///{db}") as manager:
-        created = manager.create("old", ["agents:read"])
+    with SQLiteStore(db) as store:  # a store written before fingerprints existed
+        created = KeyFactory(store).issue("agents:read", name="old")
     assert _setting(db) is None
     monkeypatch.setenv("KEYGUARD_PEPPER", PEPPER)
     monkeypatch.setenv("KEYGUARD_ACCEPT_UNPEPPERED", "1")
@@ -395,8 +396,8 @@ def test_read_only_commands_record_no_pepper(
 
 
 def test_a_mutating_command_records_the_pepper(run: Runner, db: Path) -> None:
-    with KeyManager(f"sqlite:///{db}") as manager:
-        manager.create("old")
+    with SQLiteStore(db) as store:  # a store written before fingerprints existed
+        KeyFactory(store).issue(name="old")
     assert _setting(db) is None
     create(run, "--name", "new")
     assert _setting(db) == NO_PEPPER
