@@ -112,8 +112,13 @@ class KeyStore(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections. The store must not be used afterwards."""
 
-    def subscribe_invalidations(self, callback: Callable[[str], None]) -> bool:
-        """Call ``callback(key_id)`` when another process changes a key.
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        """Release the connections the async methods opened on the running event loop (for
+        native-async backends; call it before the loop ends, e.g. in an app's shutdown)."""
+
+    def subscribe_invalidations(self, callback: Callable[[str | None], None]) -> bool:
+        """Call ``callback(key_id)`` when another process changes a key, and
+        ``callback(None)`` when changes may have been missed (forget every cached key).
 
         Returns whether the store can push invalidations at all; stores that cannot (SQLite,
         memory) return ``False`` and caches rely on their freshness bound instead.

@@ -1,4 +1,5 @@
-"""Key stores, chosen by URL: ``memory://`` and ``sqlite:///path/keys.db`` (Redis later).
+"""Key stores, chosen by URL: ``memory://``, ``sqlite:///path/keys.db``, ``redis://host/0``
+(``rediss://`` for TLS, ``redis+cluster://`` for a Redis Cluster).
 
 The registry maps a URL scheme to a dotted path of the store class; the module is imported
 only when that scheme is used, so ``import keyguard`` loads no database driver.
@@ -20,9 +21,11 @@ STORE_URL_ENV: Final = "KEYGUARD_STORE_URL"
 _REGISTRY: dict[str, str] = {
     "memory": "keyguard.stores.memory:MemoryStore",
     "sqlite": "keyguard.stores.sqlite:SQLiteStore",
+    "redis": "keyguard.stores.redis_store:RedisStore",
+    "rediss": "keyguard.stores.redis_store:RedisStore",
+    "redis+cluster": "keyguard.stores.redis_store:RedisStore",
+    "rediss+cluster": "keyguard.stores.redis_store:RedisStore",
 }
-# redis:// keys arrive with the Redis store; Redis already backs rate limits
-# (keyguard.stores.redis_ratelimit).
 
 
 def register_store(scheme: str, target: str) -> None:
@@ -43,7 +46,8 @@ def from_url(url: str) -> KeyStore:
     """Open the store a URL names. Unknown schemes and missing drivers are ConfigurationErrors."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
-            f"store URL {url!r} is not a URL; expected memory:// or sqlite:///path"
+            f"store URL {redact_url(url) if isinstance(url, str) else url!r} is not a URL; "
+            "expected memory://, sqlite:///path or redis://host:6379/0"
         )
     scheme = url.split("://", 1)[0].lower()
     target = _REGISTRY.get(scheme)

@@ -406,6 +406,9 @@ class StoreContract:
         assert (got.last_used_at, got.version) == (10.0, 1)
         many = await asyncio.gather(*(store.aget(rec.key_id) for _ in range(20)))
         assert all(r == got for r in many)
+        await store.aclose()  # async connections belong to this event loop
+        assert await store.aget(rec.key_id) == got  # a closed async side reopens on demand
+        await store.aclose()
 
     # -- lifecycle -----------------------------------------------------------------------
     def test_ping_and_context_manager(self, make_store: StoreFactory) -> None:
