@@ -18,6 +18,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -27,7 +28,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, quote, unquote
 
 from keyguard.core.errors import (
     ConfigurationError,
@@ -42,6 +43,8 @@ from keyguard.stores._files import create_private, make_private
 from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor
 
 T = TypeVar("T")
+
+logger = logging.getLogger("keyguard.stores.sqlite")
 
 MEMORY: Final = ":memory:"
 
@@ -153,13 +156,53 @@ _INHERITED: list[sqlite3.Connection] = []
 
 
 class _Holder:
-    """A thread's connection, tagged with the process that opened it."""
+    """A thread's connection, tagged with the process that opened it and the identity
+    (device, inode) of the file it opened."""
 
-    __slots__ = ("__weakref__", "conn", "pid")
+    __slots__ = ("__weakref__", "conn", "ident", "pid")
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, ident: tuple[int, int] | None) -> None:
         self.conn = conn
+        self.ident = ident
         self.pid = os.getpid()
+
+
+class _Incident:
+    """One log line when the store starts failing, one when it recovers, and a count in
+    between — not a traceback per request while a database is missing or corrupt."""
+
+    __slots__ = ("_failures", "_lock", "_path")
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._failures = 0
+        self._lock = threading.Lock()
+
+    def failed(self, exc: BaseException) -> None:
+        with self._lock:
+            self._failures += 1
+            first = self._failures == 1
+        if first:
+            logger.error("the SQLite store %r failed: %s; failing closed", self._path, exc)
+
+    def succeeded(self) -> None:
+        if not self._failures:
+            return
+        with self._lock:
+            failures, self._failures = self._failures, 0
+        if failures:
+            logger.warning(
+                "the SQLite store %r recovered after %d failed operation(s)", self._path, failures
+            )
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``, or None if there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _release(
@@ -254,6 +297,7 @@ class SQLiteStore(KeyStore):
         # An in-memory database lives as long as its one connection, which threads share in turn.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.Lock()
+        self._incident = _Incident(self._path)
         if self._memory:
             self._shared = self._connect()
         else:
@@ -299,23 +343,51 @@ class SQLiteStore(KeyStore):
 
     # -- connections -------------------------------------------------------------------
     def _connect(self) -> sqlite3.Connection:
+        # A file store opens its file read-write but never creates it: the file is created
+        # once, by the constructor. A database deleted under a running process must not
+        # silently come back empty.
+        target = self._path if self._memory else "file:" + quote(self._path) + "?mode=rw"
         try:
             conn = sqlite3.connect(
-                self._path,
+                target,
                 timeout=self._timeout,
                 isolation_level=None,  # we issue BEGIN/COMMIT ourselves
                 check_same_thread=False,  # close() may run on another thread
+                uri=not self._memory,
             )
         except sqlite3.Error as exc:
+            if not self._memory and _identity(self._path) is None:
+                raise self._missing() from exc
             raise self._unavailable(exc) from exc
         return conn
+
+    def _missing(self) -> StoreUnavailable:
+        error = StoreUnavailable(
+            f"the SQLite store {self._path!r} is gone (deleted or moved while in use); "
+            "failing closed until it is restored"
+        )
+        self._incident.failed(error)
+        return error
 
     def _thread_connection(self) -> sqlite3.Connection:
         holder: _Holder | None = getattr(self._local, "holder", None)
         if holder is not None and holder.pid == os.getpid():
-            return holder.conn
+            # Is the file at the path still the one this connection has open? A deleted
+            # database keeps being readable through an open handle (a ghost); a restored or
+            # replaced one has another inode. One stat() per store operation (cache misses and
+            # management only) keeps us honest about both.
+            ident = _identity(self._path)
+            if ident is not None and ident == holder.ident:
+                return holder.conn
+            self._drop_thread_connection(holder)
+            if ident is None:
+                raise self._missing()
+            logger.warning("the SQLite store %r was replaced; reopening it", self._path)
+        ident = _identity(self._path)
+        if ident is None:
+            raise self._missing()
         conn = self._connect()
-        holder = _Holder(conn)
+        holder = _Holder(conn, ident)
         with self._conns_lock:
             if self._closed:
                 _close_quietly(conn)
@@ -324,6 +396,18 @@ class SQLiteStore(KeyStore):
         weakref.finalize(holder, _release, conn, holder.pid, self._conns, self._conns_lock)
         self._local.holder = holder
         return conn
+
+    def _forget_connection(self, conn: sqlite3.Connection) -> None:
+        holder: _Holder | None = getattr(self._local, "holder", None)
+        if holder is not None and holder.conn is conn:
+            self._drop_thread_connection(holder)
+
+    def _drop_thread_connection(self, holder: _Holder) -> None:
+        with self._conns_lock:
+            self._conns.pop(holder.conn, None)
+        _dispose(holder.conn, holder.pid)
+        with contextlib.suppress(AttributeError):
+            del self._local.holder
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
@@ -368,6 +452,10 @@ class SQLiteStore(KeyStore):
                     if not isinstance(exc, sqlite3.Error):
                         raise
                     if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
+                        # Corrupt, unreadable, replaced...: start afresh on the next call
+                        # (a repaired file is picked up without a restart).
+                        self._forget_connection(conn)
+                        self._incident.failed(exc)
                         raise self._unavailable(exc) from exc
                     if time.monotonic() + backoff > deadline:
                         raise StoreUnavailable(
@@ -375,6 +463,7 @@ class SQLiteStore(KeyStore):
                             f"for more than {self._timeout:g} s"
                         ) from exc
                 else:
+                    self._incident.succeeded()
                     return result
             # Jitter spreads out writers that collided, so they do not collide again.
             time.sleep(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - not security
