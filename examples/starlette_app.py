@@ -26,13 +26,18 @@ import os
 
 from starlette.applications import Starlette
 from starlette.authentication import requires
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from keyguard import RoutePolicy, Verifier
-from keyguard.adapters.starlette import KeyGuardMiddleware, requires_scopes
+from keyguard.adapters.starlette import (
+    KeyGuardMiddleware,
+    problem_http_exception,
+    requires_scopes,
+)
 
 # Authentication for everything but /health; scopes are declared on the views below.
 POLICY = RoutePolicy(public=["/health"], default="authenticated")
@@ -80,7 +85,12 @@ def create_app(verifier: Verifier | None = None) -> Starlette:
     else:
         store = os.environ.get("KEYGUARD_STORE_URL") or "memory://"
         guard = Middleware(KeyGuardMiddleware, store=store, policy=POLICY)
-    return Starlette(routes=routes, middleware=[guard])
+    # Starlette's own ``requires`` raises a bare 403; this handler answers it as problem+json.
+    return Starlette(
+        routes=routes,
+        middleware=[guard],
+        exception_handlers={HTTPException: problem_http_exception},
+    )
 
 
 app = create_app()

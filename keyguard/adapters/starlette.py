@@ -32,8 +32,9 @@ from starlette.authentication import (
     AuthenticationError,
     BaseUser,
 )
-from starlette.requests import HTTPConnection
-from starlette.responses import Response
+from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import PlainTextResponse, Response
 from starlette.websockets import WebSocket
 
 from keyguard.adapters._shared import build_verifier
@@ -226,6 +227,34 @@ def _on_error(
         return problem_response(exc.decision, exc.request_id, exc.renderer)
     _, request_id = read_credentials(conn.scope)
     return problem_response(d.INVALID, request_id_from(request_id), renderer)
+
+
+# -- Starlette's own ``requires`` -----------------------------------------------------------------
+async def problem_http_exception(request: Request, exc: Exception) -> Response:
+    """An ``HTTPException`` handler that answers 401 and 403 as problem+json.
+
+    Starlette's own ``requires`` raises a bare ``HTTPException(403)`` (plain text, no code, no
+    scope names). Register this handler (``exception_handlers={HTTPException:
+    problem_http_exception}``) and those answers follow keyguard's contract: 403
+    ``insufficient_scope`` (which scope is not known to Starlette, so none is named — use
+    :func:`requires_scopes` to name it) and 401 ``missing_api_key``. Other statuses get
+    Starlette's usual response.
+    """
+    if not isinstance(exc, HTTPException):  # pragma: no cover - registered for it only
+        raise exc
+    request_id = request_id_from(request.headers.get("x-request-id"))
+    if exc.status_code == 403:
+        return problem_response(_SCOPE_NOT_NAMED, request_id)
+    if exc.status_code == 401:
+        return problem_response(d.MISSING, request_id)
+    if exc.status_code in (204, 304):
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    return PlainTextResponse(exc.detail, status_code=exc.status_code, headers=exc.headers)
+
+
+_SCOPE_NOT_NAMED = d.deny(
+    ErrorCode.INSUFFICIENT_SCOPE, "This API key lacks a scope this endpoint requires."
+)
 
 
 # -- per-view decorator --------------------------------------------------------------------------

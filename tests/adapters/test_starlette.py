@@ -12,6 +12,7 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.authentication import AuthenticationError, requires
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
@@ -25,6 +26,7 @@ from keyguard.adapters.starlette import (
     KeyGuardBackend,
     KeyGuardMiddleware,
     keyguard_on_error,
+    problem_http_exception,
     requires_scopes,
 )
 from keyguard.core.decision import Principal
@@ -293,3 +295,27 @@ def test_requires_scopes_needs_a_request_argument() -> None:
 
     with pytest.raises(TypeError, match="Request or WebSocket"):
         asyncio.run(not_a_view(1))
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_starlette_requires_answers_problem_json_with_the_handler(front: Any, world: World) -> None:
+    """Starlette's ``requires`` raises a bare HTTPException(403): with keyguard's handler it
+    follows the error contract; without it, it is Starlette's plain text."""
+    plain = httpx_send(requires_app(front(world)))
+    reply = plain("GET", "/tasks", [("Authorization", world.header("wildcard"))])
+    assert (reply.status, reply.headers.get("content-type")) == (403, "text/plain; charset=utf-8")
+
+    app = requires_app(front(world))
+    app.add_exception_handler(HTTPException, problem_http_exception)
+    send = httpx_send(app)
+    reply = send(
+        "GET", "/tasks", [("Authorization", world.header("wildcard")), ("X-Request-ID", "r-1")]
+    )
+    assert reply.status == 403
+    assert reply.headers["content-type"] == "application/problem+json"
+    assert reply.headers["cache-control"] == "no-store"
+    assert reply.headers["x-request-id"] == "r-1"
+    body = json.loads(reply.body)
+    assert body["code"] == "insufficient_scope"
+    assert "agents:*" not in reply.body.decode()  # never the key's own scopes
+    assert send("GET", "/tasks", [("Authorization", world.header("admin"))]).status == 200
