@@ -5,11 +5,18 @@ FastAPI, Flask or Django: ``application/problem+json`` (RFC 9457) with a stable 
 ``Cache-Control: no-store``, the request id, ``WWW-Authenticate: UserKey realm="…"`` on 401
 (and 403), ``Retry-After`` on 429 and 503, and never any key material. Applications may
 reshape the body with one hook; the status, the code and the security headers stay.
+
+The *platform-compatible* preset (``ProblemRenderer.platform_compatible()``,
+``ProblemRenderer(compat="platform")``, or ``KEYGUARD_ERROR_FORMAT=platform`` for the default
+renderer every adapter uses) adds the platform's documented ``error`` (the HTTP reason phrase,
+e.g. ``"Unauthorized"``) and ``message`` (e.g. ``"Invalid API key"``) fields to the same body,
+so clients written against the platform's error responses keep working unchanged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -20,6 +27,38 @@ from keyguard.core.decision import Decision
 from keyguard.core.errors import STATUS, TITLES, ConfigurationError, ErrorCode
 
 BodyHook = Callable[[dict[str, Any], Decision], Mapping[str, Any] | bytes]
+
+logger = logging.getLogger("keyguard.render")
+
+#: Selects the default renderer's body format: ``problem`` (RFC 9457 only, the default) or
+#: ``platform`` (RFC 9457 plus the platform's ``error`` and ``message`` fields).
+ERROR_FORMAT_ENV: Final = "KEYGUARD_ERROR_FORMAT"
+#: The body formats: ``None`` is plain RFC 9457.
+COMPAT_FORMATS: Final = ("problem", "platform")
+
+#: The platform's ``error`` field: the HTTP reason phrase of the status.
+PLATFORM_ERRORS: Final[dict[int, str]] = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
+#: The platform's ``message`` field, per code (keyed by the code's value, so codes added to
+#: :class:`~keyguard.core.errors.ErrorCode` later can be listed before they exist).
+PLATFORM_MESSAGES: Final[dict[str, str]] = {
+    "missing_api_key": "Missing API key",
+    "invalid_request": "Invalid request",
+    "invalid_api_key_format": "Invalid API key format",
+    "invalid_api_key": "Invalid API key",
+    "expired_api_key": "API key has expired",
+    "revoked_api_key": "API key has been revoked",
+    "suspended_api_key": "API key is suspended",
+    "insufficient_scope": "Insufficient permissions",
+    "network_not_allowed": "API key is not allowed from this network",
+    "rate_limited": "Rate limit exceeded",
+    "auth_unavailable": "Authentication temporarily unavailable",
+}
 
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _REALM_RE: Final = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")  # no quote, no backslash
@@ -69,10 +108,13 @@ class ProblemRenderer:
     __slots__ = (
         "_body_hook",
         "_challenge",
+        "_closers",
         "_content_type",
         "_details",
+        "_extra",
         "_prefixes",
         "_type_base",
+        "compat",
         "realm",
     )
 
@@ -83,9 +125,19 @@ class ProblemRenderer:
         type_base: str = "urn:keyguard:error:",
         body_hook: BodyHook | None = None,
         content_type: str = "application/problem+json",
+        compat: str | None = None,
     ) -> None:
         if not _REALM_RE.fullmatch(realm):
             raise ConfigurationError("realm must be 1-64 printable ASCII characters, no quotes")
+        if compat == "problem":
+            compat = None
+        if compat is not None and compat not in COMPAT_FORMATS:
+            raise ConfigurationError(
+                f"compat must be one of {', '.join(repr(c) for c in COMPAT_FORMATS)} or None, "
+                f"not {compat!r}"
+            )
+        #: ``"platform"`` when the platform's ``error``/``message`` fields are added, else None.
+        self.compat = compat
         self.realm = realm
         self._type_base = type_base
         self._body_hook = body_hook
@@ -104,6 +156,32 @@ class ProblemRenderer:
             for code in ErrorCode
         }
         self._details: dict[str, str] = {}
+        # The fields the preset adds, per code, and the prebuilt end of each default body.
+        self._extra: dict[ErrorCode, dict[str, str]] = (
+            {code: _platform_fields(code) for code in ErrorCode} if compat == "platform" else {}
+        )
+        self._closers = {
+            code: "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in fields.items()) + "}"
+            for code, fields in self._extra.items()
+        }
+
+    @classmethod
+    def platform_compatible(cls, **options: Any) -> ProblemRenderer:
+        """The preset whose bodies also carry the platform's ``error`` and ``message`` fields."""
+        return cls(compat="platform", **options)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **options: Any) -> ProblemRenderer:
+        """A renderer in the format ``KEYGUARD_ERROR_FORMAT`` names (``problem``, the default,
+        or ``platform``); an unknown value is a :class:`ConfigurationError` naming both."""
+        env = os.environ if environ is None else environ
+        value = env.get(ERROR_FORMAT_ENV, "").strip().lower() or "problem"
+        if value not in COMPAT_FORMATS:
+            raise ConfigurationError(
+                f"{ERROR_FORMAT_ENV}={value!r} is not a known error format; use one of: "
+                + ", ".join(COMPAT_FORMATS)
+            )
+        return cls(compat=value, **options)
 
     def problem_dict(self, decision: Decision, request_id: str) -> dict[str, Any]:
         code = decision.code
@@ -120,6 +198,9 @@ class ProblemRenderer:
             body["required_scopes"] = list(decision.required)
         if decision.retry_after is not None:
             body["retry_after"] = decision.retry_after
+        extra = self._extra.get(code)
+        if extra is not None:
+            body.update(extra)
         return body
 
     def _default_body(self, code: ErrorCode, decision: Decision, request_id: str) -> bytes:
@@ -140,7 +221,7 @@ class ProblemRenderer:
             parts.append(',"required_scopes":' + json.dumps(list(decision.required)))
         if decision.retry_after is not None:
             parts.append(f',"retry_after":{int(decision.retry_after)}')
-        parts.append("}")
+        parts.append(self._closers.get(code, "}"))
         return "".join(parts).encode()
 
     def render(self, decision: Decision, request_id: str) -> Problem:
@@ -177,4 +258,23 @@ class ProblemRenderer:
         return Problem(decision.status, tuple(headers), body)
 
 
-DEFAULT_RENDERER: Final = ProblemRenderer()
+def _platform_fields(code: ErrorCode) -> dict[str, str]:
+    return {
+        "error": PLATFORM_ERRORS.get(STATUS[code], "Error"),
+        "message": PLATFORM_MESSAGES.get(code.value, TITLES[code]),
+    }
+
+
+def _default_renderer() -> ProblemRenderer:
+    """The renderer adapters use unless given one: in the format ``KEYGUARD_ERROR_FORMAT``
+    names. Built at import, so an unknown value cannot fail ``import keyguard`` (and with it
+    every CLI command): it is logged as an error and the RFC 9457 format is used."""
+    try:
+        return ProblemRenderer.from_env()
+    except ConfigurationError as exc:
+        logger.error("%s; using the default format", exc)
+        return ProblemRenderer()
+
+
+#: The renderer every adapter uses by default (see :func:`_default_renderer`).
+DEFAULT_RENDERER: Final = _default_renderer()

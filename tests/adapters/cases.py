@@ -20,6 +20,7 @@ import pytest
 from keyguard.core.hashing import Hasher
 from keyguard.core.keys import KeyFormat
 from keyguard.core.policy import RoutePolicy
+from keyguard.core.render import DEFAULT_RENDERER
 from keyguard.core.verifier import Verifier
 from keyguard.stores.memory import MemoryStore
 from tests.keyfactory import IssuedKey, KeyFactory
@@ -251,3 +252,22 @@ def check(case: Case, world: World, send: Send, *, calls: list[Any] | None = Non
         assert problem["required_scopes"] == list(case.required)
         # Never the key's own other scopes.
         assert "agents:read" not in json.dumps(problem.get("required_scopes"))
+    if DEFAULT_RENDERER.compat == "platform":  # tests/adapters/conftest.py: error_format
+        assert problem["error"] == PLATFORM_ERRORS[case.status]
+        assert problem["message"] == PLATFORM_MESSAGES[case.code]
+    else:
+        assert "error" not in problem
+        assert "message" not in problem
+
+
+#: The platform-compatible preset's fields, as the platform documents them.
+PLATFORM_ERRORS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden"}
+PLATFORM_MESSAGES = {
+    "missing_api_key": "Missing API key",
+    "invalid_request": "Invalid request",
+    "invalid_api_key_format": "Invalid API key format",
+    "invalid_api_key": "Invalid API key",
+    "expired_api_key": "API key has expired",
+    "revoked_api_key": "API key has been revoked",
+    "insufficient_scope": "Insufficient permissions",
+}
