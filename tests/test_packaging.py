@@ -30,6 +30,8 @@ ADAPTER_EXTRAS = {
     "keyguard.adapters.flask": "flask",
     "keyguard.adapters.django": "django",
     "keyguard.adapters.drf": "django",
+    "keyguard.client.httpx": "client",
+    "keyguard.client.requests": "client",
 }
 
 pytestmark = pytest.mark.slow
