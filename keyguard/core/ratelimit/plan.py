@@ -1,0 +1,339 @@
+"""The decision, compiled: a window set becomes a :class:`WindowPlan` holding a specialised
+``run(state, now_us, cost, consume)`` (see :func:`_compile` for the steps), the constant parts
+of the headers and the Redis script arguments; :class:`RateDecision` is what a run returns."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Final, NamedTuple
+
+from keyguard.core.ratelimit.state import RateState, _expire, _open_bucket, _Ring
+from keyguard.core.ratelimit.windows import (
+    _US,
+    LONG_WINDOW_BUCKETS,
+    Window,
+    _to_us,
+    check_windows,
+    format_windows,
+)
+
+
+class WindowStatus(NamedTuple):
+    """One window's state after a decision.
+
+    ``remaining``: units still available (after this request, if admitted). ``reset``: whole
+    seconds (rounded up) until the window next has more room: for a violated window, until it
+    has room for the refused request (its share of Retry-After; the full period when the cost
+    exceeds the limit); otherwise until its oldest counted unit expires (0 when none).
+    """
+
+    limit: int
+    period: float
+    name: str
+    remaining: int
+    reset: int
+
+
+class WindowPlan:
+    """A window set compiled once: per-window specs, header fragments, Redis script arguments.
+
+    Obtained from :func:`plan_for` (cached); the hot path only reads it.
+    """
+
+    __slots__ = (
+        "asgi_limits",
+        "asgi_policy",
+        "asgi_ratelimit",
+        "header_items",
+        "header_limits",
+        "header_policy",
+        "header_ratelimit",
+        "max_exact",
+        "policy",
+        "redis_args",
+        "rings",
+        "run",
+        "specs",
+        "ttl_ms",
+        "windows",
+    )
+
+    def __init__(self, windows: tuple[Window, ...]) -> None:
+        windows = check_windows(windows)
+        self.windows = windows
+        self.max_exact = max((_to_us(w.period) for w in windows if w.exact), default=0)
+        specs = []
+        rings = []
+        for w in windows:
+            period = _to_us(w.period)
+            if w.exact:
+                width = 0
+                # The longest exact window is the whole trimmed log: no search needed.
+                kind = _WHOLE_LOG if period == self.max_exact else _LOG
+            else:
+                # Rounded up, so LONG_WINDOW_BUCKETS buckets always cover the period.
+                width = -(-period // LONG_WINDOW_BUCKETS)
+                kind = _RING
+                rings.append((period, width))
+            specs.append((w.limit, period, width, kind))
+        #: Per window: (limit, period µs, bucket width µs or 0, kind).
+        self.specs: tuple[tuple[int, int, int, int], ...] = tuple(specs)
+        #: Distinct (period µs, bucket width µs) of the bucketed windows.
+        self.rings: tuple[tuple[int, int], ...] = tuple(dict.fromkeys(rings))
+        #: The constant ``RateLimit-Policy`` field value.
+        self.policy = ", ".join(
+            f'"{w.name}";q={w.limit};w={max(1, math.ceil(w.period))}' for w in windows
+        )
+        # Header fragments, formatted once: per response only numbers are filled in.
+        self.header_policy = ("RateLimit-Policy", self.policy)
+        self.header_items = tuple(f'"{w.name}";r=%d;t=%d' for w in windows)
+        self.header_ratelimit = ", ".join(self.header_items)
+        self.header_limits = tuple(str(w.limit) for w in windows)
+        # The same, as the lower-case latin-1 bytes ASGI servers take, so an ASGI response
+        # pays for no encoding.
+        self.asgi_policy = (b"ratelimit-policy", self.policy.encode("latin-1"))
+        self.asgi_ratelimit = self.header_ratelimit.encode("latin-1")
+        self.asgi_limits = tuple(b"%d" % w.limit for w in windows)
+        # Idle state must outlive the longest window plus one bucket of release delay.
+        self.ttl_ms = max(period + width for _l, period, width, _k in specs) // 1000 + 1000
+        args = [str(self.ttl_ms), str(self.max_exact), str(len(specs))]
+        for limit, period, width, _kind in specs:
+            args += [str(limit), str(period), str(width)]
+        #: ARGV tail of the Redis script (after now, cost, consume).
+        self.redis_args: tuple[str, ...] = tuple(args)
+        #: ``run(state, now_us, cost, consume) -> RateDecision``: the decision, specialised.
+        self.run: _Runner = _compile(self)
+
+    def __repr__(self) -> str:
+        return f"WindowPlan({format_windows(self.windows)!r})"
+
+
+_WHOLE_LOG: Final = 0
+_LOG: Final = 1
+_RING: Final = 2
+
+
+class RateDecision(NamedTuple):
+    """The outcome of one rate-limit check.
+
+    ``windows`` lists every window's status and ``violated`` the ones that refused the
+    request; both are built on access from ``plan`` and the flat ``counts``
+    (``remaining, reset`` per window, in plan order). ``degraded``: the authoritative backend
+    was unreachable and a fallback decided. ``unavailable``: nothing could decide (fail-closed
+    mode); answer 503 ``auth_unavailable``, not 429. ``bool(decision)`` is ``allowed``.
+
+    A named tuple of flat values because one is built on every request: a frozen dataclass
+    with a status object per window costs several times more than the decision itself.
+    """
+
+    allowed: bool
+    retry_after: int | None
+    plan: WindowPlan | None = None
+    counts: tuple[int, ...] = ()
+    violated_mask: int = 0
+    degraded: bool = False
+    unavailable: bool = False
+
+    def __bool__(self) -> bool:
+        return self.allowed
+
+    @property
+    def windows(self) -> tuple[WindowStatus, ...]:
+        """Every window's status (empty when no backend could tell)."""
+        plan, counts = self.plan, self.counts
+        if plan is None or not counts:
+            return ()
+        return tuple(
+            WindowStatus(w.limit, w.period, w.name, counts[2 * i], counts[2 * i + 1])
+            for i, w in enumerate(plan.windows)
+        )
+
+    @property
+    def violated(self) -> tuple[WindowStatus, ...]:
+        """The windows that refused the request (empty when admitted)."""
+        mask = self.violated_mask
+        return tuple(s for i, s in enumerate(self.windows) if mask >> i & 1)
+
+    @property
+    def policy(self) -> str:
+        """The ``RateLimit-Policy`` field value of the window set ("" when unknown)."""
+        return "" if self.plan is None else self.plan.policy
+
+
+_new_tuple = tuple.__new__
+_PLANS_BY_ID: dict[int, WindowPlan] = {}
+_PLANS: dict[tuple[Window, ...], WindowPlan] = {}
+
+
+def plan_for(windows: Sequence[Window]) -> WindowPlan:
+    """The compiled form of a window set, cached by identity and by value."""
+    plan = _PLANS_BY_ID.get(id(windows))
+    if plan is not None and plan.windows is windows:
+        return plan
+    key = windows if isinstance(windows, tuple) else tuple(windows)
+    plan = _PLANS.get(key)
+    if plan is None:
+        if len(_PLANS) >= 1024:
+            _PLANS.clear()
+        plan = _PLANS[key] = WindowPlan(key)
+    if len(_PLANS_BY_ID) >= 1024:
+        _PLANS_BY_ID.clear()
+    # Cached by id() only when the plan holds that very tuple, so the `is` check above
+    # catches an id() recycled after the tuple was freed.
+    if plan.windows is windows:
+        _PLANS_BY_ID[id(windows)] = plan
+    return plan
+
+
+def _refused(
+    plan: WindowPlan,
+    log: deque[int],
+    n: int,
+    rings: dict[int, _Ring],
+    now: int,
+    cost: int,
+    used: tuple[int, ...],
+) -> RateDecision:
+    """The refusal: nothing consumed; each violated window says when it will have room."""
+    retry = 0
+    never = False
+    mask = 0
+    counts: list[int] = []
+    for i, ((limit, period, width, kind), u) in enumerate(zip(plan.specs, used, strict=True)):
+        if u + cost > limit:
+            mask |= 1 << i
+            if cost > limit:
+                never = True
+                reset = -(-period // _US)
+            elif kind != _RING:
+                # The (u + cost - limit)-th oldest unit in the window must leave it.
+                reset = -(-(log[n - limit + cost - 1] + period - now) // _US)
+            else:
+                need = u + cost - limit
+                idx = 0
+                for idx, units in rings[period].buckets:  # noqa: B007 - idx is the answer
+                    need -= units
+                    if need <= 0:
+                        break
+                reset = -(-((idx + 1) * width + period - now) // _US)
+            if reset > retry:
+                retry = reset
+        elif kind != _RING:
+            reset = -(-(log[n - u] + period - now) // _US) if u else 0
+        else:
+            ring = rings[period]
+            reset = -(-(ring.release - now) // _US) if ring.buckets else 0
+        counts += (limit - u if u < limit else 0, reset)
+    # Every delay is positive, so retry >= 1 whenever some violated window can ever admit.
+    return _new_tuple(
+        RateDecision, (False, None if never else retry, plan, tuple(counts), mask, False, False)
+    )
+
+
+_Runner = Callable[[RateState, int, int, bool], RateDecision]
+
+
+def _compile(plan: WindowPlan) -> _Runner:
+    """Specialise the decision for one window set: straight-line code, constants inlined.
+
+    A loop over the windows, unpacking a spec tuple each time, measured 2.5 µs per decision
+    for the three default windows; this straight-line form, 1.2 µs. The steps, in order:
+
+    1. ``now = max(now, last)``, remembered as the new ``last``.
+    2. Drop log units at or before ``now - longest exact period``; drop ring buckets whose
+       index is below ``(now - period) // width``.
+    3. ``used_i``: the whole log for the longest exact window, the units after
+       ``now - period`` for shorter ones, the ring total for long windows.
+    4. Admit iff ``used_i + cost <= limit_i`` for all ``i``; if so (and consuming) append
+       ``cost`` copies of ``now`` to the log and add ``cost`` to each ring's current bucket,
+       and report ``remaining = limit - used - cost`` and ``reset`` per window; otherwise
+       hand over to :func:`_refused`.
+    """
+    ind = "    "
+    src = [
+        "def run(state, now, cost, consume):",
+        "    if now < state.last:",
+        "        now = state.last",
+        "    else:",
+        "        state.last = now",
+        "    log = state.log",
+        f"    if log and log[0] <= now - {plan.max_exact}:",
+        f"        cutoff = now - {plan.max_exact}",
+        "        popleft = log.popleft",
+        "        while log and log[0] <= cutoff:",
+        "            popleft()",
+        "    n = len(log)",
+        "    rings = state.rings",
+    ]
+    ring_index = {}
+    for j, (period, width) in enumerate(plan.rings):
+        ring_index[period] = j
+        src += [
+            f"    ring{j} = rings.get({period})",
+            f"    if ring{j} is None:",
+            f"        ring{j} = rings[{period}] = _Ring()",
+            f"    if now >= ring{j}.release:",
+            f"        _expire(ring{j}, now, {period}, {width})",
+            f"    b{j} = ring{j}.buckets",
+        ]
+    checks = []
+    counts = []
+    for i, (limit, period, _width, kind) in enumerate(plan.specs):
+        if kind == _WHOLE_LOG:
+            src.append(f"    u{i} = n")
+            oldest = "log[0]"
+        elif kind == _LOG:
+            src.append(f"    u{i} = n - bisect_right(log, now - {period}) if n else 0")
+            oldest = f"log[n - u{i}]"
+        else:
+            j = ring_index[period]
+            src.append(f"    u{i} = ring{j}.total")
+        checks.append(f"u{i} + cost <= {limit}")
+        if kind != _RING:
+            # ceil((oldest + period - now) / 1 s); the unit just taken when none was counted.
+            reset = (
+                f"-((now - {period} - {oldest}) // {_US}) if u{i} "
+                f"else ({-(-period // _US)} if taken else 0)"
+            )
+        else:
+            reset = f"-((now - ring{j}.release) // {_US}) if b{j} else 0"
+        counts.append(f"{limit} - u{i} - taken, {reset},")
+    src.append(f"    if {' and '.join(checks)}:")
+    src.append(f"{ind * 2}taken = cost if consume else 0")
+    src.append(f"{ind * 2}if taken:")
+    if plan.max_exact:
+        src += [
+            f"{ind * 3}if cost == 1:",
+            f"{ind * 4}log.append(now)",
+            f"{ind * 3}else:",
+            f"{ind * 4}log.extend([now] * cost)",
+        ]
+    for j, (period, width) in enumerate(plan.rings):
+        src += [
+            f"{ind * 3}if now < ring{j}.end:",
+            f"{ind * 4}b{j}[-1][1] += cost",
+            f"{ind * 3}else:",
+            f"{ind * 4}_open_bucket(ring{j}, now, cost, {period}, {width})",
+            f"{ind * 3}ring{j}.total += cost",
+        ]
+    src.append(f"{ind * 2}return _new_tuple(RateDecision, (True, None, plan, (")
+    src += [f"{ind * 3}{c}" for c in counts]
+    src.append(f"{ind * 2}), 0, False, False))")
+    used = ", ".join(f"u{i}" for i in range(len(plan.specs)))
+    src.append(f"    return _refused(plan, log, n, rings, now, cost, ({used},))")
+    namespace: dict[str, object] = {
+        "plan": plan,
+        "bisect_right": bisect_right,
+        "_Ring": _Ring,
+        "_expire": _expire,
+        "_open_bucket": _open_bucket,
+        "_refused": _refused,
+        "_new_tuple": _new_tuple,
+        "RateDecision": RateDecision,
+    }
+    # The source is built only from integers computed above: no user text reaches exec.
+    exec(compile("\n".join(src), f"<keyguard.ratelimit {plan!r}>", "exec"), namespace)  # noqa: S102
+    return namespace["run"]  # type: ignore[return-value]
