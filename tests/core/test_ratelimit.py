@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -650,6 +652,51 @@ async def test_100_tasks_on_one_key_admit_exactly_the_burst() -> None:
     await asyncio.sleep(0)
     start.set()
     assert sum(await asyncio.gather(*tasks)) == 20
+
+
+# Runs in a fresh interpreter whose wall and monotonic clocks are replaced before keyguard is
+# imported, so every default a limiter binds at import time is one of these two fakes.
+_CLOCK_STEP_SCRIPT = """
+import time
+wall, mono = [1_700_000_000.0], [5_000.0]
+time.time = lambda: wall[0]
+time.monotonic = lambda: mono[0]
+
+from keyguard.core.ratelimit import MemoryRateLimiter, ResilientLimiter
+from keyguard.core.verifier import Verifier
+from keyguard.stores.memory import MemoryStore
+
+limiters = {
+    "MemoryRateLimiter()": MemoryRateLimiter(),
+    "ResilientLimiter fallback": ResilientLimiter(MemoryRateLimiter()).fallback,
+    "Verifier default": Verifier(MemoryStore()).limiter,
+}
+for name, lim in limiters.items():
+    wall[0], mono[0] = 1_700_000_000.0, 5_000.0
+    admitted = sum(lim.hit("k").allowed for _ in range(25))
+    wall[0] += 86_400  # the wall clock steps forward a day; no real time passes
+    mono[0] += 0.5
+    after = sum(lim.hit("k").allowed for _ in range(25))
+    wall[0] -= 3 * 86_400  # and back three days: no burst is held back either
+    mono[0] += 10.5
+    later = sum(lim.hit("k").allowed for _ in range(25))
+    print(name, admitted, after, later)
+"""
+
+
+def test_a_wall_clock_step_grants_no_fresh_burst() -> None:
+    """Issue 7 item 11: the in-process limiter runs on a monotonic clock."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CLOCK_STEP_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.splitlines()
+    assert out == [
+        f"{name} 20 0 20"
+        for name in ("MemoryRateLimiter()", "ResilientLimiter fallback", "Verifier default")
+    ]
 
 
 # -- the resilient wrapper -------------------------------------------------------------------------

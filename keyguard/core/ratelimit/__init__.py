@@ -25,7 +25,8 @@ requests that the exact rule would refuse over the slightly longer window
 **Time.** All arithmetic is on integer microseconds (``round(now * 1e6)``), so the Redis
 Lua script, which implements the same steps, reaches identical decisions (a differential
 test holds it to :func:`decide`, the reference). A clock that goes backwards never admits
-extra requests: the decision uses ``max(now, last now seen)``.
+extra requests: the decision uses ``max(now, last now seen)``. The in-process backend reads a
+monotonic clock (a wall-clock step grants no fresh burst); Redis uses its own ``TIME``.
 
 **Headers.** :func:`rate_limit_headers` renders a decision as ``Retry-After`` (refusals),
 the IETF ``RateLimit-Policy``/``RateLimit`` fields (draft-ietf-httpapi-ratelimit-headers-10

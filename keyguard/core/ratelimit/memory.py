@@ -32,8 +32,14 @@ class MemoryRateLimiter:
     Measured with the default windows: about 2.3 KB per bucket plus 40 bytes per unit in the
     minute log (6.4 KB for a key at its limit), so 100,000 busy keys need some 600 MB.
 
-    ``clock`` returns epoch seconds. ``ahit`` runs inline: the work is under two microseconds
-    of CPU and no lock is ever held across an ``await``.
+    ``clock`` returns seconds from a monotonic source (default :func:`time.monotonic`): a wall
+    clock that steps (NTP, an operator, a VM resumed) must neither grant a fresh burst when it
+    jumps forward nor hold requests back when it jumps back. Counts are per process anyway,
+    so nothing needs a clock shared with other machines; the day window's buckets are then
+    aligned to the monotonic clock's origin rather than to midnight UTC (a unit still counts
+    at most one bucket past its window). The Redis backend uses Redis's own clock, shared by
+    every process. ``ahit`` runs inline: the work is under two
+    microseconds of CPU and no lock is ever held across an ``await``.
     """
 
     __slots__ = (
@@ -53,7 +59,7 @@ class MemoryRateLimiter:
         self,
         max_keys: int = 100_000,
         stripes: int = 64,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(max_keys, bool) or not isinstance(max_keys, int) or max_keys < 1:
             raise ConfigurationError(f"max_keys must be an integer >= 1, got {max_keys!r}")
