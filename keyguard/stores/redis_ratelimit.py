@@ -68,6 +68,14 @@ local function fdiv(a, b)
 end
 local function ceil_s(x) return -fdiv(-x, US) end
 
+-- A long-window bucket: its latest unit's time and its units (nil when empty).
+local function bucket(state_key, f)
+  local v = redis.call('HGET', state_key, f)
+  if not v then return nil end
+  local last, units = string.match(v, '^(-?%d+):(%d+)$')
+  return tonumber(last), tonumber(units)
+end
+
 local function clock(arg)
   local now = tonumber(arg)
   if not now then
@@ -104,43 +112,46 @@ local function load(log_key, state_key, now, cost, write, base)
     widths[i] = tonumber(ARGV[b + 3])
   end
 
-  -- Long windows: fields r<period>:lo (oldest bucket), :hi (newest), :t (total), :<index>.
+  -- Long windows: fields b<period>:lo (index of the oldest bucket), :hi (the newest), :t (total
+  -- units), :rel (when the oldest bucket leaves: its latest unit + period), and per bucket
+  -- b<period>:<index> = "<latest unit µs>:<units>".
   local rings = {}
   local function ring_for(i)
     local p = periods[i]
     local ring = rings[p]
     if ring then return ring end
-    local pre = 'r' .. fmt(p) .. ':'
-    local v = redis.call('HMGET', state_key, pre .. 'lo', pre .. 'hi', pre .. 't')
+    local pre = 'b' .. fmt(p) .. ':'
+    local v = redis.call('HMGET', state_key, pre .. 'lo', pre .. 'hi', pre .. 't', pre .. 'rel')
     ring = {pre = pre, width = widths[i], lo = tonumber(v[1]), hi = tonumber(v[2]),
-            total = tonumber(v[3]) or 0}
+            total = tonumber(v[3]) or 0, rel = tonumber(v[4])}
     rings[p] = ring
-    if ring.lo then
-      local first = fdiv(now - p, ring.width)
-      if ring.lo < first then
-        local j, newlo = ring.lo, nil
-        while j <= ring.hi do
-          local f = pre .. fmt(j)
-          local c = tonumber(redis.call('HGET', state_key, f))
-          if c then
-            if j < first then
-              ring.total = ring.total - c
-              if write then redis.call('HDEL', state_key, f) end
-            else
-              newlo = j
-              break
-            end
+    if ring.lo and now >= (ring.rel or 0) then
+      local j, newlo = ring.lo, nil
+      while j <= ring.hi do
+        local f = pre .. fmt(j)
+        local last, c = bucket(state_key, f)
+        if last then
+          if last + p <= now then
+            ring.total = ring.total - c
+            if write then redis.call('HDEL', state_key, f) end
+          else
+            newlo = j
+            ring.rel = last + p
+            break
           end
-          j = j + 1
         end
-        if newlo then
-          ring.lo = newlo
-          if write then
-            redis.call('HSET', state_key, pre .. 'lo', fmt(newlo), pre .. 't', fmt(ring.total))
-          end
-        else
-          ring.lo, ring.hi, ring.total = nil, nil, 0
-          if write then redis.call('HDEL', state_key, pre .. 'lo', pre .. 'hi', pre .. 't') end
+        j = j + 1
+      end
+      if newlo then
+        ring.lo = newlo
+        if write then
+          redis.call('HSET', state_key, pre .. 'lo', fmt(newlo), pre .. 't', fmt(ring.total),
+                     pre .. 'rel', fmt(ring.rel))
+        end
+      else
+        ring.lo, ring.hi, ring.total, ring.rel = nil, nil, 0, nil
+        if write then
+          redis.call('HDEL', state_key, pre .. 'lo', pre .. 'hi', pre .. 't', pre .. 'rel')
         end
       end
     end
@@ -196,12 +207,16 @@ local function admit(b, cost, take, out)
     end
     for p, ring in pairs(b.rings) do
       local idx = fdiv(now, ring.width)
-      redis.call('HINCRBY', state_key, ring.pre .. fmt(idx), cost)
+      local f = ring.pre .. fmt(idx)
+      local _, units = bucket(state_key, f)
+      redis.call('HSET', state_key, f, fmt(now) .. ':' .. fmt((units or 0) + cost))
       ring.total = ring.total + cost
       if not ring.lo then ring.lo = idx end
+      -- The bucket's units now leave the window with this one.
+      if ring.lo == idx then ring.rel = now + p end
       ring.hi = idx
       redis.call('HSET', state_key, ring.pre .. 'lo', fmt(ring.lo), ring.pre .. 'hi', fmt(idx),
-                 ring.pre .. 't', fmt(ring.total))
+                 ring.pre .. 't', fmt(ring.total), ring.pre .. 'rel', fmt(ring.rel))
     end
   end
   for i = 1, b.nw do
@@ -214,7 +229,7 @@ local function admit(b, cost, take, out)
       end
     else
       local ring = b.rings[p]
-      if ring.lo then reset = ceil_s((ring.lo + 1) * ring.width + p - now) end
+      if ring.lo then reset = ceil_s(ring.rel - now) end
     end
     out[#out + 1] = b.limits[i] - u - taken
     out[#out + 1] = reset
@@ -237,23 +252,23 @@ local function refuse(b, cost, out, bit)
         reset = ceil_s(kth(b, i, u + cost - limit) + p - now)
       else
         local ring = b.rings[p]
-        local need, j = u + cost - limit, ring.lo
+        local need, j, last = u + cost - limit, ring.lo, 0
         while j <= ring.hi do
-          local c = tonumber(redis.call('HGET', b.state_key, ring.pre .. fmt(j)))
-          if c then
-            need = need - c
+          local l, n = bucket(b.state_key, ring.pre .. fmt(j))
+          if l then
+            last, need = l, need - n
             if need <= 0 then break end
           end
           j = j + 1
         end
-        reset = ceil_s((j + 1) * ring.width + p - now)
+        reset = ceil_s(last + p - now)
       end
       if reset > retry then retry = reset end
     elseif b.widths[i] == 0 then
       if u > 0 then reset = ceil_s(kth(b, i, 1) + p - now) end
     else
       local ring = b.rings[p]
-      if ring.lo then reset = ceil_s((ring.lo + 1) * ring.width + p - now) end
+      if ring.lo then reset = ceil_s(ring.rel - now) end
     end
     bit = bit * 2
     out[#out + 1] = math.max(limit - u, 0)

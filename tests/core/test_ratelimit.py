@@ -268,7 +268,8 @@ class RateLimitMachine(RuleBasedStateMachine):
                 assert remaining <= max(0, limit - used - taken)
                 if bit:
                     late_violation = late_violation or late + cost > limit
-                assert 0 <= reset <= ceil_s(period + width)
+                # Never beyond the window, as its RateLimit-Policy states it (issue 8).
+                assert 0 <= reset <= ceil_s(period)
         if not d.allowed:
             assert d.violated_mask, "a refusal names the windows that refused it"
             exact_violation = any(
@@ -421,14 +422,43 @@ def test_day_window_buckets_release_at_most_one_bucket_late() -> None:
     windows = (Window(2, 86400, "day"),)
     width = 86400 // LONG_WINDOW_BUCKETS  # 900 s
     start = (T0 // width) * width + 100  # 100 s into a bucket
-    d, state = decide(None, start, 2, windows)
+    d, state = decide(None, start, 1, windows)
     assert d.allowed
-    d, state = decide(state, start + 86400, 1, windows)  # exact rule: free again
+    d, state = decide(state, start + 700, 1, windows)  # the same bucket
+    assert d.allowed
+    d, state = decide(state, start + 86400, 1, windows)  # exact rule: one unit free again
     assert not d.allowed
-    # Released when the bucket's end leaves the window: 800 s late, less than one bucket.
-    assert d.retry_after == width - 100
-    d, state = decide(state, start + 86400 + width - 100, 1, windows)
+    # The bucket leaves the window with its latest unit: 700 s late, less than one bucket.
+    assert d.retry_after == 700
+    d, state = decide(state, start + 86400 + 700, 2, windows)
     assert d.allowed
+
+
+def test_a_bucket_alone_is_released_exactly() -> None:
+    windows = (Window(2, 86400, "day"),)
+    d, state = decide(None, T0, 2, windows)
+    d, state = decide(state, T0 + 86400 - 0.001, 1, windows)
+    assert not d.allowed
+    assert d.retry_after == 1
+    d, state = decide(state, T0 + 86400, 2, windows)
+    assert d.allowed
+
+
+@pytest.mark.parametrize("offset", [0, 1, 100, 899, 899.999])
+def test_reported_reset_never_exceeds_the_window(offset: float) -> None:
+    """Issue 8: a fresh key's day window reported ``t=86710`` against ``w=86400``."""
+    width = 86400 // LONG_WINDOW_BUCKETS
+    now = (T0 // width) * width + offset
+    d, state = decide(None, now, 1)
+    assert [s.reset for s in d.windows] == [10, 60, 86400]
+    h = headers_of(rate_limit_headers(d))
+    assert h["RateLimit"] == '"burst";r=19;t=10, "minute";r=99;t=60, "day";r=4999;t=86400'
+    # Refused by the day window: Retry-After and t stay within it too.
+    windows = (Window(1, 86400, "day"),)
+    d, state = decide(None, now, 1, windows)
+    d, state = decide(state, now + 5, 1, windows)
+    assert d.retry_after == 86400 - 5
+    assert headers_of(rate_limit_headers(d))["RateLimit"] == '"day";r=0;t=86395'
 
 
 def test_decide_is_deterministic() -> None:
@@ -487,15 +517,14 @@ def headers_of(pairs: list[tuple[str, str]]) -> dict[str, str]:
 
 
 def test_headers_when_admitted() -> None:
-    # T0 is 100 s before the end of its 900 s day bucket; the bucket leaves the day window
-    # at its end + 86400 s.
+    # The day bucket leaves the day window with its latest unit, 86400 s after it.
     state = None
     for i in range(3):
         d, state = decide(state, T0 + i, 1)
     h = headers_of(rate_limit_headers(d))
     assert h == {
         "RateLimit-Policy": '"burst";q=20;w=10, "minute";q=100;w=60, "day";q=5000;w=86400',
-        "RateLimit": '"burst";r=17;t=8, "minute";r=97;t=58, "day";r=4997;t=86498',
+        "RateLimit": '"burst";r=17;t=8, "minute";r=97;t=58, "day";r=4997;t=86400',
         "X-RateLimit-Limit": "20",
         "X-RateLimit-Remaining": "17",
         "X-RateLimit-Reset": "8",

@@ -253,6 +253,17 @@ def test_redis_clock_burst(limiter: RedisRateLimiter, server: redis.Redis) -> No
         assert 0 < server.pttl(key) <= (86400 + 900 + 1) * 1000
 
 
+def test_reported_reset_never_exceeds_the_window(limiter: RedisRateLimiter) -> None:
+    """Issue 8: a fresh key's day window reported ``t=86710`` against ``w=86400``."""
+    width = 86400 // LONG_WINDOW_BUCKETS
+    assert [s.reset for s in limiter.hit("fresh").windows] == [10, 60, 86400]
+    assert [s.reset for s in limiter.hit("set", now=T0 // width * width + 5).windows] == [
+        10,
+        60,
+        86400,
+    ]
+
+
 def test_peek_writes_nothing_and_reset_forgets(
     limiter: RedisRateLimiter, server: redis.Redis
 ) -> None:

@@ -14,13 +14,14 @@ admitted: it is refused with ``retry_after=None`` (catch this at configuration t
 **Exact and bucketed windows.** A window with ``period <= EXACT_MAX_PERIOD`` (1 h) and
 ``limit <= EXACT_MAX_LIMIT`` is exact: all exact windows share one sliding log of admitted
 unit timestamps, trimmed to the longest exact window (so its length is bounded by that
-window's limit). A longer window (the day) counts units in ``LONG_WINDOW_BUCKETS`` (96)
-buckets of ``period / 96`` (15 min for a day), aligned to the epoch. Every bucket that
-overlaps ``(t - W, t]`` is counted in full, so a bucketed window never admits more than the
-exact formula would; a unit admitted at ``s`` stops counting at ``s + W + W/96`` at the
-latest instead of ``s + W`` (at most one bucket late). So a bucketed window refuses only
-requests that the exact rule would refuse over the slightly longer window
-``(t - W - W/96, t]``, and its Retry-After is exact for its buckets.
+window's limit). A longer window (the day) counts units in at most ``LONG_WINDOW_BUCKETS``
+(96) buckets, one per ``period / 96`` slice of time (15 min for a day) that saw admissions.
+A bucket remembers its units and the time of its latest admission, and all its units leave
+the window together, ``W`` after that latest one. So a bucketed window never admits more than
+the exact formula would; a unit admitted at ``s`` stops counting before ``s + W + W/96``
+instead of at ``s + W`` (less than one bucket late), so it refuses only requests that the
+exact rule would refuse over the slightly longer window ``(t - W - W/96, t]``; its
+Retry-After is exact for its buckets, and the reset it reports never exceeds ``W``.
 
 **Time.** All arithmetic is on integer microseconds (``round(now * 1e6)``), so the Redis
 Lua script, which implements the same steps, reaches identical decisions (a differential

@@ -202,7 +202,7 @@ def _refused(
     never = False
     mask = 0
     counts: list[int] = []
-    for i, ((limit, period, width, kind), u) in enumerate(zip(plan.specs, used, strict=True)):
+    for i, ((limit, period, _width, kind), u) in enumerate(zip(plan.specs, used, strict=True)):
         if u + cost > limit:
             mask |= 1 << i
             if cost > limit:
@@ -213,19 +213,19 @@ def _refused(
                 reset = -(-(log[n - limit + cost - 1] + period - now) // _US)
             else:
                 need = u + cost - limit
-                idx = 0
-                for idx, units in rings[period].buckets:  # noqa: B007 - idx is the answer
+                last = 0
+                for last, units in rings[period].buckets:  # noqa: B007 - last is the answer
                     need -= units
                     if need <= 0:
                         break
-                reset = -(-((idx + 1) * width + period - now) // _US)
+                reset = -(-(last + period - now) // _US)
             if reset > retry:
                 retry = reset
         elif kind != _RING:
             reset = -(-(log[n - u] + period - now) // _US) if u else 0
         else:
             ring = rings[period]
-            reset = -(-(ring.release - now) // _US) if ring.buckets else 0
+            reset = -(-(ring.buckets[0][0] + period - now) // _US) if ring.buckets else 0
         counts += (limit - u if u < limit else 0, reset)
     # Every delay is positive, so retry >= 1 whenever some violated window can ever admit.
     return _new_tuple(
@@ -244,13 +244,13 @@ def _compile(plan: WindowPlan) -> _Runner:
 
     1. ``now = max(now, last)``, remembered as the new ``last``.
     2. Drop log units at or before ``now - longest exact period``; drop ring buckets whose
-       index is below ``(now - period) // width``.
+       latest unit is at or before ``now - period``.
     3. ``used_i``: the whole log for the longest exact window, the units after
        ``now - period`` for shorter ones, the ring total for long windows.
     4. Admit iff ``used_i + cost <= limit_i`` for all ``i``; if so (and consuming) append
-       ``cost`` copies of ``now`` to the log and add ``cost`` to each ring's current bucket,
-       and report ``remaining = limit - used - cost`` and ``reset`` per window; otherwise
-       hand over to :func:`_refused`.
+       ``cost`` copies of ``now`` to the log and add ``cost`` to each ring's current bucket
+       (whose latest unit is now ``now``), and report ``remaining = limit - used - cost`` and
+       ``reset`` per window; otherwise hand over to :func:`_refused`.
     """
     ind = "    "
     src = [
@@ -269,14 +269,14 @@ def _compile(plan: WindowPlan) -> _Runner:
         "    rings = state.rings",
     ]
     ring_index = {}
-    for j, (period, width) in enumerate(plan.rings):
+    for j, (period, _width) in enumerate(plan.rings):
         ring_index[period] = j
         src += [
             f"    ring{j} = rings.get({period})",
             f"    if ring{j} is None:",
             f"        ring{j} = rings[{period}] = _Ring()",
             f"    if now >= ring{j}.release:",
-            f"        _expire(ring{j}, now, {period}, {width})",
+            f"        _expire(ring{j}, now, {period})",
             f"    b{j} = ring{j}.buckets",
         ]
     checks = []
@@ -299,7 +299,7 @@ def _compile(plan: WindowPlan) -> _Runner:
                 f"else ({-(-period // _US)} if taken else 0)"
             )
         else:
-            reset = f"-((now - ring{j}.release) // {_US}) if b{j} else 0"
+            reset = f"-((now - {period} - b{j}[0][0]) // {_US}) if b{j} else 0"
         counts.append(f"{limit} - u{i} - taken, {reset},")
     src.append(f"    if {' and '.join(checks)}:")
     src.append(f"{ind * 2}taken = cost if consume else 0")
@@ -314,7 +314,9 @@ def _compile(plan: WindowPlan) -> _Runner:
     for j, (period, width) in enumerate(plan.rings):
         src += [
             f"{ind * 3}if now < ring{j}.end:",
-            f"{ind * 4}b{j}[-1][1] += cost",
+            f"{ind * 4}newest = b{j}[-1]",
+            f"{ind * 4}newest[0] = now",
+            f"{ind * 4}newest[1] += cost",
             f"{ind * 3}else:",
             f"{ind * 4}_open_bucket(ring{j}, now, cost, {period}, {width})",
             f"{ind * 3}ring{j}.total += cost",

@@ -10,10 +10,16 @@ _NEVER: Final = 2**62
 
 
 class _Ring:
-    """A bucketed window: ``[index, units]`` pairs, oldest first, and their running total.
+    """A bucketed window: ``[last, units]`` pairs, oldest first, and their running total.
 
-    ``release`` (when the oldest bucket leaves the window) and ``end`` (when the newest
-    bucket closes) are derived, kept so the hot path compares instead of dividing.
+    A bucket holds the units admitted during one ``width``-long slice of time (its index is
+    ``last // width``); ``last`` is the time of its latest admission, and all its units leave
+    the window together when that one does, at ``last + period``. So no unit leaves before
+    the exact rule lets it (never over-admits), none stays more than one bucket longer, and
+    the wait reported for any bucket is at most ``period``. ``release`` (when the oldest
+    bucket may leave: never later than the truth, so an early value only costs a check) and
+    ``end`` (when the newest bucket's slice closes) are kept so the hot path compares instead
+    of dividing.
     """
 
     __slots__ = ("buckets", "end", "release", "total")
@@ -67,18 +73,17 @@ class RateState:
         return f"RateState(last={self.last}, log={len(self.log)} units, rings={len(self.rings)})"
 
 
-def _expire(ring: _Ring, now: int, period: int, width: int) -> None:
-    # Buckets with index < (now - period) // width have left the window.
-    first = (now - period) // width
+def _expire(ring: _Ring, now: int, period: int) -> None:
+    # A bucket leaves the window when its latest unit does: at last + period.
+    cutoff = now - period
     buckets = ring.buckets
-    while buckets and buckets[0][0] < first:
+    while buckets and buckets[0][0] <= cutoff:
         ring.total -= buckets.popleft()[1]
-    ring.release = (buckets[0][0] + 1) * width + period if buckets else _NEVER
+    ring.release = buckets[0][0] + period if buckets else _NEVER
 
 
 def _open_bucket(ring: _Ring, now: int, cost: int, period: int, width: int) -> None:
-    idx = now // width
-    ring.buckets.append([idx, cost])
-    ring.end = (idx + 1) * width
+    ring.buckets.append([now, cost])
+    ring.end = (now // width + 1) * width
     if len(ring.buckets) == 1:
-        ring.release = ring.end + period
+        ring.release = now + period

@@ -17,7 +17,7 @@ from keyguard.core.errors import ConfigurationError
 EXACT_MAX_PERIOD: Final = 3600.0
 #: An exact window keeps one timestamp per admitted unit; above this limit it is bucketed.
 EXACT_MAX_LIMIT: Final = 10_000
-#: Buckets per long window; the release of a unit is late by at most ``period / 96``.
+#: Buckets per long window; the release of a unit is late by less than ``period / 96``.
 LONG_WINDOW_BUCKETS: Final = 96
 #: Bounds that keep every count and timestamp exact in the Lua script's doubles (< 2^53).
 MAX_LIMIT: Final = 2**40
