@@ -22,16 +22,10 @@ from keyguard.core.ratelimit import (
     decide_pair,
     rate_limit_headers,
 )
+from keyguard.stores.redis_ratelimit import RedisRateLimiter
+from tests.stores.redis_server import REDIS_URL, ThrowawayRedis, import_redis, reachable_or_skip
 
-redis = pytest.importorskip("redis")
-redis_asyncio = pytest.importorskip("redis.asyncio")
-
-from keyguard.stores.redis_ratelimit import RedisRateLimiter  # noqa: E402
-from tests.stores.test_redis_ratelimit import (  # noqa: E402
-    REDIS_URL,
-    ThrowawayRedis,
-    _reachable_or_skip,
-)
+redis, redis_asyncio = import_redis()
 
 pytestmark = pytest.mark.redis
 
@@ -40,7 +34,7 @@ T0 = 1_700_000_000
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[redis.Redis]:
-    _reachable_or_skip()
+    reachable_or_skip()
     client = redis.Redis.from_url(REDIS_URL)
     yield client
     client.close()

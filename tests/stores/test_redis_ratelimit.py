@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import random
-import shutil
-import socket
-import subprocess
 import threading
 import time
 import uuid
@@ -38,33 +34,22 @@ from keyguard.core.ratelimit import (
     decide,
     rate_limit_headers,
 )
+from keyguard.stores.redis_ratelimit import RedisBruteForceGuard, RedisRateLimiter
+from tests.stores.redis_server import REDIS_URL, ThrowawayRedis, import_redis, reachable_or_skip
 
-redis = pytest.importorskip("redis")
-redis_asyncio = pytest.importorskip("redis.asyncio")
-
-from keyguard.stores.redis_ratelimit import RedisBruteForceGuard, RedisRateLimiter  # noqa: E402
+redis, redis_asyncio = import_redis()
 
 pytestmark = pytest.mark.redis
 
-REDIS_URL = "redis://127.0.0.1:6379/15"
 T0 = 1_700_000_000
 
 
 # -- fixtures ------------------------------------------------------------------------------------
 
 
-def _reachable_or_skip() -> None:
-    try:
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
-    except redis.RedisError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Redis is required under CI=true: {exc}")
-        pytest.skip("Redis not reachable at 127.0.0.1:6379")
-
-
 @pytest.fixture(scope="module")
 def server() -> Iterator[redis.Redis]:
-    _reachable_or_skip()
+    reachable_or_skip()
     client = redis.Redis.from_url(REDIS_URL)
     yield client
     client.close()
@@ -98,60 +83,10 @@ def module_limiter(server: redis.Redis) -> Iterator[RedisRateLimiter]:
 
 @pytest.fixture
 async def alimiter(prefix: str) -> AsyncIterator[RedisRateLimiter]:
-    _reachable_or_skip()
+    reachable_or_skip()
     client = redis_asyncio.Redis.from_url(REDIS_URL)
     yield RedisRateLimiter(async_client=client, prefix=prefix)
     await client.aclose()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class ThrowawayRedis:
-    """A private redis-server on a free port, for tests that stop, pause or count it."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("redis-server is required under CI=true (.ci/run installs it)")
-            pytest.skip("redis-server binary not found")
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--loglevel", "warning"]
-        self.proc = subprocess.Popen(
-            [binary, *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(5)
-            self.proc = None
 
 
 @pytest.fixture
@@ -570,7 +505,7 @@ def test_redis_brute_force_guard(server: redis.Redis, prefix: str) -> None:
 
 
 async def test_redis_brute_force_guard_async(prefix: str) -> None:
-    _reachable_or_skip()
+    reachable_or_skip()
     client = redis_asyncio.Redis.from_url(REDIS_URL)
     guard = RedisBruteForceGuard(async_client=client, prefix=prefix, threshold=1, window=5)
     assert await guard.ais_blocked("a") is None
