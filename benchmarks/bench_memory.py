@@ -154,7 +154,7 @@ def redis_part(url: str, sample: int) -> list[dict[str, Any]] | str:
         admin.close()
         return f"skipped: Redis is unreachable ({type(exc).__name__})"
     prefix = f"kgbench{os.getpid()}x{secrets.token_hex(4)}"
-    limiter = RedisRateLimiter(url=url, prefix=prefix, socket_timeout=5.0)
+    limiter = RedisRateLimiter(url=url, prefix=prefix, socket_timeout=5.0, budget=10.0)
     rows = []
     try:
         version = admin.info("server").get("redis_version")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import subprocess
 import sys
 import threading
@@ -30,6 +31,8 @@ from keyguard.core.ratelimit import (
     DEFAULT_WINDOWS,
     EXACT_MAX_LIMIT,
     LONG_WINDOW_BUCKETS,
+    BackendDown,
+    BackendSlow,
     MemoryRateLimiter,
     RateDecision,
     RateLimiter,
@@ -781,14 +784,13 @@ class Flaky:
 def make(mode: str, **kw: object) -> tuple[ResilientLimiter, Flaky, FakeClock]:
     primary = Flaky()
     clock = FakeClock(0.0)
+    options: dict[str, object] = {"failure_threshold": 3, "cooldown": 5.0, **kw}
     limiter = ResilientLimiter(
         primary,
         fallback=MemoryRateLimiter(clock=FakeClock()),
         mode=mode,  # type: ignore[arg-type]
-        failure_threshold=3,
-        cooldown=5.0,
         clock=clock,
-        **kw,  # type: ignore[arg-type]
+        **options,  # type: ignore[arg-type]
     )
     return limiter, primary, clock
 
@@ -855,11 +857,88 @@ def test_breaker_opens_probes_and_recovers(caplog: pytest.LogCaptureFixture) -> 
     assert not d.degraded
     assert limiter.state == "closed"
     messages = [(r.levelname, r.getMessage()) for r in caplog.records]
-    assert [lvl for lvl, _ in messages] == ["WARNING", "INFO", "WARNING", "INFO", "INFO"]
-    assert "circuit open" in messages[0][1]
+    assert [lvl for lvl, _ in messages] == [
+        "WARNING",  # the first fallback, at once
+        "WARNING",  # the circuit opens
+        "INFO",  # probing
+        "WARNING",  # the probe failed
+        "INFO",  # probing
+        "WARNING",  # the fallbacks not yet reported
+        "INFO",  # recovered
+    ]
+    assert "request decided by mode=deny" in messages[0][1]
     assert "StoreUnavailable" in messages[0][1]
-    assert "probe failed" in messages[2][1]
+    assert "circuit open" in messages[1][1]
+    assert "probe failed" in messages[3][1]
+    assert "5 request(s) decided by mode=deny" in messages[5][1]
     assert "recovered" in messages[-1][1]
+    assert limiter.stats.snapshot() == {
+        "decided": 1,
+        "fallbacks": 6,
+        "fallbacks_down": 0,
+        "fallbacks_slow": 0,
+        "fallbacks_error": 4,
+        "fallbacks_open": 2,
+        "circuit_opened": 2,
+    }
+
+
+def _logged_fallbacks(caplog: pytest.LogCaptureFixture) -> list[int]:
+    """The number of fallbacks each WARNING line of the fallback log accounts for."""
+    counts = []
+    for r in caplog.records:
+        text = r.getMessage()
+        if r.levelno == logging.WARNING and "decided by mode=" in text:
+            found = re.search(r"(\d+) request", text)
+            counts.append(int(found[1]) if found else 1)
+    return counts
+
+
+def test_every_fallback_is_logged_at_warning_but_the_log_is_rate_limited(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue 8: one slow reply switched a request to the fallback, logged at DEBUG only."""
+    caplog.set_level(logging.WARNING, logger="keyguard.ratelimit")
+    limiter, primary, clock = make("local", failure_threshold=10**9, log_interval=10.0)
+    primary.error = BackendSlow("no reply within 0.5s")
+    primary.down = True
+    for i in range(1000):
+        clock.t = i * 0.025  # 1000 fallbacks over 25 s
+        assert limiter.hit(f"k{i}", WIN).degraded
+    counts = _logged_fallbacks(caplog)
+    assert 2 <= len(counts) <= 4, "a few lines, not one per request"
+    assert counts[0] == 1, "the first fallback is reported at once"
+    primary.down = False
+    clock.t = 40.0
+    assert not limiter.hit("k", WIN).degraded
+    assert sum(_logged_fallbacks(caplog)) == 1000, "every fallback accounted for"
+    assert limiter.stats["fallbacks_slow"] == limiter.stats["fallbacks"] == 1000
+    assert limiter.state == "closed", "slow replies below the threshold leave the circuit closed"
+
+
+def test_a_down_backend_opens_the_circuit_at_once() -> None:
+    limiter, primary, _ = make("local")
+    primary.error = BackendDown("connection refused")
+    primary.down = True
+    assert limiter.hit("k", WIN).degraded
+    assert limiter.state == "open"
+    assert primary.calls == 1
+    assert limiter.hit("k", WIN).degraded
+    assert primary.calls == 1, "an open circuit does not call the primary"
+    assert limiter.stats["fallbacks_down"] == 1
+    assert limiter.stats["fallbacks_open"] == 1
+    assert limiter.stats["circuit_opened"] == 1
+
+
+def test_slow_failures_open_the_circuit_only_at_the_threshold() -> None:
+    limiter, primary, _ = make("local")
+    primary.error = BackendSlow("no reply")
+    primary.down = True
+    limiter.hit("k", WIN)
+    limiter.hit("k", WIN)
+    assert limiter.state == "closed"
+    limiter.hit("k", WIN)
+    assert limiter.state == "open"
 
 
 def test_breaker_counts_consecutive_failures_only() -> None:
@@ -889,6 +968,8 @@ def test_resilient_never_raises_but_misuse_does() -> None:
         ResilientLimiter(primary, failure_threshold=0)
     with pytest.raises(ConfigurationError):
         ResilientLimiter(primary, cooldown=0)
+    with pytest.raises(ConfigurationError):
+        ResilientLimiter(primary, log_interval=-1)
 
 
 async def test_resilient_async_path() -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -16,7 +17,7 @@ import pytest
 
 from tests.conftest import REDIS_URL, _redis_or_skip
 
-__all__ = ["REDIS_URL", "ThrowawayRedis", "import_redis", "reachable_or_skip"]
+__all__ = ["REDIS_URL", "SlowReplies", "ThrowawayRedis", "import_redis", "reachable_or_skip"]
 
 
 def import_redis() -> tuple[ModuleType, ModuleType]:
@@ -116,3 +117,52 @@ class ThrowawayRedis:
             admin.client_pause(round(seconds * 1000))
         finally:
             admin.close()
+
+
+class SlowReplies:
+    """A TCP proxy in front of a Redis that passes requests on at once but holds every reply
+    for ``delay`` seconds: Redis has run the command, the client just hears of it late (the
+    case where a retry could count a request twice)."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.delay = 0.0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._closing = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            threading.Thread(target=self._pump, args=(client, server, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, True), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket, delayed: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if delayed and self.delay:
+                    time.sleep(self.delay)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._listener.close()

@@ -25,6 +25,8 @@ from keyguard.core.errors import ConfigurationError, StoreUnavailable
 from keyguard.core.ratelimit import (
     DEFAULT_WINDOWS,
     LONG_WINDOW_BUCKETS,
+    BackendDown,
+    BackendSlow,
     MemoryRateLimiter,
     RateDecision,
     RateLimiter,
@@ -378,14 +380,17 @@ async def test_async_redis_clock_burst(alimiter: RedisRateLimiter) -> None:
 DEAD_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
 
 
-def test_unreachable_redis_raises_store_unavailable_fast() -> None:
-    lim = RedisRateLimiter(url=DEAD_URL)
+def test_unreachable_redis_raises_backend_down_without_waiting() -> None:
+    lim = RedisRateLimiter(url=DEAD_URL, budget=30)
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable) as info:
+    with pytest.raises(BackendDown) as info:
         lim.hit("k")
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 10, "a refused connection does not wait for the budget"
     assert "127.0.0.1" not in str(info.value)
-    with pytest.raises(StoreUnavailable):
+    assert isinstance(info.value, StoreUnavailable)
+    # One immediate reconnect, no retry of a "slow" call.
+    assert lim.stats.snapshot() == {"retries": 1, "timeouts": 0, "disconnects": 2, "errors": 0}
+    with pytest.raises(BackendDown):
         lim.reset("k")
     lim.close()
 
@@ -457,19 +462,67 @@ def test_breaker_opens_and_recovers_with_a_real_server(
     primary.close()
 
 
-def test_slow_redis_times_out(private_redis: ThrowawayRedis) -> None:
-    lim = RedisRateLimiter(url=private_redis.url, prefix="kgslow", socket_timeout=0.05)
+def test_slow_redis_is_retried_once_within_the_budget(private_redis: ThrowawayRedis) -> None:
+    lim = RedisRateLimiter(url=private_redis.url, prefix="kgslow", socket_timeout=0.05, budget=0.2)
     assert lim.hit("k").allowed
-    admin = redis.Redis(port=private_redis.port)
-    admin.client_pause(1000)
+    private_redis.pause(3.0)
     started = time.monotonic()
-    with pytest.raises(StoreUnavailable):
+    with pytest.raises(BackendSlow) as info:
         lim.hit("k")
-    assert time.monotonic() - started < 0.6, "the socket timeout, not the pause, ended it"
-    time.sleep(max(0.0, started + 1.05 - time.monotonic()))
+    assert time.monotonic() - started < 2.5, "the budget, not the pause, ended it"
+    assert "0.2s" in str(info.value)
+    assert lim.stats.snapshot() == {"retries": 1, "timeouts": 2, "disconnects": 0, "errors": 0}
+    time.sleep(max(0.0, started + 3.05 - time.monotonic()))
     assert lim.hit("k").allowed
-    admin.close()
     lim.close()
+
+
+def test_timeouts_and_budget_are_validated() -> None:
+    for kwargs in ({"socket_timeout": 0}, {"budget": -1}, {"socket_timeout": 1, "budget": 0.5}):
+        with pytest.raises(ConfigurationError):
+            RedisRateLimiter(url=DEAD_URL, **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_retried_hit_is_counted_once(
+    limiter: RedisRateLimiter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hit sent again with the same request token (its first reply came too late) gets
+    the first run's reply and counts nothing more."""
+    from keyguard.stores import redis_ratelimit
+
+    windows = (Window(3, 60, "a"),)
+    monkeypatch.setattr(redis_ratelimit, "_token", lambda: "same")
+    first = limiter.hit("k", windows, now=T0)
+    assert limiter.hit("k", windows, now=T0 + 1) == first
+    assert limiter.hit_pair("k", windows, "o", windows, now=T0) == (
+        pair := limiter.hit_pair("k", windows, "o", windows, now=T0 + 1)
+    )
+    assert pair.allowed
+    monkeypatch.undo()
+    assert limiter.peek("k", windows, now=T0 + 2).windows[0].remaining == 2
+    final = limiter.hit_pair("k", windows, "o", windows, now=T0 + 2)
+    assert [s.remaining for s in final.windows] == [1, 1]
+
+
+def test_request_tokens_differ_in_forked_workers() -> None:
+    import multiprocessing as mp
+
+    from keyguard.stores import redis_ratelimit
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_token_to, args=(queue,))
+    child.start()
+    theirs = queue.get(timeout=30)
+    child.join(10)
+    ours = redis_ratelimit._token()
+    assert theirs[:18] != ours[:18], "a forked worker draws its own token prefix"
+
+
+def _token_to(queue: Any) -> None:  # pragma: no cover - runs in a forked child
+    from keyguard.stores import redis_ratelimit
+
+    queue.put(redis_ratelimit._token())
 
 
 async def test_resilient_async_with_unreachable_redis() -> None:

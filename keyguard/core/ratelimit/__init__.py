@@ -48,7 +48,8 @@ and a fail-local, fail-open or fail-closed mode.
 **Modules.** :mod:`.windows` (the window grammar), :mod:`.state` (one bucket's state),
 :mod:`.plan` (the decision compiled per window set), :mod:`.decide` (the pure decision
 functions), :mod:`.headers` (header rendering), :mod:`.protocol` (the backend contract),
-:mod:`.memory` (the in-process backend), :mod:`.resilient` (the resilient wrapper). Import
+:mod:`.memory` (the in-process backend), :mod:`.resilient` (the resilient wrapper) with
+:mod:`.breaker` (its circuit breaker and fallback log) and :mod:`.stats` (counters). Import
 from this package: the module layout is not part of the API.
 """
 
@@ -62,9 +63,10 @@ from keyguard.core.ratelimit.headers import (
 )
 from keyguard.core.ratelimit.memory import MemoryRateLimiter
 from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, WindowStatus, plan_for
-from keyguard.core.ratelimit.protocol import RateLimiter
+from keyguard.core.ratelimit.protocol import BackendDown, BackendSlow, RateLimiter
 from keyguard.core.ratelimit.resilient import Mode, ResilientLimiter
 from keyguard.core.ratelimit.state import RateState
+from keyguard.core.ratelimit.stats import Counters
 from keyguard.core.ratelimit.windows import (
     DEFAULT_WINDOWS,
     EXACT_MAX_LIMIT,
@@ -86,6 +88,9 @@ __all__ = [
     "LONG_WINDOW_BUCKETS",
     "MAX_LIMIT",
     "MAX_PERIOD",
+    "BackendDown",
+    "BackendSlow",
+    "Counters",
     "MemoryRateLimiter",
     "Mode",
     "RateDecision",

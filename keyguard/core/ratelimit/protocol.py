@@ -1,9 +1,11 @@
-"""The contract every rate-limit backend satisfies (in-process, Redis, the resilient wrapper)."""
+"""The contract every rate-limit backend satisfies (in-process, Redis, the resilient wrapper),
+and the two ways a remote backend can fail that callers treat differently."""
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from keyguard.core.errors import StoreUnavailable
 from keyguard.core.ratelimit.plan import RateDecision
 from keyguard.core.ratelimit.windows import DEFAULT_WINDOWS, Window
 
@@ -67,3 +69,14 @@ class RateLimiter(Protocol):
     async def areset(self, bucket: str) -> None:
         """:meth:`reset` for async callers."""
         ...
+
+
+class BackendDown(StoreUnavailable):
+    """The backend refused or dropped the connection (after one immediate reconnect): it is
+    down, not slow. :class:`~keyguard.core.ratelimit.ResilientLimiter` falls back at once and
+    opens its breaker without waiting for more failures."""
+
+
+class BackendSlow(StoreUnavailable):
+    """The backend is up but did not answer within the decision's time budget, retry
+    included. Counts towards the breaker's failure threshold like any other failure."""

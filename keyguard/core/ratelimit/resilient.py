@@ -3,47 +3,76 @@
 
 from __future__ import annotations
 
-import logging
-import math
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Literal
 
 from keyguard.core.errors import ConfigurationError
+from keyguard.core.ratelimit.breaker import CircuitBreaker, FallbackLog, logger
 from keyguard.core.ratelimit.decide import pair_plan
 from keyguard.core.ratelimit.memory import MemoryRateLimiter
 from keyguard.core.ratelimit.plan import RateDecision, plan_for
-from keyguard.core.ratelimit.protocol import RateLimiter
+from keyguard.core.ratelimit.protocol import BackendDown, BackendSlow, RateLimiter
+from keyguard.core.ratelimit.stats import Counters
 from keyguard.core.ratelimit.windows import DEFAULT_WINDOWS, Window
 
-logger = logging.getLogger("keyguard.ratelimit")
-
 Mode = Literal["local", "allow", "deny"]
-_CLOSED: Final = "closed"
-_OPEN: Final = "open"
-_HALF_OPEN: Final = "half-open"
+MODES: Final = ("local", "allow", "deny")
+
+#: What :attr:`ResilientLimiter.stats` counts.
+STATS: Final = (
+    "decided",  # requests the primary decided
+    "fallbacks",  # requests decided by the mode instead (the sum of the four below)
+    "fallbacks_down",  # ... because the primary was down (connection refused or lost)
+    "fallbacks_slow",  # ... because it did not answer within its time budget
+    "fallbacks_error",  # ... because of another error
+    "fallbacks_open",  # ... because the circuit was open (the primary was not asked)
+    "circuit_opened",  # times the circuit opened
+)
+
+
+def _cause(exc: BaseException) -> tuple[str, str]:
+    # (stats suffix, log text). The exception type only: driver messages can carry hosts.
+    if isinstance(exc, BackendDown):
+        return "down", f"down: {type(exc).__name__}"
+    if isinstance(exc, BackendSlow):
+        return "slow", f"no reply within its time budget: {type(exc).__name__}"
+    return "error", type(exc).__name__
 
 
 class ResilientLimiter:
     """A remote limiter that never raises: a circuit breaker and a failure mode around it.
 
     When ``primary`` fails (``StoreUnavailable``, timeouts, any error but misuse), the
-    request is decided by ``mode``:
+    request is decided by ``mode``. What each admits while the backend is out, measured with
+    the demo (``keyguard demo --workers 2``, Redis stopped, 40 requests of one key at once
+    against the 20-per-10 s burst):
 
     - ``"local"`` (default): the in-process ``fallback`` limiter decides, flagged
-      ``degraded=True``. Limits then hold per process rather than globally.
-    - ``"allow"``: admitted, flagged ``degraded=True`` (fail open: availability first).
+      ``degraded=True``. Limits then hold per process rather than globally: with N worker
+      processes, up to N times the quota (40 of 40 with 2 workers: 20 per worker).
+    - ``"allow"``: admitted, flagged ``degraded=True`` (fail open: availability first; no
+      limit at all while the backend is out).
     - ``"deny"``: refused with ``unavailable=True``; the caller answers 503
-      ``auth_unavailable`` with ``Retry-After``, never 429 (fail closed).
+      ``auth_unavailable`` with ``Retry-After``, never 429 (fail closed: nothing admitted,
+      the limit is exact, every request gets a 503 until the backend is back).
 
-    After ``failure_threshold`` consecutive failures the circuit opens: ``primary`` is not
-    called for ``cooldown`` seconds, so an unreachable Redis costs nothing per request. Then
-    one request probes it (half-open); success closes the circuit, failure reopens it. Each
-    transition is logged on ``keyguard.ratelimit`` (WARNING when degrading, INFO when
-    probing or recovering), with the exception type only: no URLs, no keys. Misuse
-    (:class:`ConfigurationError`, e.g. a bad cost) still raises: it is a bug to fix, not an
-    outage to ride out.
+    A slow backend is not a failed one: the Redis backend retries a late reply inside its own
+    time budget (without counting a request twice) and only then raises
+    :class:`~keyguard.core.ratelimit.BackendSlow`. A backend that refuses or drops the
+    connection raises :class:`~keyguard.core.ratelimit.BackendDown`, which opens the circuit
+    at once; other failures open it after ``failure_threshold`` consecutive ones. An open
+    circuit does not call ``primary`` for ``cooldown`` seconds, so an unreachable Redis costs
+    nothing per request; then one request probes it (half-open), and success closes the
+    circuit, failure reopens it.
+
+    Every request decided without the backend is logged on ``keyguard.ratelimit`` at WARNING,
+    rate-limited to one line per ``log_interval`` seconds that counts the requests since the
+    last (see :class:`~keyguard.core.ratelimit.breaker.FallbackLog`); transitions are logged
+    too (WARNING when the circuit opens, INFO when probing or recovering), with exception
+    types only: no URLs, no keys. :attr:`stats` counts decisions and fallbacks by cause for
+    export to metrics. Misuse (:class:`ConfigurationError`, e.g. a bad cost) still raises: it
+    is a bug to fix, not an outage to ride out.
     """
 
     def __init__(
@@ -54,9 +83,10 @@ class ResilientLimiter:
         mode: Mode = "local",
         failure_threshold: int = 3,
         cooldown: float = 5.0,
+        log_interval: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if mode not in ("local", "allow", "deny"):
+        if mode not in MODES:
             raise ConfigurationError(f"mode must be 'local', 'allow' or 'deny', got {mode!r}")
         if (
             isinstance(failure_threshold, bool)
@@ -66,84 +96,82 @@ class ResilientLimiter:
             raise ConfigurationError("failure_threshold must be an integer >= 1")
         if not cooldown > 0:
             raise ConfigurationError("cooldown must be > 0 seconds")
+        if not log_interval >= 0:
+            raise ConfigurationError("log_interval must be >= 0 seconds")
         self.primary = primary
         self.fallback: RateLimiter = fallback if fallback is not None else MemoryRateLimiter()
         self.mode: Mode = mode
         self.failure_threshold = failure_threshold
         self.cooldown = float(cooldown)
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._state: str = _CLOSED
-        self._failures = 0
-        self._opened_at = 0.0
-        self._probing = False
+        self.log_interval = float(log_interval)
+        #: Counters of :data:`STATS`, for metrics (``stats.snapshot()``).
+        self.stats = Counters(STATS)
+        self._breaker = CircuitBreaker(failure_threshold, self.cooldown, clock)
+        self._log = FallbackLog(mode, self.log_interval, clock)
 
     @property
     def state(self) -> str:
         """``"closed"`` (primary in use), ``"open"`` (bypassed) or ``"half-open"`` (probing)."""
-        return self._state
+        return self._breaker.state
+
+    def __repr__(self) -> str:
+        return (
+            f"ResilientLimiter({type(self.primary).__name__}, mode={self.mode!r}, "
+            f"state={self.state!r})"
+        )
 
     # -- breaker ----------------------------------------------------------------------------
 
     def _should_try(self) -> bool:
-        if self._state is _CLOSED:
-            return True
-        with self._lock:
-            if self._state is _CLOSED:
-                return True
-            if self._probing:
-                return False
-            if self._state is _OPEN and self._clock() - self._opened_at < self.cooldown:
-                return False
-            self._state = _HALF_OPEN
-            self._probing = True
-        logger.info("rate-limit backend: circuit half-open, probing")
-        return True
+        return self._breaker.allow()
 
     def _succeeded(self) -> None:
-        if self._state is _CLOSED and not self._failures:
-            return
-        with self._lock:
-            recovered = self._state is not _CLOSED
-            self._state = _CLOSED
-            self._failures = 0
-            self._probing = False
-        if recovered:
-            logger.info("rate-limit backend: recovered, circuit closed")
+        self.stats.incr("decided")
+        recovered = self._breaker.succeeded()
+        self._log.succeeded(recovered)
 
-    def _failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self._failures += 1
-            was = self._state
-            if was is _HALF_OPEN or (was is _CLOSED and self._failures >= self.failure_threshold):
-                self._state = _OPEN
-                self._opened_at = self._clock()
-                self._probing = False
-                opened = True
-            else:
-                opened = False
+    def _failed(self, exc: BaseException) -> str:
+        """Record a failure of the primary; returns the cause for the fallback log."""
+        kind, cause = _cause(exc)
+        opened, was = self._breaker.failed(down=kind == "down")
         if opened:
+            self.stats.incr("circuit_opened")
             logger.warning(
                 "rate-limit backend unavailable (%s): circuit open for %.1fs, mode=%s%s",
                 type(exc).__name__,
                 self.cooldown,
                 self.mode,
-                " (probe failed)" if was is _HALF_OPEN else "",
+                " (probe failed)" if was == "half-open" else "",
             )
-        else:
-            logger.debug("rate-limit backend error (%s)", type(exc).__name__)
+        self.stats.incr(f"fallbacks_{kind}")
+        return cause
 
     def _abandoned(self) -> None:
-        # A probe cancelled mid-flight must not leave the breaker waiting for it forever.
-        with self._lock:
-            self._probing = False
+        self._breaker.abandoned()
 
-    def _degraded(self, windows: tuple[Window, ...]) -> RateDecision | None:
+    def _reset_failed(self, exc: BaseException) -> None:
+        # A reset decides no request: the breaker learns of the failure, nothing falls back.
+        opened, _was = self._breaker.failed(down=isinstance(exc, BackendDown))
+        if opened:
+            self.stats.incr("circuit_opened")
+            logger.warning(
+                "rate-limit backend unavailable (%s): circuit open for %.1fs, mode=%s",
+                type(exc).__name__,
+                self.cooldown,
+                self.mode,
+            )
+
+    def _degraded(self, windows: tuple[Window, ...], cause: str | None) -> RateDecision | None:
+        """The decision of ``mode`` without the primary (None: ask the fallback)."""
+        self.stats.incr("fallbacks")
+        if cause is None:
+            self.stats.incr("fallbacks_open")
+            cause = "circuit open"
+        self._log.fell_back(cause)
         if self.mode == "allow":
             return RateDecision(True, None, plan_for(windows), degraded=True)
         if self.mode == "deny":
-            wait = self.cooldown - (self._clock() - self._opened_at)
-            retry = max(1, math.ceil(wait)) if self._state is not _CLOSED else 1
+            retry = self._breaker.retry_after()
             return RateDecision(False, retry, plan_for(windows), unavailable=True)
         return None
 
@@ -156,6 +184,7 @@ class ResilientLimiter:
         windows: tuple[Window, ...],
     ) -> RateDecision:
         """Ask the primary unless the breaker is open; on failure, degrade per ``mode``."""
+        cause = None
         if self._should_try():
             try:
                 decision = primary()
@@ -163,14 +192,14 @@ class ResilientLimiter:
                 self._abandoned()
                 raise
             except Exception as exc:
-                self._failed(exc)
+                cause = self._failed(exc)
             except BaseException:
                 self._abandoned()
                 raise
             else:
                 self._succeeded()
                 return decision
-        degraded = self._degraded(windows)
+        degraded = self._degraded(windows, cause)
         if degraded is not None:
             return degraded
         return fallback()._replace(degraded=True)
@@ -182,6 +211,7 @@ class ResilientLimiter:
         windows: tuple[Window, ...],
     ) -> RateDecision:
         """Async :meth:`_guarded`."""
+        cause = None
         if self._should_try():
             try:
                 decision = await primary()
@@ -189,14 +219,14 @@ class ResilientLimiter:
                 self._abandoned()
                 raise
             except Exception as exc:
-                self._failed(exc)
+                cause = self._failed(exc)
             except BaseException:
                 self._abandoned()
                 raise
             else:
                 self._succeeded()
                 return decision
-        degraded = self._degraded(windows)
+        degraded = self._degraded(windows, cause)
         if degraded is not None:
             return degraded
         return (await fallback())._replace(degraded=True)
@@ -276,12 +306,12 @@ class ResilientLimiter:
                 self._abandoned()
                 raise
             except Exception as exc:
-                self._failed(exc)
+                self._reset_failed(exc)
             except BaseException:
                 self._abandoned()
                 raise
             else:
-                self._succeeded()
+                self._breaker.succeeded()
 
     async def areset(self, bucket: str) -> None:
         await self.fallback.areset(bucket)
@@ -292,9 +322,9 @@ class ResilientLimiter:
                 self._abandoned()
                 raise
             except Exception as exc:
-                self._failed(exc)
+                self._reset_failed(exc)
             except BaseException:
                 self._abandoned()
                 raise
             else:
-                self._succeeded()
+                self._breaker.succeeded()
