@@ -1,5 +1,6 @@
-"""What every adapter needs and nothing framework-specific: building a Verifier from keyword
-arguments, and turning a denial into status, header bytes and body."""
+"""What every adapter needs and nothing framework-specific: building a Verifier (and its
+rate-limit backend) from keyword arguments, settings and environment variables, and turning a
+denial into status, header bytes and body."""
 
 from __future__ import annotations
 
@@ -11,9 +12,24 @@ from typing import Any, Final, TypeVar, cast
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
+from keyguard.core.ratelimit import DEFAULT_WINDOWS
+from keyguard.core.ratelimit.settings import LimiterSettings
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
 from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV, from_url
+from keyguard.stores.ratelimit_url import limiter_from_settings
+
+#: Keyword arguments (and, upper-cased, settings keys) that describe the rate-limit backend;
+#: each overrides its ``KEYGUARD_RATELIMIT_*`` environment variable (see
+#: :mod:`keyguard.core.ratelimit.settings`).
+LIMITER_OPTIONS: Final = {
+    "ratelimit_url": "url",
+    "ratelimit_mode": "mode",
+    "ratelimit_timeout": "timeout",
+    "ratelimit_budget": "budget",
+    "ratelimit_failures": "failures",
+    "ratelimit_cooldown": "cooldown",
+}
 
 
 def build_verifier(
@@ -26,11 +42,37 @@ def build_verifier(
 
     With neither a verifier nor a store, the store URL comes from ``KEYGUARD_STORE_URL`` (or the
     SQLite default), so ``app.add_middleware(KeyGuardMiddleware)`` works out of the box.
+
+    The rate-limit backend, unless ``limiter=`` is given: ``ratelimit_url`` (else
+    ``KEYGUARD_RATELIMIT_URL``) names Redis to share counts between processes, and
+    ``ratelimit_mode``, ``ratelimit_timeout``, ``ratelimit_budget``, ``ratelimit_failures`` and
+    ``ratelimit_cooldown`` (else their ``KEYGUARD_RATELIMIT_*`` variables) say how it rides out
+    an outage. What each mode admits while Redis is out: ``local`` (default) limits each
+    process on its own (about N times the quota with N worker processes), ``allow`` admits
+    everything, ``deny`` admits nothing and answers 503 ``auth_unavailable`` (exact, at the
+    cost of availability). No URL: the in-process limiter. With ``rate_limits=None`` the
+    variables are ignored.
     """
     if verifier is not None:
         if store is not None or policy is not None or options:
             raise ConfigurationError("pass either verifier= or store=/policy=/options, not both")
         return verifier
+    options = dict(options)
+    limiter_options = {
+        setting: options.pop(name) for name, setting in LIMITER_OPTIONS.items() if name in options
+    }
+    limited = options.get("rate_limits", DEFAULT_WINDOWS) is not None
+    if "limiter" in options or not limited:
+        given = sorted(f"ratelimit_{k}" for k, v in limiter_options.items() if v is not None)
+        if given:
+            raise ConfigurationError(
+                f"{given} describe a rate-limit backend, which "
+                + ("limiter= already is" if limited else "rate_limits=None turns off")
+            )
+    else:
+        limiter = limiter_from_settings(LimiterSettings.from_env(**limiter_options))
+        if limiter is not None:
+            options["limiter"] = limiter
     if store is None:
         store = os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
     if isinstance(store, str):
@@ -60,11 +102,16 @@ _T = TypeVar("_T")
 OWN_KEYS: Final = frozenset(
     {"STORE_URL", "POLICY", "PUBLIC", "POLICY_DEFAULT", "VERIFIER", "RENDERER"}
 )
-#: Upper-case setting name → Verifier keyword argument (``CACHE_TTL`` → ``cache_ttl``).
+#: Upper-case setting name → keyword argument of :func:`build_verifier`: every Verifier option
+#: (``CACHE_TTL`` → ``cache_ttl``) and the rate-limit backend's (``RATELIMIT_MODE`` →
+#: ``ratelimit_mode``).
 VERIFIER_OPTIONS: Final = {
-    name.upper(): name
-    for name in inspect.signature(Verifier.__init__).parameters
-    if name not in ("self", "store", "policy")
+    **{
+        name.upper(): name
+        for name in inspect.signature(Verifier.__init__).parameters
+        if name not in ("self", "store", "policy")
+    },
+    **{name.upper(): name for name in LIMITER_OPTIONS},
 }
 
 

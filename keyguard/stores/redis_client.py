@@ -29,17 +29,23 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keyguard.core.errors import ConfigurationError, StoreUnavailable
 from keyguard.core.ratelimit import BackendDown, BackendSlow, Counters
+from keyguard.core.ratelimit.settings import DEFAULT_BUDGET, DEFAULT_TIMEOUT
 
 if TYPE_CHECKING:
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
 
+__all__ = [
+    "DEFAULT_BUDGET",
+    "DEFAULT_TIMEOUT",
+    "RedisClients",
+    "check_part",
+    "now_arg",
+    "split_url",
+]
+
 _T = TypeVar("_T")
 
-#: Default seconds a single call may take before it counts as slow.
-DEFAULT_TIMEOUT: Final = 0.1
-#: Default seconds one decision may take in all, retry included.
-DEFAULT_BUDGET: Final = 0.5
 #: What :attr:`RedisClients.stats` counts.
 STATS: Final = ("retries", "timeouts", "disconnects", "errors")
 

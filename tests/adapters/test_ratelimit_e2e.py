@@ -192,3 +192,125 @@ def test_flask_extension_rate_limits_and_adds_headers() -> None:
     assert replies[0].headers["X-RateLimit-Remaining"] == "19"
     assert replies[20].headers["Retry-After"] == "10"
     assert replies[20].json == {**replies[20].json, "code": "rate_limited"}
+
+
+# -- the rate-limit backend from settings and environment variables ------------------------------
+
+DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connection refused
+
+
+def _middleware_from_settings(world: World, **options: Any) -> Send:
+    from keyguard.core.hashing import Hasher
+    from tests.adapters.cases import make_policy
+
+    app = KeyGuardMiddleware(
+        make_asgi_app([]),
+        store=world.store,
+        policy=make_policy(),
+        hasher=Hasher(pepper_from_env=False),
+        **options,
+    )
+    return asgi_driver.sync_send(app)
+
+
+@pytest.mark.parametrize(
+    ("mode", "statuses"),
+    [
+        pytest.param("local", [200] * 20 + [429] * 10, id="local"),
+        pytest.param("allow", [200] * 30, id="allow"),
+        pytest.param("deny", [503] * 30, id="deny"),
+    ],
+)
+def test_the_outage_mode_comes_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, mode: str, statuses: list[int]
+) -> None:
+    """Issue 8: the fault mode must be selectable where users run it."""
+    pytest.importorskip("redis")
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_URL", DEAD_REDIS)
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_MODE", mode)
+    world = make_world()
+    send = _middleware_from_settings(world)
+    auth = [("Authorization", world.header("reader"))]
+    replies = [send("GET", "/agents", auth) for _ in range(30)]
+    assert [r.status for r in replies] == statuses
+    if mode == "deny":
+        assert json.loads(replies[0].body)["code"] == "auth_unavailable"
+        assert int(replies[0].headers["retry-after"]) >= 1
+
+
+def test_options_override_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("redis")
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_URL", DEAD_REDIS)
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_MODE", "deny")
+    world = make_world()
+    send = _middleware_from_settings(world, ratelimit_mode="allow", ratelimit_cooldown=60)
+    auth = [("Authorization", world.header("reader"))]
+    assert all(send("GET", "/agents", auth).status == 200 for _ in range(30))
+
+
+def test_no_url_keeps_the_in_process_limiter(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyguard.adapters._shared import build_verifier
+
+    monkeypatch.delenv("KEYGUARD_RATELIMIT_URL", raising=False)
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_MODE", "deny")
+    verifier = build_verifier(None, make_world().store, None, {})
+    assert isinstance(verifier.limiter, MemoryRateLimiter)
+
+
+def test_limiter_settings_that_cannot_apply_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from keyguard.adapters._shared import build_verifier
+    from keyguard.core.errors import ConfigurationError
+
+    store = make_world().store
+    with pytest.raises(ConfigurationError, match="limiter= already is"):
+        build_verifier(
+            None, store, None, {"limiter": MemoryRateLimiter(), "ratelimit_mode": "deny"}
+        )
+    with pytest.raises(ConfigurationError, match="rate_limits=None"):
+        build_verifier(None, store, None, {"rate_limits": None, "ratelimit_url": DEAD_REDIS})
+    # A deployment-wide variable does not break an app that turned rate limiting off.
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_URL", DEAD_REDIS)
+    assert build_verifier(None, store, None, {"rate_limits": None}).limiter is None
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_MODE", "sometimes")
+    with pytest.raises(ConfigurationError, match="KEYGUARD_RATELIMIT_MODE"):
+        build_verifier(None, store, None, {})
+
+
+def test_flask_config_selects_the_backend_and_its_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("redis")
+    from flask import Flask
+
+    from keyguard.adapters.flask import KeyGuard
+    from keyguard.core.ratelimit import ResilientLimiter
+
+    monkeypatch.delenv("KEYGUARD_RATELIMIT_MODE", raising=False)
+    world = make_world()
+    app = Flask(__name__)
+    app.config.update(
+        KEYGUARD_RATELIMIT_URL=DEAD_REDIS,
+        KEYGUARD_RATELIMIT_MODE="deny",
+        KEYGUARD_RATELIMIT_BUDGET=1.5,
+        KEYGUARD_RATELIMIT_FAILURES=2,
+    )
+    ext = KeyGuard(app, store=world.store)
+    limiter = ext.verifier.limiter
+    assert isinstance(limiter, ResilientLimiter)
+    assert (limiter.mode, limiter.failure_threshold) == ("deny", 2)
+    assert limiter.primary.budget == 1.5  # type: ignore[attr-defined]
+
+
+def test_django_settings_select_the_backend_and_its_mode() -> None:
+    pytest.importorskip("redis")
+    from tests.adapters.django_settings import configure
+
+    configure()
+    from keyguard.adapters.django import _build
+    from keyguard.core.ratelimit import ResilientLimiter
+
+    world = make_world()
+    config = _build(
+        {"STORE_URL": world.store, "RATELIMIT_URL": DEAD_REDIS, "RATELIMIT_MODE": "allow"}
+    )
+    limiter = config.verifier.limiter
+    assert isinstance(limiter, ResilientLimiter)
+    assert limiter.mode == "allow"

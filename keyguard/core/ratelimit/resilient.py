@@ -44,18 +44,18 @@ class ResilientLimiter:
     """A remote limiter that never raises: a circuit breaker and a failure mode around it.
 
     When ``primary`` fails (``StoreUnavailable``, timeouts, any error but misuse), the
-    request is decided by ``mode``. What each admits while the backend is out, measured with
-    the demo (``keyguard demo --workers 2``, Redis stopped, 40 requests of one key at once
-    against the 20-per-10 s burst):
+    request is decided by ``mode``. What each admits while Redis is down, measured with
+    ``benchmarks/bench_outage.py`` (``keyguard demo``, one key, its burst quota 20 per 10 s,
+    80 requests over 2 workers, 160 over 4):
 
     - ``"local"`` (default): the in-process ``fallback`` limiter decides, flagged
-      ``degraded=True``. Limits then hold per process rather than globally: with N worker
-      processes, up to N times the quota (40 of 40 with 2 workers: 20 per worker).
+      ``degraded=True``. Limits then hold per process rather than globally: N worker
+      processes admit N times the quota (40 with 2 workers, 80 with 4), the rest get 429.
     - ``"allow"``: admitted, flagged ``degraded=True`` (fail open: availability first; no
-      limit at all while the backend is out).
+      limit at all while the backend is out: 80 of 80, 160 of 160).
     - ``"deny"``: refused with ``unavailable=True``; the caller answers 503
-      ``auth_unavailable`` with ``Retry-After``, never 429 (fail closed: nothing admitted,
-      the limit is exact, every request gets a 503 until the backend is back).
+      ``auth_unavailable`` with ``Retry-After``, never 429 (fail closed: nothing is admitted
+      beyond the quota because nothing is admitted at all: 0 of 80, all 503).
 
     A slow backend is not a failed one: the Redis backend retries a late reply inside its own
     time budget (without counting a request twice) and only then raises
