@@ -10,6 +10,7 @@ ASGI server can run ``keyguard.demo:create_app`` with ``--factory``, or ``keygua
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import os
 import sys
@@ -21,9 +22,11 @@ from typing import Any, TextIO
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
+from keyguard.core.ratelimit.settings import ENV, LimiterSettings
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
 from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV, from_url
+from keyguard.stores.ratelimit_url import limiter_from_settings, missing_extra
 
 #: (method, path) → scope, following the platform's scopes table.
 ROUTES: Mapping[str, str] = {
@@ -59,25 +62,18 @@ def demo_policy() -> RoutePolicy:
     return RoutePolicy(ROUTES, public=PUBLIC_PATHS)
 
 
-RATELIMIT_URL_ENV = "KEYGUARD_RATELIMIT_URL"
+RATELIMIT_URL_ENV = ENV["url"]
 
 
 def store_url() -> str:
     return os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
 
 
-def demo_limiter() -> Any:
+def demo_limiter(settings: LimiterSettings | None = None) -> Any:
     """The rate limiter: Redis when ``KEYGUARD_RATELIMIT_URL`` names one (counts shared by every
-    worker; the in-process limiter takes over if Redis fails), else in-process."""
-    url = os.environ.get(RATELIMIT_URL_ENV)
-    if not url:
-        return None
-    from keyguard.core.ratelimit import MemoryRateLimiter, ResilientLimiter
-    from keyguard.stores.redis_ratelimit import RedisRateLimiter
-
-    return ResilientLimiter(
-        RedisRateLimiter.from_url(url), fallback=MemoryRateLimiter(), mode="local"
-    )
+    worker; on failure the ``KEYGUARD_RATELIMIT_MODE`` decides, see
+    :mod:`keyguard.core.ratelimit.settings`), else None (the in-process default)."""
+    return limiter_from_settings(settings if settings is not None else LimiterSettings.from_env())
 
 
 @dataclass(frozen=True)
@@ -171,7 +167,9 @@ def create_app(
 
     if verifier is None:
         if "limiter" not in options and options.get("rate_limits", True) is not None:
-            options["limiter"] = demo_limiter()
+            limiter = demo_limiter()
+            if limiter is not None:
+                options["limiter"] = limiter
         verifier = Verifier(
             from_url(store or store_url()) if not isinstance(store, KeyStore) else store,
             policy=demo_policy(),
@@ -339,9 +337,15 @@ def run(
     workers: int = 1,
     new_keys: bool = False,
     url: str | None = None,
+    ratelimit: LimiterSettings | None = None,
     out: TextIO = sys.stdout,
 ) -> None:
-    """Bootstrap the demo keys, print them, and serve the demo with uvicorn."""
+    """Bootstrap the demo keys, print them, and serve the demo with uvicorn.
+
+    ``ratelimit`` defaults to the ``KEYGUARD_RATELIMIT_*`` environment variables. Everything
+    the workers will need (uvicorn, the store, the limiter's driver) is checked here, before
+    any worker starts, so a missing package is one error line, not a worker crash loop.
+    """
     try:
         import uvicorn
     except ImportError as exc:
@@ -355,20 +359,29 @@ def run(
         raise ConfigurationError(
             "a memory:// store lives in one process; use SQLite or Redis with --workers > 1"
         )
-    # Worker processes build their app from the environment: make it name this store.
+    if ratelimit is None:
+        ratelimit = LimiterSettings.from_env()
+    missing = missing_extra(ratelimit)
+    if missing is not None:
+        raise ConfigurationError(missing)
+    store = from_url(url)
+    limiter = demo_limiter(ratelimit)
+    # Worker processes build their app from the environment: make it name this store and
+    # this limiter.
     os.environ[STORE_URL_ENV] = url
-    if workers > 1 and not os.environ.get(RATELIMIT_URL_ENV):
+    os.environ.update(ratelimit.environ())
+    if workers > 1 and ratelimit.url is None:
         print(
             f"note: with --workers {workers} and no {RATELIMIT_URL_ENV}=redis://..., each worker "
             "counts rate limits on its own",
             file=out,
         )
-    store = from_url(url)
     keys = bootstrap(store, new_keys=new_keys)
     shown_host = f"[{host}]" if ":" in host else host
     print_banner(keys, f"http://{shown_host}:{port}", out)
     if workers == 1:
-        uvicorn.run(create_app(store=store), host=host, port=port, log_level="info")
+        options = {} if limiter is None else {"limiter": limiter}
+        uvicorn.run(create_app(store=store, **options), host=host, port=port, log_level="info")
     else:
         store.close()
         uvicorn.run(
@@ -381,13 +394,23 @@ def run(
         )
 
 
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+
+
 def register_cli(subparsers: Any) -> None:
     """Add ``keyguard demo`` to the CLI (see :mod:`keyguard.management.cli`)."""
     p = subparsers.add_parser(
         "demo",
         help="run the demo API service (creates demo keys on first run)",
         description="Serve an example of the platform's API protected by keyguard. On first "
-        "run it creates an admin key and a read-only key and prints each once.",
+        "run it creates an admin key and a read-only key and prints each once. Rate limits "
+        "are counted in process unless --ratelimit-url (or KEYGUARD_RATELIMIT_URL) names a "
+        "Redis server; each --ratelimit-* option defaults to its KEYGUARD_RATELIMIT_* "
+        "environment variable.",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -397,6 +420,41 @@ def register_cli(subparsers: Any) -> None:
         action="store_true",
         help="revoke the demo keys of earlier runs and print new ones",
     )
+    p.add_argument(
+        "--ratelimit-url",
+        metavar="URL",
+        help="redis://host:6379/0 to share rate-limit counts between workers",
+    )
+    p.add_argument(
+        "--ratelimit-mode",
+        choices=("local", "allow", "deny"),
+        help="while Redis is out: count per worker (local, default), admit all (allow), or "
+        "answer 503 (deny)",
+    )
+    p.add_argument(
+        "--ratelimit-timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="one Redis call's timeout before it is retried (default 0.1)",
+    )
+    p.add_argument(
+        "--ratelimit-budget",
+        type=_seconds,
+        metavar="SECONDS",
+        help="one decision's time, retry included, before the mode decides (default 0.5)",
+    )
+    p.add_argument(
+        "--ratelimit-failures",
+        type=int,
+        metavar="N",
+        help="consecutive Redis failures that open the breaker (default 3)",
+    )
+    p.add_argument(
+        "--ratelimit-cooldown",
+        type=_seconds,
+        metavar="SECONDS",
+        help="seconds the open breaker skips Redis (default 5)",
+    )
 
     def handler(args: Any) -> int:
         run(
@@ -405,6 +463,14 @@ def register_cli(subparsers: Any) -> None:
             workers=args.workers,
             new_keys=args.new_keys,
             url=args.store,
+            ratelimit=LimiterSettings.from_env(
+                url=args.ratelimit_url,
+                mode=args.ratelimit_mode,
+                timeout=args.ratelimit_timeout,
+                budget=args.ratelimit_budget,
+                failures=args.ratelimit_failures,
+                cooldown=args.ratelimit_cooldown,
+            ),
         )
         return 0
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -221,3 +223,101 @@ def test_real_server_workers_share_the_limit_through_redis(tmp_path: Path, redis
     assert len(pids) == 2, "both workers should have served requests"
     assert statuses.count(200) == 20
     assert statuses.count(429) == 20
+
+
+# -- the rate-limit backend: options, environment, and missing packages ---------------------------
+
+
+def _run_cli(args: list[str], env: dict[str, str], tmp_path: Path) -> tuple[int, str, str]:
+    """``python -m keyguard <args>`` in its own session; killed (with any workers it started)
+    if it has not exited after 60 s, as a crash-looping server would not."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keyguard", *args],
+        env={**os.environ, **env},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"still running after 60 s; stderr began: {err[:2000]}")
+    return proc.returncode, out, err
+
+
+def _without_redis(tmp_path: Path) -> dict[str, str]:
+    """An environment in which ``import redis`` fails, in the server and in every worker it
+    spawns: a ``redis`` package first on the path that raises ModuleNotFoundError."""
+    fake = tmp_path / "no_redis" / "redis"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'redis'\", name='redis')\n"
+    )
+    path = os.pathsep.join(p for p in (str(fake.parent), os.environ.get("PYTHONPATH")) if p)
+    return {"PYTHONPATH": path}
+
+
+@pytest.mark.slow
+def test_demo_without_the_redis_package_says_so_in_one_line(tmp_path: Path) -> None:
+    """Issue 8: with a Redis URL and no redis package, ``--workers 4`` crash-looped with
+    hundreds of tracebacks."""
+    env = {
+        **_without_redis(tmp_path),
+        "KEYGUARD_STORE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+        "KEYGUARD_RATELIMIT_URL": "redis://127.0.0.1:6379/15",
+    }
+    code, out, err = _run_cli(
+        ["demo", "--workers", "4", "--port", str(_free_port())], env, tmp_path
+    )
+    assert code == 1
+    assert err.splitlines() == [
+        "keyguard: error: KEYGUARD_RATELIMIT_URL names a Redis server, but the redis package "
+        "is not installed: pip install 'keyguard[redis]'"
+    ]
+    assert out == "", "nothing started, no keys printed"
+    assert not (tmp_path / "demo.db").exists(), "checked before the store is touched"
+
+
+@pytest.mark.slow
+def test_demo_with_a_redis_store_url_is_one_clean_error(tmp_path: Path) -> None:
+    env = {"KEYGUARD_STORE_URL": "redis://127.0.0.1:6379/0", **_without_redis(tmp_path)}
+    code, out, err = _run_cli(
+        ["demo", "--workers", "4", "--port", str(_free_port())], env, tmp_path
+    )
+    assert code == 1
+    assert len(err.splitlines()) == 1
+    assert err.startswith("keyguard: error: unknown store scheme 'redis'")
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def test_demo_options_and_environment_reach_every_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``keyguard demo --ratelimit-*`` (each defaulting to its variable) configures the limiter
+    of the server process and of the workers, which read it back from the environment."""
+    pytest.importorskip("redis")
+    import uvicorn
+
+    from keyguard.core.ratelimit import ResilientLimiter
+    from keyguard.management.cli import main
+
+    for name in ("URL", "MODE", "TIMEOUT", "BUDGET", "FAILURES", "COOLDOWN"):
+        monkeypatch.delenv(f"KEYGUARD_RATELIMIT_{name}", raising=False)
+    monkeypatch.setenv("KEYGUARD_STORE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_BUDGET", "1.5")
+    started: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    argv = ["demo", "--workers", "2", "--ratelimit-url", "redis://127.0.0.1:1/0"]
+    assert main([*argv, "--ratelimit-mode", "deny", "--ratelimit-cooldown", "7"]) == 0
+    assert started["workers"] == 2
+    # What a worker does: build the app from the environment.
+    limiter = create_app().state.keyguard.limiter
+    assert isinstance(limiter, ResilientLimiter)
+    assert (limiter.mode, limiter.cooldown) == ("deny", 7.0)
+    assert limiter.primary.budget == 1.5
+    assert limiter.primary.socket_timeout == 0.1
