@@ -10,13 +10,12 @@ ASGI server can run ``keyguard.demo:create_app`` with ``--factory``, or ``keygua
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import os
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -339,12 +338,16 @@ def run(
     url: str | None = None,
     ratelimit: LimiterSettings | None = None,
     out: TextIO = sys.stdout,
+    banner: Callable[[DemoKeys, str, TextIO], None] | None = None,
 ) -> None:
-    """Bootstrap the demo keys, print them, and serve the demo with uvicorn.
+    """Bootstrap the demo keys, print them (with ``banner``, default :func:`print_banner`),
+    and serve the demo with uvicorn.
 
-    ``ratelimit`` defaults to the ``KEYGUARD_RATELIMIT_*`` environment variables. Everything
-    the workers will need (uvicorn, the store, the limiter's driver) is checked here, before
-    any worker starts, so a missing package is one error line, not a worker crash loop.
+    ``ratelimit`` defaults to the ``KEYGUARD_RATELIMIT_*`` environment variables (see
+    :mod:`keyguard.core.ratelimit.settings`); worker processes get it through the same
+    variables. Everything the workers will need (uvicorn, the store, the limiter's driver) is
+    checked here, before any worker starts, so a missing package is one error line, not a
+    worker crash loop.
     """
     try:
         import uvicorn
@@ -378,7 +381,7 @@ def run(
         )
     keys = bootstrap(store, new_keys=new_keys)
     shown_host = f"[{host}]" if ":" in host else host
-    print_banner(keys, f"http://{shown_host}:{port}", out)
+    (banner or print_banner)(keys, f"http://{shown_host}:{port}", out)
     if workers == 1:
         options = {} if limiter is None else {"limiter": limiter}
         uvicorn.run(create_app(store=store, **options), host=host, port=port, log_level="info")
@@ -392,89 +395,6 @@ def run(
             workers=workers,
             log_level="info",
         )
-
-
-def _seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``keyguard demo`` to the CLI (see :mod:`keyguard.management.cli`)."""
-    p = subparsers.add_parser(
-        "demo",
-        help="run the demo API service (creates demo keys on first run)",
-        description="Serve an example of the platform's API protected by keyguard. On first "
-        "run it creates an admin key and a read-only key and prints each once. Rate limits "
-        "are counted in process unless --ratelimit-url (or KEYGUARD_RATELIMIT_URL) names a "
-        "Redis server; each --ratelimit-* option defaults to its KEYGUARD_RATELIMIT_* "
-        "environment variable.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument(
-        "--new-keys",
-        action="store_true",
-        help="revoke the demo keys of earlier runs and print new ones",
-    )
-    p.add_argument(
-        "--ratelimit-url",
-        metavar="URL",
-        help="redis://host:6379/0 to share rate-limit counts between workers",
-    )
-    p.add_argument(
-        "--ratelimit-mode",
-        choices=("local", "allow", "deny"),
-        help="while Redis is out: count per worker (local, default), admit all (allow), or "
-        "answer 503 (deny)",
-    )
-    p.add_argument(
-        "--ratelimit-timeout",
-        type=_seconds,
-        metavar="SECONDS",
-        help="one Redis call's timeout before it is retried (default 0.1)",
-    )
-    p.add_argument(
-        "--ratelimit-budget",
-        type=_seconds,
-        metavar="SECONDS",
-        help="one decision's time, retry included, before the mode decides (default 0.5)",
-    )
-    p.add_argument(
-        "--ratelimit-failures",
-        type=int,
-        metavar="N",
-        help="consecutive Redis failures that open the breaker (default 3)",
-    )
-    p.add_argument(
-        "--ratelimit-cooldown",
-        type=_seconds,
-        metavar="SECONDS",
-        help="seconds the open breaker skips Redis (default 5)",
-    )
-
-    def handler(args: Any) -> int:
-        run(
-            host=args.host,
-            port=args.port,
-            workers=args.workers,
-            new_keys=args.new_keys,
-            url=args.store,
-            ratelimit=LimiterSettings.from_env(
-                url=args.ratelimit_url,
-                mode=args.ratelimit_mode,
-                timeout=args.ratelimit_timeout,
-                budget=args.ratelimit_budget,
-                failures=args.ratelimit_failures,
-                cooldown=args.ratelimit_cooldown,
-            ),
-        )
-        return 0
-
-    p.set_defaults(handler=handler)
 
 
 def __getattr__(name: str) -> Any:

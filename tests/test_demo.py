@@ -283,28 +283,29 @@ def test_demo_without_the_redis_package_says_so_in_one_line(tmp_path: Path) -> N
 
 
 @pytest.mark.slow
-def test_demo_with_a_redis_store_url_is_one_clean_error(tmp_path: Path) -> None:
+def test_demo_with_a_redis_store_and_no_redis_package_is_one_line(tmp_path: Path) -> None:
     env = {"KEYGUARD_STORE_URL": "redis://127.0.0.1:6379/0", **_without_redis(tmp_path)}
     code, out, err = _run_cli(
         ["demo", "--workers", "4", "--port", str(_free_port())], env, tmp_path
     )
     assert code == 1
-    assert len(err.splitlines()) == 1
-    assert err.startswith("keyguard: error: unknown store scheme 'redis'")
-    assert "Traceback" not in err
+    [line] = err.splitlines()
+    assert line.startswith("keyguard: error:")
+    assert "pip install 'keyguard[redis]'" in line
     assert out == ""
 
 
-def test_demo_options_and_environment_reach_every_worker(
+def test_demo_limiter_settings_reach_every_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``keyguard demo --ratelimit-*`` (each defaulting to its variable) configures the limiter
-    of the server process and of the workers, which read it back from the environment."""
+    """``keyguard demo`` configures the limiter of the server process and of the workers,
+    which read the settings back from the environment."""
     pytest.importorskip("redis")
     import uvicorn
 
     from keyguard.core.ratelimit import ResilientLimiter
-    from keyguard.management.cli import main
+    from keyguard.core.ratelimit.settings import LimiterSettings
+    from keyguard.demo import run
 
     for name in ("URL", "MODE", "TIMEOUT", "BUDGET", "FAILURES", "COOLDOWN"):
         monkeypatch.delenv(f"KEYGUARD_RATELIMIT_{name}", raising=False)
@@ -312,8 +313,8 @@ def test_demo_options_and_environment_reach_every_worker(
     monkeypatch.setenv("KEYGUARD_RATELIMIT_BUDGET", "1.5")
     started: dict[str, Any] = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
-    argv = ["demo", "--workers", "2", "--ratelimit-url", "redis://127.0.0.1:1/0"]
-    assert main([*argv, "--ratelimit-mode", "deny", "--ratelimit-cooldown", "7"]) == 0
+    settings = LimiterSettings.from_env(url="redis://127.0.0.1:1/0", mode="deny", cooldown=7)
+    run(workers=2, ratelimit=settings, out=io.StringIO())
     assert started["workers"] == 2
     # What a worker does: build the app from the environment.
     limiter = create_app().state.keyguard.limiter
@@ -321,3 +322,26 @@ def test_demo_options_and_environment_reach_every_worker(
     assert (limiter.mode, limiter.cooldown) == ("deny", 7.0)
     assert limiter.primary.budget == 1.5
     assert limiter.primary.socket_timeout == 0.1
+
+
+def test_demo_takes_its_limiter_from_the_environment_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 8: ``keyguard demo`` hard-coded mode="local"."""
+    pytest.importorskip("redis")
+    import uvicorn
+
+    from keyguard.core.ratelimit import ResilientLimiter
+    from keyguard.demo import run
+
+    monkeypatch.setenv("KEYGUARD_STORE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_MODE", "allow")
+    started: dict[str, Any] = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: started.update(app=app, **kw))
+    shown: list[str] = []
+    run(out=io.StringIO(), banner=lambda keys, url, out: shown.append(url))
+    assert shown == ["http://127.0.0.1:8000"]
+    limiter = started["app"].state.keyguard.limiter
+    assert isinstance(limiter, ResilientLimiter)
+    assert limiter.mode == "allow"

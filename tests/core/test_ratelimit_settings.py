@@ -75,3 +75,22 @@ def test_the_password_never_shows() -> None:
     with pytest.raises(ConfigurationError) as info:
         LimiterSettings.from_env({ENV["url"]: "s3cret", ENV["mode"]: "deny"})
     assert "s3cret" not in str(info.value)
+
+
+def test_command_line_options_default_to_the_environment() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    LimiterSettings.add_arguments(parser)
+    env = {"KEYGUARD_RATELIMIT_MODE": "deny", "KEYGUARD_RATELIMIT_COOLDOWN": "9"}
+    args = parser.parse_args(["--ratelimit-url", "redis://h/0", "--ratelimit-budget", "2"])
+    assert LimiterSettings.from_args(args, env) == LimiterSettings(
+        "redis://h/0", "deny", budget=2.0, cooldown=9.0
+    )
+    args = parser.parse_args(["--ratelimit-mode", "ALLOW", "--ratelimit-failures", "4"])
+    assert LimiterSettings.from_args(args, env) == LimiterSettings(
+        mode="allow", failures=4, cooldown=9.0
+    )
+    for bad in (["--ratelimit-mode", "maybe"], ["--ratelimit-timeout", "soon"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)

@@ -1,14 +1,12 @@
-"""Redis for the tests: the driver (a failure, not a skip, under CI=true), the shared server of
-``tests/conftest.py``, and a throwaway ``redis-server`` that a test may stop, pause or kill."""
+"""Redis for the rate-limit tests: the driver (a failure, not a skip, under CI=true), the shared
+server of ``tests/conftest.py``, a throwaway ``redis-server`` that a test may stop, pause,
+freeze or kill, and a proxy that delivers its replies late."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import threading
 import time
 from types import ModuleType
@@ -16,6 +14,7 @@ from types import ModuleType
 import pytest
 
 from tests.conftest import REDIS_URL, _redis_or_skip
+from tests.redis_servers import Server
 
 __all__ = ["REDIS_URL", "SlowReplies", "ThrowawayRedis", "import_redis", "reachable_or_skip"]
 
@@ -40,50 +39,9 @@ def reachable_or_skip() -> None:
     _redis_or_skip()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class ThrowawayRedis:
-    """A private redis-server on a free port, for tests that stop, pause or count it."""
-
-    def __init__(self) -> None:
-        self.port = _free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redis
-
-        binary = shutil.which("redis-server")
-        if binary is None:
-            if os.environ.get("CI") == "true":
-                pytest.fail("redis-server is required under CI=true (.ci/run installs it)")
-            pytest.skip("redis-server binary not found")
-        args = ["--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "no", "--loglevel", "warning"]
-        self.proc = subprocess.Popen(
-            [binary, *args],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
-        deadline = time.monotonic() + 5
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
+class ThrowawayRedis(Server):
+    """A private redis-server on a free port (see :class:`tests.redis_servers.Server`), which
+    a test may also stop politely, freeze for a while, or pause with ``CLIENT PAUSE``."""
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -91,24 +49,15 @@ class ThrowawayRedis:
             self.proc.wait(5)
             self.proc = None
 
-    def kill(self) -> None:
-        """SIGKILL: the server vanishes without closing anything."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
-
     def freeze(self, seconds: float) -> threading.Timer:
         """SIGSTOP now, SIGCONT after ``seconds``: a healthy server that stops answering for a
         moment (connections stay open, requests queue in the kernel)."""
-        assert self.proc is not None
-        pid = self.proc.pid
-        os.kill(pid, signal.SIGSTOP)
-        timer = threading.Timer(seconds, os.kill, (pid, signal.SIGCONT))
+        self.pause()
+        timer = threading.Timer(seconds, self.resume)
         timer.start()
         return timer
 
-    def pause(self, seconds: float) -> None:
+    def client_pause(self, seconds: float) -> None:
         """``CLIENT PAUSE``: the server keeps accepting but runs no command for ``seconds``."""
         import redis
 

@@ -62,7 +62,7 @@ class Stall:
 
             return end
         if self.how == "client-pause":
-            self.srv.pause(PAUSE)
+            self.srv.client_pause(PAUSE)
             return lambda: time.sleep(PAUSE)
         return self.srv.freeze(PAUSE).join
 

@@ -465,7 +465,7 @@ def test_breaker_opens_and_recovers_with_a_real_server(
 def test_slow_redis_is_retried_once_within_the_budget(private_redis: ThrowawayRedis) -> None:
     lim = RedisRateLimiter(url=private_redis.url, prefix="kgslow", socket_timeout=0.05, budget=0.2)
     assert lim.hit("k").allowed
-    private_redis.pause(3.0)
+    private_redis.client_pause(3.0)
     started = time.monotonic()
     with pytest.raises(BackendSlow) as info:
         lim.hit("k")

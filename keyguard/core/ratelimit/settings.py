@@ -18,6 +18,7 @@ checked once, at start-up, with errors that name the variable at fault.
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 from collections.abc import Mapping
@@ -111,6 +112,55 @@ class LimiterSettings:
                 values[name] = _parse(name, raw)
         return cls(**values)  # type: ignore[arg-type]
 
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """Add ``--ratelimit-url``, ``--ratelimit-mode``, ``--ratelimit-timeout``,
+        ``--ratelimit-budget``, ``--ratelimit-failures`` and ``--ratelimit-cooldown`` to a
+        command; each defaults to its variable. Read them back with :meth:`from_args`."""
+        group = parser.add_argument_group(
+            "rate limits",
+            "where counts live and what a Redis outage admits; each option defaults to its "
+            "KEYGUARD_RATELIMIT_* environment variable",
+        )
+        group.add_argument(
+            "--ratelimit-url",
+            metavar="URL",
+            help="redis://host:6379/0 to share counts between processes (default: in-process)",
+        )
+        group.add_argument(
+            "--ratelimit-mode",
+            type=str.lower,
+            choices=MODES,
+            help="while Redis is out: count per process (local, the default), admit all "
+            "(allow), or answer 503 (deny)",
+        )
+        for name, default, what in (
+            ("timeout", DEFAULT_TIMEOUT, "one Redis call's timeout before it is retried"),
+            ("budget", DEFAULT_BUDGET, "one decision's time, retry included"),
+            ("cooldown", 5, "how long an open breaker skips Redis"),
+        ):
+            group.add_argument(
+                f"--ratelimit-{name}",
+                type=_seconds_arg,
+                metavar="SECONDS",
+                help=f"{what} (default {default:g})",
+            )
+        group.add_argument(
+            "--ratelimit-failures",
+            type=int,
+            metavar="N",
+            help="consecutive failures that open the breaker (default 3)",
+        )
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> LimiterSettings:
+        """The settings of :meth:`add_arguments`' options, each defaulting to its variable."""
+        return cls.from_env(
+            environ, **{f.name: getattr(args, f"ratelimit_{f.name}", None) for f in fields(cls)}
+        )
+
     def environ(self) -> dict[str, str]:
         """These settings as environment variables (for worker processes to read back)."""
         out = {ENV[f.name]: str(getattr(self, f.name)) for f in fields(self) if f.name != "url"}
@@ -134,6 +184,13 @@ def _parse(name: str, raw: str) -> object:
     except ValueError:
         kind = "an integer" if name == "failures" else "a number of seconds"
         raise ConfigurationError(f"{ENV[name]} must be {kind}, got {raw!r}") from None
+
+
+def _seconds_arg(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
 
 
 def _redact(url: str) -> str:
