@@ -10,6 +10,7 @@ refused) sends requests to the fallback at once and opens the breaker.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -180,3 +181,21 @@ def test_killed_redis_falls_back_at_once_and_opens_the_breaker(
     assert lim.state == "open", "one refused connection opens the breaker"
     assert any(r.levelno == logging.WARNING for r in caplog.records)
     primary.close()
+
+
+async def test_async_hits_with_late_replies_count_once(private_redis: ThrowawayRedis) -> None:
+    proxy = SlowReplies(private_redis.port)
+    primary = RedisRateLimiter(url=proxy.url, prefix="kgasync")
+    lim = ResilientLimiter(primary, mode="deny")
+    windows = (Window(1000, 60, "roomy"),)
+    # A connection per task first, so the late requests reach Redis at once.
+    await asyncio.gather(*(lim.apeek("k", windows) for _ in range(20)))
+    proxy.delay = PAUSE
+    decisions = await asyncio.gather(*(lim.ahit("k", windows) for _ in range(20)))
+    proxy.delay = 0.0
+    assert not any(d.unavailable for d in decisions)
+    assert all(d.allowed for d in decisions)
+    assert primary.stats["retries"] > 0, "the replies were late: requests were sent twice"
+    assert (await primary.apeek("k", windows)).windows[0].remaining == 1000 - 20
+    await primary.aclose()
+    proxy.close()
