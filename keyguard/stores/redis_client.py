@@ -139,12 +139,16 @@ class RedisClients:
             try:
                 if client is None:
                     client = self._build(redis.Redis, url, self.socket_timeout)
-                    patient = self._build(redis.Redis, url, rest)
-                    self._own += [client, patient]
+                    self._own.append(client)
+                    if retry_slow:
+                        patient = self._build(redis.Redis, url, rest)
+                        self._own.append(patient)
                 if async_client is None:
                     async_client = self._build(redis.asyncio.Redis, url, self.socket_timeout)
-                    async_patient = self._build(redis.asyncio.Redis, url, rest)
-                    self._own_async += [async_client, async_patient]
+                    self._own_async.append(async_client)
+                    if retry_slow:
+                        async_patient = self._build(redis.asyncio.Redis, url, rest)
+                        self._own_async.append(async_patient)
             except (ValueError, TypeError) as exc:
                 # Not chained: the driver's message may quote the URL, password included.
                 raise ConfigurationError(f"invalid Redis URL ({type(exc).__name__})") from None
