@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
+from keyguard.core.ratelimit.settings import ENV
 from keyguard.demo import ROUTES, bootstrap, create_app, print_banner
 from keyguard.stores.memory import MemoryStore
 from keyguard.stores.sqlite import SQLiteStore
@@ -295,6 +296,14 @@ def test_demo_with_a_redis_store_and_no_redis_package_is_one_line(tmp_path: Path
     assert out == ""
 
 
+def _isolate_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """demo.run() exports the store and limiter settings to ``os.environ`` for its workers:
+    make the test's monkeypatch restore every one of them, set or not before."""
+    for name in ("KEYGUARD_STORE_URL", *ENV.values()):
+        monkeypatch.setenv(name, "placeholder")  # recorded, so restored (or removed) after
+        monkeypatch.delenv(name)
+
+
 def test_demo_limiter_settings_reach_every_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -307,8 +316,7 @@ def test_demo_limiter_settings_reach_every_worker(
     from keyguard.core.ratelimit.settings import LimiterSettings
     from keyguard.demo import run
 
-    for name in ("URL", "MODE", "TIMEOUT", "BUDGET", "FAILURES", "COOLDOWN"):
-        monkeypatch.delenv(f"KEYGUARD_RATELIMIT_{name}", raising=False)
+    _isolate_environment(monkeypatch)
     monkeypatch.setenv("KEYGUARD_STORE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
     monkeypatch.setenv("KEYGUARD_RATELIMIT_BUDGET", "1.5")
     started: dict[str, Any] = {}
@@ -334,6 +342,7 @@ def test_demo_takes_its_limiter_from_the_environment_by_default(
     from keyguard.core.ratelimit import ResilientLimiter
     from keyguard.demo import run
 
+    _isolate_environment(monkeypatch)
     monkeypatch.setenv("KEYGUARD_STORE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
     monkeypatch.setenv("KEYGUARD_RATELIMIT_URL", "redis://127.0.0.1:1/0")
     monkeypatch.setenv("KEYGUARD_RATELIMIT_MODE", "allow")

@@ -108,12 +108,17 @@ class RedisClients:
         url: str | None,
         prefix: str | None,
         socket_timeout: float,
-        budget: float,
+        budget: float | None,
         *,
         retry_slow: bool = True,
     ) -> None:
         self.socket_timeout = _seconds("socket_timeout", socket_timeout)
-        self.budget = _seconds("budget", budget)
+        # No budget given: the default, stretched to one call when the timeout is longer.
+        self.budget = (
+            max(DEFAULT_BUDGET, self.socket_timeout)
+            if budget is None
+            else _seconds("budget", budget)
+        )
         if self.budget < self.socket_timeout:
             raise ConfigurationError(
                 f"budget ({budget}s) must be at least socket_timeout ({socket_timeout}s)"

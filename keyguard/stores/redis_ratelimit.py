@@ -55,7 +55,6 @@ from keyguard.core.ratelimit import (
 )
 from keyguard.stores.redis_bruteforce import RedisBruteForceGuard
 from keyguard.stores.redis_client import (
-    DEFAULT_BUDGET,
     DEFAULT_TIMEOUT,
     RedisClients,
     check_part,
@@ -103,8 +102,9 @@ class RedisRateLimiter(RedisClients):
     one. Raises :class:`~keyguard.core.ratelimit.BackendDown` when Redis refuses or drops the
     connection, :class:`~keyguard.core.ratelimit.BackendSlow` when it does not answer within
     ``budget`` seconds (a late call retried once), and ``StoreUnavailable`` on any other
-    Redis error. ``socket_timeout`` and ``budget`` shape the clients built from ``url``;
-    clients passed in keep their own timeouts (``budget`` still bounds the retries). ``now``
+    Redis error. ``socket_timeout`` and ``budget`` (default 0.5 s, or ``socket_timeout`` if
+    longer) shape the clients built from ``url``; clients passed in keep their own timeouts
+    (``budget`` still bounds the retries). ``now``
     (seconds) replaces Redis's clock and exists for tests only: production decisions must use
     one shared clock.
     """
@@ -117,7 +117,7 @@ class RedisRateLimiter(RedisClients):
         url: str | None = None,
         prefix: str | None = None,
         socket_timeout: float = DEFAULT_TIMEOUT,
-        budget: float = DEFAULT_BUDGET,
+        budget: float | None = None,
     ) -> None:
         super().__init__(client, async_client, url, prefix, socket_timeout, budget)
         #: Seconds a hit's reply is kept for a retry of the same hit (see the module doc).
@@ -135,7 +135,7 @@ class RedisRateLimiter(RedisClients):
         url: str,
         *,
         socket_timeout: float = DEFAULT_TIMEOUT,
-        budget: float = DEFAULT_BUDGET,
+        budget: float | None = None,
     ) -> RedisRateLimiter:
         """Build from ``redis://host:6379/0?prefix=kg`` (sync and async clients)."""
         return cls(url=url, socket_timeout=socket_timeout, budget=budget)
