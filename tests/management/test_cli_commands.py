@@ -98,12 +98,14 @@ class FakeRun:
         workers: int = 1,
         new_keys: bool = False,
         url: str | None = None,
+        ratelimit: Any = None,
         out: TextIO = sys.stdout,
         banner: Any = demo.print_banner,
     ) -> None:
         self.calls.append(
             {"host": host, "port": port, "workers": workers, "new_keys": new_keys, "url": url}
         )
+        self.ratelimit = ratelimit
         keys = DemoKeys(
             created={"admin": "kg_ADMINADMINAD_secret"}, existing={"read-only": "READREADREAD"}
         )
@@ -169,15 +171,20 @@ def test_demo_keeps_its_options_and_creates_its_store(
         json.loads(r.out)
 
 
-def test_demo_json_needs_a_demo_that_can_print_json(
-    run: Runner, monkeypatch: pytest.MonkeyPatch
+def test_demo_takes_the_limiter_settings_from_options_and_environment(
+    run: Runner, fake_run: FakeRun, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def old_run(**kwargs: Any) -> None:
-        raise AssertionError("must not start")
-
-    monkeypatch.setattr(demo, "run", old_run)
-    r = run("demo", "--json")
-    assert "cannot print its startup as JSON" in assert_one_line_error(r, code=2)
+    monkeypatch.setenv("KEYGUARD_RATELIMIT_TIMEOUT", "0.25")
+    r = run("demo", "--ratelimit-mode", "deny", "--ratelimit-url", "redis://127.0.0.1:6379/0")
+    assert r.code == 0, r.err
+    settings = fake_run.ratelimit
+    assert (settings.mode, settings.timeout, settings.url) == (
+        "deny",
+        0.25,
+        "redis://127.0.0.1:6379/0",
+    )
+    bad = run("demo", "--ratelimit-mode", "sometimes")
+    assert "--ratelimit-mode" in assert_one_line_error(bad, code=2)
 
 
 def test_demo_errors_are_one_line(run: Runner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,14 +10,13 @@ start the demo and then call it.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
+from keyguard.core.ratelimit.settings import LimiterSettings
 from keyguard.management.cli import output as out
 from keyguard.management.cli.context import store_url
-from keyguard.management.cli.errors import UsageError
 from keyguard.stores import redact_url
 
 if TYPE_CHECKING:
@@ -61,11 +60,10 @@ def _demo(args: argparse.Namespace) -> int:
         "workers": args.workers,
         "new_keys": args.new_keys,
         "url": args.store,
+        "ratelimit": LimiterSettings.from_args(args),
         "out": sys.stdout,
     }
     if args.json:
-        if "banner" not in inspect.signature(demo.run).parameters:
-            raise UsageError("this version of keyguard.demo cannot print its startup as JSON")
         shown = redact_url(store_url(args))
 
         def banner(keys: DemoKeys, base_url: str, stream: TextIO) -> None:
@@ -95,4 +93,5 @@ def register(sub: Subparsers) -> None:
         action="store_true",
         help="revoke the demo keys of earlier runs and print new ones",
     )
+    LimiterSettings.add_arguments(p)
     p.set_defaults(handler=_demo)
