@@ -84,7 +84,7 @@ class LookupBudget:
         with self._lock:
             bucket = self._buckets.get(client)
             if bucket is not None:
-                bucket[0] = min(float(self.lookups), bucket[0] + 1.0)
+                bucket[0] += 1.0  # take() caps the bucket at its size
 
     def __len__(self) -> int:
         return len(self._buckets)
