@@ -17,7 +17,7 @@ from keyguard.adapters.wsgi import KeyGuardWSGIMiddleware
 from keyguard.core.errors import ConfigurationError, ErrorCode, StoreUnavailable
 from keyguard.core.hashing import NO_PEPPER, Hasher
 from keyguard.core.keys import KeyFormat
-from keyguard.core.pepper import PEPPER_SETTING
+from keyguard.core.pepper import PEPPER_SETTING, StoreCheck
 from keyguard.core.records import KeyRecord
 from keyguard.core.verifier import Verifier
 from keyguard.stores.memory import MemoryStore
@@ -34,6 +34,7 @@ class FlakyStore(MemoryStore):
     def __init__(self, *, in_process: bool = True) -> None:
         super().__init__()
         self.down = False
+        self.setting_reads = 0
         self.setting_writes = 0
         self.in_process = in_process  # type: ignore[misc]
 
@@ -47,6 +48,7 @@ class FlakyStore(MemoryStore):
 
     def get_setting(self, name: str) -> str | None:
         self._check()
+        self.setting_reads += 1
         return super().get_setting(name)
 
     def set_setting(self, name: str, value: str, *, only_if_absent: bool = False) -> str:
@@ -204,6 +206,7 @@ def test_a_mismatch_found_after_startup_fails_closed_with_one_error_log(
     store.down = True
     v = Verifier(store, hasher=plain(), rate_limits=None)  # started without the pepper
     store.down = False
+    reads = store.setting_reads
     caplog.set_level(logging.ERROR, logger="keyguard.pepper")
     for _ in range(5):
         reply = _send(v, key.header, how)
@@ -211,6 +214,7 @@ def test_a_mismatch_found_after_startup_fails_closed_with_one_error_log(
         assert reply.code is ErrorCode.AUTH_UNAVAILABLE
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1
+    assert store.setting_reads == reads + 1  # checked once, not again on every request
     assert "pepper mismatch" in errors[0].getMessage()
     assert "503" in errors[0].getMessage()
     assert errors[0].exc_info is None  # one line, no traceback
@@ -226,3 +230,17 @@ def test_a_read_only_verifier_checks_lazily_without_writing() -> None:
     assert v.verify(key.header).allowed
     assert store.setting_writes == 0
     assert store.get_setting(PEPPER_SETTING) is None
+
+
+def test_a_mismatch_is_logged_once_even_when_found_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Threads racing through the deferred check may each find the mismatch: one log."""
+    store = FlakyStore()
+    store.down = True
+    check = StoreCheck(store, plain(), write=True)
+    caplog.set_level(logging.ERROR, logger="keyguard.pepper")
+    for _ in range(3):
+        assert check._mismatch(ConfigurationError("pepper mismatch: x")) is False
+    assert [r.levelno for r in caplog.records if r.levelno >= logging.ERROR] == [logging.ERROR]
+    assert check.refused is True
