@@ -50,8 +50,6 @@ from rest_framework.permissions import BasePermission
 from keyguard.adapters.django import PRINCIPAL_ATTR, denial_response, get_config
 from keyguard.adapters.wsgi import authorization_from_environ
 from keyguard.core import decision as d
-from keyguard.core.addresses import client_address
-from keyguard.core.bruteforce import judge_failure
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError, ErrorCode
 from keyguard.core.scopes import DENY, Requirement, as_requirement
@@ -171,18 +169,15 @@ class KeyGuardAuthentication(BaseAuthentication):  # type: ignore[misc]  # DRF i
         if principal is None:
             verifier = get_config().verifier
             meta = request.META
-            decision = verifier.authenticate(authorization_from_environ(meta))
+            # What the middleware's verify() does: a guess counts against its address, and a
+            # blocked address causes no store reads.
+            decision = verifier.authenticate(
+                authorization_from_environ(meta),
+                peer=meta.get("REMOTE_ADDR") or None,
+                forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
+            )
             if decision.code is ErrorCode.MISSING_API_KEY:
                 return None
-            guard = verifier.brute_force
-            if guard is not None and not decision.allowed:
-                # What the middleware's verify() does: a guess counts against its address.
-                client = client_address(
-                    meta.get("REMOTE_ADDR"),
-                    meta.get("HTTP_X_FORWARDED_FOR"),
-                    trusted_proxies=verifier.trusted_proxies,
-                )
-                decision = judge_failure(guard, decision, client)
             # Without the middleware, DRF views are rate-limited here, once per request.
             decision = verifier.rate_limit(decision)
             if not decision.allowed:

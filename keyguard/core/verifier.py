@@ -3,130 +3,117 @@
 Order of work, cheapest first, so that junk costs nothing and no store is touched before the
 key is known to be well formed:
 
-1. **fast path**: a header value no longer than ``max_header_length`` whose BLAKE2s digest
-   matches one that verified in full moments ago (a bounded index whose deadlines never
-   outlive the record's freshness, expiry or rotation grace) — nothing else to do;
+1. **fast path**: the exact canonical header ``UserKey <key>`` (no longer than
+   ``max_header_length``) whose BLAKE2s digest matches one that authenticated in full moments
+   ago (a bounded index, at most two entries per key, whose deadlines never outlive the
+   record's freshness, expiry or rotation grace; see :mod:`keyguard.core.keycache`) — scopes
+   and the rate limit are then checked as on the slow path. Other spellings (``userkey``,
+   extra spaces) are accepted but always take the slow path and are never indexed, so header
+   variants cannot grow memory;
 2. header shape: absent → ``missing_api_key``; duplicated, over-long or control characters →
    ``invalid_request``; another scheme → ``missing_api_key`` (the scheme is case-insensitive);
 3. format and checksum (``invalid_api_key_format``, no store access);
-4. the record, from the cache or (on a miss) the store; unknown ids are negatively cached and
-   cost the same digest comparison as a wrong secret, so timing does not reveal which ids exist;
-5. constant-time digest comparison (current digest, or the previous one inside its rotation
-   grace period), and only after the secret matched: revocation, then expiry;
+4. the record, from the cache or (on a miss) the store; unknown ids are negatively cached. A
+   store read is refused — the id is treated as unknown — when the client address is blocked
+   by the brute-force guard or has spent its budget of lookups of unknown ids
+   (:class:`~keyguard.core.lookup_budget.LookupBudget`), unless the secret verifies against a
+   stale cached copy of the record (a key's owner is never locked out by an attacker sharing
+   the address);
+5. digest comparison in constant time and in the same shape for every id: the current digest
+   *and* the previous one (or a dummy digest in the configured algorithm), for unknown,
+   known, rotated, revoked and expired ids alike, so timing does not reveal which ids exist
+   or what state they are in. Only after a secret matched: revocation (also for a revoked
+   key's previous secret), then expiry, then the rotation grace of a previous secret;
 6. scopes against the route's requirement; 7. the per-key rate limit.
+
+Expiry and grace are compared with a wall clock that never goes backwards within the process
+(:class:`~keyguard.core.clock.Ratchet`); the fast path's deadlines are monotonic.
 
 The decisions are pure methods on in-memory data; :meth:`Verifier.verify` and
 :meth:`Verifier.averify` differ only in how they fetch a record on a cache miss. The cache holds
 records and BLAKE2s digests of header values that verified, never plaintext. A cache entry is
 trusted for ``cache_ttl`` seconds (default 1 s): that is the bound on how long a revocation made in
 another process can take to be seen (stores that push invalidations shorten it).
+
+The store's pepper fingerprint is checked when the verifier is built
+(:func:`keyguard.core.pepper.check_store`): a mismatch raises one clear
+:class:`~keyguard.core.errors.ConfigurationError`. When the store is unreachable then, the
+check runs before the first store read instead, and a mismatch found then answers every
+request that needs the store with 503 (one ERROR log).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import threading
 import time
 from collections.abc import Sequence
-from functools import lru_cache
 from hashlib import blake2s
 from typing import Final, Literal
-from urllib.parse import quote
 
 from cachetools import LRUCache
 
 from keyguard.core import decision as d
+from keyguard.core.authn import (
+    CANONICAL,
+    GUESSES,
+    AuthorizationValue,
+    Peer,
+    authorize,
+    blocked,
+    is_canonical,
+    judge,
+    read_credential,
+)
 from keyguard.core.bruteforce import BruteForceGuard, client_address
-from keyguard.core.clock import Clock
-from keyguard.core.decision import Decision, Principal
-from keyguard.core.errors import ConfigurationError, ConflictError, ErrorCode, KeyguardError
+from keyguard.core.clock import Clock, ratchet
+from keyguard.core.decision import Decision
+from keyguard.core.errors import ConfigurationError, ConflictError, KeyguardError
 from keyguard.core.hashing import Hasher
+from keyguard.core.incident import Incident
+from keyguard.core.keycache import CacheEntry, KeyCache
+from keyguard.core.keylimits import KeyLimits, owner_bucket
 from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat
+from keyguard.core.lookup_budget import LookupBudget
+from keyguard.core.pepper import StoreCheck
 from keyguard.core.policy import RouteMatch, RoutePolicy
 from keyguard.core.ratelimit import (
     DEFAULT_WINDOWS,
     MemoryRateLimiter,
-    RateDecision,
     RateLimiter,
     Window,
     check_windows,
     pair_plan,
     parse_windows,
-    rate_limit_headers,
 )
 from keyguard.core.records import KeyRecord
-from keyguard.core.scopes import AUTHENTICATED, Grants, Requirement, ScopeCatalog, as_requirement
+from keyguard.core.scopes import (
+    AUTHENTICATED,
+    DEFAULT_PRIVILEGED,
+    Requirement,
+    ScopeCatalog,
+    as_requirement,
+)
 from keyguard.core.store import KeyStore
+
+__all__ = ["AuthorizationValue", "Peer", "Verifier", "authorize", "owner_bucket"]
 
 logger = logging.getLogger("keyguard.verifier")
 
-AuthorizationValue = str | bytes | Sequence[str | bytes] | None
-
-_SCHEME: Final = "userkey"
-_FOREVER: Final = math.inf
 _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
 
 
-#: Denials that count as a guess for the brute-force guard (expired/revoked keys are real keys).
-_GUESSES: Final = frozenset({ErrorCode.INVALID_API_KEY, ErrorCode.INVALID_API_KEY_FORMAT})
+class _Unset:
+    """The client address has not been worked out yet (it costs an address parse)."""
 
-Peer = str | tuple[object, ...] | list[object] | None
-
-
-def _blocked(retry_after: int | None, failure: Decision) -> Decision:
-    """The failure itself, or 429 once the client address is over the guard's threshold."""
-    if retry_after is None:
-        return failure
-    return Decision(
-        False,
-        None,
-        ErrorCode.RATE_LIMITED,
-        "Too many failed authentication attempts from this address.",
-        retry_after=max(1, retry_after),
-    )
+    __slots__ = ()
 
 
-@lru_cache(maxsize=4096)
-def owner_bucket(owner: str) -> str:
-    """The rate-limit bucket of an owner's shared limits: ``"owner:" + owner``, with every
-    character but letters, digits and ``_.-~`` percent-encoded (an injective mapping that keeps
-    braces and whitespace out of Redis key names). Key ids have no ``:``, so never clash."""
-    return "owner:" + quote(owner, safe="")
+_UNSET: Final = _Unset()
+_Client = str | None | _Unset
 
 
-def authorize(principal: Principal | None, requirement: Requirement) -> Decision | None:
-    """The denial for ``principal`` against ``requirement``, or ``None`` when it is allowed.
-
-    No principal is ``missing_api_key``; an unmet requirement is ``insufficient_scope`` naming
-    the required scopes (never the key's own); a requirement nothing satisfies (deny by
-    default) is ``insufficient_scope`` without scopes. Adapters' per-view checks use this too.
-    """
-    if principal is None:
-        return d.MISSING
-    if requirement.is_satisfied_by(principal.grants):
-        return None
-    if not requirement.scopes:
-        return d.NO_ROUTE
-    return d.insufficient_scope(requirement.scopes, requirement.describe())
-
-
-class _Entry:
-    """A cached record plus what was derived from it once: the principal, the allowed decision,
-    and the BLAKE2s digests of header values that verified against it (see ``_index``)."""
-
-    __slots__ = ("allowed", "fresh_until", "principal", "record", "verified")
-
-    def __init__(self, record: KeyRecord, principal: Principal, fresh_until: float) -> None:
-        self.record = record
-        self.principal = principal
-        self.allowed = Decision(True, principal)
-        self.fresh_until = fresh_until
-        self.verified: set[bytes] = set()
-
-
-class Verifier:
+class Verifier(KeyLimits):
     """Checks requests against a key store, a scope policy and (optionally) a rate limiter.
 
     Security-relevant keyword arguments:
@@ -138,6 +125,7 @@ class Verifier:
     * ``negative_cache_ttl`` — how long an unknown key id is remembered, so floods of random
       well-formed keys do not each hit the store.
     * ``hasher`` — the digest algorithm (HMAC with a pepper when ``KEYGUARD_PEPPER`` is set).
+      The store's pepper fingerprint must match it (checked when the verifier is built).
     * ``rehash`` — re-hash digests made with another algorithm when their key is next used.
     * ``rate_limits`` — the default per-key windows (the platform's 20/10 s, 100/min,
       5,000/day), a spec string like ``"20/10s, 100/minute"``, or ``None`` for no rate
@@ -155,12 +143,20 @@ class Verifier:
       ``X-RateLimit-*`` response headers.
     * ``brute_force`` — a :class:`~keyguard.core.bruteforce.BruteForceGuard` counting failed
       authentications per client address; past its threshold, failures from that address
-      are answered 429 instead of 401. It never refuses a key that verifies, so an attacker
-      cannot lock a key's owner out. ``None`` disables it.
+      are answered 429 instead of 401, and the address causes no store reads. It never refuses
+      a key that verifies against a cached record, so an attacker cannot lock a key's owner
+      out. ``None`` disables it.
+    * ``unknown_id_budget`` — a :class:`~keyguard.core.lookup_budget.LookupBudget`: how many
+      store lookups of unknown key ids one client address may cause (default 60 per minute,
+      in bursts of 60); past it, fresh ids are answered ``invalid_api_key`` without a store
+      read (and count as failures). ``None`` disables it.
     * ``trusted_proxies`` — how many proxies in front of the app append to
       ``X-Forwarded-For``; 0 (default) trusts no forwarded header and counts the peer address.
-    * ``read_only`` — never write to the store (no re-hash, no ``last_used_at``): for
-      diagnostics and CLI commands that must not change what a running service sees.
+    * ``read_only`` — never write to the store (no re-hash, no ``last_used_at``, no pepper
+      fingerprint): for diagnostics and CLI commands that must not change what a running
+      service sees.
+    * ``clock`` — the wall clock for expiry and rotation grace, wrapped in a
+      :class:`~keyguard.core.clock.Ratchet` so that it never goes backwards.
     """
 
     def __init__(
@@ -184,6 +180,7 @@ class Verifier:
         ietf_headers: bool = True,
         legacy_headers: bool = True,
         brute_force: BruteForceGuard | Literal["default"] | None = "default",
+        unknown_id_budget: LookupBudget | Literal["default"] | None = "default",
         trusted_proxies: int = 0,
         read_only: bool = False,
         clock: Clock = time.time,
@@ -191,9 +188,10 @@ class Verifier:
     ) -> None:
         if cache_ttl < 0 or negative_cache_ttl < 0:
             raise ConfigurationError("cache TTLs must be >= 0")
-        if max_header_length < key_format.max_length + len("UserKey "):
+        if max_header_length < key_format.max_length + len(CANONICAL):
             raise ConfigurationError("max_header_length is shorter than a key of this format")
         self.store = store
+        self._store_incident = Incident(f"key store lookup ({store!r})", logger)
         self.policy = policy
         self.catalog = catalog
         self.key_format = key_format
@@ -204,24 +202,21 @@ class Verifier:
         self.touch_interval = touch_interval
         self.rehash = rehash and not read_only
         self.read_only = read_only
-        self._clock = clock
+        self._clock = ratchet(clock)
         self._monotonic = monotonic
-        # cachetools caches are not thread-safe (even a get reorders the LRU list), and WSGI
-        # servers call us from many threads: every cache access off the fast path holds this
-        # lock. The fast path reads only ``_index`` with one atomic ``dict.get``.
-        self._lock = threading.RLock()
-        self._cache: LRUCache[str, _Entry] = LRUCache(maxsize=cache_size)
-        self._negative: LRUCache[str, float] = LRUCache(maxsize=negative_cache_size)
+        self._cache = KeyCache(
+            size=cache_size,
+            ttl=cache_ttl,
+            negative_size=negative_cache_size,
+            negative_ttl=negative_cache_ttl,
+            implications=catalog.implications if catalog is not None else None,
+            dummy_digest=self.hasher.dummy_digest,
+            privileged=catalog.privileged if catalog is not None else DEFAULT_PRIVILEGED,
+        )
+        # The fast path reads this dict with one atomic ``dict.get`` (no lock).
+        self._index = self._cache.index
+        self._lock = self._cache.lock
         self._touched: LRUCache[str, float] = LRUCache(maxsize=cache_size)
-        # The fast-path index: BLAKE2s of an Authorization value that verified in full →
-        # (allowed decision, monotonic deadline). A plain dict because it is read on every
-        # request; bounded FIFO (insertion order) at ``cache_size`` entries. Deadlines never
-        # exceed the record's freshness, its expiry or its rotation grace. BLAKE2s rather than
-        # SHA-256: equally collision-resistant, and Python's built-in BLAKE2 costs markedly less
-        # than OpenSSL's SHA-256 inside a real request (measured with benchmarks/bench_*.py).
-        self._index: dict[bytes, tuple[Decision, float]] = {}
-        self._index_size = cache_size
-        self._implications = catalog.implications if catalog is not None else None
         if isinstance(rate_limits, str):
             rate_limits = parse_windows(rate_limits)
         self.rate_limits = None if rate_limits is None else check_windows(rate_limits)
@@ -250,29 +245,25 @@ class Verifier:
         self.brute_force = (
             BruteForceGuard(threshold=100, window=60.0) if brute_force == "default" else brute_force
         )
+        self.unknown_id_budget = (
+            LookupBudget(60, 60.0) if unknown_id_budget == "default" else unknown_id_budget
+        )
         if isinstance(trusted_proxies, bool) or trusted_proxies < 0:
             raise ConfigurationError("trusted_proxies must be an integer >= 0")
         self.trusted_proxies = trusted_proxies
+        # The store's pepper fingerprint: checked now, or before the first key lookup if the
+        # store is unreachable now; a mismatch at startup raises.
+        self._pepper = StoreCheck(store, self.hasher, write=not read_only)
         store.subscribe_invalidations(self.invalidate)
 
     # -- cache control --------------------------------------------------------------------
     def invalidate(self, key_id: str | None = None) -> None:
         """Forget one key (or every key) so the next request re-reads the store."""
-        with self._lock:
-            if key_id is None:
-                self._cache.clear()
-                self._negative.clear()
-                self._index.clear()
-                return
-            entry = self._cache.pop(key_id, None)
-            self._negative.pop(key_id, None)
-            if entry is not None:
-                for digest in entry.verified:
-                    self._index.pop(digest, None)
+        self._cache.invalidate(key_id)
 
     # -- pure steps -------------------------------------------------------------------------
     def _hot(self, authorization: AuthorizationValue) -> tuple[Decision | None, bytes]:
-        """Step 2, before any parsing: a header value that verified recently is answered from
+        """Step 1, before any parsing: a header value that verified recently is answered from
         the index. Returns the decision (or None) and the value's digest for the slow path."""
         kind = type(authorization)
         if kind is bytes:
@@ -289,96 +280,28 @@ class Verifier:
             return hit[0], digest
         return None, digest
 
-    def _credential(self, authorization: AuthorizationValue) -> str | Decision:
-        """Step 1: the credential string, or the denial for a malformed header."""
-        if authorization is None:
-            return d.MISSING
-        if not isinstance(authorization, str | bytes):
-            values = list(authorization)
-            if len(values) != 1:
-                return d.MISSING if not values else d.DUPLICATE_HEADER
-            authorization = values[0]
-        if isinstance(authorization, bytes):
-            authorization = authorization.decode("latin-1")
-        if len(authorization) > self.max_header_length:
-            return d.HEADER_TOO_LONG
-        if not authorization.isprintable():
-            return d.CONTROL_CHARACTERS
-        scheme, _, credential = authorization.strip(" ").partition(" ")
-        if scheme.lower() != _SCHEME:
-            return d.MISSING
-        credential = credential.strip(" ")
-        if not credential:
-            return d.MISSING
-        return credential
+    def _judge(self, credential: str, entry: CacheEntry, now: float) -> tuple[Decision, float]:
+        """Step 5 (see :func:`~keyguard.core.authn.judge`): the decision for ``credential``
+        against a cache entry (the cache's ``unknown`` entry for an unknown id), and until when
+        an allowed decision holds (wall clock)."""
+        denial, until = judge(self.hasher, credential, entry.record, now)
+        return (entry.allowed if denial is None else denial), until
 
-    def _lookup(self, key_id: str, now_mono: float) -> tuple[bool, _Entry | None]:
-        """Step 4 (cache part): ``(True, entry)`` for a fresh entry, ``(True, None)`` for a
-        known-unknown id, ``(False, None)`` when the store must be asked."""
-        with self._lock:
-            entry = self._cache.get(key_id)
-            if entry is not None and entry.fresh_until > now_mono:
-                return True, entry
-            until = self._negative.get(key_id)
-        return (until is not None and until > now_mono), None
-
-    def _cache_record(
-        self, record: KeyRecord | None, key_id: str, now_mono: float
-    ) -> _Entry | None:
-        with self._lock:
-            if record is None:
-                self.invalidate(key_id)
-                self._negative[key_id] = now_mono + self.negative_cache_ttl
-                return None
-            old = self._cache.get(key_id)
-            if old is not None and old.record.version == record.version:
-                # Same record: keep the principal (and its allowed decision); just refresh.
-                old.fresh_until = now_mono + self.cache_ttl
-                return old
-            if old is not None:
-                self.invalidate(key_id)
-            grants = Grants(record.scopes, self._implications)
-            principal = Principal(record.key_id, record.name, record.owner, grants, record)
-            entry = _Entry(record, principal, now_mono + self.cache_ttl)
-            self._cache[key_id] = entry
-            return entry
-
-    def _judge(
+    def _conclude(
         self,
+        authorization: AuthorizationValue,
         credential: str,
         digest: bytes,
-        entry: _Entry | None,
+        entry: CacheEntry,
         now: float,
         now_mono: float,
     ) -> Decision:
-        """Step 5: compare digests in constant time, then revocation and expiry. A success is
-        indexed for the fast path until the earliest of freshness, expiry and grace."""
-        hasher = self.hasher
-        if entry is None:
-            hasher.verify(credential, hasher.dummy_digest)  # same work as a wrong secret
-            return d.INVALID
-        record = entry.record
-        until = _FOREVER
-        if not hasher.verify(credential, record.digest):
-            prev = record.previous_digest
-            grace = record.previous_expires_at
-            if prev is None or grace is None or now >= grace or not hasher.verify(credential, prev):
-                return d.INVALID
-            until = grace
-        if record.revoked_at is not None:
-            return d.REVOKED
-        if record.expires_at is not None:
-            if now >= record.expires_at:
-                return d.EXPIRED
-            until = min(until, record.expires_at)
-        if digest:
-            with self._lock:
-                index = self._index
-                if len(index) >= self._index_size:
-                    del index[next(iter(index))]
-                index[digest] = (entry.allowed, min(entry.fresh_until, now_mono + (until - now)))
-                entry.verified.add(digest)
-        return entry.allowed
+        """Judge; index a success for the fast path if the header is the canonical spelling,
+        until the earliest of the entry's freshness, expiry and grace."""
+        result, until = self._judge(credential, entry, now)
+        if result.allowed and digest and is_canonical(authorization, credential):
+            self._cache.remember(digest, entry, min(entry.fresh_until, now_mono + (until - now)))
+        return result
 
     def _authorize(self, decision: Decision, requirement: Requirement | None) -> Decision:
         """Step 6: scopes. ``requirement`` None means authentication alone suffices."""
@@ -387,7 +310,7 @@ class Verifier:
         denial = authorize(decision.principal, requirement)
         return decision if denial is None else denial
 
-    def _needs_rehash(self, entry: _Entry, credential: str) -> KeyRecord | None:
+    def _needs_rehash(self, entry: CacheEntry, credential: str) -> KeyRecord | None:
         record = entry.record
         if not self.rehash or not self.hasher.needs_rehash(record.digest):
             return None
@@ -411,34 +334,128 @@ class Verifier:
             return _DEFAULT_MATCH
         return self.policy.match(method, path)
 
+    def _client(self, peer: Peer, forwarded_for: str | bytes | None) -> str | None:
+        if isinstance(peer, tuple | list):
+            peer = str(peer[0]) if peer else None
+        if isinstance(forwarded_for, bytes):
+            forwarded_for = forwarded_for.decode("latin-1")
+        return client_address(peer, forwarded_for, trusted_proxies=self.trusted_proxies)
+
+    def _stale_matches(self, credential: str, stale: CacheEntry | None, now: float) -> bool:
+        """Whether ``credential`` matches a stale cached copy of its record (then the store
+        may be read although the address is blocked: the requester holds a real secret).
+        The same work whether or not there is such a copy."""
+        result, _ = self._judge(credential, stale or self._cache.unknown, now)
+        return result is not d.INVALID
+
+    def _gate(
+        self, credential: str, entry: CacheEntry | None, client: str, barred: bool
+    ) -> tuple[CacheEntry | None, bool, LookupBudget | None]:
+        """Before a store read for ``client``: may it read? Not when its address is blocked
+        or has spent its lookup budget — unless the secret matches a stale cached copy of the
+        record. Returns the entry to use, whether it is final (the store stays untouched),
+        and the budget to refund if the id turns out to exist."""
+        budget = self.unknown_id_budget
+        if not barred and (budget is None or budget.take(client)):
+            return entry, False, budget
+        if self._stale_matches(credential, entry, self._clock()):
+            return entry, False, None
+        return self._cache.unknown, True, None
+
+    def _failed(
+        self, result: Decision, client: _Client, peer: Peer, forwarded_for: str | bytes | None
+    ) -> Decision:
+        """Count a guess against the client address (429 once it is blocked)."""
+        guard = self.brute_force
+        if guard is None or result.code not in GUESSES:
+            return result
+        if isinstance(client, _Unset):
+            client = self._client(peer, forwarded_for)
+        return blocked(guard.record_failure(client), result)
+
+    async def _afailed(
+        self, result: Decision, client: _Client, peer: Peer, forwarded_for: str | bytes | None
+    ) -> Decision:
+        """Async :meth:`_failed`."""
+        guard = self.brute_force
+        if guard is None or result.code not in GUESSES:
+            return result
+        if isinstance(client, _Unset):
+            client = self._client(peer, forwarded_for)
+        return blocked(await guard.arecord_failure(client), result)
+
     # -- sync I/O skin ----------------------------------------------------------------------
-    def authenticate(self, authorization: AuthorizationValue) -> Decision:
-        """Authenticate only: the principal, or the denial. Blocking (for WSGI and scripts)."""
+    def authenticate(
+        self,
+        authorization: AuthorizationValue,
+        *,
+        peer: Peer | _Unset = _UNSET,
+        forwarded_for: str | bytes | None = None,
+    ) -> Decision:
+        """Authenticate only: the principal, or the denial. Blocking (for WSGI and scripts).
+
+        With ``peer`` (and ``forwarded_for``, see :meth:`verify`) the brute-force guard and the
+        lookup budget apply to the client address: failures are counted (429 once the address
+        is blocked) and a blocked address causes no store reads. Without them, neither applies.
+        """
         hit, digest = self._hot(authorization)
         if hit is not None:
             return hit
-        credential = self._credential(authorization)
+        anonymous = isinstance(peer, _Unset) and forwarded_for is None
+        peer = None if isinstance(peer, _Unset) else peer
+        result, client = self._slow(authorization, digest, peer, forwarded_for)
+        if result.allowed or anonymous:
+            return result
+        return self._failed(result, client, peer, forwarded_for)
+
+    def _slow(
+        self,
+        authorization: AuthorizationValue,
+        digest: bytes,
+        peer: Peer,
+        forwarded_for: str | bytes | None,
+    ) -> tuple[Decision, _Client]:
+        """Steps 2–5 off the fast path: the decision, and the client address if it had to be
+        worked out (only before a store read)."""
+        credential = read_credential(authorization, self.max_header_length)
         if isinstance(credential, Decision):
-            return credential
+            return credential, _UNSET
         parsed = self.key_format.parse(credential)
         if parsed is None:
-            return d.BAD_FORMAT
+            return d.BAD_FORMAT, _UNSET
+        key_id = parsed.key_id
         now_mono = self._monotonic()
-        cached, entry = self._lookup(parsed.key_id, now_mono)
-        if not cached:
-            try:
-                record = self.store.get(parsed.key_id)
-            except Exception:
-                logger.exception("key store lookup failed; failing closed")
-                return d.UNAVAILABLE
-            entry = self._cache_record(record, parsed.key_id, now_mono)
+        entry, fresh = self._cache.lookup(key_id, now_mono)
+        client: _Client = _UNSET
+        if not fresh:
+            if self._pepper.pending and not self._pepper.run():
+                return d.UNAVAILABLE, client
+            budget = None
+            guard = self.brute_force
+            if guard is not None or self.unknown_id_budget is not None:
+                client = self._client(peer, forwarded_for)
+            address = client if isinstance(client, str) else None
+            if address is not None:
+                barred = guard is not None and guard.is_blocked(address) is not None
+                entry, fresh, budget = self._gate(credential, entry, address, barred)
+            if not fresh:
+                try:
+                    record = self.store.get(key_id)
+                except Exception as exc:
+                    self._store_incident.failed(exc)
+                    return d.UNAVAILABLE, client
+                self._store_incident.succeeded()
+                if budget is not None and record is not None:
+                    budget.refund(address)
+                entry = self._cache.put(record, key_id, now_mono)
+        assert entry is not None
         now = self._clock()
-        result = self._judge(credential, digest, entry, now, now_mono)
-        if result.allowed and entry is not None:
+        result = self._conclude(authorization, credential, digest, entry, now, now_mono)
+        if result.allowed:
             self._after_success(entry, credential, now)
-        return result
+        return result, client
 
-    def _after_success(self, entry: _Entry, credential: str, now: float) -> None:
+    def _after_success(self, entry: CacheEntry, credential: str, now: float) -> None:
         updated = self._needs_rehash(entry, credential)
         try:
             if updated is not None:
@@ -465,18 +482,16 @@ class Verifier:
 
         ``required`` adds a requirement on top of the policy (per-view decorators use it).
         ``peer`` (an address, or an ASGI ``(host, port)`` client) and ``forwarded_for`` (the
-        ``X-Forwarded-For`` value) identify the client for the brute-force guard; they are
-        only looked at when authentication fails.
+        ``X-Forwarded-For`` value) identify the client for the brute-force guard and the
+        lookup budget; they are only looked at when the store would be read or authentication
+        fails.
         """
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC
-        result = self.authenticate(authorization)
+        result = self.authenticate(authorization, peer=peer, forwarded_for=forwarded_for)
         if not result.allowed:
-            guard = self.brute_force
-            if guard is None or result.code not in _GUESSES:
-                return result
-            return _blocked(guard.record_failure(self._client(peer, forwarded_for)), result)
+            return result
         result = self._authorize(result, route.requirement)
         if required is not None:
             result = self._authorize(result, as_requirement(required))
@@ -511,130 +526,72 @@ class Verifier:
         assert principal is not None
         return self._limited(result, self._hit(limiter, principal, route.cost))
 
-    def rate_limit(self, decision: Decision, cost: int = 1) -> Decision:
-        """Apply the per-key rate limit to an allowed decision (for adapters that authenticate
-        with :meth:`authenticate` and check scopes themselves, such as DRF)."""
-        limiter = self.limiter
-        principal = decision.principal
-        if limiter is None or not decision.allowed or principal is None:
-            return decision
-        return self._limited(decision, self._hit(limiter, principal, cost))
-
-    async def arate_limit(self, decision: Decision, cost: int = 1) -> Decision:
-        """Async :meth:`rate_limit`."""
-        limiter = self.limiter
-        principal = decision.principal
-        if limiter is None or not decision.allowed or principal is None:
-            return decision
-        return self._limited(decision, await self._ahit(limiter, principal, cost))
-
-    def _hit(self, limiter: RateLimiter, principal: Principal, cost: int) -> RateDecision:
-        """One limiter check for the key — and, with owner limits, its owner, atomically."""
-        windows = self._windows(principal)
-        owner_windows = self.owner_rate_limits
-        if owner_windows is not None and principal.owner:
-            return limiter.hit_pair(
-                principal.key_id, windows, owner_bucket(principal.owner), owner_windows, cost
-            )
-        return limiter.hit(principal.key_id, windows, cost)
-
-    async def _ahit(self, limiter: RateLimiter, principal: Principal, cost: int) -> RateDecision:
-        """Async :meth:`_hit`."""
-        windows = self._windows(principal)
-        owner_windows = self.owner_rate_limits
-        if owner_windows is not None and principal.owner:
-            return await limiter.ahit_pair(
-                principal.key_id, windows, owner_bucket(principal.owner), owner_windows, cost
-            )
-        return await limiter.ahit(principal.key_id, windows, cost)
-
-    def _windows(self, principal: Principal) -> tuple[Window, ...]:
-        override = principal.record.rate_limit
-        if override:
-            try:
-                return parse_windows(override)  # cached by spec string
-            except ConfigurationError:
-                logger.warning(
-                    "key %s has an invalid rate_limit; using the default", principal.key_id
-                )
-        assert self.rate_limits is not None
-        return self.rate_limits
-
-    def _limited(self, result: Decision, rd: RateDecision) -> Decision:
-        """Turn a limiter outcome into the request's decision (with its headers)."""
-        if rd.unavailable:
-            return d.UNAVAILABLE
-        ietf, legacy = self.ietf_headers, self.legacy_headers
-        if rd.allowed:
-            if not (ietf or legacy):
-                return result
-            plan, counts = rd.plan, rd.counts
-            if plan is None or not counts:
-                return result
-            return Decision(
-                True, result.principal, None, "", (), None, (), (plan, counts, ietf, legacy)
-            )
-        principal = result.principal
-        assert principal is not None
-        headers = tuple(
-            h for h in rate_limit_headers(rd, ietf=ietf, legacy=legacy) if h[0] != "Retry-After"
-        )
-        retry = rd.retry_after
-        windows = self._windows(principal)
-        # A pair decision (key and owner) lists the key's windows first, then the owner's.
-        by_owner = (
-            self.owner_rate_limits is not None
-            and bool(principal.owner)
-            and rd.violated_mask >> len(windows) != 0
-        )
-        whose = "this API key's owner" if by_owner else "this API key"
-        if retry is None:
-            # The request costs more than a window allows: it can never pass. Say so, and
-            # tell the client not to retry before the longest window has passed.
-            every = rd.plan.windows if rd.plan is not None else windows
-            retry = max(1, math.ceil(max(w.period for w in every)))
-            detail = f"This request costs more than {whose}'s rate limit allows."
-        else:
-            detail = f"Rate limit exceeded for {whose}; retry in {retry} s."
-        return Decision(
-            False, None, ErrorCode.RATE_LIMITED, detail, retry_after=retry, extra_headers=headers
-        )
-
-    def _client(self, peer: Peer, forwarded_for: str | bytes | None) -> str | None:
-        if isinstance(peer, tuple | list):
-            peer = str(peer[0]) if peer else None
-        if isinstance(forwarded_for, bytes):
-            forwarded_for = forwarded_for.decode("latin-1")
-        return client_address(peer, forwarded_for, trusted_proxies=self.trusted_proxies)
-
     # -- async I/O skin ---------------------------------------------------------------------
-    async def aauthenticate(self, authorization: AuthorizationValue) -> Decision:
+    async def aauthenticate(
+        self,
+        authorization: AuthorizationValue,
+        *,
+        peer: Peer | _Unset = _UNSET,
+        forwarded_for: str | bytes | None = None,
+    ) -> Decision:
         """Async :meth:`authenticate`: store I/O on a miss never blocks the event loop."""
         hit, digest = self._hot(authorization)
         if hit is not None:
             return hit
-        credential = self._credential(authorization)
+        anonymous = isinstance(peer, _Unset) and forwarded_for is None
+        peer = None if isinstance(peer, _Unset) else peer
+        result, client = await self._aslow(authorization, digest, peer, forwarded_for)
+        if result.allowed or anonymous:
+            return result
+        return await self._afailed(result, client, peer, forwarded_for)
+
+    async def _aslow(
+        self,
+        authorization: AuthorizationValue,
+        digest: bytes,
+        peer: Peer,
+        forwarded_for: str | bytes | None,
+    ) -> tuple[Decision, _Client]:
+        """Async :meth:`_slow` (keep the two in step)."""
+        credential = read_credential(authorization, self.max_header_length)
         if isinstance(credential, Decision):
-            return credential
+            return credential, _UNSET
         parsed = self.key_format.parse(credential)
         if parsed is None:
-            return d.BAD_FORMAT
+            return d.BAD_FORMAT, _UNSET
+        key_id = parsed.key_id
         now_mono = self._monotonic()
-        cached, entry = self._lookup(parsed.key_id, now_mono)
-        if not cached:
-            try:
-                record = await self.store.aget(parsed.key_id)
-            except Exception:
-                logger.exception("key store lookup failed; failing closed")
-                return d.UNAVAILABLE
-            entry = self._cache_record(record, parsed.key_id, now_mono)
+        entry, fresh = self._cache.lookup(key_id, now_mono)
+        client: _Client = _UNSET
+        if not fresh:
+            if self._pepper.pending and not await self._pepper.arun():
+                return d.UNAVAILABLE, client
+            budget = None
+            guard = self.brute_force
+            if guard is not None or self.unknown_id_budget is not None:
+                client = self._client(peer, forwarded_for)
+            address = client if isinstance(client, str) else None
+            if address is not None:
+                barred = guard is not None and await guard.ais_blocked(address) is not None
+                entry, fresh, budget = self._gate(credential, entry, address, barred)
+            if not fresh:
+                try:
+                    record = await self.store.aget(key_id)
+                except Exception as exc:
+                    self._store_incident.failed(exc)
+                    return d.UNAVAILABLE, client
+                self._store_incident.succeeded()
+                if budget is not None and record is not None:
+                    budget.refund(address)
+                entry = self._cache.put(record, key_id, now_mono)
+        assert entry is not None
         now = self._clock()
-        result = self._judge(credential, digest, entry, now, now_mono)
-        if result.allowed and entry is not None:
+        result = self._conclude(authorization, credential, digest, entry, now, now_mono)
+        if result.allowed:
             await self._aafter_success(entry, credential, now)
-        return result
+        return result, client
 
-    async def _aafter_success(self, entry: _Entry, credential: str, now: float) -> None:
+    async def _aafter_success(self, entry: CacheEntry, credential: str, now: float) -> None:
         updated = self._needs_rehash(entry, credential)
         store = self.store
         try:
@@ -665,13 +622,9 @@ class Verifier:
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC
-        result = await self.aauthenticate(authorization)
+        result = await self.aauthenticate(authorization, peer=peer, forwarded_for=forwarded_for)
         if not result.allowed:
-            guard = self.brute_force
-            if guard is None or result.code not in _GUESSES:
-                return result
-            client = self._client(peer, forwarded_for)
-            return _blocked(await guard.arecord_failure(client), result)
+            return result
         result = self._authorize(result, route.requirement)
         if required is not None:
             result = self._authorize(result, as_requirement(required))

@@ -38,6 +38,7 @@ from keyguard.core.errors import (
     KeyNotFound,
     StoreUnavailable,
 )
+from keyguard.core.incident import Incident
 from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page, dumps_metadata
 from keyguard.stores._files import create_private, make_private
 from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor
@@ -167,35 +168,6 @@ class _Holder:
         self.pid = os.getpid()
 
 
-class _Incident:
-    """One log line when the store starts failing, one when it recovers, and a count in
-    between — not a traceback per request while a database is missing or corrupt."""
-
-    __slots__ = ("_failures", "_lock", "_path")
-
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._failures = 0
-        self._lock = threading.Lock()
-
-    def failed(self, exc: BaseException) -> None:
-        with self._lock:
-            self._failures += 1
-            first = self._failures == 1
-        if first:
-            logger.error("the SQLite store %r failed: %s; failing closed", self._path, exc)
-
-    def succeeded(self) -> None:
-        if not self._failures:
-            return
-        with self._lock:
-            failures, self._failures = self._failures, 0
-        if failures:
-            logger.warning(
-                "the SQLite store %r recovered after %d failed operation(s)", self._path, failures
-            )
-
-
 def _identity(path: str) -> tuple[int, int] | None:
     """(device, inode) of the file at ``path``, or None if there is none."""
     try:
@@ -297,7 +269,7 @@ class SQLiteStore(KeyStore):
         # An in-memory database lives as long as its one connection, which threads share in turn.
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.Lock()
-        self._incident = _Incident(self._path)
+        self._incident = Incident(f"the SQLite store {self._path!r}", logger)
         if self._memory:
             self._shared = self._connect()
         else:

@@ -138,7 +138,8 @@ def test_unknown_id_does_the_same_digest_work_as_a_wrong_secret(
     unknown_work = list(calls)
     calls.clear()
     v.verify("UserKey " + KeyFormat().generate(key.key_id).plaintext)
-    assert unknown_work == calls == ["sha256"]
+    # The current digest and the previous one (a dummy when there is none): the same shape.
+    assert unknown_work == calls == ["sha256", "sha256"]
 
 
 def test_revocation_is_seen_within_cache_ttl(store: CountingStore, factory: KeyFactory) -> None:
@@ -338,3 +339,36 @@ def test_read_only_never_writes(store: CountingStore, factory: KeyFactory) -> No
     v = Verifier(store, hasher=migrating, read_only=True)
     assert v.verify(key.header).allowed
     assert store.get(key.key_id) == before  # neither re-hashed nor touched
+
+
+def test_a_renamed_management_scope_is_privileged_on_routes(
+    store: CountingStore, factory: KeyFactory
+) -> None:
+    from keyguard.core.policy import RoutePolicy
+    from keyguard.core.scopes import ScopeCatalog
+
+    catalog = ScopeCatalog.platform(manage_scope="keyadmin:manage")
+    policy = RoutePolicy({"POST /keys": "keyadmin:manage"})
+    v = make(store, catalog=catalog, policy=policy, rate_limits=None)
+    for wildcard in ("keyadmin:*", "*:manage", "*:*"):
+        key = factory.issue(wildcard)
+        assert v.verify(key.header, "POST", "/keys").code == "insufficient_scope", wildcard
+    assert v.verify(factory.issue("keyadmin:manage").header, "POST", "/keys").allowed
+    assert v.verify(factory.issue("admin").header, "POST", "/keys").allowed
+
+
+def test_a_failing_store_logs_one_line_per_incident(
+    store: CountingStore, factory: KeyFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = factory.issue()
+    v = make(store, cache_ttl=0)
+    store.fail = True
+    with caplog.at_level("DEBUG", logger="keyguard"):
+        for _ in range(25):
+            assert v.verify(key.header).code == "auth_unavailable"
+        store.fail = False
+        assert v.verify(key.header).allowed
+    lines = [r for r in caplog.records if r.name == "keyguard.verifier"]
+    assert [r.levelname for r in lines] == ["ERROR", "WARNING"]
+    assert all(r.exc_info is None for r in lines)
+    assert "recovered after 25 failed" in lines[1].getMessage()

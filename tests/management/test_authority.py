@@ -322,7 +322,7 @@ def test_the_grace_secret_of_a_revoked_key_is_answered_revoked() -> None:
     m.revoke(old.key_id, reason="leaked")
     for plaintext in (old.plaintext, new.plaintext):
         assert verifier.authenticate(f"UserKey {plaintext}").code is ErrorCode.REVOKED_API_KEY
-    # After the grace period the old secret is simply unknown, as for any key.
+    # After the grace period too: any secret that ever belonged to a revoked key says so.
     clock.now += DAY
-    assert verifier.authenticate(f"UserKey {old.plaintext}").code is ErrorCode.INVALID_API_KEY
+    assert verifier.authenticate(f"UserKey {old.plaintext}").code is ErrorCode.REVOKED_API_KEY
     assert verifier.authenticate(f"UserKey {new.plaintext}").code is ErrorCode.REVOKED_API_KEY

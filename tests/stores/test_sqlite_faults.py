@@ -90,10 +90,11 @@ def test_a_corrupt_database_fails_closed_then_recovers_with_one_line_per_inciden
     db: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = SQLiteStore(db)
-    verifier = _verifier(store)
-    # Issue the key from a thread that then ends: its connection closes, SQLite checkpoints and
-    # removes the WAL, and the file alone holds the database (as after a clean restart).
+    # Build, issue and verify from a thread that then ends: its connection closes, SQLite
+    # checkpoints and removes the WAL, and the file alone holds the database (as after a
+    # clean restart).
     with ThreadPoolExecutor(1) as setup:
+        verifier = setup.submit(_verifier, store).result()
         key = setup.submit(lambda: KeyFactory(store).issue("agents:read")).result()
         assert setup.submit(verifier.verify, key.header).result().allowed
     gc.collect()

@@ -1,0 +1,175 @@
+"""The verifier's memory: cached records, cached unknown ids, and the fast-path index.
+
+* **records** — an LRU of :class:`CacheEntry` (a record plus what is derived from it once: the
+  principal and its allowed decision), each trusted until ``fresh_until`` (monotonic).
+* **unknown ids** — an LRU of key id → monotonic deadline (the negative cache), so that a
+  repeated unknown id does not hit the store each time. A lookup always consults both LRUs, so
+  that a known and an unknown id cost the same (timing must not reveal which ids exist).
+* **the fast-path index** — BLAKE2s of an ``Authorization`` value → (authentication decision,
+  monotonic deadline). Only the canonical spelling (``"UserKey " + key``) of a key that
+  authenticated in full is indexed, at most :data:`MAX_SPELLINGS` per record (its current and
+  its previous secret): every other spelling takes the slow path, so header variants cannot
+  grow the index. What is indexed is authentication only, which does not depend on the route
+  or the time beyond the deadline: scopes and rate limits are checked on every request, fast
+  path or not. So a request refused by scope or rate limit may index its key like an
+  admitted one (at most those two entries), and a key over its limit is refused cheaply. A
+  plain dict read with one atomic ``dict.get`` per request, bounded FIFO (insertion order).
+  BLAKE2s rather than SHA-256: equally collision-resistant, and Python's built-in BLAKE2
+  costs markedly less than OpenSSL's SHA-256 inside a real request (measured with
+  benchmarks/bench_*.py).
+
+cachetools caches are not thread-safe (even a get reorders the LRU list), and WSGI servers
+call the verifier from many threads: every access but the index read holds :attr:`lock`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Final
+
+from cachetools import LRUCache
+
+from keyguard.core import decision as d
+from keyguard.core.decision import Decision, Principal
+from keyguard.core.records import KeyRecord
+from keyguard.core.scopes import DEFAULT_PRIVILEGED, Grants
+
+__all__ = ["MAX_SPELLINGS", "CacheEntry", "KeyCache"]
+
+#: Index entries per cached record: the canonical spelling of its current secret and of its
+#: previous one (inside its rotation grace).
+MAX_SPELLINGS: Final = 2
+
+
+class CacheEntry:
+    """A cached record plus what was derived from it once: the principal, the allowed decision,
+    and the BLAKE2s digests under which it is indexed for the fast path."""
+
+    __slots__ = ("allowed", "fresh_until", "principal", "record", "verified")
+
+    def __init__(
+        self, record: KeyRecord, principal: Principal | None, allowed: Decision, fresh_until: float
+    ) -> None:
+        self.record = record
+        self.principal = principal
+        self.allowed = allowed
+        self.fresh_until = fresh_until
+        self.verified: set[bytes] = set()
+
+
+class KeyCache:
+    """Records, unknown ids and the fast-path index of one verifier (see the module docstring).
+
+    ``unknown`` is the entry returned for an unknown id: a record with ``dummy_digest`` (which
+    no key matches) and no principal, so that judging an unknown id runs exactly the code that
+    judges a wrong secret for a known one.
+    """
+
+    __slots__ = (
+        "implications",
+        "index",
+        "index_size",
+        "lock",
+        "negative",
+        "negative_ttl",
+        "privileged",
+        "records",
+        "ttl",
+        "unknown",
+    )
+
+    def __init__(
+        self,
+        *,
+        size: int,
+        ttl: float,
+        negative_size: int,
+        negative_ttl: float,
+        implications: Mapping[str, frozenset[str]] | None,
+        dummy_digest: str,
+        privileged: frozenset[str] = DEFAULT_PRIVILEGED,
+    ) -> None:
+        self.lock = threading.RLock()
+        self.records: LRUCache[str, CacheEntry] = LRUCache(maxsize=size)
+        self.negative: LRUCache[str, float] = LRUCache(maxsize=negative_size)
+        self.index: dict[bytes, tuple[Decision, float]] = {}
+        self.index_size = size
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.implications = implications
+        self.privileged = privileged
+        dummy = KeyRecord(key_id="", name="", digest=dummy_digest)
+        self.unknown: Final = CacheEntry(dummy, None, d.INVALID, 0.0)
+
+    def invalidate(self, key_id: str | None = None) -> None:
+        """Forget one key id (or everything), index entries included."""
+        with self.lock:
+            if key_id is None:
+                self.records.clear()
+                self.negative.clear()
+                self.index.clear()  # in place: the verifier holds this dict
+                return
+            entry = self.records.pop(key_id, None)
+            self.negative.pop(key_id, None)
+            if entry is not None:
+                for digest in entry.verified:
+                    self.index.pop(digest, None)
+
+    def lookup(self, key_id: str, now_mono: float) -> tuple[CacheEntry | None, bool]:
+        """``(entry, True)`` for a fresh record, ``(unknown, True)`` for a known-unknown id;
+        otherwise the store must be asked: ``(stale entry or None, False)``."""
+        with self.lock:
+            # Both LRUs every time: a known and an unknown id do the same work.
+            entry = self.records.get(key_id)
+            until = self.negative.get(key_id)
+        if entry is not None and entry.fresh_until > now_mono:
+            return entry, True
+        if until is not None and until > now_mono:
+            return self.unknown, True
+        return entry, False
+
+    def put(self, record: KeyRecord | None, key_id: str, now_mono: float) -> CacheEntry:
+        """Cache what the store answered for ``key_id`` (``None``: unknown) and return the
+        entry to judge against."""
+        with self.lock:
+            if record is None:
+                self.invalidate(key_id)
+                self.negative[key_id] = now_mono + self.negative_ttl
+                return self.unknown
+            self.negative.pop(key_id, None)
+            old = self.records.get(key_id)
+            if old is not None and old.record.version == record.version:
+                # Same record: keep the principal (and its allowed decision); just refresh.
+                old.fresh_until = now_mono + self.ttl
+                return old
+            if old is not None:
+                self.invalidate(key_id)
+            grants = Grants(record.scopes, self.implications, privileged=self.privileged)
+            principal = Principal(record.key_id, record.name, record.owner, grants, record)
+            entry = CacheEntry(record, principal, Decision(True, principal), now_mono + self.ttl)
+            self.records[key_id] = entry
+            return entry
+
+    def remember(self, digest: bytes, entry: CacheEntry, deadline: float) -> None:
+        """Index the canonical header digest of a key that verified, until ``deadline``
+        (monotonic). Nothing for an entry that already has :data:`MAX_SPELLINGS` others, or
+        that is no longer the cached one for its key id (a newer version replaced it)."""
+        with self.lock:
+            if self.records.get(entry.record.key_id) is not entry:
+                return  # replaced or invalidated while this request was being judged
+            verified = entry.verified
+            if digest not in verified:
+                if len(verified) >= MAX_SPELLINGS:
+                    return
+                verified.add(digest)
+            index = self.index
+            if digest not in index and len(index) >= self.index_size:
+                del index[next(iter(index))]
+            index[digest] = (entry.allowed, deadline)
+
+    def __repr__(self) -> str:
+        return (
+            f"KeyCache(records={len(self.records)}, unknown={len(self.negative)}, "
+            f"index={len(self.index)})"
+        )
