@@ -8,9 +8,11 @@ For deployments of several processes or machines: keys, revocations (pushed by p
 * ``P:k:{<key id>}`` — a hash per key: ``r`` (the record as JSON), ``v`` (its version) and
   ``lu`` (``last_used_at``, kept outside the version scheme so that ``touch`` never conflicts
   with a lifecycle change); ``P:k:{<key id>}:audit`` — the key's audit trail (a list of JSON
-  events). The ``{<key id>}`` hash tag puts both in one Cluster slot, so a change and its audit
-  event commit in **one script**: atomically, with the optimistic version check, and with the
-  invalidation published from inside it (a message goes out iff the change committed).
+  events); ``P:k:{<key id>}:idem:<token>`` — an idempotency entry (JSON, with a TTL: it is
+  meant to be forgotten). The ``{<key id>}`` hash tag puts them in one Cluster slot, so a
+  change, its audit event and its idempotency entry commit in **one script**: atomically, with
+  the optimistic version check, and with the invalidation published from inside it (a message
+  goes out iff the change committed).
 * ``{P}:created``, ``{P}:owner:<owner>``, ``{P}:by:<creator>`` — sorted sets of key ids (score
   ``created_at``, so Redis orders equal scores by id: exactly the listing order), and
   ``{P}:audit`` (the newest events of every key), ``{P}:settings`` — all under the ``{P}``
@@ -46,13 +48,15 @@ from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from keyguard.core.errors import (
+    AlreadyProcessed,
     ConfigurationError,
     ConflictError,
     KeyExists,
     KeyNotFound,
     StoreUnavailable,
 )
-from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page
+from keyguard.core.records import AuditEvent, IdempotencyEntry, KeyRecord, KeyStatus, Page
+from keyguard.stores._idempotency import check_entry, decode_entry, encode_entry
 from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor, matches
 from keyguard.stores.redis_codec import (
     TOUCH,
@@ -250,6 +254,9 @@ class RedisStore(KeyStore):
     def _key_audit(self, key_id: str) -> str:
         return f"{self.prefix}:k:{{{key_id}}}:audit"
 
+    def _key_idempotency(self, key_id: str, token: str) -> str:
+        return f"{self.prefix}:k:{{{key_id}}}:idem:{token}"
+
     def _idx(self, name: str) -> str:
         return f"{self._tag}:{name}"
 
@@ -300,19 +307,51 @@ class RedisStore(KeyStore):
             raise self._unavailable(exc) from None
 
     # -- management --------------------------------------------------------------------------
-    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
-        try:
-            if self._sync().exists(self._rec(record.key_id)):
-                raise KeyExists(f"key {record.key_id} exists already")
-        except self._errors as exc:
-            raise self._unavailable(exc) from None
-        self._write("create", record, None, audit)
+    def create(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
+        check_entry(idempotency, record)
+        # A cheap early answer (and no index hints for a duplicate); with an idempotency entry
+        # the script decides, so that a retry learns it was already processed.
+        if idempotency is None:
+            try:
+                if self._sync().exists(self._rec(record.key_id)):
+                    raise KeyExists(f"key {record.key_id} exists already")
+            except self._errors as exc:
+                raise self._unavailable(exc) from None
+        self._write("create", record, None, audit, idempotency)
 
-    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+    def update(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
+        check_entry(idempotency, record)
         before = self.get(record.key_id)
         if before is None:
             raise KeyNotFound(f"no key {record.key_id}")
-        self._write("update", record, before, audit)
+        self._write("update", record, before, audit, idempotency)
+
+    def get_idempotency(self, key_id: str, token: str, *, now: float) -> IdempotencyEntry | None:
+        for attempt in (0, 1):
+            try:
+                raw = self._sync().get(self._key_idempotency(key_id, token))
+                break
+            except self._connection_errors as exc:
+                if attempt:
+                    raise self._unavailable(exc) from None
+            except self._errors as exc:
+                raise self._unavailable(exc) from None
+        if raw is None:
+            return None
+        entry = decode_entry(raw)
+        return entry if entry.expires_at > now else None
 
     def _write(
         self,
@@ -320,15 +359,23 @@ class RedisStore(KeyStore):
         record: KeyRecord,
         before: KeyRecord | None,
         audit: AuditEvent | None,
+        idempotency: IdempotencyEntry | None = None,
     ) -> None:
         record_json = encode_record(record)
         audit_json = encode_event(audit) if audit is not None else ""
+        entry_json = encode_entry(idempotency) if idempotency is not None else ""
+        ttl_ms = (
+            max(1, math.ceil((idempotency.expires_at - idempotency.at) * 1000))
+            if idempotency is not None
+            else 0
+        )
         new_indexes = self._indexes(record)
         old_indexes = self._indexes(before) if before is not None else set()
         moved = before is not None and before.created_at != record.created_at
         key_id = record.key_id
         lu = "" if record.last_used_at is None else fmt(record.last_used_at)
-        keys = [self._rec(key_id), self._key_audit(key_id)]
+        token = idempotency.token if idempotency is not None else ""
+        keys = [self._rec(key_id), self._key_audit(key_id), self._key_idempotency(key_id, token)]
         if not self.cluster:
             keys.append(self._idx("audit"))
         try:
@@ -352,6 +399,9 @@ class RedisStore(KeyStore):
                         self.channel,
                         str(self.max_audit),
                         key_id,
+                        entry_json,
+                        str(ttl_ms),
+                        fmt(idempotency.at) if idempotency is not None else "0",
                     ],
                 )
             )
@@ -378,6 +428,11 @@ class RedisStore(KeyStore):
             raise KeyNotFound(f"no key {key_id}")
         if result == -2:
             raise ConflictError(f"key {key_id} was changed concurrently")
+        if result == -3:
+            raise AlreadyProcessed(
+                f"a request with this idempotency key already changed key {key_id}",
+                key_id=key_id,
+            )
 
     def _add_hints(self, client: Any, key_id: str, score: float, names: Iterable[str]) -> None:
         """Put ``key_id`` in each index at ``score`` (its created_at: the listing order)."""
