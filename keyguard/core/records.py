@@ -43,6 +43,7 @@ class KeyRecord:
     name: str
     digest: str
     scopes: frozenset[str] = frozenset()
+    description: str | None = None
     owner: str | None = None
     created_at: float = 0.0
     expires_at: float | None = None
@@ -98,6 +99,7 @@ class KeyRecord:
         return {
             "key_id": self.key_id,
             "name": self.name,
+            "description": self.description,
             "status": self.status(now).value,
             "scopes": sorted(self.scopes),
             "owner": self.owner,

@@ -79,8 +79,9 @@ MIGRATIONS: Final[list[tuple[str, ...]]] = [
         """,
     ),
     (
-        # Suspension and network restrictions, and the idempotency entries written in the
-        # same transaction as the change they record.
+        # Descriptions, suspension and network restrictions, and the idempotency entries
+        # written in the same transaction as the change they record.
+        "ALTER TABLE keyguard_keys ADD COLUMN description TEXT",
         "ALTER TABLE keyguard_keys ADD COLUMN suspended_at REAL",
         "ALTER TABLE keyguard_keys ADD COLUMN suspended_reason TEXT",
         "ALTER TABLE keyguard_keys ADD COLUMN allowed_networks TEXT NOT NULL DEFAULT '[]'",
@@ -103,6 +104,7 @@ COLUMNS: Final = (
     "name",
     "digest",
     "scopes",
+    "description",
     "owner",
     "created_at",
     "expires_at",

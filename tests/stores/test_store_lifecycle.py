@@ -69,6 +69,7 @@ def entry(
 
 def test_new_fields_round_trip(store: KeyStore) -> None:
     rec = record(
+        description="CI deploys — «ünïcødé»",
         suspended_at=NOW,
         suspended_reason="abuse: 10k requests/min from one address",
         allowed_networks=("10.0.0.0/8", "2001:db8::/32"),
@@ -78,7 +79,14 @@ def test_new_fields_round_trip(store: KeyStore) -> None:
     assert got == rec
     assert got is not None
     assert isinstance(got.allowed_networks, tuple)
-    resumed = replace(got, suspended_at=None, suspended_reason=None, allowed_networks=(), version=2)
+    resumed = replace(
+        got,
+        description=None,
+        suspended_at=None,
+        suspended_reason=None,
+        allowed_networks=(),
+        version=2,
+    )
     store.update(resumed)
     assert store.get(rec.key_id) == resumed
 
