@@ -268,6 +268,8 @@ class KeyManager(KeyLifecycle):
         expires_at: Timestamp | Unset | None = UNSET,
         description: str | Unset | None = UNSET,
         allowed_networks: Iterable[str] | None = None,
+        enabled: bool | None = None,
+        suspend_reason: str | None = None,
         actor: str | None = None,
         parent: Parent | None = None,
     ) -> KeyRecord:
@@ -275,10 +277,13 @@ class KeyManager(KeyLifecycle):
 
         ``rate_limit=None`` removes the override, ``expires_at=None`` the expiry and
         ``description=None`` the description; leave them out to keep the current values.
-        ``allowed_networks=[]`` lifts the network restriction. Revoked keys cannot be changed.
-        With a ``parent``, the key must be the parent itself or one it created (directly or
-        not), within the parent's scopes, expiry, limits and networks before and after the
-        change (an admin parent may act on any key, but widen a field only up to its own).
+        ``allowed_networks=[]`` lifts the network restriction. ``enabled=False`` suspends the
+        key (with ``suspend_reason``) and ``enabled=True`` resumes it, in the same change as the
+        other fields (:meth:`suspend` and :meth:`resume` do it alone, audited under their own
+        names). Revoked keys cannot be changed. With a ``parent``, the key must be the parent
+        itself or one it created (directly or not), within the parent's scopes, expiry, limits
+        and networks before and after the change (an admin parent may act on any key, but widen
+        a field only up to its own).
         Concurrent writers are handled by re-reading and re-applying (optimistic concurrency).
         """
         now, actor = self._begin("update", actor, parent)
@@ -292,6 +297,11 @@ class KeyManager(KeyLifecycle):
                 description if isinstance(description, Unset) else v.description(description)
             )
             new_networks = None if allowed_networks is None else parse_networks(allowed_networks)
+            if enabled is not None and not isinstance(enabled, bool):
+                raise ConfigurationError("enabled must be true or false")
+            if suspend_reason is not None and enabled is not False:
+                raise ConfigurationError("suspend_reason goes with enabled=False")
+            why = None if enabled is not False else v.reason(suspend_reason or "suspended")
             new_expiry: float | Unset | None = None if expires_at is None else UNSET
             if expires_at is not None and not isinstance(expires_at, Unset):
                 new_expiry = v.timestamp(expires_at, "expires_at")
@@ -316,6 +326,12 @@ class KeyManager(KeyLifecycle):
                     changes["description"] = new_about
                 if new_networks is not None and new_networks != current.allowed_networks:
                     changes["allowed_networks"] = new_networks
+                if enabled is False and current.suspended_at is None:
+                    changes["suspended_at"] = now
+                    changes["suspended_reason"] = why
+                elif enabled is True and current.suspended_at is not None:
+                    changes["suspended_at"] = None
+                    changes["suspended_reason"] = None
                 record = current.evolve(**changes)
                 self._authorize("update", parent_rec, current, record)
                 if current.revoked_at is not None:

@@ -33,7 +33,7 @@ from keyguard.core.ratelimit import DEFAULT_WINDOWS, parse_windows
 from keyguard.core.records import AuditEvent, IdempotencyEntry, KeyRecord
 from keyguard.core.scopes import MANAGE_SCOPE, ScopeCatalog
 from keyguard.management import validation as v
-from keyguard.management.authority import authorize, may_manage
+from keyguard.management.authority import Verdict, authorize, may_manage
 from keyguard.management.idempotency import Idempotency, replay_error
 from keyguard.management.reader import DEFAULT_EXPIRING_SOON, KeyReader
 from keyguard.management.validation import MAX_ACTOR_LENGTH, Duration, Timestamp
@@ -289,6 +289,23 @@ class KeyMutator(KeyReader):
         if not verdict:
             raise PermissionDenied(verdict.reason)
         return record
+
+    def within_authority(self, actor: KeyRecord, target: KeyRecord) -> Verdict:
+        """Whether ``actor`` (a fresh record allowed to manage keys) may act on ``target`` as it
+        stands: the authority rule with nothing changed. What a key may *see* of other keys
+        (listings, audit trails) is decided by this too."""
+        return authorize(
+            actor,
+            target,
+            target,
+            self.store.get,
+            catalog=self.catalog,
+            default_windows=self._default_windows,
+        )
+
+    def may_act(self, actor: KeyRecord, now: float) -> Verdict:
+        """Whether ``actor`` may manage keys at all (active, ``admin`` or the manage scope)."""
+        return may_manage(actor, now, catalog=self.catalog, manage_scope=self.manage_scope)
 
     def _authorize(
         self,

@@ -77,6 +77,11 @@ class KeyReader:
             self.close()
             raise
 
+    @property
+    def clock(self) -> Clock:
+        """The wall clock this reader (and its verifications) use."""
+        return self._clock
+
     def _check_pepper(self, *, at_construction: bool = False) -> None:
         """Refuse a store whose keys were hashed with another pepper (one clear error).
 

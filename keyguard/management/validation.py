@@ -162,7 +162,7 @@ def shown(field: str, value: Any) -> Any:
     """An audit-friendly rendering of a changed field (sets sorted, times as ISO-8601)."""
     if field == "scopes":
         return sorted(value)
-    if field == "expires_at":
+    if field in ("expires_at", "suspended_at"):
         return to_iso(value)
     if field == "metadata":
         return {"keys": sorted(value)}
