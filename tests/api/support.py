@@ -81,6 +81,7 @@ def make_world(
     store: KeyStore | None = None,
     *,
     rate_limits: Any = None,
+    cache_ttl: float = 0,
     prefix: str = "/api-keys",
     **api_options: Any,
 ) -> World:
@@ -88,7 +89,9 @@ def make_world(
     store = store or MemoryStore()
     hasher = Hasher(pepper_from_env=False)
     manager = KeyManager(store, hasher=hasher, clock=clock)
-    verifier = Verifier(store, hasher=hasher, clock=clock, rate_limits=rate_limits, cache_ttl=0)
+    verifier = Verifier(
+        store, hasher=hasher, clock=clock, rate_limits=rate_limits, cache_ttl=cache_ttl
+    )
     api = ManagementAPI(manager, verifier=verifier, prefix=prefix, **api_options)
     world = World(clock, store, manager, verifier, api)
     m = manager
@@ -134,6 +137,7 @@ class Client:
         content: bytes | None = None,
         headers: dict[str, str] | list[tuple[str, str]] | None = None,
         params: dict[str, str] | None = None,
+        peer: str | None = None,
     ) -> Any:
         pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
         if key is not None:
@@ -143,6 +147,8 @@ class Client:
             if not any(k.lower() == "content-type" for k, _ in pairs):
                 pairs.append(("Content-Type", "application/json"))
         url = self.prefix + ("" if path == "/" else path)
+        if peer is not None:
+            return self._send(method, url or "/", pairs, content or b"", params or {}, peer)
         return self._send(method, url or "/", pairs, content or b"", params or {})
 
 
@@ -150,10 +156,15 @@ def _handler_send(api: ManagementAPI) -> Callable[..., Any]:
     from urllib.parse import urlencode
 
     def send(
-        method: str, url: str, headers: list[tuple[str, str]], body: bytes, params: dict[str, str]
+        method: str,
+        url: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        params: dict[str, str],
+        peer: str = PEER,
     ) -> HandlerResponse:
         path = url[len(api.prefix) :] or "/"
-        request = ApiRequest(method, path, urlencode(params), headers, body, PEER)
+        request = ApiRequest(method, path, urlencode(params), headers, body, peer)
         response = api.handle(request)
         names = [k for k, _ in response.headers]
         assert len(names) == len(set(names)), f"duplicate header fields: {names}"

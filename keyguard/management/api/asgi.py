@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
-from keyguard.core.addresses import join_field_lines
 from keyguard.management.api.http import ApiRequest, ApiResponse
 
 if TYPE_CHECKING:
@@ -85,7 +84,6 @@ class ManagementASGI:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         body = await _read_body(receive, api.max_body)
         client = scope.get("client")
-        forwarded = join_field_lines([v for k, v in scope["headers"] if k == b"x-forwarded-for"])
         request = ApiRequest(
             method=scope.get("method", "GET"),
             path=path or "/",
@@ -93,7 +91,6 @@ class ManagementASGI:
             headers=headers,
             body=body,
             client=str(client[0]) if client else None,
-            forwarded_for=forwarded.decode("latin-1") if forwarded is not None else None,
         )
         if path is None:
             return api.outside(request)

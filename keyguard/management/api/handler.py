@@ -36,7 +36,7 @@ from keyguard.core.decision import Decision, insufficient_scope
 from keyguard.core.errors import ConfigurationError, ErrorCode, KeyguardError
 from keyguard.core.expiry import DEFAULT_WARNING_WINDOW, expiry_warning
 from keyguard.core.keys import is_key_id
-from keyguard.core.records import KeyRecord
+from keyguard.core.records import AuditEvent, KeyRecord
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
 from keyguard.core.restrictions import record_denial
 from keyguard.core.scopes import ADMIN
@@ -59,6 +59,14 @@ DEFAULT_PREFIX: Final = "/api-keys"
 _PREFIX_RE: Final = re.compile(r"(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*")
 
 View = Callable[..., ApiResponse]
+#: The routes that change keys, and the audit action a refusal of each is recorded under.
+_MUTATIONS: Final[dict[View, str]] = {
+    views.create: "create",
+    views.update: "update",
+    views.revoke: "revoke",
+    views.rotate: "rotate",
+    views.expire: "expire",
+}
 
 
 def normalize_prefix(prefix: str) -> str:
@@ -138,6 +146,21 @@ class ManagementAPI:
     def location(self, key_id: str) -> str:
         return f"{self.prefix}/{key_id}"
 
+    def refuse(self, caller: Caller, action: str, key_id: str, reason: str) -> ApiError:
+        """A 403 for a change this API itself refuses, audited like the manager's refusals."""
+        event = AuditEvent(
+            at=self.now(),
+            action=f"{action}.refused",
+            key_id=key_id,
+            actor=caller.actor,
+            details={"reason": reason, "acting_key": caller.key_id},
+        )
+        try:
+            self.manager.store.add_audit(event)
+        except KeyguardError as exc:
+            logger.warning("could not audit a refused %s: %s", action, exc)
+        return ApiError(ErrorCode.PERMISSION_DENIED, reason)
+
     # -- entry point ----------------------------------------------------------------------------
     def handle(self, request: ApiRequest) -> ApiResponse:
         """Answer one request. Never raises for anything a client can send."""
@@ -176,7 +199,7 @@ class ManagementAPI:
             return self._finish(views.me(self, record, request), headers)
         view, args = self._route(method, parts)
         record, headers = self._authenticate(request, manage=True)
-        caller = self._caller(record)
+        caller = self._caller(record, _MUTATIONS.get(view), args[0] if args else None)
         return self._finish(view(self, caller, request, *args), headers)
 
     def _route(self, method: str, parts: list[str]) -> tuple[View, tuple[str, ...]]:
@@ -223,7 +246,7 @@ class ManagementAPI:
             decision.detail,
             headers=decision.headers,
             retry_after=decision.retry_after,
-            members={"required_scopes": list(decision.required)} if decision.required else None,
+            required=decision.required,
         )
 
     def _authenticate(
@@ -235,7 +258,7 @@ class ManagementAPI:
         header = values[0] if len(values) == 1 else (values or None)
         decision = verifier.authenticate(header)
         client = client_address(
-            request.client, request.forwarded_for, trusted_proxies=verifier.trusted_proxies
+            request.client, request.forwarded_for(), trusted_proxies=verifier.trusted_proxies
         )
         if not decision.allowed:
             guard = verifier.brute_force
@@ -259,16 +282,20 @@ class ManagementAPI:
             headers += expiry_warning(principal.record, now, window=self.expiry_window)
         return principal.record, headers
 
-    def _caller(self, seen: KeyRecord) -> Caller:
-        """The acting key re-read from the store (not the verifier's cache) and re-checked."""
+    def _caller(self, seen: KeyRecord, action: str | None, target: str | None) -> Caller:
+        """The acting key re-read from the store (not the verifier's cache) and re-checked: a
+        key revoked or suspended since the verifier cached it may not act. A refused change
+        (``action``) is audited against its ``target`` (or the acting key)."""
         fresh = self.manager.store.get(seen.key_id)
         if fresh is None:
             raise self._deny(d.INVALID)
+        caller = Caller(fresh, ADMIN in self.manager.catalog.grants(fresh.scopes))
         verdict = self.manager.may_act(fresh, self.now())
         if not verdict:
-            raise ApiError(ErrorCode.PERMISSION_DENIED, verdict.reason)
-        admin = ADMIN in self.manager.catalog.grants(fresh.scopes)
-        return Caller(fresh, admin)
+            if action is None:
+                raise ApiError(ErrorCode.PERMISSION_DENIED, verdict.reason)
+            raise self.refuse(caller, action, target or fresh.key_id, verdict.reason)
+        return caller
 
     @staticmethod
     def _finish(response: ApiResponse, headers: tuple[tuple[str, str], ...]) -> ApiResponse:

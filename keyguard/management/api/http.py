@@ -29,9 +29,9 @@ class ApiRequest:
 
     ``path`` is relative to the mount prefix and starts with ``/`` (``/`` itself is the
     collection); ``headers`` are ``(name, value)`` pairs, names in any case, every field line
-    kept; ``client`` is the transport's peer address (``None`` for a Unix socket) and
-    ``forwarded_for`` the ``X-Forwarded-For`` value (all lines joined), resolved like the
-    brute-force guard does (:func:`keyguard.core.addresses.client_address`).
+    kept; ``client`` is the transport's peer address (``None`` for a Unix socket). The client
+    address is resolved from it and ``X-Forwarded-For`` like the brute-force guard does
+    (:func:`keyguard.core.addresses.client_address`, :meth:`forwarded_for`).
     """
 
     method: str
@@ -40,7 +40,6 @@ class ApiRequest:
     headers: Sequence[tuple[str, str]] = ()
     body: bytes = b""
     client: str | None = None
-    forwarded_for: str | None = None
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header ``name`` (case-insensitive), in order."""
@@ -51,6 +50,11 @@ class ApiRequest:
         """The value of header ``name`` if it appears exactly once, else ``None``."""
         values = self.header_values(name)
         return values[0] if len(values) == 1 else None
+
+    def forwarded_for(self) -> str | None:
+        """Every ``X-Forwarded-For`` line, in order, joined as one list (``None``: none)."""
+        lines = self.header_values("x-forwarded-for")
+        return ", ".join(lines) if lines else None
 
     def query_params(self) -> list[tuple[str, str]]:
         return parse_qsl(self.query, keep_blank_values=True)

@@ -50,6 +50,7 @@ class ApiError(Exception):
         members: Mapping[str, Any] | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         retry_after: int | None = None,
+        required: tuple[str, ...] = (),
     ) -> None:
         super().__init__(detail)
         self.code = code
@@ -59,10 +60,17 @@ class ApiError(Exception):
             self.members["field"] = field
         self.headers = headers
         self.retry_after = retry_after
+        self.required = required
 
     @property
     def decision(self) -> Decision:
-        return deny(self.code, self.detail, retry_after=self.retry_after, headers=self.headers)
+        return deny(
+            self.code,
+            self.detail,
+            required=self.required,
+            retry_after=self.retry_after,
+            headers=self.headers,
+        )
 
 
 def from_exception(exc: KeyguardError, *, field: str | None = None) -> ApiError:

@@ -124,12 +124,18 @@ def _idempotency(request: ApiRequest, *parts: Any) -> Idempotency | None:
     return Idempotency(value, fingerprint(*parts))
 
 
-def _target(api: ManagementAPI, caller: Caller, key_id: str) -> KeyRecord:
-    """The key a request names, if the caller may see it (404 unknown, 403 outside)."""
+def _existing(api: ManagementAPI, key_id: str) -> KeyRecord:
+    """The key a request names (404 if unknown). Changes are then refused, and audited, by
+    the key manager's authority rule."""
     try:
-        record = api.manager.get(key_id)
+        return api.manager.get(key_id)
     except KeyguardError as exc:
         raise from_exception(exc) from None
+
+
+def _target(api: ManagementAPI, caller: Caller, key_id: str) -> KeyRecord:
+    """The key a read names, if the caller may see it (404 unknown, 403 outside)."""
+    record = _existing(api, key_id)
     if not sees(api.manager, caller, record):
         raise ApiError(
             ErrorCode.PERMISSION_DENIED,
@@ -262,10 +268,12 @@ def update(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str)
         _checked("scopes", manager.catalog.validate, data["scopes"]) if "scopes" in data else None
     )
     reason = _checked("reason", v.reason, data["reason"]) if "reason" in data else None
-    target = _target(api, caller, key_id)
+    target = _existing(api, key_id)
     if scopes is not None and not manager.catalog.covers(target.scopes, scopes):
-        raise ApiError(
-            ErrorCode.PERMISSION_DENIED,
+        raise api.refuse(
+            caller,
+            "update",
+            target.key_id,
             f"key {target.key_id}: PATCH may only narrow a key's scopes (create a new key for "
             "more)",
         )
@@ -313,7 +321,7 @@ def revoke(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str)
         else:
             data[name] = value
     reason = _checked("reason", v.reason, data.get("reason", "revoked via the management API"))
-    target = _target(api, caller, key_id)
+    target = _existing(api, key_id)
     try:
         revoked = api.manager.revoke(
             target.key_id,
@@ -330,7 +338,7 @@ def revoke(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str)
 def rotate(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str) -> ApiResponse:
     data = b.fields(b.json_body(request, max_bytes=api.max_body, required=False), _ROTATE)
     grace = data.get("grace_period", DEFAULT_GRACE)
-    target = _target(api, caller, key_id)
+    target = _existing(api, key_id)
     idem = _idempotency(request, "rotate", target.key_id, grace)
     try:
         made = api.manager.rotate(
@@ -344,7 +352,7 @@ def rotate(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str)
 
 def expire(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str) -> ApiResponse:
     data = b.fields(b.json_body(request, max_bytes=api.max_body, required=False), _EXPIRE)
-    target = _target(api, caller, key_id)
+    target = _existing(api, key_id)
     try:
         record = api.manager.expire(
             target.key_id, at=data.get("at"), actor=caller.actor, parent=caller.record

@@ -79,7 +79,6 @@ def request_from_environ(
         headers=_headers(environ),
         body=body,
         client=environ.get("REMOTE_ADDR") or None,
-        forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
     )
     return request, path is not None
 
