@@ -343,3 +343,25 @@ def test_idempotent_requests_answer_t0_outcome(world: World, client: Client) -> 
     assert first.json()["key"] not in replay.content.decode()
     assert "rotate" in replay.json()["detail"]
     assert world.manager.clock() == T0
+
+
+def test_changes_reach_the_shared_verifier_at_once() -> None:
+    """The API tells the verifier it authenticates with to forget what it changed: a revoked
+    key is refused, a rotated key's new secret accepted, on the very next request."""
+    world = make_world(cache_ttl=60)
+    with mount_handler(world.api) as client:
+        for name in ("child", "grandchild"):
+            assert client.request("GET", "/self", key=world.key(name)).status_code == 200
+        r = client.request("POST", f"/{world.id('grandchild')}/rotate", key=world.key("mgr"))
+        new = r.json()["key"]
+        assert client.request("GET", "/self", key=new).status_code == 200
+        client.request(
+            "PATCH", f"/{world.id('child')}", key=world.key("mgr"), json={"enabled": False}
+        )
+        assert (
+            client.request("GET", "/self", key=world.key("child")).json()["code"]
+            == "suspended_api_key"
+        )
+        client.request("DELETE", f"/{world.id('child')}", key=world.key("mgr"))
+        for key in (world.key("child"), new):
+            assert client.request("GET", "/self", key=key).json()["code"] == "revoked_api_key"

@@ -146,6 +146,13 @@ class ManagementAPI:
     def location(self, key_id: str) -> str:
         return f"{self.prefix}/{key_id}"
 
+    def changed(self, *key_ids: str) -> None:
+        """Keys this API just changed: the verifier forgets them at once, so the change
+        applies to this process's next request (other processes see it within their cache
+        bound, or at once with a store that pushes invalidations)."""
+        for key_id in key_ids:
+            self.verifier.invalidate(key_id)
+
     def refuse(self, caller: Caller, action: str, key_id: str, reason: str) -> ApiError:
         """A 403 for a change this API itself refuses, audited like the manager's refusals."""
         event = AuditEvent(

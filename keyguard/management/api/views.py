@@ -145,6 +145,7 @@ def _target(api: ManagementAPI, caller: Caller, key_id: str) -> KeyRecord:
 
 
 def _created(api: ManagementAPI, made: CreatedKey, status: int, **extra: Any) -> ApiResponse:
+    api.changed(made.key_id)
     payload = {"key": made.plaintext, "record": made.record.public_dict(api.now()), **extra}
     return json_response(status, payload, [("location", api.location(made.key_id))])
 
@@ -303,6 +304,7 @@ def update(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str)
             )
     except KeyguardError as exc:
         raise from_exception(exc) from None
+    api.changed(record.key_id)
     return json_response(200, {"record": record.public_dict(api.now())})
 
 
@@ -332,6 +334,7 @@ def revoke(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str)
         )
     except KeyguardError as exc:
         raise from_exception(exc) from None
+    api.changed(*revoked)
     return json_response(200, {"revoked": revoked})
 
 
@@ -359,4 +362,5 @@ def expire(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str)
         )
     except KeyguardError as exc:
         raise from_exception(exc, field="at") from None
+    api.changed(record.key_id)
     return json_response(200, {"record": record.public_dict(api.now())})
