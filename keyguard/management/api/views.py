@@ -92,13 +92,12 @@ _REVOKE_QUERY: Final[dict[str, b.Field]] = {
 
 
 def _checked(field: str, check: Any, value: Any) -> Any:
-    """Run a management validator, naming ``field`` in the error it raises."""
+    """Run a management validator; its error names ``field`` (in the ``field`` member) and
+    keeps the validator's own message as the detail — the message the CLI prints locally."""
     try:
         return check(value)
-    except ScopeError as exc:
-        raise ApiError(ErrorCode.INVALID_FIELD, f"{field}: {exc}", field=field) from None
-    except ConfigurationError as exc:
-        raise ApiError(ErrorCode.INVALID_FIELD, f"{field}: {exc}", field=field) from None
+    except (ScopeError, ConfigurationError) as exc:
+        raise ApiError(ErrorCode.INVALID_FIELD, str(exc), field=field) from None
 
 
 def _idempotency(request: ApiRequest, *parts: Any) -> Idempotency | None:

@@ -1,9 +1,12 @@
-"""``keyguard keys …``: create, list, show, revoke, rotate, expire, expiring and verify.
+"""``keyguard keys …``: create, list, show, revoke, rotate, expire, suspend, resume, expiring
+and verify.
 
-Each handler is a thin skin over :class:`~keyguard.management.manager.KeyManager`, so the CLI
-enforces exactly the library's rules. ``list``, ``show``, ``expiring`` and ``verify`` only read
-(see :mod:`keyguard.management.cli.context`); ``verify`` reads the key from stdin or an
-environment variable, never from the command line, and never echoes it.
+Each handler is a thin skin over :class:`~keyguard.management.manager.KeyManager` — or, with
+``--url``, over the same operations of a remote management API
+(:class:`~keyguard.management.cli.remote.RemoteManager`) — so the CLI enforces exactly the
+library's rules, and prints the same either way. ``list``, ``show``, ``expiring`` and
+``verify`` only read (see :mod:`keyguard.management.cli.context`); ``verify`` reads the key
+from stdin or an environment variable, never from the command line, and never echoes it.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from keyguard.management.cli.values import (
     positive_int,
     scope_list,
 )
-from keyguard.management.manager import DEFAULT_GRACE
+from keyguard.management.manager import DEFAULT_GRACE, KeyManager
 
 if TYPE_CHECKING:
+    from keyguard.core.decision import Decision
     from keyguard.management.cli.parser import Subparsers
 
 __all__ = ["register"]
@@ -51,6 +55,8 @@ def _create(args: argparse.Namespace) -> int:
             expires_in=args.expires_in,
             rate_limit=args.rate_limit,
             metadata=metadata,
+            description=args.description,
+            allowed_networks=args.network,
             actor=actor(args),
         )
         out.print_created(args, created, out.now())
@@ -150,6 +156,28 @@ def _expire(args: argparse.Namespace) -> int:
     return 0
 
 
+def _suspend(args: argparse.Namespace) -> int:
+    at = out.now()
+    with open_manager(args, write=True) as manager:
+        record = manager.suspend(args.key_id, reason=args.reason, actor=actor(args))
+    if args.json:
+        out.emit_json({"record": record.public_dict(at)})
+    else:
+        out.emit(f"{record.key_id} is suspended: {record.suspended_reason}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    at = out.now()
+    with open_manager(args, write=True) as manager:
+        record = manager.resume(args.key_id, actor=actor(args))
+    if args.json:
+        out.emit_json({"record": record.public_dict(at)})
+    else:
+        out.emit(f"{record.key_id} is {record.status(at).value}")
+    return 0
+
+
 def _left(seconds: float) -> str:
     seconds = max(0, int(seconds))
     days, rest = divmod(seconds, 86400)
@@ -213,6 +241,11 @@ def _verify(args: argparse.Namespace) -> int:
 
     key = _read_key(args)
     with open_manager(args, write=False) as manager:
+        if not isinstance(manager, KeyManager):
+            # Remote: the service answers as it would answer a request made with this key.
+            decision = manager.verify(key)
+            del key
+            return _verified(args, decision)
         # Read-only: a diagnostic must never re-hash a digest or touch last_used_at, which
         # would change what a running service (perhaps with another pepper) sees.
         verifier = Verifier(
@@ -228,6 +261,10 @@ def _verify(args: argparse.Namespace) -> int:
         )
         decision = verifier.authenticate(f"UserKey {key}")
     del key
+    return _verified(args, decision)
+
+
+def _verified(args: argparse.Namespace, decision: Decision) -> int:
     principal = decision.principal
     if decision.allowed and principal is not None:
         scopes = sorted(principal.record.scopes)
@@ -280,6 +317,13 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--owner", help="who the key belongs to")
     p.add_argument("--rate-limit", metavar="SPEC", help='per-key override, e.g. "1000/minute"')
     p.add_argument("--meta", action="append", type=meta_item, metavar="KEY=VALUE", help="metadata")
+    p.add_argument("--description", help="what the key is for")
+    p.add_argument(
+        "--network",
+        action="append",
+        metavar="CIDR",
+        help="allow the key only from this network (repeatable), e.g. 10.0.0.0/8",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the key")
     p.set_defaults(handler=_create)
 
@@ -318,6 +362,15 @@ def register(sub: Subparsers) -> None:
     p.add_argument("key_id", metavar="KEY_ID")
     p.add_argument("--at", type=parse_time, metavar="TIME", help="expire at this time instead")
     p.set_defaults(handler=_expire)
+
+    p = out.add_json(actions.add_parser("suspend", help="disable a key until it is resumed"))
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.set_defaults(handler=_suspend)
+
+    p = out.add_json(actions.add_parser("resume", help="re-enable a suspended key"))
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.set_defaults(handler=_resume)
 
     p = out.add_json(actions.add_parser("expiring", help="active keys expiring soon"))
     p.add_argument("--within", type=parse_duration, metavar="DURATION", help="window (default 7d)")
