@@ -183,7 +183,7 @@ def test_a_refused_change_is_one_error_line(
     assert manager.get(service["admin_id"]).revoked_at is None
 
 
-@pytest.mark.parametrize("which", ["admin", "unknown", "revoked"])
+@pytest.mark.parametrize("which", ["admin", "unknown", "revoked", "suspended"])
 def test_verify_is_the_same(
     service: dict[str, Any], run: Runner, monkeypatch: pytest.MonkeyPatch, which: str
 ) -> None:
@@ -192,9 +192,12 @@ def test_verify_is_the_same(
         "admin": service["admin"],
         "unknown": "kg_AAAAAAAAAAAA_" + service["admin"].split("_")[2],
     }.get(which)
-    if which == "revoked":
+    if which in ("revoked", "suspended"):
         made = manager.create("gone", ["agents:read"])
-        manager.revoke(made.key_id, reason="x")
+        if which == "revoked":
+            manager.revoke(made.key_id, reason="x")
+        else:
+            manager.suspend(made.key_id, reason="x")
         key = made.plaintext
     if which == "unknown":
         from keyguard.core.keys import KeyFormat

@@ -15,6 +15,7 @@ import pytest
 from keyguard.core.errors import (
     AlreadyProcessed,
     ConfigurationError,
+    ErrorCode,
     InvalidOperation,
     PermissionDenied,
 )
@@ -59,6 +60,7 @@ def test_suspend_refuses_the_key_and_resume_restores_it(manager: KeyManager, clo
     # Suspending again changes nothing (the first reason stays, no second audit event).
     clock.now += 10
     assert manager.suspend(k.key_id, reason="again") == rec
+    assert manager.verify(k.plaintext).code is ErrorCode.SUSPENDED_API_KEY
     clock.now += 10
     resumed = manager.resume(k.key_id)
     assert resumed.status(clock.now) is KeyStatus.ACTIVE

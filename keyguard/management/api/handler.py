@@ -34,7 +34,7 @@ from keyguard.core.addresses import client_address
 from keyguard.core.bruteforce import judge_failure
 from keyguard.core.decision import Decision, insufficient_scope
 from keyguard.core.errors import ConfigurationError, ErrorCode, KeyguardError
-from keyguard.core.expiry import DEFAULT_WARNING_WINDOW, expiry_warning
+from keyguard.core.expiry import DEFAULT_WARNING_WINDOW, EXPIRY_HEADER, expiry_warning
 from keyguard.core.keys import is_key_id
 from keyguard.core.records import AuditEvent, KeyRecord
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
@@ -285,7 +285,10 @@ class ManagementAPI:
         if not decision.allowed:
             raise self._deny(decision)
         headers = decision.headers
-        if self.expiry_window is not None:
+        if self.expiry_window is not None and not any(
+            name.lower() == EXPIRY_HEADER.lower() for name, _ in headers
+        ):
+            # (A verifier that adds the warning itself has done it already.)
             headers += expiry_warning(principal.record, now, window=self.expiry_window)
         return principal.record, headers
 

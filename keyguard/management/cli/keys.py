@@ -29,6 +29,7 @@ from keyguard.management.cli.values import (
     scope_list,
 )
 from keyguard.management.manager import DEFAULT_GRACE, KeyManager
+from keyguard.management.reader import suspension
 
 if TYPE_CHECKING:
     from keyguard.core.decision import Decision
@@ -259,7 +260,7 @@ def _verify(args: argparse.Namespace) -> int:
             brute_force=None,
             read_only=True,
         )
-        decision = verifier.authenticate(f"UserKey {key}")
+        decision = suspension(verifier.authenticate(f"UserKey {key}"))
     del key
     return _verified(args, decision)
 
