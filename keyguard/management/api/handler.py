@@ -191,6 +191,8 @@ class ManagementAPI:
 
     def _dispatch(self, request: ApiRequest) -> ApiResponse:
         method = request.method.upper()
+        if method == "HEAD":
+            method = "GET"  # answered as GET; the skins send no body
         parts = [p for p in request.path.split("/") if p] if request.path not in ("", "/") else []
         if parts == ["openapi.json"]:
             self._allow(method, ("GET",))
