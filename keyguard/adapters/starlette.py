@@ -26,7 +26,6 @@ from keyguard.adapters._extras import require_extra
 
 require_extra(__name__, "starlette", "starlette")
 
-from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
@@ -35,7 +34,6 @@ from starlette.authentication import (
 )
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount, Route
 from starlette.websockets import WebSocket
 
 from keyguard.adapters._shared import build_verifier
@@ -55,6 +53,9 @@ from keyguard.core.store import KeyStore
 from keyguard.core.verifier import AuthorizationValue, Verifier, authorize
 
 if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.routing import BaseRoute
+
     from keyguard.management.api import ManagementAPI
 
 __all__ = [
@@ -308,6 +309,8 @@ def management_routes(api: ManagementAPI) -> list[BaseRoute]:
     """Routes serving ``api`` (a :class:`~keyguard.management.api.ManagementAPI`) at its
     prefix: the prefix itself (``POST /api-keys`` without a trailing slash) and everything
     below it. ``Starlette(routes=[..., *management_routes(api)])``."""
+    from starlette.routing import Mount, Route
+
     app = api.asgi_app()
     return [Route(api.prefix or "/", app), Mount(api.prefix, app=app)]
 

@@ -134,10 +134,11 @@ Manager: TypeAlias = "KeyManager | RemoteManager"
 
 
 def remote_url(args: argparse.Namespace) -> str | None:
-    """``--url``, else ``$KEYGUARD_API_URL`` unless ``--store`` is given; ``None``: local."""
+    """``keyguard --url``, else ``$KEYGUARD_API_URL`` unless ``--store`` is given; ``None``:
+    work on a store."""
     from keyguard.management.cli.remote import API_URL_ENV
 
-    url: str | None = getattr(args, "url", None)
+    url: str | None = getattr(args, "api_url", None)
     if url and getattr(args, "store", None):
         raise UsageError("give --store or --url, not both")
     if url or getattr(args, "store", None):
@@ -163,19 +164,30 @@ def _open_remote(url: str) -> Iterator[Manager]:
 
 
 @contextlib.contextmanager
-def open_manager(args: argparse.Namespace, *, write: bool) -> Iterator[Manager]:
+def open_manager(
+    args: argparse.Namespace, *, write: bool, remote: bool = False
+) -> Iterator[Manager]:
     """A manager for the store the command line (or environment) selects, closed on exit —
-    or, with ``--url``, for the remote management API.
+    or, for a command that works remotely (``remote=True``) given ``keyguard --url``, for the
+    remote management API.
 
     The store must exist and be persistent. ``write=False`` is for commands that only read:
     the pepper is checked but never recorded. ``write=True`` records this process's pepper
     fingerprint in a store that has none yet.
     """
-    remote = remote_url(args)
-    if remote is not None:
-        with _open_remote(remote) as manager:
-            yield manager
-        return
+    if remote:
+        api = remote_url(args)
+        if api is not None:
+            with _open_remote(api) as manager:
+                yield manager
+            return
+    elif getattr(args, "api_url", None):
+        command = " ".join(
+            str(part)
+            for part in (getattr(args, "command", None), getattr(args, "action", None))
+            if part
+        )
+        raise UsageError(f"{command or 'this command'} does not work with keyguard --url")
     url = store_url(args)
     refuse_ephemeral(url)
     require_existing(url)

@@ -47,7 +47,7 @@ def _create(args: argparse.Namespace) -> int:
             "for a key that can authenticate but is allowed nothing else"
         )
     metadata = dict(args.meta) if args.meta else None
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         created = manager.create(
             args.name,
             scopes,
@@ -66,7 +66,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
         filters: dict[str, Any] = {"owner": args.owner, "status": args.status}
         if args.all:
             records = list(manager.iter_all(**filters))
@@ -102,7 +102,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
         record = manager.get(args.key_id)
         events = manager.audit(record.key_id, limit=args.events)
     if args.json:
@@ -117,7 +117,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         revoked = manager.revoke(
             args.key_id, reason=args.reason, actor=actor(args), cascade=not args.no_cascade
         )
@@ -131,7 +131,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         created = manager.rotate(args.key_id, grace=args.grace, actor=actor(args))
     at = out.now()
     until = created.record.previous_expires_at
@@ -148,7 +148,7 @@ def _rotate(args: argparse.Namespace) -> int:
 
 def _expire(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         record = manager.expire(args.key_id, at=args.at, actor=actor(args))
     if args.json:
         out.emit_json({"record": record.public_dict(at)})
@@ -159,7 +159,7 @@ def _expire(args: argparse.Namespace) -> int:
 
 def _suspend(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         record = manager.suspend(args.key_id, reason=args.reason, actor=actor(args))
     if args.json:
         out.emit_json({"record": record.public_dict(at)})
@@ -170,7 +170,7 @@ def _suspend(args: argparse.Namespace) -> int:
 
 def _resume(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         record = manager.resume(args.key_id, actor=actor(args))
     if args.json:
         out.emit_json({"record": record.public_dict(at)})
@@ -191,7 +191,7 @@ def _left(seconds: float) -> str:
 
 def _expiring(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
         records = manager.expiring(args.within)
     if args.json:
         out.emit_json({"keys": [r.public_dict(at) for r in records]})
@@ -241,7 +241,7 @@ def _verify(args: argparse.Namespace) -> int:
     from keyguard.core.verifier import Verifier
 
     key = _read_key(args)
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
         if not isinstance(manager, KeyManager):
             # Remote: the service answers as it would answer a request made with this key.
             decision = manager.verify(key)

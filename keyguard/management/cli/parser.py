@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--url",
+        dest="api_url",
         metavar="URL",
         help=f"work against a management API instead of a store (default ${API_URL_ENV}); "
         f"the acting key is read from ${API_KEY_ENV}",
