@@ -5,7 +5,9 @@ Every route carries the scope the platform's documentation gives it (``GET /agen
 public and unlisted routes are denied. :func:`bootstrap` creates an admin key and a read-only
 key on first run and returns their plaintexts once; :func:`create_app` builds the ASGI app (any
 ASGI server can run ``keyguard.demo:create_app`` with ``--factory``, or ``keyguard.demo:app``).
-``keyguard demo`` (see :func:`run`) does both and starts uvicorn.
+``keyguard demo`` (see :func:`run`) does both and starts uvicorn. Key management over HTTP
+(:mod:`keyguard.management.api`) is mounted at :data:`MANAGEMENT_PREFIXES`: the library's
+default ``/api-keys`` and the platform's own ``/api/v1/auth/keys``.
 """
 
 from __future__ import annotations
@@ -57,8 +59,14 @@ ROLES: Mapping[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+#: Where the key-management API is served (it authenticates its callers itself, so the
+#: middleware's policy leaves these paths to it).
+MANAGEMENT_PREFIXES = ("/api-keys", "/api/v1/auth/keys")
+
+
 def demo_policy() -> RoutePolicy:
-    return RoutePolicy(ROUTES, public=PUBLIC_PATHS)
+    management = [p for prefix in MANAGEMENT_PREFIXES for p in (prefix, prefix + "/{rest:path}")]
+    return RoutePolicy(ROUTES, public=(*PUBLIC_PATHS, *management))
 
 
 RATELIMIT_URL_ENV = ENV["url"]
@@ -284,10 +292,27 @@ def create_app(
     ]
     for name in ("workflows", "knowledge", "runners", "integrations", "webhooks"):
         routes.append(Route(f"/{name}", collection(name), methods=["GET", "POST"]))
+    routes.extend(management_routes(verifier))
     app = Starlette(routes=routes)
     app.add_middleware(KeyGuardMiddleware, verifier=verifier)
     app.state.keyguard = verifier
     return app
+
+
+def management_routes(verifier: Verifier) -> list[Any]:
+    """Starlette routes serving the key-management API at each of :data:`MANAGEMENT_PREFIXES`,
+    authenticating through ``verifier`` (so rate limits and the brute-force guard are shared
+    with the rest of the demo)."""
+    from keyguard.adapters.starlette import management_routes as routes_for
+    from keyguard.management.api import ManagementAPI
+    from keyguard.management.manager import KeyManager
+
+    manager = KeyManager(verifier.store, key_format=verifier.key_format, hasher=verifier.hasher)
+    return [
+        route
+        for prefix in MANAGEMENT_PREFIXES
+        for route in routes_for(ManagementAPI(manager, verifier=verifier, prefix=prefix))
+    ]
 
 
 def print_banner(keys: DemoKeys, base_url: str, out: TextIO = sys.stdout) -> None:

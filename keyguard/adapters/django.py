@@ -40,7 +40,7 @@ import functools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from keyguard.adapters._extras import require_extra
 
@@ -67,6 +67,9 @@ from keyguard.core.scopes import Requirement, as_requirement
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier, authorize
 
+if TYPE_CHECKING:
+    from keyguard.management.api import ManagementAPI
+
 __all__ = [
     "PRINCIPAL_ATTR",
     "SETTING",
@@ -75,6 +78,7 @@ __all__ = [
     "KeyGuardMiddleware",
     "denial_response",
     "get_config",
+    "management_urls",
     "require_scopes",
 ]
 
@@ -306,3 +310,35 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
         return cast(View, wrapper)
 
     return decorate
+
+
+# -- the key-management API ----------------------------------------------------------------------
+def management_urls(api: ManagementAPI) -> list[Any]:
+    """URL patterns serving ``api`` (a :class:`~keyguard.management.api.ManagementAPI`) at
+    ``api.prefix``: ``urlpatterns += management_urls(api)``. CSRF-exempt (callers authenticate
+    with an API key, not a cookie). With the keyguard middleware and a ``POLICY``, list
+    ``api.public_paths()`` in ``PUBLIC`` (the API authenticates its callers itself).
+    """
+    import re
+
+    from django.urls import re_path
+    from django.views.decorators.csrf import csrf_exempt
+
+    from keyguard.management.api.wsgi import request_from_environ
+
+    def view(request: HttpRequest, rest: str | None = None) -> HttpResponse:
+        del rest  # routed by the API itself
+        environ = dict(request.META)
+        environ["PATH_INFO"] = request.path_info
+        environ["SCRIPT_NAME"] = ""
+        environ["wsgi.input"] = request  # Django's request reads the body stream
+        built, inside = request_from_environ(environ, api)
+        answer = api.handle(built) if inside else api.outside(built)
+        response = HttpResponse(answer.body, status=answer.status)
+        for name, value in answer.headers:
+            response[name] = value
+        return response
+
+    base = re.escape((api.prefix or "").lstrip("/"))
+    pattern = rf"^{base}(?:/(?P<rest>.*))?$" if base else r"^(?P<rest>.*)$"
+    return [re_path(pattern, csrf_exempt(view), name="keyguard_keys")]

@@ -27,7 +27,7 @@ import inspect
 import itertools
 import weakref
 from collections.abc import Iterator
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from keyguard.adapters._extras import require_extra
 
@@ -66,6 +66,9 @@ from keyguard.core.scopes import (
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
 
+if TYPE_CHECKING:
+    from keyguard.management.api import ManagementAPI
+
 __all__ = [
     "DEFAULT_SCHEME_DESCRIPTION",
     "KeyGuard",
@@ -77,6 +80,7 @@ __all__ = [
     "install_exception_handlers",
     "install_openapi",
     "keyguard_exception_handler",
+    "mount_management",
 ]
 
 SCHEME_NAME: Final = "UserKey"
@@ -693,3 +697,39 @@ def _problem_schema() -> dict[str, Any]:
         },
         "required": ["type", "title", "status", "code", "request_id"],
     }
+
+
+# -- the key-management API ----------------------------------------------------------------------
+class _ManagementOpenAPI:
+    """Wraps ``app.openapi``: the application's schema with the management API's merged in."""
+
+    def __init__(self, original: Any, document: dict[str, Any]) -> None:
+        self.original = original
+        self.document = document
+        self._merged: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        from keyguard.management.api.openapi import merge_openapi
+
+        schema: dict[str, Any] = self.original()
+        if schema is not self._merged:
+            merge_openapi(schema, self.document)
+            self._merged = schema
+        return schema
+
+
+def mount_management(app: FastAPI, api: ManagementAPI, *, openapi: bool = True) -> None:
+    """Serve ``api`` (a :class:`~keyguard.management.api.ManagementAPI`) in ``app`` at
+    ``api.prefix``, and (``openapi``) merge its routes into ``app``'s OpenAPI document.
+
+    The API authenticates its callers itself: with a ``KeyGuardMiddleware`` route policy in
+    front, list ``api.public_paths()`` as public there (or requests are verified twice).
+    """
+    from keyguard.adapters.starlette import management_routes
+    from keyguard.management.api.openapi import openapi_document
+
+    app.router.routes.extend(management_routes(api))
+    if openapi:
+        hook = _ManagementOpenAPI(app.openapi, openapi_document(api.prefix))
+        app.openapi = hook  # type: ignore[method-assign]
+        app.openapi_schema = None

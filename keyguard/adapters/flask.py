@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any, Final, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from keyguard.adapters._extras import require_extra
 
@@ -66,7 +66,16 @@ from keyguard.core.scopes import Requirement, as_requirement
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier, authorize
 
-__all__ = ["EXTENSION_KEY", "KeyGuard", "current_principal", "require_scopes"]
+if TYPE_CHECKING:
+    from keyguard.management.api import ManagementAPI
+
+__all__ = [
+    "EXTENSION_KEY",
+    "KeyGuard",
+    "current_principal",
+    "mount_management",
+    "require_scopes",
+]
 
 #: Where the extension keeps its per-app state: ``app.extensions[EXTENSION_KEY]``.
 EXTENSION_KEY: Final = "keyguard"
@@ -292,3 +301,30 @@ def require_scopes(*requirements: str | Requirement) -> Callable[[View], View]:
         return cast(View, wrapper)
 
     return decorate
+
+
+# -- the key-management API ----------------------------------------------------------------------
+_MANAGEMENT_METHODS: Final = ["GET", "POST", "PATCH", "DELETE", "PUT"]
+
+
+def mount_management(app: Flask, api: ManagementAPI, *, endpoint: str = "keyguard_keys") -> None:
+    """Serve ``api`` (a :class:`~keyguard.management.api.ManagementAPI`) in ``app`` at
+    ``api.prefix``: two URL rules (the prefix and everything below it) answered by the API.
+
+    The API authenticates its callers itself: with a ``KEYGUARD_POLICY``, list
+    ``api.public_paths()`` in ``KEYGUARD_PUBLIC`` (or requests are verified twice).
+    """
+    from keyguard.management.api.wsgi import ManagementWSGI
+
+    wsgi = ManagementWSGI(api)
+
+    def view(rest: str = "") -> Response:
+        del rest  # routed by the API itself, from the WSGI environ
+        answer = wsgi.respond(request.environ)
+        return current_app.response_class(
+            answer.body, status=answer.status, headers=list(answer.headers)
+        )
+
+    base = api.prefix or ""
+    app.add_url_rule(base or "/", endpoint, view, methods=_MANAGEMENT_METHODS, strict_slashes=False)
+    app.add_url_rule(f"{base}/<path:rest>", f"{endpoint}_path", view, methods=_MANAGEMENT_METHODS)

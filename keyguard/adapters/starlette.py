@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, MutableMapping
-from typing import Any, ParamSpec, cast
+from typing import TYPE_CHECKING, Any, ParamSpec, cast
 
 from keyguard.adapters._extras import require_extra
 
@@ -53,6 +53,12 @@ from keyguard.core.scopes import Requirement, all_of
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import AuthorizationValue, Verifier, authorize
 
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.routing import BaseRoute
+
+    from keyguard.management.api import ManagementAPI
+
 __all__ = [
     "KeyGuardAuthCredentials",
     "KeyGuardAuthenticationError",
@@ -61,6 +67,8 @@ __all__ = [
     "KeyGuardMiddleware",
     "check_principal",
     "keyguard_on_error",
+    "management_routes",
+    "mount_management",
     "principal_from_scope",
     "problem_response",
     "read_credentials",
@@ -323,3 +331,24 @@ def _connection(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[st
         if isinstance(value, HTTPConnection):
             return value
     raise TypeError(f"requires_scopes: {func!r} was not called with a Request or WebSocket")
+
+
+# -- the key-management API ----------------------------------------------------------------------
+def management_routes(api: ManagementAPI) -> list[BaseRoute]:
+    """Routes serving ``api`` (a :class:`~keyguard.management.api.ManagementAPI`) at its
+    prefix: the prefix itself (``POST /api-keys`` without a trailing slash) and everything
+    below it. ``Starlette(routes=[..., *management_routes(api)])``."""
+    from starlette.routing import Mount, Route
+
+    app = api.asgi_app()
+    return [Route(api.prefix or "/", app), Mount(api.prefix, app=app)]
+
+
+def mount_management(app: Starlette, api: ManagementAPI) -> None:
+    """Serve ``api`` in an existing Starlette application, at ``api.prefix``.
+
+    The API authenticates its callers itself: if a :class:`KeyGuardMiddleware` with a route
+    policy protects the application, list ``api.public_paths()`` as public there, or each
+    request is verified (and rate-limited) twice.
+    """
+    app.router.routes.extend(management_routes(api))

@@ -220,6 +220,70 @@ ADVICE: Final[Mapping[str, Advice]] = {
         "operators (their key store or Redis is down).",
         retry=True,
     ),
+    # The key-management API's own refusals (keyguard.management.api).
+    "malformed_body": Advice(
+        400,
+        BadRequestError,
+        "The request body is not a JSON object.",
+        "Send a JSON object with Content-Type: application/json.",
+    ),
+    "invalid_field": Advice(
+        422,
+        BadRequestError,
+        "A field of the request is invalid; the body's field member names it.",
+        "Fix that field (the detail says what is expected) and send the request again.",
+    ),
+    "unsupported_media_type": Advice(
+        415,
+        BadRequestError,
+        "The request body is not JSON.",
+        "Send application/json, UTF-8.",
+    ),
+    "body_too_large": Advice(
+        413,
+        BadRequestError,
+        "The request body exceeds the service's limit.",
+        "Send a smaller body (metadata is capped at 16 KiB).",
+    ),
+    "not_found": Advice(
+        404,
+        APIError,
+        "No such key, or no such management route.",
+        "Check the key id and the base URL.",
+    ),
+    "method_not_allowed": Advice(
+        405,
+        APIError,
+        "The route does not accept this method; the Allow header lists the ones it does.",
+        "Use one of the methods the Allow header lists.",
+    ),
+    "permission_denied": Advice(
+        403,
+        ForbiddenError,
+        "The acting key may not do this: the target is outside its authority, or the change "
+        "would exceed its own scopes, expiry, limits or networks.",
+        "Act only on keys your key created, within its own scopes, expiry, rate limits and "
+        "networks; use an admin key for anything else.",
+    ),
+    "invalid_state": Advice(
+        409,
+        APIError,
+        "The key's state forbids the operation (for example rotating a revoked key).",
+        "Check the key's status ('keyguard keys show KEY_ID') before retrying.",
+    ),
+    "already_processed": Advice(
+        409,
+        APIError,
+        "A request with this Idempotency-Key already ran; the body's key_id names the key.",
+        "Do not retry: the plaintext was shown once, in the first response. If it was lost, "
+        "rotate the key.",
+    ),
+    "idempotency_key_reused": Advice(
+        422,
+        BadRequestError,
+        "The same Idempotency-Key was sent with a different request.",
+        "Use a new Idempotency-Key for every distinct request.",
+    ),
 }
 
 _BY_STATUS: Final[Mapping[int, type[APIError]]] = {

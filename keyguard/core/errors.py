@@ -15,7 +15,8 @@ failures. Every exception keyguard raises derives from :class:`KeyguardError`::
         ├── KeyExists
         ├── ConflictError         a concurrent update won the race
         ├── PermissionDenied      privilege escalation, missing management scope
-        └── InvalidOperation      e.g. rotating a revoked key
+        ├── InvalidOperation      e.g. rotating a revoked key
+        └── AlreadyProcessed      a retried request (same Idempotency-Key) already ran
 
 No exception message ever contains key material.
 """
@@ -74,8 +75,26 @@ class InvalidOperation(ManagementError, ValueError):
     """The operation does not apply to the key in its current state."""
 
 
+class AlreadyProcessed(ManagementError):
+    """A request with this idempotency key was already carried out (by an earlier attempt).
+
+    ``key_id`` names the key it created or rotated. The plaintext of that attempt is gone for
+    good (it is never stored): rotate the key to get a new one. ``reused`` is true when the
+    earlier request was a *different* one (same idempotency key, another body): a client bug.
+    """
+
+    def __init__(self, message: str, *, key_id: str, reused: bool = False) -> None:
+        super().__init__(message)
+        self.key_id = key_id
+        self.reused = reused
+
+
 class ErrorCode(enum.StrEnum):
-    """The stable machine codes of every denial. Applications may restyle bodies, never codes."""
+    """The stable machine codes of every denial. Applications may restyle bodies, never codes.
+
+    The first group is the request path's denial contract (DESIGN.md); the second is what the
+    HTTP key-management API (:mod:`keyguard.management.api`) answers besides those.
+    """
 
     MISSING_API_KEY = "missing_api_key"
     INVALID_REQUEST = "invalid_request"
@@ -84,8 +103,21 @@ class ErrorCode(enum.StrEnum):
     EXPIRED_API_KEY = "expired_api_key"
     REVOKED_API_KEY = "revoked_api_key"
     INSUFFICIENT_SCOPE = "insufficient_scope"
+    SUSPENDED_API_KEY = "suspended_api_key"
+    NETWORK_NOT_ALLOWED = "network_not_allowed"
     RATE_LIMITED = "rate_limited"
     AUTH_UNAVAILABLE = "auth_unavailable"
+    # -- the key-management API ------------------------------------------------------------
+    MALFORMED_BODY = "malformed_body"
+    INVALID_FIELD = "invalid_field"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    BODY_TOO_LARGE = "body_too_large"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    PERMISSION_DENIED = "permission_denied"
+    INVALID_STATE = "invalid_state"
+    ALREADY_PROCESSED = "already_processed"
+    IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
 
 
 #: HTTP status of each code (the error contract in DESIGN.md).
@@ -97,8 +129,20 @@ STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.EXPIRED_API_KEY: 401,
     ErrorCode.REVOKED_API_KEY: 401,
     ErrorCode.INSUFFICIENT_SCOPE: 403,
+    ErrorCode.SUSPENDED_API_KEY: 401,
+    ErrorCode.NETWORK_NOT_ALLOWED: 403,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.AUTH_UNAVAILABLE: 503,
+    ErrorCode.MALFORMED_BODY: 400,
+    ErrorCode.INVALID_FIELD: 422,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.INVALID_STATE: 409,
+    ErrorCode.ALREADY_PROCESSED: 409,
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: 422,
 }
 
 #: Short human titles (the problem+json ``title``).
@@ -110,6 +154,18 @@ TITLES: Final[dict[ErrorCode, str]] = {
     ErrorCode.EXPIRED_API_KEY: "Expired API key",
     ErrorCode.REVOKED_API_KEY: "Revoked API key",
     ErrorCode.INSUFFICIENT_SCOPE: "Insufficient permissions",
+    ErrorCode.SUSPENDED_API_KEY: "Suspended API key",
+    ErrorCode.NETWORK_NOT_ALLOWED: "Network not allowed",
     ErrorCode.RATE_LIMITED: "Rate limited",
     ErrorCode.AUTH_UNAVAILABLE: "Authentication unavailable",
+    ErrorCode.MALFORMED_BODY: "Malformed request body",
+    ErrorCode.INVALID_FIELD: "Invalid field",
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: "Unsupported media type",
+    ErrorCode.BODY_TOO_LARGE: "Request body too large",
+    ErrorCode.NOT_FOUND: "Not found",
+    ErrorCode.METHOD_NOT_ALLOWED: "Method not allowed",
+    ErrorCode.PERMISSION_DENIED: "Permission denied",
+    ErrorCode.INVALID_STATE: "Invalid state",
+    ErrorCode.ALREADY_PROCESSED: "Already processed",
+    ErrorCode.IDEMPOTENCY_KEY_REUSED: "Idempotency key reused",
 }

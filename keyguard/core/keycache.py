@@ -151,9 +151,16 @@ class KeyCache:
             self.records[key_id] = entry
             return entry
 
-    def remember(self, digest: bytes, entry: CacheEntry, deadline: float) -> None:
+    def remember(
+        self,
+        digest: bytes,
+        entry: CacheEntry,
+        deadline: float,
+        decision: Decision | None = None,
+    ) -> None:
         """Index the canonical header digest of a key that verified, until ``deadline``
-        (monotonic). Nothing for an entry that already has :data:`MAX_SPELLINGS` others, or
+        (monotonic), answering ``decision`` (default: the entry's allowed decision). Nothing
+        for an entry that already has :data:`MAX_SPELLINGS` others, or
         that is no longer the cached one for its key id (a newer version replaced it)."""
         with self.lock:
             if self.records.get(entry.record.key_id) is not entry:
@@ -166,7 +173,7 @@ class KeyCache:
             index = self.index
             if digest not in index and len(index) >= self.index_size:
                 del index[next(iter(index))]
-            index[digest] = (entry.allowed, deadline)
+            index[digest] = (entry.allowed if decision is None else decision, deadline)
 
     def __repr__(self) -> str:
         return (

@@ -105,7 +105,14 @@ class KeyLimits:
             if plan is None or not counts:
                 return result
             return Decision(
-                True, result.principal, None, "", (), None, (), (plan, counts, ietf, legacy)
+                True,
+                result.principal,
+                None,
+                "",
+                (),
+                None,
+                result.extra_headers,  # e.g. API-Key-Expires
+                (plan, counts, ietf, legacy),
             )
         principal = result.principal
         assert principal is not None

@@ -41,6 +41,12 @@ PLATFORM_ERRORS: Final[dict[int, str]] = {
     400: "Bad Request",
     401: "Unauthorized",
     403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
     429: "Too Many Requests",
     503: "Service Unavailable",
 }
@@ -58,6 +64,16 @@ PLATFORM_MESSAGES: Final[dict[str, str]] = {
     "network_not_allowed": "API key is not allowed from this network",
     "rate_limited": "Rate limit exceeded",
     "auth_unavailable": "Authentication temporarily unavailable",
+    "malformed_body": "Malformed request body",
+    "invalid_field": "Invalid field",
+    "unsupported_media_type": "Unsupported media type",
+    "body_too_large": "Request body too large",
+    "not_found": "Not found",
+    "method_not_allowed": "Method not allowed",
+    "permission_denied": "Permission denied",
+    "invalid_state": "Invalid key state",
+    "already_processed": "Request already processed",
+    "idempotency_key_reused": "Idempotency key reused",
 }
 
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -69,6 +85,7 @@ _CHALLENGE_CODES: Final = frozenset(
         ErrorCode.INVALID_API_KEY,
         ErrorCode.EXPIRED_API_KEY,
         ErrorCode.REVOKED_API_KEY,
+        ErrorCode.SUSPENDED_API_KEY,
         ErrorCode.INSUFFICIENT_SCOPE,
     }
 )

@@ -6,7 +6,9 @@ It lives in ``core`` because the verifier depends on it; the backends that imple
 deployment-wide settings. The request path needs only :meth:`KeyStore.get` /
 :meth:`KeyStore.aget` (and the throttled ``touch``); everything else serves key management.
 A mutation and its audit event are one transaction (:meth:`KeyStore.create` and
-:meth:`KeyStore.update` take the event). Stores raise
+:meth:`KeyStore.update` take the event), and so is a mutation and the
+:class:`~keyguard.core.records.IdempotencyEntry` that lets a retried request be answered
+instead of run twice (:meth:`KeyStore.get_idempotency` reads it back). Stores raise
 :class:`~keyguard.core.errors.StoreUnavailable` when their backend cannot be reached, and
 nothing else for infrastructure trouble. Async methods default to running the sync
 ones in a worker thread, so a blocking backend never blocks the event loop; native-async backends
@@ -21,7 +23,7 @@ import builtins
 from collections.abc import Callable
 from typing import ClassVar, Self
 
-from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page
+from keyguard.core.records import AuditEvent, IdempotencyEntry, KeyRecord, KeyStatus, Page
 
 __all__ = ["KeyStore"]
 
@@ -57,22 +59,43 @@ class KeyStore(abc.ABC):
 
     # -- management ---------------------------------------------------------------------
     @abc.abstractmethod
-    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+    def create(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
         """Insert a new record; :class:`~keyguard.core.errors.KeyExists` if the id is taken.
 
         ``audit`` is appended in the same transaction: either both are stored or neither is
         (a process killed mid-way never leaves a change without its audit event).
+        ``idempotency`` (its ``key_id`` is ``record.key_id``) is stored in that transaction
+        too; if a live entry with its key id and token exists already (``expires_at`` after
+        the new entry's ``at``), nothing is written and
+        :class:`~keyguard.core.errors.AlreadyProcessed` is raised.
         """
 
     @abc.abstractmethod
-    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+    def update(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
         """Replace a record whose stored version is ``record.version - 1``.
 
         Raises :class:`~keyguard.core.errors.KeyNotFound` if it does not exist and
         :class:`~keyguard.core.errors.ConflictError` if another writer got there first; then
         ``audit`` is not written either. Otherwise ``audit`` is appended in the same
-        transaction as the change.
+        transaction as the change. ``idempotency`` as in :meth:`create` (checked before the
+        version, so a retry that lost the race learns that its request already ran).
         """
+
+    @abc.abstractmethod
+    def get_idempotency(self, key_id: str, token: str, *, now: float) -> IdempotencyEntry | None:
+        """The entry stored for ``key_id`` and ``token`` if it is still live at ``now``."""
 
     @abc.abstractmethod
     def list(

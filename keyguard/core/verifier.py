@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Sequence
 from hashlib import blake2s
@@ -69,6 +70,7 @@ from keyguard.core.bruteforce import BruteForceGuard, client_address
 from keyguard.core.clock import Clock, ratchet
 from keyguard.core.decision import Decision
 from keyguard.core.errors import ConfigurationError, ConflictError, KeyguardError
+from keyguard.core.expiry import DEFAULT_WARNING_WINDOW, expiry_header
 from keyguard.core.hashing import Hasher
 from keyguard.core.incident import Incident
 from keyguard.core.keycache import CacheEntry, KeyCache
@@ -87,6 +89,7 @@ from keyguard.core.ratelimit import (
     parse_windows,
 )
 from keyguard.core.records import KeyRecord
+from keyguard.core.restrictions import record_denial
 from keyguard.core.scopes import (
     AUTHENTICATED,
     DEFAULT_PRIVILEGED,
@@ -152,6 +155,9 @@ class Verifier(KeyLimits):
       read (and count as failures). ``None`` disables it.
     * ``trusted_proxies`` — how many proxies in front of the app append to
       ``X-Forwarded-For``; 0 (default) trusts no forwarded header and counts the peer address.
+    * ``expiry_warning`` — seconds (default 7 days): an allowed response made with a credential
+      that stops working within that window (its expiry, or the end of a rotation grace)
+      carries ``API-Key-Expires: <ISO time>``; ``None`` turns it off.
     * ``read_only`` — never write to the store (no re-hash, no ``last_used_at``, no pepper
       fingerprint): for diagnostics and CLI commands that must not change what a running
       service sees.
@@ -183,6 +189,7 @@ class Verifier(KeyLimits):
         unknown_id_budget: LookupBudget | Literal["default"] | None = "default",
         trusted_proxies: int = 0,
         read_only: bool = False,
+        expiry_warning: float | None = DEFAULT_WARNING_WINDOW,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> None:
@@ -202,6 +209,9 @@ class Verifier(KeyLimits):
         self.touch_interval = touch_interval
         self.rehash = rehash and not read_only
         self.read_only = read_only
+        if expiry_warning is not None and not expiry_warning >= 0:
+            raise ConfigurationError("expiry_warning must be >= 0 seconds (or None)")
+        self.expiry_warning = expiry_warning
         self._clock = ratchet(clock)
         self._monotonic = monotonic
         self._cache = KeyCache(
@@ -285,7 +295,17 @@ class Verifier(KeyLimits):
         against a cache entry (the cache's ``unknown`` entry for an unknown id), and until when
         an allowed decision holds (wall clock)."""
         denial, until = judge(self.hasher, credential, entry.record, now)
-        return (entry.allowed if denial is None else denial), until
+        if denial is not None:
+            return denial, until
+        window = self.expiry_warning
+        if window is not None and until - now <= window:
+            # The credential used stops working soon (expiry, or the end of a rotation grace):
+            # say when, on every response (rare: keys in their last days only).
+            allowed = entry.allowed
+            return allowed._replace(
+                extra_headers=(*allowed.extra_headers, expiry_header(until))
+            ), until
+        return entry.allowed, until
 
     def _conclude(
         self,
@@ -300,8 +320,26 @@ class Verifier(KeyLimits):
         until the earliest of the entry's freshness, expiry and grace."""
         result, until = self._judge(credential, entry, now)
         if result.allowed and digest and is_canonical(authorization, credential):
-            self._cache.remember(digest, entry, min(entry.fresh_until, now_mono + (until - now)))
+            deadline = min(entry.fresh_until, now_mono + (until - now))
+            window = self.expiry_warning
+            if window is not None and result is entry.allowed and math.isfinite(until):
+                # Unwarned now: the index must stop answering when the warning window opens.
+                deadline = min(deadline, now_mono + (until - window - now))
+            self._cache.remember(digest, entry, deadline, result)
         return result
+
+    def _restrict(
+        self, decision: Decision, peer: Peer, forwarded_for: str | bytes | None
+    ) -> Decision:
+        """A key's own restrictions, after its secret matched: suspended, or used from outside
+        its networks (the client resolved as for the brute-force guard; unknown → refused)."""
+        principal = decision.principal
+        assert principal is not None
+        record = principal.record
+        if record.suspended_at is None and not record.allowed_networks:
+            return decision
+        denial = record_denial(record, self._client(peer, forwarded_for), self._clock())
+        return decision if denial is None else denial
 
     def _authorize(self, decision: Decision, requirement: Requirement | None) -> Decision:
         """Step 6: scopes. ``requirement`` None means authentication alone suffices."""
@@ -391,20 +429,26 @@ class Verifier(KeyLimits):
         *,
         peer: Peer | _Unset = _UNSET,
         forwarded_for: str | bytes | None = None,
+        restrictions: bool = True,
     ) -> Decision:
         """Authenticate only: the principal, or the denial. Blocking (for WSGI and scripts).
 
         With ``peer`` (and ``forwarded_for``, see :meth:`verify`) the brute-force guard and the
         lookup budget apply to the client address: failures are counted (429 once the address
         is blocked) and a blocked address causes no store reads. Without them, neither applies.
+        A key's own restrictions apply after its secret matched — suspended, or used from
+        outside its ``allowed_networks`` (an unknown client address never satisfies them: pass
+        the peer) — unless ``restrictions=False`` (for callers that judge them themselves).
         """
         hit, digest = self._hot(authorization)
-        if hit is not None:
-            return hit
         anonymous = isinstance(peer, _Unset) and forwarded_for is None
         peer = None if isinstance(peer, _Unset) else peer
+        if hit is not None:
+            return self._restrict(hit, peer, forwarded_for) if restrictions else hit
         result, client = self._slow(authorization, digest, peer, forwarded_for)
-        if result.allowed or anonymous:
+        if result.allowed:
+            return self._restrict(result, peer, forwarded_for) if restrictions else result
+        if anonymous:
             return result
         return self._failed(result, client, peer, forwarded_for)
 
@@ -516,6 +560,9 @@ class Verifier(KeyLimits):
         hit, _ = self._hot(authorization)
         if hit is None:
             return None
+        record = hit.principal.record  # type: ignore[union-attr]  # index holds allowed ones
+        if record.suspended_at is not None or record.allowed_networks:
+            return None  # the answer depends on the client address: averify() has it
         result = self._authorize(hit, route.requirement)
         limiter = self.limiter
         if limiter is None or not result.allowed or not route.rate_limited:
@@ -533,15 +580,18 @@ class Verifier(KeyLimits):
         *,
         peer: Peer | _Unset = _UNSET,
         forwarded_for: str | bytes | None = None,
+        restrictions: bool = True,
     ) -> Decision:
         """Async :meth:`authenticate`: store I/O on a miss never blocks the event loop."""
         hit, digest = self._hot(authorization)
-        if hit is not None:
-            return hit
         anonymous = isinstance(peer, _Unset) and forwarded_for is None
         peer = None if isinstance(peer, _Unset) else peer
+        if hit is not None:
+            return self._restrict(hit, peer, forwarded_for) if restrictions else hit
         result, client = await self._aslow(authorization, digest, peer, forwarded_for)
-        if result.allowed or anonymous:
+        if result.allowed:
+            return self._restrict(result, peer, forwarded_for) if restrictions else result
+        if anonymous:
             return result
         return await self._afailed(result, client, peer, forwarded_for)
 

@@ -1,6 +1,7 @@
 """Key management: the :class:`KeyManager` lifecycle service (create, list, show, update,
-revoke, rotate, expire, audit) and the ``keyguard`` command line built on it
-(:mod:`keyguard.management.cli`, imported on demand)."""
+revoke, rotate, expire, suspend, resume, audit), the same operations over HTTP
+(:mod:`keyguard.management.api`, a mountable management API) and the ``keyguard`` command
+line built on both (:mod:`keyguard.management.cli`); the last two are imported on demand."""
 
 from __future__ import annotations
 

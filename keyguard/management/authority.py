@@ -3,12 +3,13 @@
 A key acting on keys (the ``parent`` of :class:`~keyguard.management.KeyManager` operations)
 must first be allowed to manage keys at all (:func:`may_manage`: active, holding ``admin`` or
 the management scope exactly). Then :func:`authorize` decides each mutation — create, update,
-revoke (every key of a cascade), rotate, expire — from the acting record, the target as stored
-(``before``; ``None`` when creating) and as it would be stored (``after``):
+revoke (every key of a cascade), rotate, expire, suspend, resume — from the acting record, the
+target as stored (``before``; ``None`` when creating) and as it would be stored (``after``):
 
 * A key holding ``admin`` acts on any key. What it hands out is still bounded by what it holds:
-  a new key, or a field an update widens (a later expiry, a looser rate limit, added scopes),
-  may not go beyond the acting key's own, and a new key belongs to the acting key's owner.
+  a new key, or a field an update widens (a later expiry, a looser rate limit, added scopes,
+  wider networks), may not go beyond the acting key's own, and a new key belongs to the acting
+  key's owner.
 * Any other key acts only on itself and on keys it created, directly or indirectly: the
   target's ``created_by`` chain, followed upward from the target, must reach the acting key.
   An ancestor, a sibling or a stranger is refused, and so is a chain with a cycle, a missing
@@ -16,8 +17,11 @@ revoke (every key of a cascade), rotate, expire — from the acting record, the 
   target must belong to the acting key's owner — an ownerless key is in *no* tenant, so
   ownerless keys reach each other only through the chain — and, before and after the change,
   it must be within the acting key: scopes covered (:meth:`ScopeCatalog.covers`), expiry no
-  later, rate limits no looser. A manager can therefore never act on a key that an admin made
-  more powerful than the manager, nor make one so.
+  later, rate limits no looser, networks no wider (a key restricted to some networks acts only
+  on keys restricted to networks inside them: :func:`keyguard.core.networks.networks_within`).
+  A manager can therefore never act on a key that an admin made more powerful than the
+  manager, nor make one so. A suspended acting key, like a revoked or expired one, may not act
+  at all (:func:`may_manage`).
 
 Pure: the caller passes ``parent_of`` (one record read) and gets a :class:`Verdict`, allowed,
 or refused with a reason naming key ids, scopes, times and limits, never key material.
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from keyguard.core.clock import to_iso
+from keyguard.core.networks import networks_within
 from keyguard.core.ratelimit import Window, parse_windows
 from keyguard.core.records import KeyRecord, KeyStatus
 from keyguard.core.scopes import ADMIN, ScopeCatalog
@@ -152,7 +157,8 @@ def _exceeds(
     """Why ``record`` is not within ``actor``, or ``None``.
 
     With ``relative_to`` only what ``record`` widens compared with it is checked (added
-    scopes, a later expiry, a looser rate limit): what an admin hands out by a change.
+    scopes, a later expiry, a looser rate limit, wider networks): what an admin hands out by a
+    change.
     """
     scopes = record.scopes
     if relative_to is not None:
@@ -184,6 +190,14 @@ def _exceeds(
         return (
             f"a rate limit ({record.rate_limit or 'the default policy'}) looser than the "
             f"acting key's ({theirs})"
+        )
+
+    nets = record.allowed_networks
+    wider = relative_to is None or not networks_within(nets, relative_to.allowed_networks)
+    if wider and not networks_within(nets, actor.allowed_networks):
+        return (
+            f"networks ({', '.join(nets) or 'any'}) beyond the acting key's "
+            f"({', '.join(actor.allowed_networks)})"
         )
     return None
 

@@ -32,11 +32,23 @@ if TYPE_CHECKING:
     from keyguard.core.decision import Decision
     from keyguard.core.verifier import Verifier
 
-__all__ = ["DEFAULT_EXPIRING_SOON", "KeyReader"]
+__all__ = ["DEFAULT_EXPIRING_SOON", "KeyReader", "suspension"]
 
 logger = logging.getLogger("keyguard.management")
 
 DEFAULT_EXPIRING_SOON: Final = 7 * 86400.0
+
+
+def suspension(decision: Decision) -> Decision:
+    """``decision``, or ``suspended_api_key`` if it allowed a suspended key (for checks made
+    without a client address, where :func:`keyguard.core.restrictions.record_denial` cannot
+    judge networks)."""
+    from keyguard.core.restrictions import SUSPENDED
+
+    principal = decision.principal
+    if decision.allowed and principal is not None and principal.record.suspended_at is not None:
+        return SUSPENDED
+    return decision
 
 
 class KeyReader:
@@ -76,6 +88,11 @@ class KeyReader:
         except BaseException:
             self.close()
             raise
+
+    @property
+    def clock(self) -> Clock:
+        """The wall clock this reader (and its verifications) use."""
+        return self._clock
 
     def _check_pepper(self, *, at_construction: bool = False) -> None:
         """Refuse a store whose keys were hashed with another pepper (one clear error).
@@ -180,7 +197,9 @@ class KeyReader:
         return self.store.audit(key_id=key_id, limit=limit)
 
     def verify(self, plaintext: str) -> Decision:
-        """Authenticate a plaintext key exactly as a protected request would (no cache)."""
+        """Authenticate a plaintext key exactly as a protected request would (no cache): a
+        suspended key is ``suspended_api_key``; network restrictions, which depend on where a
+        request comes from, are not judged here."""
         self._ready()
         verifier = self._verifier
         if verifier is None:
@@ -198,7 +217,8 @@ class KeyReader:
                 read_only=self.read_only,
                 clock=self._clock,
             )
-        return verifier.authenticate(f"UserKey {plaintext}")
+        decision = verifier.authenticate(f"UserKey {plaintext}", restrictions=False)
+        return suspension(decision)
 
     def _status(self, status: KeyStatus | str | None) -> KeyStatus | None:
         if status is None or isinstance(status, KeyStatus):

@@ -24,6 +24,7 @@ from keyguard.core.records import KeyRecord, dumps_metadata
 
 __all__ = [
     "MAX_ACTOR_LENGTH",
+    "MAX_DESCRIPTION_LENGTH",
     "MAX_METADATA_BYTES",
     "MAX_NAME_LENGTH",
     "MAX_OWNER_LENGTH",
@@ -33,6 +34,7 @@ __all__ = [
     "Duration",
     "Timestamp",
     "Unset",
+    "description",
     "human",
     "issued",
     "metadata",
@@ -49,6 +51,7 @@ MAX_NAME_LENGTH: Final = 200
 MAX_OWNER_LENGTH: Final = 200
 MAX_ACTOR_LENGTH: Final = 200
 MAX_REASON_LENGTH: Final = 500
+MAX_DESCRIPTION_LENGTH: Final = 1000
 MAX_METADATA_BYTES: Final = 16 * 1024
 #: 9999-12-31T23:59:59Z: later times cannot be rendered as ISO-8601 by ``datetime``.
 MAX_TIMESTAMP: Final = 253_402_300_799.0
@@ -86,6 +89,13 @@ def owner(value: object) -> str | None:
 
 def reason(value: object) -> str:
     return text(value, "reason", MAX_REASON_LENGTH)
+
+
+def description(value: object) -> str | None:
+    """A free-text description; ``None`` or blank means none."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return text(value, "description", MAX_DESCRIPTION_LENGTH)
 
 
 def timestamp(value: object, what: str) -> float:
@@ -152,10 +162,12 @@ def shown(field: str, value: Any) -> Any:
     """An audit-friendly rendering of a changed field (sets sorted, times as ISO-8601)."""
     if field == "scopes":
         return sorted(value)
-    if field == "expires_at":
+    if field in ("expires_at", "suspended_at"):
         return to_iso(value)
     if field == "metadata":
         return {"keys": sorted(value)}
+    if field == "allowed_networks":
+        return list(value)
     return value
 
 

@@ -13,7 +13,15 @@ from collections import deque
 from dataclasses import replace
 
 from keyguard.core.errors import ConfigurationError, ConflictError, KeyExists, KeyNotFound
-from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page, dumps_metadata
+from keyguard.core.records import (
+    AuditEvent,
+    IdempotencyEntry,
+    KeyRecord,
+    KeyStatus,
+    Page,
+    dumps_metadata,
+)
+from keyguard.stores._idempotency import already_processed, check_entry
 from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor, matches
 
 
@@ -27,6 +35,7 @@ class MemoryStore(KeyStore):
         self._records: dict[str, KeyRecord] = {}
         self._audit: deque[AuditEvent] = deque(maxlen=max_audit)
         self._settings: dict[str, str] = {}
+        self._idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -43,21 +52,38 @@ class MemoryStore(KeyStore):
             if rec is not None and (rec.last_used_at is None or rec.last_used_at < at):
                 self._records[key_id] = replace(rec, last_used_at=at)
 
-    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+    def create(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
         _check_event(audit)
+        check_entry(idempotency, record)
         with self._lock:
+            self._claim(idempotency)
             if record.key_id in self._records:
                 raise KeyExists(f"key {record.key_id} exists already")
             self._records[record.key_id] = record
             if audit is not None:
                 self._audit.append(audit)
+            self._remember(idempotency)
 
-    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+    def update(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
         _check_event(audit)
+        check_entry(idempotency, record)
         with self._lock:
             current = self._records.get(record.key_id)
             if current is None:
                 raise KeyNotFound(f"no key {record.key_id}")
+            self._claim(idempotency)
             if current.version != record.version - 1:
                 raise ConflictError(f"key {record.key_id} was changed concurrently")
             # last_used_at is maintained by touch() outside the version scheme: keep the newer.
@@ -66,6 +92,29 @@ class MemoryStore(KeyStore):
             self._records[record.key_id] = record
             if audit is not None:
                 self._audit.append(audit)
+            self._remember(idempotency)
+
+    # -- idempotency (callers hold the lock) -------------------------------------------------
+    def _claim(self, entry: IdempotencyEntry | None) -> None:
+        if entry is None:
+            return
+        found = self._idempotency.get((entry.key_id, entry.token))
+        if found is not None and found.expires_at > entry.at:
+            raise already_processed(found)
+
+    def _remember(self, entry: IdempotencyEntry | None) -> None:
+        if entry is None:
+            return
+        # Forget expired entries as new ones arrive, so the table stays bounded by what is live.
+        stale = [k for k, e in self._idempotency.items() if e.expires_at <= entry.at]
+        for k in stale:
+            del self._idempotency[k]
+        self._idempotency[(entry.key_id, entry.token)] = entry
+
+    def get_idempotency(self, key_id: str, token: str, *, now: float) -> IdempotencyEntry | None:
+        with self._lock:
+            found = self._idempotency.get((key_id, token))
+        return found if found is not None and found.expires_at > now else None
 
     def list(
         self,

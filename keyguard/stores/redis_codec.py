@@ -18,13 +18,21 @@ from keyguard.core.records import AuditEvent, KeyRecord, dumps_metadata
 
 __all__ = ["TOUCH", "WRITE", "decode_record", "encode_event", "encode_record", "fmt", "read_event"]
 
-# KEYS: record hash, key audit list [, global audit list]
+# KEYS: record hash, key audit list, idempotency entry [, global audit list]
 # ARGV: mode ("create" | "update"), new version, record JSON, last_used_at ("" = none),
 #       audit JSON ("" = none), invalidation channel ("" = none), max global audit,
-#       key id
-# Returns 1 on success, 0 if the key exists (create), -1 if missing, -2 on a version conflict.
+#       key id, idempotency entry JSON ("" = none), its time to live in milliseconds, its time
+# Returns 1 on success, 0 if the key exists (create), -1 if missing, -2 on a version conflict,
+# -3 if a live idempotency entry for this request exists (nothing written). Liveness is judged
+# by the writers' clock, as in every store (the TTL only collects entries afterwards).
 WRITE: Final = """
 local version = tonumber(ARGV[2])
+if ARGV[9] ~= '' then
+  local existing = redis.call('GET', KEYS[3])
+  if existing and tonumber(cjson.decode(existing)['expires_at']) > tonumber(ARGV[11]) then
+    return -3
+  end
+end
 if ARGV[1] == 'create' then
   if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 else
@@ -39,11 +47,12 @@ if ARGV[4] ~= '' then
 end
 if ARGV[5] ~= '' then
   redis.call('RPUSH', KEYS[2], ARGV[5])
-  if KEYS[3] then
-    redis.call('LPUSH', KEYS[3], ARGV[5])
-    redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[7]) - 1)
+  if KEYS[4] then
+    redis.call('LPUSH', KEYS[4], ARGV[5])
+    redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[7]) - 1)
   end
 end
+if ARGV[9] ~= '' then redis.call('SET', KEYS[3], ARGV[9], 'PX', ARGV[10]) end
 if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[6], ARGV[8]) end
 return 1
 """

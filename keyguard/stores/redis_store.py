@@ -8,14 +8,16 @@ For deployments of several processes or machines: keys, revocations (pushed by p
 * ``P:k:{<key id>}`` — a hash per key: ``r`` (the record as JSON), ``v`` (its version) and
   ``lu`` (``last_used_at``, kept outside the version scheme so that ``touch`` never conflicts
   with a lifecycle change); ``P:k:{<key id>}:audit`` — the key's audit trail (a list of JSON
-  events). The ``{<key id>}`` hash tag puts both in one Cluster slot, so a change and its audit
-  event commit in **one script**: atomically, with the optimistic version check, and with the
-  invalidation published from inside it (a message goes out iff the change committed).
+  events); ``P:k:{<key id>}:idem:<token>`` — an idempotency entry (JSON, with a TTL: it is
+  meant to be forgotten). The ``{<key id>}`` hash tag puts them in one Cluster slot, so a
+  change, its audit event and its idempotency entry commit in **one script**: atomically, with
+  the optimistic version check, and with the invalidation published from inside it (a message
+  goes out iff the change committed).
 * ``{P}:created``, ``{P}:owner:<owner>``, ``{P}:by:<creator>`` — sorted sets of key ids (score
   ``created_at``, so Redis orders equal scores by id: exactly the listing order), and
   ``{P}:audit`` (the newest events of every key), ``{P}:settings`` — all under the ``{P}``
   hash tag: one slot for everything that spans keys. Listing reads these indexes and then the
-  records (pipelined), never ``KEYS`` or ``SCAN``.
+  records (pipelined), never ``KEYS`` or ``SCAN`` (:mod:`keyguard.stores.redis_listing`).
 
 The indexes are **hints**: a key is added to the indexes it will belong to *before* its record
 is written, and removed from the ones it left *after*; a listing checks every filter against
@@ -41,19 +43,21 @@ import builtins
 import contextlib
 import math
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keyguard.core.errors import (
+    AlreadyProcessed,
     ConfigurationError,
     ConflictError,
     KeyExists,
     KeyNotFound,
     StoreUnavailable,
 )
-from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page
-from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor, matches
+from keyguard.core.records import AuditEvent, IdempotencyEntry, KeyRecord
+from keyguard.stores._idempotency import check_entry, decode_entry, encode_entry
+from keyguard.stores.base import KeyStore, check_limit
 from keyguard.stores.redis_codec import (
     TOUCH,
     WRITE,
@@ -64,6 +68,7 @@ from keyguard.stores.redis_codec import (
     read_event,
 )
 from keyguard.stores.redis_invalidation import InvalidationListener
+from keyguard.stores.redis_listing import RedisListing
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -76,10 +81,9 @@ _SCHEMES: Final = ("redis", "rediss", "redis+cluster", "rediss+cluster")
 _PREFIX_CHARS: Final = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-."
 )
-_BATCH: Final = 200
 
 
-class RedisStore(KeyStore):
+class RedisStore(RedisListing, KeyStore):
     """Keys in Redis (see the module docstring for the layout and the failure model).
 
     ``url`` is ``redis://[:password@]host:6379/0``, ``rediss://…`` (TLS), or
@@ -250,16 +254,11 @@ class RedisStore(KeyStore):
     def _key_audit(self, key_id: str) -> str:
         return f"{self.prefix}:k:{{{key_id}}}:audit"
 
+    def _key_idempotency(self, key_id: str, token: str) -> str:
+        return f"{self.prefix}:k:{{{key_id}}}:idem:{token}"
+
     def _idx(self, name: str) -> str:
         return f"{self._tag}:{name}"
-
-    def _indexes(self, record: KeyRecord) -> set[str]:
-        names = {self._idx("created")}
-        if record.owner is not None:
-            names.add(self._idx("owner:" + quote(record.owner, safe="")))
-        if record.created_by is not None:
-            names.add(self._idx("by:" + quote(record.created_by, safe="")))
-        return names
 
     # -- request path ------------------------------------------------------------------------
     def get(self, key_id: str) -> KeyRecord | None:
@@ -300,19 +299,51 @@ class RedisStore(KeyStore):
             raise self._unavailable(exc) from None
 
     # -- management --------------------------------------------------------------------------
-    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
-        try:
-            if self._sync().exists(self._rec(record.key_id)):
-                raise KeyExists(f"key {record.key_id} exists already")
-        except self._errors as exc:
-            raise self._unavailable(exc) from None
-        self._write("create", record, None, audit)
+    def create(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
+        check_entry(idempotency, record)
+        # A cheap early answer (and no index hints for a duplicate); with an idempotency entry
+        # the script decides, so that a retry learns it was already processed.
+        if idempotency is None:
+            try:
+                if self._sync().exists(self._rec(record.key_id)):
+                    raise KeyExists(f"key {record.key_id} exists already")
+            except self._errors as exc:
+                raise self._unavailable(exc) from None
+        self._write("create", record, None, audit, idempotency)
 
-    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
+    def update(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
+        check_entry(idempotency, record)
         before = self.get(record.key_id)
         if before is None:
             raise KeyNotFound(f"no key {record.key_id}")
-        self._write("update", record, before, audit)
+        self._write("update", record, before, audit, idempotency)
+
+    def get_idempotency(self, key_id: str, token: str, *, now: float) -> IdempotencyEntry | None:
+        for attempt in (0, 1):
+            try:
+                raw = self._sync().get(self._key_idempotency(key_id, token))
+                break
+            except self._connection_errors as exc:
+                if attempt:
+                    raise self._unavailable(exc) from None
+            except self._errors as exc:
+                raise self._unavailable(exc) from None
+        if raw is None:
+            return None
+        entry = decode_entry(raw)
+        return entry if entry.expires_at > now else None
 
     def _write(
         self,
@@ -320,15 +351,23 @@ class RedisStore(KeyStore):
         record: KeyRecord,
         before: KeyRecord | None,
         audit: AuditEvent | None,
+        idempotency: IdempotencyEntry | None = None,
     ) -> None:
         record_json = encode_record(record)
         audit_json = encode_event(audit) if audit is not None else ""
+        entry_json = encode_entry(idempotency) if idempotency is not None else ""
+        ttl_ms = (
+            max(1, math.ceil((idempotency.expires_at - idempotency.at) * 1000))
+            if idempotency is not None
+            else 0
+        )
         new_indexes = self._indexes(record)
         old_indexes = self._indexes(before) if before is not None else set()
         moved = before is not None and before.created_at != record.created_at
         key_id = record.key_id
         lu = "" if record.last_used_at is None else fmt(record.last_used_at)
-        keys = [self._rec(key_id), self._key_audit(key_id)]
+        token = idempotency.token if idempotency is not None else ""
+        keys = [self._rec(key_id), self._key_audit(key_id), self._key_idempotency(key_id, token)]
         if not self.cluster:
             keys.append(self._idx("audit"))
         try:
@@ -352,6 +391,9 @@ class RedisStore(KeyStore):
                         self.channel,
                         str(self.max_audit),
                         key_id,
+                        entry_json,
+                        str(ttl_ms),
+                        fmt(idempotency.at) if idempotency is not None else "0",
                     ],
                 )
             )
@@ -378,105 +420,11 @@ class RedisStore(KeyStore):
             raise KeyNotFound(f"no key {key_id}")
         if result == -2:
             raise ConflictError(f"key {key_id} was changed concurrently")
-
-    def _add_hints(self, client: Any, key_id: str, score: float, names: Iterable[str]) -> None:
-        """Put ``key_id`` in each index at ``score`` (its created_at: the listing order)."""
-        names = sorted(names)
-        if not names:
-            return
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            pipe.zadd(name, {key_id: score})
-        pipe.execute()
-
-    def _drop_hints(self, client: Any, key_id: str, names: Iterable[str]) -> None:
-        pipe = client.pipeline(transaction=False)
-        for name in sorted(names):
-            pipe.zrem(name, key_id)
-        pipe.execute()
-
-    def list(
-        self,
-        *,
-        owner: str | None = None,
-        status: KeyStatus | None = None,
-        created_by: str | None = None,
-        now: float | None = None,
-        limit: int = 100,
-        cursor: str | None = None,
-    ) -> Page:
-        import time
-
-        check_limit(limit)
-        if status is not None:
-            try:
-                status = KeyStatus(status)
-            except ValueError:
-                raise ConfigurationError(f"unknown key status {status!r}") from None
-        now = time.time() if now is None else now
-        after = decode_cursor(cursor) if cursor else None
-        # The most selective index: the creator's, the owner's, or every key.
-        if created_by is not None:
-            index = self._idx("by:" + quote(created_by, safe=""))
-        elif owner is not None:
-            index = self._idx("owner:" + quote(owner, safe=""))
-        else:
-            index = self._idx("created")
-        out: list[KeyRecord] = []
-        try:
-            client = self._sync()
-            low: str = "-inf" if after is None else fmt(after[0])
-            skip_through = after
-            offset = 0
-            while len(out) <= limit:
-                batch = client.zrangebyscore(
-                    index, low, "+inf", start=offset, num=_BATCH, withscores=True
-                )
-                if not batch:
-                    break
-                offset += len(batch)
-                ids: list[str] = []
-                for member, score in batch:
-                    key_id = member.decode() if isinstance(member, bytes) else str(member)
-                    if skip_through is not None and (score, key_id) <= skip_through:
-                        continue
-                    ids.append(key_id)
-                records = self._fetch(client, ids)
-                ghosts: list[str] = []
-                for key_id, rec in zip(ids, records, strict=True):
-                    if rec is None:
-                        ghosts.append(key_id)
-                        continue
-                    if matches(rec, owner=owner, status=status, created_by=created_by, now=now):
-                        out.append(rec)
-                        if len(out) > limit:
-                            break
-                if ghosts:
-                    self._clean_ghosts(client, index, ghosts)
-                if len(batch) < _BATCH:
-                    break
-        except self._errors as exc:
-            raise self._unavailable(exc) from None
-        # Hints may be ordered by a stale score: order by the records themselves.
-        out.sort(key=lambda r: (r.created_at, r.key_id))
-        more = len(out) > limit
-        items = tuple(out[:limit])
-        return Page(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
-
-    def _fetch(self, client: Any, ids: builtins.list[str]) -> builtins.list[KeyRecord | None]:
-        if not ids:
-            return []
-        pipe = client.pipeline(transaction=False)
-        for key_id in ids:
-            pipe.hmget(self._rec(key_id), "r", "lu")
-        return [decode_record(fields) for fields in pipe.execute()]
-
-    def _clean_ghosts(self, client: Any, index: str, ghosts: builtins.list[str]) -> None:
-        # An index entry without a record: a create that crashed before its record was written
-        # (or was refused as a duplicate). Re-check each one before removing it.
-        for key_id in ghosts:
-            if client.exists(self._rec(key_id)) == 0:
-                client.zrem(index, key_id)
+        if result == -3:
+            raise AlreadyProcessed(
+                f"a request with this idempotency key already changed key {key_id}",
+                key_id=key_id,
+            )
 
     def add_audit(self, event: AuditEvent) -> None:
         data = encode_event(event)

@@ -39,112 +39,38 @@ from keyguard.core.errors import (
     StoreUnavailable,
 )
 from keyguard.core.incident import Incident
-from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus, Page, dumps_metadata
+from keyguard.core.records import (
+    AuditEvent,
+    IdempotencyEntry,
+    KeyRecord,
+    KeyStatus,
+    Page,
+)
 from keyguard.stores._files import create_private, make_private
+from keyguard.stores._idempotency import check_entry, decode_entry
 from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor
+from keyguard.stores.sqlite_schema import (
+    COLUMNS,
+    INSERT,
+    INSERT_AUDIT,
+    MIGRATIONS,
+    SELECT,
+    STATUS_SQL,
+    UPDATE,
+    audit_params,
+    claim,
+    decode,
+    encode,
+    remember,
+)
+
+__all__ = ["COLUMNS", "MEMORY", "MIGRATIONS", "SQLiteStore"]
 
 T = TypeVar("T")
 
 logger = logging.getLogger("keyguard.stores.sqlite")
 
 MEMORY: Final = ":memory:"
-
-#: Schema migrations. ``MIGRATIONS[n]`` takes a database from version ``n`` to ``n + 1``; they
-#: run in order inside one transaction. Append new steps, never edit released ones.
-MIGRATIONS: Final[list[tuple[str, ...]]] = [
-    (
-        """
-        CREATE TABLE keyguard_keys (
-            key_id TEXT NOT NULL PRIMARY KEY,
-            name TEXT NOT NULL,
-            digest TEXT NOT NULL,
-            scopes TEXT NOT NULL DEFAULT '[]',
-            owner TEXT,
-            created_at REAL NOT NULL,
-            expires_at REAL,
-            revoked_at REAL,
-            revoked_reason TEXT,
-            created_by TEXT,
-            rate_limit TEXT,
-            metadata TEXT NOT NULL DEFAULT '{}',
-            last_used_at REAL,
-            previous_digest TEXT,
-            previous_expires_at REAL,
-            rotated_at REAL,
-            prefix TEXT NOT NULL,
-            version INTEGER NOT NULL
-        )
-        """,
-        "CREATE INDEX keyguard_keys_owner ON keyguard_keys (owner)",
-        "CREATE INDEX keyguard_keys_created_by ON keyguard_keys (created_by)",
-        "CREATE INDEX keyguard_keys_created ON keyguard_keys (created_at, key_id)",
-        """
-        CREATE TABLE keyguard_audit (
-            id INTEGER PRIMARY KEY,
-            at REAL NOT NULL,
-            action TEXT NOT NULL,
-            key_id TEXT NOT NULL,
-            actor TEXT NOT NULL,
-            details TEXT NOT NULL DEFAULT '{}'
-        )
-        """,
-        "CREATE INDEX keyguard_audit_key ON keyguard_audit (key_id, at)",
-        "CREATE INDEX keyguard_audit_at ON keyguard_audit (at)",
-    ),
-    (
-        """
-        CREATE TABLE keyguard_settings (
-            name TEXT NOT NULL PRIMARY KEY,
-            value TEXT NOT NULL
-        )
-        """,
-    ),
-]
-
-#: The columns of ``keyguard_keys``, one per KeyRecord field, in field order.
-COLUMNS: Final = (
-    "key_id",
-    "name",
-    "digest",
-    "scopes",
-    "owner",
-    "created_at",
-    "expires_at",
-    "revoked_at",
-    "revoked_reason",
-    "created_by",
-    "rate_limit",
-    "metadata",
-    "last_used_at",
-    "previous_digest",
-    "previous_expires_at",
-    "rotated_at",
-    "prefix",
-    "version",
-)
-
-_SELECT: Final = f"SELECT {', '.join(COLUMNS)} FROM keyguard_keys"  # noqa: S608 - constant
-_INSERT: Final = (
-    f"INSERT INTO keyguard_keys ({', '.join(COLUMNS)}) "  # noqa: S608 - constant column list
-    f"VALUES ({', '.join(':' + c for c in COLUMNS)}) ON CONFLICT (key_id) DO NOTHING"
-)
-# last_used_at is maintained by touch() outside the version scheme, so an update never moves it
-# backwards (the same rule as MemoryStore.update).
-_UPDATE: Final = (
-    "UPDATE keyguard_keys SET "  # noqa: S608 - constant column list
-    + ", ".join(f"{c} = :{c}" for c in COLUMNS if c not in ("key_id", "last_used_at"))
-    + ", last_used_at = CASE WHEN COALESCE(last_used_at, 0) > COALESCE(:last_used_at, 0)"
-    " THEN last_used_at ELSE :last_used_at END"
-    " WHERE key_id = :key_id AND version = :expected_version"
-)
-_INSERT_AUDIT: Final = (
-    "INSERT INTO keyguard_audit (at, action, key_id, actor, details) VALUES (?, ?, ?, ?, ?)"
-)
-_STATUS_SQL: Final = {
-    KeyStatus.ACTIVE: "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > :now)",
-    KeyStatus.EXPIRED: "revoked_at IS NULL AND expires_at <= :now",
-    KeyStatus.REVOKED: "revoked_at IS NOT NULL",
-}
 
 _SQLITE_BUSY: Final = 5
 _SQLITE_LOCKED: Final = 6
@@ -203,33 +129,6 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
         return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
     message = str(exc).lower()
     return "locked" in message or "busy" in message
-
-
-def _encode(record: KeyRecord) -> dict[str, Any]:
-    params = {c: getattr(record, c) for c in COLUMNS}
-    try:
-        params["scopes"] = json.dumps(sorted(record.scopes), separators=(",", ":"))
-        params["metadata"] = dumps_metadata(record.metadata)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"key {record.key_id}: scopes and metadata must be JSON-serialisable ({exc})"
-        ) from None
-    return params
-
-
-def _audit_params(event: AuditEvent) -> tuple[Any, ...]:
-    try:
-        details = dumps_metadata(event.details)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"audit details must be JSON-serialisable ({exc})") from None
-    return (event.at, event.action, event.key_id, event.actor, details)
-
-
-def _decode(row: tuple[Any, ...]) -> KeyRecord:
-    values = dict(zip(COLUMNS, row, strict=True))
-    values["scopes"] = frozenset(json.loads(values["scopes"]))
-    values["metadata"] = json.loads(values["metadata"])
-    return KeyRecord(**values)
 
 
 def _close_quietly(conn: sqlite3.Connection) -> None:
@@ -495,12 +394,12 @@ class SQLiteStore(KeyStore):
     def get(self, key_id: str) -> KeyRecord | None:
         def op(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
             row: tuple[Any, ...] | None = conn.execute(
-                _SELECT + " WHERE key_id = ?", (key_id,)
+                SELECT + " WHERE key_id = ?", (key_id,)
             ).fetchone()
             return row
 
         row = self._run(op)
-        return None if row is None else _decode(row)
+        return None if row is None else decode(row)
 
     def touch(self, key_id: str, at: float) -> None:
         def op(conn: sqlite3.Connection) -> None:
@@ -513,36 +412,55 @@ class SQLiteStore(KeyStore):
         self._run(op, write=True)
 
     # -- management ----------------------------------------------------------------------
-    def create(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
-        params = _encode(record)
-        event = None if audit is None else _audit_params(audit)
+    def create(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
+        params = encode(record)
+        event = None if audit is None else audit_params(audit)
+        check_entry(idempotency, record)
 
         def op(conn: sqlite3.Connection) -> None:
+            claim(conn, idempotency)
             try:
-                inserted = conn.execute(_INSERT, params).rowcount
+                inserted = conn.execute(INSERT, params).rowcount
             except sqlite3.IntegrityError as exc:
                 raise ConfigurationError(f"key {record.key_id}: invalid record ({exc})") from None
             if not inserted:
                 raise KeyExists(f"key {record.key_id} exists already")
             if event is not None:
-                conn.execute(_INSERT_AUDIT, event)
+                conn.execute(INSERT_AUDIT, event)
+            remember(conn, idempotency)
 
         self._run(op, write=True)
 
-    def update(self, record: KeyRecord, *, audit: AuditEvent | None = None) -> None:
-        params = _encode(record)
+    def update(
+        self,
+        record: KeyRecord,
+        *,
+        audit: AuditEvent | None = None,
+        idempotency: IdempotencyEntry | None = None,
+    ) -> None:
+        params = encode(record)
         params["expected_version"] = record.version - 1
-        event = None if audit is None else _audit_params(audit)
+        event = None if audit is None else audit_params(audit)
+        check_entry(idempotency, record)
 
         def op(conn: sqlite3.Connection) -> None:
+            claim(conn, idempotency)
             try:
-                changed = conn.execute(_UPDATE, params).rowcount
+                changed = conn.execute(UPDATE, params).rowcount
             except sqlite3.IntegrityError as exc:
                 raise ConfigurationError(f"key {record.key_id}: invalid record ({exc})") from None
             if changed:
-                # Same transaction: the change and its audit event commit together or not at all.
+                # Same transaction: the change, its audit event and its idempotency entry
+                # commit together or not at all.
                 if event is not None:
-                    conn.execute(_INSERT_AUDIT, event)
+                    conn.execute(INSERT_AUDIT, event)
+                remember(conn, idempotency)
                 return
             exists = conn.execute(
                 "SELECT 1 FROM keyguard_keys WHERE key_id = ?", (record.key_id,)
@@ -574,7 +492,7 @@ class SQLiteStore(KeyStore):
             params["created_by"] = created_by
         if status is not None:
             try:
-                where.append(_STATUS_SQL[KeyStatus(status)])
+                where.append(STATUS_SQL[KeyStatus(status)])
             except ValueError:
                 raise ConfigurationError(f"unknown key status {status!r}") from None
             params["now"] = time.time() if now is None else now
@@ -582,7 +500,7 @@ class SQLiteStore(KeyStore):
             params["after_created"], params["after_key"] = decode_cursor(cursor)
             where.append("(created_at, key_id) > (:after_created, :after_key)")
         sql = (
-            _SELECT
+            SELECT
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY created_at, key_id LIMIT :limit"
         )
@@ -590,16 +508,16 @@ class SQLiteStore(KeyStore):
         def op(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
             return conn.execute(sql, params).fetchall()
 
-        records = [_decode(row) for row in self._run(op)]
+        records = [decode(row) for row in self._run(op)]
         more = len(records) > limit
         items = tuple(records[:limit])
         return Page(items=items, next_cursor=encode_cursor(items[-1]) if more else None)
 
     def add_audit(self, event: AuditEvent) -> None:
-        params = _audit_params(event)
+        params = audit_params(event)
 
         def op(conn: sqlite3.Connection) -> None:
-            conn.execute(_INSERT_AUDIT, params)
+            conn.execute(INSERT_AUDIT, params)
 
         self._run(op, write=True)
 
@@ -620,6 +538,18 @@ class SQLiteStore(KeyStore):
             AuditEvent(at=at, action=action, key_id=kid, actor=actor, details=json.loads(details))
             for at, action, kid, actor, details in self._run(op)
         ]
+
+    def get_idempotency(self, key_id: str, token: str, *, now: float) -> IdempotencyEntry | None:
+        def op(conn: sqlite3.Connection) -> tuple[Any, ...] | None:
+            row: tuple[Any, ...] | None = conn.execute(
+                "SELECT entry FROM keyguard_idempotency"
+                " WHERE key_id = ? AND token = ? AND expires_at > ?",
+                (key_id, token, now),
+            ).fetchone()
+            return row
+
+        row = self._run(op)
+        return None if row is None else decode_entry(row[0])
 
     # -- deployment settings ---------------------------------------------------------------
     def get_setting(self, name: str) -> str | None:

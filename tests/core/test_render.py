@@ -100,6 +100,18 @@ PLATFORM_BODIES = {
     "insufficient_scope": ("Forbidden", "Insufficient permissions"),
     "rate_limited": ("Too Many Requests", "Rate limit exceeded"),
     "auth_unavailable": ("Service Unavailable", "Authentication temporarily unavailable"),
+    "suspended_api_key": ("Unauthorized", "API key is suspended"),
+    "network_not_allowed": ("Forbidden", "API key is not allowed from this network"),
+    "malformed_body": ("Bad Request", "Malformed request body"),
+    "invalid_field": ("Unprocessable Content", "Invalid field"),
+    "unsupported_media_type": ("Unsupported Media Type", "Unsupported media type"),
+    "body_too_large": ("Content Too Large", "Request body too large"),
+    "not_found": ("Not Found", "Not found"),
+    "method_not_allowed": ("Method Not Allowed", "Method not allowed"),
+    "permission_denied": ("Forbidden", "Permission denied"),
+    "invalid_state": ("Conflict", "Invalid key state"),
+    "already_processed": ("Conflict", "Request already processed"),
+    "idempotency_key_reused": ("Unprocessable Content", "Idempotency key reused"),
 }
 
 
@@ -125,10 +137,9 @@ def test_every_error_code_has_a_platform_message() -> None:
         body = r.problem_dict(d.deny(code, "x"), "rid")
         assert body["message"], code
         assert body["error"], code
-        assert code.value in PLATFORM_BODIES or code.value in (
-            "suspended_api_key",
-            "network_not_allowed",
-        ), f"add {code.value} to PLATFORM_BODIES (and to docs/troubleshooting.md)"
+        assert (body["error"], body["message"]) == PLATFORM_BODIES[code.value], (
+            f"add {code.value} to PLATFORM_BODIES (and to docs/troubleshooting.md)"
+        )
 
 
 def test_platform_preset_reaches_the_body_hook() -> None:

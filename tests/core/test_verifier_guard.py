@@ -22,7 +22,7 @@ from keyguard.core.errors import ConfigurationError
 from keyguard.core.hashing import Hasher
 from keyguard.core.keys import KeyFormat
 from keyguard.core.lookup_budget import LookupBudget
-from keyguard.core.records import AuditEvent, KeyRecord, Page
+from keyguard.core.records import AuditEvent, IdempotencyEntry, KeyRecord, Page
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
 from keyguard.stores.memory import MemoryStore
@@ -50,11 +50,14 @@ class CountingWrapper(KeyStore):
     def touch(self, key_id: str, at: float) -> None:
         self.inner.touch(key_id, at)
 
-    def create(self, record: KeyRecord) -> None:
-        self.inner.create(record)
+    def create(self, record: KeyRecord, **kw: Any) -> None:
+        self.inner.create(record, **kw)
 
-    def update(self, record: KeyRecord) -> None:
-        self.inner.update(record)
+    def update(self, record: KeyRecord, **kw: Any) -> None:
+        self.inner.update(record, **kw)
+
+    def get_idempotency(self, key_id: str, token: str, *, now: float) -> IdempotencyEntry | None:
+        return self.inner.get_idempotency(key_id, token, now=now)
 
     def list(self, **kw: Any) -> Page:
         return self.inner.list(**kw)

@@ -17,7 +17,8 @@ The package, by job:
 * :mod:`.argv` — what happens to the command line before argparse sees it (keys refused,
   ``--expires-in -5d`` read as a value);
 * :mod:`.parser` — the argument parser (usage errors as one line) and the extension points;
-* :mod:`.context` — which store, prefix and actor, and opening a store safely;
+* :mod:`.context` — which store, prefix and actor, and opening a store safely (or, with
+  ``--url``, the remote management API: :mod:`.remote`, acting with ``$KEYGUARD_API_KEY``);
 * :mod:`.values`, :mod:`.output`, :mod:`.errors` — option values, printing, error lines;
 * :mod:`.init`, :mod:`.keys`, :mod:`.reports`, :mod:`.demo` — the commands.
 

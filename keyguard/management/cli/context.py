@@ -11,6 +11,9 @@ Three rules protect a deployment from its own command line:
   pepper without recording it (:func:`keyguard.core.pepper.check_store`), and ``keys verify``
   uses a read-only verifier (no re-hash, no ``last_used_at``), so running a diagnostic with
   another pepper cannot change what a running service sees. A pepper mismatch is one error.
+
+With ``--url`` (or ``$KEYGUARD_API_URL``) the commands talk to a management API instead of a
+store (:mod:`keyguard.management.cli.remote`), acting with the key in ``$KEYGUARD_API_KEY``.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import getpass
 import inspect
 import os
 from collections.abc import Iterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
 from urllib.parse import unquote
 
 from keyguard.core.errors import KeyguardError
@@ -29,18 +32,21 @@ from keyguard.core.hashing import Hasher
 from keyguard.core.keys import DEFAULT_PREFIX, KeyFormat
 from keyguard.core.pepper import check_store
 from keyguard.core.store import KeyStore
+from keyguard.management.cli.errors import UsageError
 from keyguard.management.manager import KeyManager
 from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV, from_url, redact_url
 
 __all__ = [
     "ACTOR_ENV",
     "PREFIX_ENV",
+    "Manager",
     "actor",
     "ephemeral",
     "key_format",
     "open_manager",
     "open_store",
     "refuse_ephemeral",
+    "remote_url",
     "require_existing",
     "sqlite_path",
     "store_url",
@@ -121,14 +127,67 @@ def key_format(args: argparse.Namespace) -> KeyFormat:
     return KeyFormat(prefix)
 
 
+if TYPE_CHECKING:
+    from keyguard.management.cli.remote import RemoteManager
+
+Manager: TypeAlias = "KeyManager | RemoteManager"
+
+
+def remote_url(args: argparse.Namespace) -> str | None:
+    """``keyguard --url``, else ``$KEYGUARD_API_URL`` unless ``--store`` is given; ``None``:
+    work on a store."""
+    from keyguard.management.cli.remote import API_URL_ENV
+
+    url: str | None = getattr(args, "api_url", None)
+    if url and getattr(args, "store", None):
+        raise UsageError("give --store or --url, not both")
+    if url or getattr(args, "store", None):
+        return url
+    return os.environ.get(API_URL_ENV) or None
+
+
 @contextlib.contextmanager
-def open_manager(args: argparse.Namespace, *, write: bool) -> Iterator[KeyManager]:
-    """A manager for the store the command line (or environment) selects, closed on exit.
+def _open_remote(url: str) -> Iterator[Manager]:
+    from keyguard.management.cli.remote import API_KEY_ENV, RemoteManager
+
+    key = os.environ.get(API_KEY_ENV, "").strip()
+    if not key:
+        raise UsageError(
+            f"--url needs the acting key in ${API_KEY_ENV} (never on the command line)"
+        )
+    try:
+        import httpx  # noqa: F401 - checked here for one clear message
+    except ImportError:
+        raise KeyguardError("--url needs httpx: pip install 'keyguard[client]'") from None
+    with RemoteManager(url, key) as manager:
+        yield manager
+
+
+@contextlib.contextmanager
+def open_manager(
+    args: argparse.Namespace, *, write: bool, remote: bool = False
+) -> Iterator[Manager]:
+    """A manager for the store the command line (or environment) selects, closed on exit —
+    or, for a command that works remotely (``remote=True``) given ``keyguard --url``, for the
+    remote management API.
 
     The store must exist and be persistent. ``write=False`` is for commands that only read:
     the pepper is checked but never recorded. ``write=True`` records this process's pepper
     fingerprint in a store that has none yet.
     """
+    if remote:
+        api = remote_url(args)
+        if api is not None:
+            with _open_remote(api) as manager:
+                yield manager
+            return
+    elif getattr(args, "api_url", None):
+        command = " ".join(
+            str(part)
+            for part in (getattr(args, "command", None), getattr(args, "action", None))
+            if part
+        )
+        raise UsageError(f"{command or 'this command'} does not work with keyguard --url")
     url = store_url(args)
     refuse_ephemeral(url)
     require_existing(url)

@@ -36,6 +36,7 @@ from keyguard.management.cli import output as out
 from keyguard.management.cli.context import open_manager
 from keyguard.management.cli.diagnose import RATELIMIT_URL_ENV, Question, diagnose
 from keyguard.management.cli.errors import UsageError
+from keyguard.management.manager import KeyManager
 
 if TYPE_CHECKING:
     from keyguard.management.cli.parser import Subparsers
@@ -161,6 +162,7 @@ def _doctor(args: argparse.Namespace) -> int:
         policy = load_policy(args.policy) if args.policy else None
         limiter = _limiter(args.ratelimit_url or os.environ.get(RATELIMIT_URL_ENV))
         with open_manager(args, write=False) as manager:
+            assert isinstance(manager, KeyManager)  # doctor reads a local store (not remote)
             ask = Question(method, path, policy, args.client_address, limiter)
             diagnosis = diagnose(key, manager, now=now, ask=ask)
     del key

@@ -1,9 +1,12 @@
-"""``keyguard keys …``: create, list, show, revoke, rotate, expire, expiring and verify.
+"""``keyguard keys …``: create, list, show, revoke, rotate, expire, suspend, resume, expiring
+and verify.
 
-Each handler is a thin skin over :class:`~keyguard.management.manager.KeyManager`, so the CLI
-enforces exactly the library's rules. ``list``, ``show``, ``expiring`` and ``verify`` only read
-(see :mod:`keyguard.management.cli.context`); ``verify`` reads the key from stdin or an
-environment variable, never from the command line, and never echoes it.
+Each handler is a thin skin over :class:`~keyguard.management.manager.KeyManager` — or, with
+``--url``, over the same operations of a remote management API
+(:class:`~keyguard.management.cli.remote.RemoteManager`) — so the CLI enforces exactly the
+library's rules, and prints the same either way. ``list``, ``show``, ``expiring`` and
+``verify`` only read (see :mod:`keyguard.management.cli.context`); ``verify`` reads the key
+from stdin or an environment variable, never from the command line, and never echoes it.
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from keyguard.management.cli.values import (
     positive_int,
     scope_list,
 )
-from keyguard.management.manager import DEFAULT_GRACE
+from keyguard.management.manager import DEFAULT_GRACE, KeyManager
+from keyguard.management.reader import suspension
 
 if TYPE_CHECKING:
+    from keyguard.core.decision import Decision
     from keyguard.management.cli.parser import Subparsers
 
 __all__ = ["register"]
@@ -42,7 +47,7 @@ def _create(args: argparse.Namespace) -> int:
             "for a key that can authenticate but is allowed nothing else"
         )
     metadata = dict(args.meta) if args.meta else None
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         created = manager.create(
             args.name,
             scopes,
@@ -51,6 +56,8 @@ def _create(args: argparse.Namespace) -> int:
             expires_in=args.expires_in,
             rate_limit=args.rate_limit,
             metadata=metadata,
+            description=args.description,
+            allowed_networks=args.network,
             actor=actor(args),
         )
         out.print_created(args, created, out.now())
@@ -59,7 +66,7 @@ def _create(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
         filters: dict[str, Any] = {"owner": args.owner, "status": args.status}
         if args.all:
             records = list(manager.iter_all(**filters))
@@ -95,7 +102,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
         record = manager.get(args.key_id)
         events = manager.audit(record.key_id, limit=args.events)
     if args.json:
@@ -110,7 +117,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         revoked = manager.revoke(
             args.key_id, reason=args.reason, actor=actor(args), cascade=not args.no_cascade
         )
@@ -124,7 +131,7 @@ def _revoke(args: argparse.Namespace) -> int:
 
 
 def _rotate(args: argparse.Namespace) -> int:
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         created = manager.rotate(args.key_id, grace=args.grace, actor=actor(args))
     at = out.now()
     until = created.record.previous_expires_at
@@ -141,12 +148,34 @@ def _rotate(args: argparse.Namespace) -> int:
 
 def _expire(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=True) as manager:
+    with open_manager(args, write=True, remote=True) as manager:
         record = manager.expire(args.key_id, at=args.at, actor=actor(args))
     if args.json:
         out.emit_json({"record": record.public_dict(at)})
     else:
         out.emit(f"{record.key_id} expires at {out.when(record.expires_at)}")
+    return 0
+
+
+def _suspend(args: argparse.Namespace) -> int:
+    at = out.now()
+    with open_manager(args, write=True, remote=True) as manager:
+        record = manager.suspend(args.key_id, reason=args.reason, actor=actor(args))
+    if args.json:
+        out.emit_json({"record": record.public_dict(at)})
+    else:
+        out.emit(f"{record.key_id} is suspended: {record.suspended_reason}")
+    return 0
+
+
+def _resume(args: argparse.Namespace) -> int:
+    at = out.now()
+    with open_manager(args, write=True, remote=True) as manager:
+        record = manager.resume(args.key_id, actor=actor(args))
+    if args.json:
+        out.emit_json({"record": record.public_dict(at)})
+    else:
+        out.emit(f"{record.key_id} is {record.status(at).value}")
     return 0
 
 
@@ -162,7 +191,7 @@ def _left(seconds: float) -> str:
 
 def _expiring(args: argparse.Namespace) -> int:
     at = out.now()
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
         records = manager.expiring(args.within)
     if args.json:
         out.emit_json({"keys": [r.public_dict(at) for r in records]})
@@ -212,7 +241,12 @@ def _verify(args: argparse.Namespace) -> int:
     from keyguard.core.verifier import Verifier
 
     key = _read_key(args)
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
+        if not isinstance(manager, KeyManager):
+            # Remote: the service answers as it would answer a request made with this key.
+            decision = manager.verify(key)
+            del key
+            return _verified(args, decision)
         # Read-only: a diagnostic must never re-hash a digest or touch last_used_at, which
         # would change what a running service (perhaps with another pepper) sees.
         verifier = Verifier(
@@ -226,8 +260,12 @@ def _verify(args: argparse.Namespace) -> int:
             brute_force=None,
             read_only=True,
         )
-        decision = verifier.authenticate(f"UserKey {key}")
+        decision = suspension(verifier.authenticate(f"UserKey {key}"))
     del key
+    return _verified(args, decision)
+
+
+def _verified(args: argparse.Namespace, decision: Decision) -> int:
     principal = decision.principal
     if decision.allowed and principal is not None:
         scopes = sorted(principal.record.scopes)
@@ -280,6 +318,13 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--owner", help="who the key belongs to")
     p.add_argument("--rate-limit", metavar="SPEC", help='per-key override, e.g. "1000/minute"')
     p.add_argument("--meta", action="append", type=meta_item, metavar="KEY=VALUE", help="metadata")
+    p.add_argument("--description", help="what the key is for")
+    p.add_argument(
+        "--network",
+        action="append",
+        metavar="CIDR",
+        help="allow the key only from this network (repeatable), e.g. 10.0.0.0/8",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the key")
     p.set_defaults(handler=_create)
 
@@ -318,6 +363,15 @@ def register(sub: Subparsers) -> None:
     p.add_argument("key_id", metavar="KEY_ID")
     p.add_argument("--at", type=parse_time, metavar="TIME", help="expire at this time instead")
     p.set_defaults(handler=_expire)
+
+    p = out.add_json(actions.add_parser("suspend", help="disable a key until it is resumed"))
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument("--reason", required=True, help="why (kept in the audit log)")
+    p.set_defaults(handler=_suspend)
+
+    p = out.add_json(actions.add_parser("resume", help="re-enable a suspended key"))
+    p.add_argument("key_id", metavar="KEY_ID")
+    p.set_defaults(handler=_resume)
 
     p = out.add_json(actions.add_parser("expiring", help="active keys expiring soon"))
     p.add_argument("--within", type=parse_duration, metavar="DURATION", help="window (default 7d)")

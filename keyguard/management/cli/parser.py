@@ -17,6 +17,7 @@ from keyguard.core.keys import DEFAULT_PREFIX
 from keyguard.management.cli import demo, doctor, init, keys, reports
 from keyguard.management.cli.context import ACTOR_ENV, PREFIX_ENV
 from keyguard.management.cli.errors import UsageError, redact
+from keyguard.management.cli.remote import API_KEY_ENV, API_URL_ENV
 from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV
 
 __all__ = ["EXTRA_COMMANDS", "PLUGIN_MODULES", "Handler", "Parser", "Subparsers", "build_parser"]
@@ -66,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--actor", help=f"who to record in the audit log (default ${ACTOR_ENV}, else cli:<user>)"
+    )
+    parser.add_argument(
+        "--url",
+        dest="api_url",
+        metavar="URL",
+        help=f"work against a management API instead of a store (default ${API_URL_ENV}); "
+        f"the acting key is read from ${API_KEY_ENV}",
     )
     # Subcommands are Parser instances too (argparse uses the parent's class), so their usage
     # errors are one line as well.

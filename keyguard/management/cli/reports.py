@@ -42,7 +42,7 @@ def _scopes(args: argparse.Namespace) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    with open_manager(args, write=False) as manager:
+    with open_manager(args, write=False, remote=True) as manager:
         if args.key is not None:
             manager.get(args.key)  # an unknown id is an error, as in every other command
         events = manager.audit(args.key, limit=args.limit)
