@@ -328,12 +328,27 @@ def apply_exclusions(mutants: list[Mutant], exclusions: list[Exclusion]) -> None
 
 
 def run(
-    settings: Settings, base: dict[str, Any], modules: list[Module], jobs: int, whole: bool
+    settings: Settings,
+    base: dict[str, Any],
+    modules: list[Module],
+    jobs: int,
+    whole: bool,
+    rerun: bool = True,
 ) -> dict[str, Any]:
+    """Run both phases (or, with ``rerun=False``, score the results of the last run again)."""
     exclusions = load_exclusions()
     mutants: dict[str, Mutant] = {}
     timings: dict[str, float] = {}
     skipped: dict[str, str] = {}
+    whole_seconds = 0.0
+    if not rerun:
+        try:
+            last = json.loads(settings.report.read_text("utf-8"))
+        except (OSError, ValueError):
+            last = {}
+        whole_seconds = float(last.get("seconds_whole_suite", 0.0))
+        for name, row in last.get("modules", {}).items():
+            timings[name] = float(row.get("seconds_own_tests", 0.0))
     for module in modules:
         files = module.files()
         if not files:
@@ -344,39 +359,43 @@ def run(
         if not tests:
             raise ToolError(f"module {module.name!r}: none of its tests exist ({module.tests})")
         workdir = settings.workdir / module.name
-        print(f"[{module.name}] own tests: {' '.join(tests)} ...", flush=True)
-        started = time.monotonic()
-        prepare(
-            workdir,
-            base,
-            only_mutate=[f.relative_to(ROOT).as_posix() for f in files],
-            pytest_add_cli_args_test_selection=tests,
-        )
-        mutmut(workdir, [], jobs)
+        if rerun:
+            print(f"[{module.name}] own tests: {' '.join(tests)} ...", flush=True)
+            started = time.monotonic()
+            prepare(
+                workdir,
+                base,
+                only_mutate=[f.relative_to(ROOT).as_posix() for f in files],
+                pytest_add_cli_args_test_selection=tests,
+            )
+            mutmut(workdir, [], jobs)
+            timings[module.name] = time.monotonic() - started
+        elif not (workdir / "mutants").is_dir():
+            raise ToolError(f"no results for {module.name!r} in {workdir}: run it first")
         for name, (rel, code) in read_results(workdir, files).items():
             m = Mutant(name, module.name, rel, function_of(name))
             m.status = "killed" if code in DETECTED else _status(code)
             if code in DETECTED:
                 m.killed_by = "own tests"
             mutants[name] = m
-        timings[module.name] = time.monotonic() - started
         left = sum(1 for m in mutants.values() if m.module == module.name and not m.detected)
-        print(f"[{module.name}] done in {timings[module.name]:.0f} s, {left} left", flush=True)
+        if rerun:
+            print(f"[{module.name}] done in {timings[module.name]:.0f} s, {left} left", flush=True)
 
     survivors = [m for m in mutants.values() if not m.detected]
-    whole_seconds = 0.0
     if whole and survivors:
         workdir = settings.workdir / "_whole-suite"
-        print(f"[whole suite] {len(survivors)} survivors: {' '.join(settings.whole_suite)} ...")
-        started = time.monotonic()
         files = sorted({m.file for m in survivors})
-        prepare(
-            workdir,
-            base,
-            only_mutate=files,
-            pytest_add_cli_args_test_selection=settings.whole_suite,
-        )
-        mutmut(workdir, [m.name for m in survivors], jobs)
+        if rerun:
+            print(f"[whole suite] {len(survivors)} survivors: {' '.join(settings.whole_suite)}")
+            started = time.monotonic()
+            prepare(
+                workdir,
+                base,
+                only_mutate=files,
+                pytest_add_cli_args_test_selection=settings.whole_suite,
+            )
+            mutmut(workdir, [m.name for m in survivors], jobs)
         results = read_results(workdir, [ROOT / f for f in files])
         for m in survivors:
             code = results.get(m.name, ("", None))[1]
@@ -384,8 +403,9 @@ def run(
                 m.killed_by, m.status = "whole suite", "killed"
             else:
                 m.status = _status(code)
-        whole_seconds = time.monotonic() - started
-        print(f"[whole suite] done in {whole_seconds:.0f} s", flush=True)
+        if rerun:
+            whole_seconds = time.monotonic() - started
+            print(f"[whole suite] done in {whole_seconds:.0f} s", flush=True)
 
     survivors = [m for m in mutants.values() if not m.detected]
     by_workdir: dict[tuple[Path, str], list[str]] = {}
@@ -530,6 +550,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 2, help="parallel mutants")
     parser.add_argument("--json", type=Path, help="where to write the JSON report")
     parser.add_argument("--own-tests-only", action="store_true", help="skip the whole-suite pass")
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="run nothing: score the last run's results again (after editing docs/mutation.md)",
+    )
     parser.add_argument("--list", action="store_true", help="list the modules and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every diff in full")
     args = parser.parse_args(argv)
@@ -549,7 +574,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         modules = [known[n] for n in args.modules] or settings.modules
         if _mutmut_version() == "not installed":
             raise ToolError("mutmut is not installed: pip install -e '.[mutation]'")
-        report = run(settings, base, modules, args.jobs, whole=not args.own_tests_only)
+        report = run(
+            settings,
+            base,
+            modules,
+            args.jobs,
+            whole=not args.own_tests_only,
+            rerun=not args.rescore,
+        )
     except ToolError as exc:
         print(f"scripts/mutation: {exc}", file=sys.stderr)
         return 2
