@@ -41,10 +41,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "mutation.md"
 EXCLUSIONS_MARKER = "# mutation-exclusions"
-#: mutmut's exit codes that mean "a test noticed the mutant" (failed, errored, timed out,
-#: crashed). Everything else (survived, no tests, suspicious, skipped) is a survivor.
-DETECTED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout",
-            152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault"}  # fmt: skip
+#: mutmut's exit codes that mean "the tests noticed the mutant": a test failed (1), pytest
+#: failed internally (3), collection failed (2: e.g. the package no longer imports; the clean
+#: run before passed, so the mutant is the cause), the run raised (255: mutmut reports an
+#: exception in its worker as -1, e.g. conftest failing to import), it ran out of time or
+#: crashed. Everything else (survived, no tests, suspicious, skipped) is a survivor.
+DETECTED = {1: "killed", 3: "killed", 2: "error", 255: "error", 36: "timeout", 24: "timeout",
+            -24: "timeout", 152: "timeout", -11: "crashed", -9: "crashed"}  # fmt: skip
 
 # Run inside a phase's work directory: print the diff of each named mutant as JSON.
 _DIFF_HELPER = """
@@ -374,7 +377,7 @@ def run(
             raise ToolError(f"no results for {module.name!r} in {workdir}: run it first")
         for name, (rel, code) in read_results(workdir, files).items():
             m = Mutant(name, module.name, rel, function_of(name))
-            m.status = "killed" if code in DETECTED else _status(code)
+            m.status = DETECTED.get(code, "") or _status(code)
             if code in DETECTED:
                 m.killed_by = "own tests"
             mutants[name] = m
@@ -400,7 +403,7 @@ def run(
         for m in survivors:
             code = results.get(m.name, ("", None))[1]
             if code in DETECTED:
-                m.killed_by, m.status = "whole suite", "killed"
+                m.killed_by, m.status = "whole suite", DETECTED[code]
             else:
                 m.status = _status(code)
         if rerun:
@@ -421,7 +424,7 @@ def run(
 
 def _status(code: int | None) -> str:
     return {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", None: "not checked"}.get(
-        code, "suspicious"
+        code, f"suspicious (exit {code})"
     )
 
 
@@ -452,6 +455,8 @@ def build_report(
             "mutants": total,
             "killed_by_own_tests": sum(m.killed_by == "own tests" for m in ms),
             "killed_by_whole_suite": sum(m.killed_by == "whole suite" for m in ms),
+            "timeouts": sum(m.status == "timeout" for m in ms),
+            "errors": sum(m.status == "error" for m in ms),
             "survived": total - detected - len(excluded),
             "excluded": len(excluded),
             "raw_score": round(raw, 1),
@@ -509,7 +514,7 @@ def _mutmut_version() -> str:
 
 def print_report(report: dict[str, Any], verbose: bool) -> None:
     header = (
-        f"{'module':<14}{'mutants':>8}{'own':>6}{'suite':>6}{'left':>6}{'excl':>6}"
+        f"{'module':<14}{'mutants':>8}{'own':>6}{'suite':>6}{'err':>5}{'t/o':>5}{'left':>6}{'excl':>6}"
         f"{'raw %':>8}{'score %':>9}{'time s':>8}"
     )
     print()
@@ -522,12 +527,15 @@ def print_report(report: dict[str, Any], verbose: bool) -> None:
         mark = "" if row["meets_goal"] else "  < goal"
         print(
             f"{name:<14}{row['mutants']:>8}{row['killed_by_own_tests']:>6}"
-            f"{row['killed_by_whole_suite']:>6}{row['survived']:>6}{row['excluded']:>6}"
+            f"{row['killed_by_whole_suite']:>6}{row['errors']:>5}{row['timeouts']:>5}"
+            f"{row['survived']:>6}"
+            f"{row['excluded']:>6}"
             f"{row['raw_score']:>8.1f}{row['score']:>9.1f}{row['seconds_own_tests']:>8.0f}{mark}"
         )
     print(
         f"(own = killed by the module's own tests; suite = killed only by the whole suite minus "
-        f"slow tests, {report['seconds_whole_suite']:.0f} s for all modules; score excludes the "
+        f"slow tests, {report['seconds_whole_suite']:.0f} s for all modules; err, t/o = of "
+        f"those kills, the import/collection errors and the timeouts; score excludes the "
         f"justified mutants of docs/mutation.md; goal {report['goal']:.0f} %)"
     )
     for name, row in report["modules"].items():

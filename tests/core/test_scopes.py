@@ -1094,3 +1094,18 @@ def test_implication_closure_agrees_with_a_reference(
         assert grants.scopes == held
     else:
         assert grants.scopes == reference_closure(held, implications)
+
+
+def test_factories_flatten_nested_combinations_of_their_own_kind() -> None:
+    # Built inside the test (not in a parameter table) so that the factories run under test.
+    flat = all_of(all_of("a:b", "c:d"), "e:f", all_of("a:b", "g:h"))
+    assert type(flat) is AllOf
+    assert flat.requirements == (Scope("a:b"), Scope("c:d"), Scope("e:f"), Scope("g:h"))
+    assert flat.describe() == "all_of(a:b, c:d, e:f, g:h)"
+    either = any_of(any_of("a:b", "c:d"), "e:f")
+    assert type(either) is AnyOf
+    assert either.requirements == (Scope("a:b"), Scope("c:d"), Scope("e:f"))
+    # Another kind is kept as one member, not flattened.
+    mixed = all_of(any_of("a:b", "c:d"), "e:f")
+    assert mixed.requirements == (any_of("a:b", "c:d"), Scope("e:f"))
+    assert any_of(all_of("a:b", "c:d")).describe() == "all_of(a:b, c:d)"
