@@ -214,8 +214,10 @@ class RoutePolicy:
         default: Requirement | str | PublicType = "deny",
     ) -> None:
         self._rules = tuple(self._read_rules(rules))
-        if isinstance(public, str):
-            raise ConfigurationError("public must be a collection of path templates, not a str")
+        if isinstance(public, str) or not isinstance(public, Iterable):
+            raise ConfigurationError(
+                f"public must be a collection of path templates, not {type(public).__name__}"
+            )
         public_templates = [_Template.parse(p) for p in public]
         self._public = tuple(t.path for t in public_templates)
         self._default = self._make_match(_requirement(default, "default"), None, 1, True)
@@ -274,8 +276,10 @@ class RoutePolicy:
     def _read_rules(
         rules: Iterable[Rule | tuple[str, str, object]] | Mapping[str, object],
     ) -> Iterable[Rule]:
-        if isinstance(rules, str):
-            raise ConfigurationError("rules must be a mapping or a collection of rules")
+        if isinstance(rules, str) or not isinstance(rules, Iterable):
+            raise ConfigurationError(
+                f"rules must be a mapping or a collection of rules, not {type(rules).__name__}"
+            )
         if isinstance(rules, Mapping):
             for key, value in rules.items():
                 parts = key.split() if isinstance(key, str) else []

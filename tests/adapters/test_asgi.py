@@ -10,6 +10,7 @@ import pytest
 
 from keyguard.adapters.asgi import KeyGuardMiddleware
 from keyguard.core.decision import Principal
+from keyguard.core.ratelimit import MemoryRateLimiter
 from tests.adapters.asgi_driver import call, sync_send
 from tests.adapters.cases import CASES, Case, check, make_world
 
@@ -62,6 +63,42 @@ def test_public_path_gets_anonymous_user(world: Any) -> None:
     asyncio.run(call(mw, "GET", "/health", []))
     assert calls[0]["user"].is_authenticated is False
     assert "agents:read" not in calls[0]["auth"].scopes
+
+
+RATE_LIMIT_HEADERS = ("ratelimit", "ratelimit-policy", "retry-after", "x-ratelimit-limit")
+
+
+def test_public_path_sends_no_rate_limit_headers_and_charges_nothing() -> None:
+    now = [1_800_000_000.0]
+    world = make_world(
+        limiter=MemoryRateLimiter(clock=lambda: now[0]),
+        clock=lambda: now[0],
+        monotonic=lambda: now[0],
+    )
+    calls: list[Any] = []
+    send = sync_send(KeyGuardMiddleware(make_app(calls), verifier=world.verifier))
+    auth = [("Authorization", world.header("reader"))]
+    first = send("GET", "/agents", auth)
+    assert first.headers["x-ratelimit-remaining"] == "19"  # the headers exist on this stack
+    for headers in ([], auth):
+        for _ in range(25):  # more than the burst: a public path is never refused
+            reply = send("GET", "/health", headers)
+            assert reply.status == 200
+            assert json.loads(reply.body) == {"key_id": None}
+            assert not any(h in reply.headers for h in RATE_LIMIT_HEADERS), reply.headers
+    assert len(calls) == 51
+    assert calls[-1]["user"].is_authenticated is False
+    # Nothing was charged to the key for those requests.
+    assert send("GET", "/agents", auth).headers["x-ratelimit-remaining"] == "18"
+
+
+def test_unicode_path_is_matched_as_text(world: Any) -> None:
+    calls: list[Any] = []
+    send = sync_send(KeyGuardMiddleware(make_app(calls), verifier=world.verifier))
+    reply = send("GET", "/agénts", [("Authorization", world.header("admin"))])
+    assert reply.status == 403  # not /agents: unmatched, denied by default
+    assert json.loads(reply.body)["code"] == "insufficient_scope"
+    assert calls == []
 
 
 def test_lifespan_passes_through(world: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from keyguard.adapters.wsgi import PRINCIPAL_KEY, KeyGuardWSGIMiddleware
+from keyguard.core.ratelimit import MemoryRateLimiter
 from tests.adapters.cases import CASES, Case, check, make_world
 from tests.adapters.wsgi_driver import sender
 
@@ -53,3 +54,31 @@ def test_unicode_path_is_matched_as_text(world: Any) -> None:
     app = KeyGuardWSGIMiddleware(make_app(calls), verifier=world.verifier)
     reply = sender(app)("GET", "/agénts", [("Authorization", world.header("admin"))])
     assert reply.status == 403  # not /agents: unmatched, denied by default
+    assert json.loads(reply.body)["code"] == "insufficient_scope"
+    assert calls == []
+
+
+RATE_LIMIT_HEADERS = ("ratelimit", "ratelimit-policy", "retry-after", "x-ratelimit-limit")
+
+
+def test_public_path_sends_no_rate_limit_headers_and_charges_nothing() -> None:
+    now = [1_800_000_000.0]
+    world = make_world(
+        limiter=MemoryRateLimiter(clock=lambda: now[0]),
+        clock=lambda: now[0],
+        monotonic=lambda: now[0],
+    )
+    calls: list[Any] = []
+    send = sender(KeyGuardWSGIMiddleware(make_app(calls), verifier=world.verifier))
+    auth = [("Authorization", world.header("reader"))]
+    first = send("GET", "/agents", auth)
+    assert first.headers["x-ratelimit-remaining"] == "19"  # the headers exist on this stack
+    for headers in ([], auth):
+        for _ in range(25):  # more than the burst: a public path is never refused
+            reply = send("GET", "/health", headers)
+            assert reply.status == 200
+            assert json.loads(reply.body) == {"key_id": None}
+            assert not any(h in reply.headers for h in RATE_LIMIT_HEADERS), reply.headers
+    assert len(calls) == 51
+    # Nothing was charged to the key for those requests.
+    assert send("GET", "/agents", auth).headers["x-ratelimit-remaining"] == "18"

@@ -461,3 +461,257 @@ def test_literal_text_is_not_a_regex(text: str) -> None:
 def test_match_never_raises(method: str, path: str) -> None:
     found = POLICY.match(method, path)
     assert isinstance(found, RouteMatch)
+
+
+# -- what a match carries ------------------------------------------------------------------
+
+
+def test_public_matches_are_free_and_keyless() -> None:
+    policy = RoutePolicy(
+        [
+            ("GET", "/catalog", PUBLIC),
+            Rule("GET", "/priced/{item}", PUBLIC, cost=5),
+            Rule("GET", "/paid", "a:read", cost=3),  # type: ignore[arg-type]
+        ],
+        public=["/health", "/docs/{page:path}"],
+    )
+    assert policy.match("GET", "/health") == RouteMatch(None, "/health", 1, False)
+    assert policy.match("DELETE", "/health") == RouteMatch(None, "/health", 1, False)
+    assert policy.match("GET", "/docs/a/b") == RouteMatch(None, "/docs/{page:path}", 1, False)
+    assert policy.match("PUT", "/docs/") == RouteMatch(None, "/docs/{page:path}", 1, False)
+    assert policy.match("GET", "/catalog") == RouteMatch(None, "/catalog", 1, False)
+    assert policy.match("HEAD", "/catalog") == RouteMatch(None, "/catalog", 1, False)
+    # A public rule keeps its declared cost (nothing is charged: rate_limited is False).
+    assert policy.match("GET", "/priced/x") == RouteMatch(None, "/priced/{item}", 5, False)
+    assert policy.match("GET", "/paid") == RouteMatch(Scope("a:read"), "/paid", 3, True)
+    assert RoutePolicy(default=PUBLIC).match("GET", "/x") == RouteMatch(None, None, 1, False)
+    assert RoutePolicy().match("GET", "/x") == RouteMatch(DENY, None, 1, True)
+    assert RoutePolicy(default="a:read").default == RouteMatch(Scope("a:read"), None, 1, True)
+
+
+@pytest.mark.parametrize(("method", "path", "requirement", "template"), MATCHES)
+def test_match_cost_and_rate_limit_flag(
+    method: str, path: str, requirement: Requirement | None, template: str
+) -> None:
+    found = POLICY.match(method, path)
+    assert found.cost == 1
+    assert found.rate_limited is (requirement is not None)
+    assert found.is_public is (requirement is None)
+
+
+def test_public_repr() -> None:
+    assert repr(PUBLIC) == "PUBLIC"
+    assert repr(Rule("GET", "/a", PUBLIC)).endswith(
+        "requirement=PUBLIC, cost=1, rate_limited=True)"
+    )
+
+
+# -- every configuration error: exact type and message -------------------------------------
+#
+# Errors are the interface of a misconfigured deployment: each must be the documented type
+# (ConfigurationError, or ScopeError for a malformed scope) and name what is wrong.
+
+EXACT_ERRORS = [
+    pytest.param(
+        lambda: RoutePolicy({"GET": "a:r"}),
+        ConfigurationError,
+        "policy key 'GET' must be 'METHOD /path' or '/path' (any method)",
+        id="key-without-path",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"": "a:r"}),
+        ConfigurationError,
+        "policy key '' must be 'METHOD /path' or '/path' (any method)",
+        id="empty-key",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({None: "a:r"}),
+        ConfigurationError,
+        "policy key None must be 'METHOD /path' or '/path' (any method)",
+        id="none-key",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({("GET", "/a"): "a:r"}),
+        ConfigurationError,
+        "policy key ('GET', '/a') must be 'METHOD /path' or '/path' (any method)",
+        id="tuple-key",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"GET /a b": "a:r"}),
+        ConfigurationError,
+        "policy key 'GET /a b' must be 'METHOD /path' or '/path' (any method)",
+        id="three-words",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"/a /b": "a:r"}),
+        ConfigurationError,
+        "invalid HTTP method '/a' (use e.g. 'GET', or '*')",
+        id="two-paths",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"G@T /a": "a:r"}),
+        ConfigurationError,
+        "invalid HTTP method 'G@T' (use e.g. 'GET', or '*')",
+        id="bad-method",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"GET a": "a:r"}),
+        ConfigurationError,
+        "path template 'a' must be a string starting with '/'",
+        id="relative-path",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"GET /a": None}),
+        ConfigurationError,
+        "rule 'GET' '/a': requirement is None; use PUBLIC for a keyless route",
+        id="none-requirement",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"GET /a": 3}),
+        ConfigurationError,
+        "rule 'GET' '/a': cannot make a requirement from int; pass a scope string, "
+        "a Requirement or a list of scopes",
+        id="int-requirement",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"GET /a": "a:*"}),
+        ScopeError,
+        "rule 'GET' '/a': required scope 'a:*' contains a wildcard; wildcards are only allowed "
+        "in grants (what a key holds), never in what a route requires",
+        id="wildcard-requirement",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(default=3),  # type: ignore[arg-type]
+        ConfigurationError,
+        "default: cannot make a requirement from int; pass a scope string, "
+        "a Requirement or a list of scopes",
+        id="bad-default",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(default="Bad"),
+        ScopeError,
+        "default: invalid required scope 'Bad': expected 'resource:action' or a bare word; "
+        "each part starts with a lower-case letter, then up to 63 of a-z, 0-9, '_' or '-'",
+        id="malformed-default",
+    ),
+    pytest.param(
+        lambda: Rule("GET", "/a", DENY, cost=0),
+        ConfigurationError,
+        "rule 'GET' '/a': cost must be an integer >= 1 (use rate_limited=False for free routes)",
+        id="zero-cost",
+    ),
+    pytest.param(
+        lambda: Rule("GET", "/a", DENY, rate_limited=1),  # type: ignore[arg-type]
+        ConfigurationError,
+        "rule 'GET' '/a': rate_limited must be a bool",
+        id="int-flag",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=["/a/{1x}"]),
+        ConfigurationError,
+        "path template '/a/{1x}': bad parameter name '1x' "
+        "(letters, digits and '_', not starting with a digit)",
+        id="bad-parameter-name",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=["/a/{x}/{x}"]),
+        ConfigurationError,
+        "path template '/a/{x}/{x}': parameter 'x' repeats",
+        id="repeated-parameter",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=["/a/{x:int}"]),
+        ConfigurationError,
+        "path template '/a/{x:int}': unknown converter 'int' "
+        "(only '{name}' and '{name:path}' are supported)",
+        id="unknown-converter",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=["/a}/{x}"]),
+        ConfigurationError,
+        "path template '/a}/{x}' has unbalanced braces",
+        id="brace-before-parameter",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=["/{x}/b}"]),
+        ConfigurationError,
+        "path template '/{x}/b}' has unbalanced braces",
+        id="brace-after-parameter",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=["/{x}/a b"]),
+        ConfigurationError,
+        "path template '/{x}/a b' contains whitespace, a control character, '?' or '#'",
+        id="whitespace-after-parameter",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=["/a/../{x}"]),
+        ConfigurationError,
+        "path template '/a/../{x}' contains a '.' or '..' segment",
+        id="dot-dot",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=["/a/{x}", "/a/{y}"]),
+        ConfigurationError,
+        "public path '/a/{y}' duplicates '/a/{x}'",
+        id="duplicate-public",
+    ),
+    pytest.param(
+        lambda: RoutePolicy({"POST /a/{x}": "a:r"}, public=["/a/{y}"]),
+        ConfigurationError,
+        "rule POST '/a/{x}' is for a public path ('/a/{y}'); public paths take no rules",
+        id="rule-for-public-path",
+    ),
+    pytest.param(
+        lambda: RoutePolicy([("GET", "/a/{x}", "a:r"), ("get", "/a/{y}", "b:r")]),
+        ConfigurationError,
+        "duplicate rule GET '/a/{y}' (already declared as '/a/{x}')",
+        id="duplicate-rule",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(["GET /a"]),  # type: ignore[list-item]
+        ConfigurationError,
+        "policy entry 'GET /a' must be a Rule or a (method, path, requirement) tuple",
+        id="string-entry",
+    ),
+    pytest.param(
+        lambda: RoutePolicy("GET /a"),  # type: ignore[arg-type]
+        ConfigurationError,
+        "rules must be a mapping or a collection of rules, not str",
+        id="string-rules",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(None),  # type: ignore[arg-type]
+        ConfigurationError,
+        "rules must be a mapping or a collection of rules, not NoneType",
+        id="none-rules",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(3),  # type: ignore[arg-type]
+        ConfigurationError,
+        "rules must be a mapping or a collection of rules, not int",
+        id="int-rules",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public="/health"),
+        ConfigurationError,
+        "public must be a collection of path templates, not str",
+        id="string-public",
+    ),
+    pytest.param(
+        lambda: RoutePolicy(public=None),  # type: ignore[arg-type]
+        ConfigurationError,
+        "public must be a collection of path templates, not NoneType",
+        id="none-public",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "kind", "message"), EXACT_ERRORS)
+def test_configuration_errors_have_the_right_type_and_message(
+    make: object, kind: type[Exception], message: str
+) -> None:
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the exact type is asserted below
+        make()  # type: ignore[operator]
+    assert type(info.value) is kind
+    assert str(info.value) == message

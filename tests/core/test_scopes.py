@@ -737,3 +737,375 @@ def test_covers_is_transitive(a: frozenset[str], b: frozenset[str], c: frozenset
     catalog = ScopeCatalog(SMALL_CATALOG)
     if catalog.covers(a, b) and catalog.covers(b, c):
         assert catalog.covers(a, c)
+
+
+# -- nested requirement trees against a reference ----------------------------------------------
+#
+# Trees of mixed kinds (all_of inside any_of inside all_of, with AUTHENTICATED and DENY as
+# leaves), built both through the flattening factories and the raw constructors, evaluated by
+# the library and by a recursive reference written from the documented semantics alone.
+
+TREE_SCOPES = ["a:r", "a:w", "b:r", "b:w", "admin", "ops"]
+TREE_GRANTS = [*TREE_SCOPES, "a:*", "*:r", "*:*", "b:w"]
+
+Tree = tuple[object, ...]
+
+tree_leaf: st.SearchStrategy[Tree] = st.one_of(
+    st.tuples(st.just("scope"), st.sampled_from(TREE_SCOPES), st.booleans()),
+    st.just(("authenticated",)),
+    st.just(("deny",)),
+)
+
+
+def _tree_node(children: st.SearchStrategy[Tree]) -> st.SearchStrategy[Tree]:
+    return st.tuples(
+        st.sampled_from(["all", "any"]),
+        st.booleans(),  # factory (flattens, dedupes) or constructor (keeps the shape)
+        st.lists(children, min_size=1, max_size=4).map(tuple),
+    )
+
+
+trees = st.recursive(tree_leaf, _tree_node, max_leaves=10)
+
+
+def build_tree(tree: Tree) -> Requirement | str:
+    kind = tree[0]
+    if kind == "scope":
+        return str(tree[1]) if tree[2] else Scope(str(tree[1]))
+    if kind == "authenticated":
+        return AUTHENTICATED
+    if kind == "deny":
+        return DENY
+    members = [build_tree(t) for t in tree[2]]  # type: ignore[union-attr]
+    if tree[1]:
+        return (all_of if kind == "all" else any_of)(*members)
+    return (AllOf if kind == "all" else AnyOf)(*members)
+
+
+def reference(tree: Tree, held: frozenset[str]) -> bool:
+    kind = tree[0]
+    if kind == "scope":
+        return any(grant_satisfies(g, str(tree[1])) for g in held)
+    if kind == "authenticated":
+        return True
+    if kind == "deny":
+        return False
+    results = [reference(t, held) for t in tree[2]]  # type: ignore[union-attr]
+    return all(results) if kind == "all" else any(results)
+
+
+def tree_scopes(tree: Tree) -> set[str]:
+    if tree[0] == "scope":
+        return {str(tree[1])}
+    if tree[0] in ("all", "any"):
+        return set().union(*(tree_scopes(t) for t in tree[2]))  # type: ignore[union-attr]
+    return set()
+
+
+@PROPS
+@given(trees, st.frozensets(st.sampled_from(TREE_GRANTS), max_size=4))
+def test_nested_trees_agree_with_a_recursive_reference(tree: Tree, held: frozenset[str]) -> None:
+    req = as_requirement(build_tree(tree))
+    grants = Grants(held)
+    assert req.is_satisfied_by(grants) is reference(tree, held), req.describe()
+    assert set(req.scopes) == tree_scopes(tree)
+    assert len(req.scopes) == len(set(req.scopes))
+    assert _roundtrip(req) == req
+    assert _roundtrip(req).is_satisfied_by(grants) is reference(tree, held)
+
+
+MIXED_TREES = [
+    pytest.param(
+        any_of(all_of("a:r", "b:r"), all_of("a:w", "b:w")), ["a:r", "a:w"], False, id="any-of-alls"
+    ),
+    pytest.param(
+        any_of(all_of("a:r", "b:r"), all_of("a:w", "b:w")), ["a:w", "b:w"], True, id="second-all"
+    ),
+    pytest.param(
+        all_of(any_of("a:r", "b:r"), any_of("a:w", "b:w")), ["a:r", "b:r"], False, id="all-of-anys"
+    ),
+    pytest.param(
+        all_of(any_of("a:r", "b:r"), any_of("a:w", "b:w")), ["b:r", "a:w"], True, id="both-anys"
+    ),
+    pytest.param(AnyOf(AllOf("a:r", "b:r")), ["a:r"], False, id="single-member-constructor"),
+    pytest.param(AllOf(AnyOf("a:r", "b:r"), "ops"), ["b:r"], False, id="constructor-mixed"),
+    pytest.param(AllOf(AnyOf("a:r", "b:r"), "ops"), ["b:r", "ops"], True, id="constructor-met"),
+    pytest.param(AnyOf(DENY, AUTHENTICATED), [], True, id="authenticated-member"),
+    pytest.param(AllOf(AUTHENTICATED, DENY), ["admin"], False, id="deny-member"),
+]
+
+
+@pytest.mark.parametrize(("req", "held", "expected"), MIXED_TREES)
+def test_mixed_trees(req: Requirement, held: list[str], expected: bool) -> None:
+    assert req.is_satisfied_by(Grants(held)) is expected
+
+
+# -- exact error messages ----------------------------------------------------------------------
+
+_SHAPE_TEXT = (
+    "expected 'resource:action' or a bare word; each part starts with a lower-case letter, "
+    "then up to 63 of a-z, 0-9, '_' or '-'"
+)
+
+SCOPE_ERRORS = [
+    pytest.param(
+        lambda: parse_required(3),
+        ScopeError,
+        "a required scope must be a string, not int",
+        id="required-not-a-string",
+    ),
+    pytest.param(
+        lambda: parse_grant(None),
+        ScopeError,
+        "a granted scope must be a string, not NoneType",
+        id="grant-not-a-string",
+    ),
+    pytest.param(
+        lambda: parse_required("agents:*"),
+        ScopeError,
+        "required scope 'agents:*' contains a wildcard; wildcards are only allowed in grants "
+        "(what a key holds), never in what a route requires",
+        id="wildcard-required",
+    ),
+    pytest.param(
+        lambda: parse_required("agents:re*"),
+        ScopeError,
+        f"invalid required scope 'agents:re*': {_SHAPE_TEXT}",
+        id="partial-wildcard-required",
+    ),
+    pytest.param(
+        lambda: parse_grant("**:read"),
+        ScopeError,
+        f"invalid granted scope '**:read': {_SHAPE_TEXT}",
+        id="double-star-grant",
+    ),
+    pytest.param(
+        lambda: parse_required("a" * 80),
+        ScopeError,
+        f"invalid required scope '{'a' * 80}': {_SHAPE_TEXT}",
+        id="eighty-characters-shown-whole",
+    ),
+    pytest.param(
+        lambda: parse_required("a" * 81),
+        ScopeError,
+        f"invalid required scope '{'a' * 77}...': {_SHAPE_TEXT}",
+        id="eighty-one-characters-truncated",
+    ),
+    pytest.param(
+        lambda: Grants("admin"),
+        ConfigurationError,
+        "Grants scopes must be a collection of scopes, not a single string",
+        id="grants-string",
+    ),
+    pytest.param(
+        lambda: Grants(["a"], ["a"]),  # type: ignore[arg-type]
+        ConfigurationError,
+        "implications must be a mapping of scope -> implied scopes",
+        id="implications-not-a-mapping",
+    ),
+    pytest.param(
+        lambda: Grants(["a"], {"a:b": "c:d"}),
+        ConfigurationError,
+        "implications['a:b'] must be a collection of scopes, not a single string",
+        id="implication-target-string",
+    ),
+    pytest.param(
+        lambda: all_of("a:b", 3),  # type: ignore[arg-type]
+        ConfigurationError,
+        "a requirement must be a scope string or a Requirement, not int",
+        id="coerce",
+    ),
+    pytest.param(
+        AllOf,
+        ConfigurationError,
+        "all_of() needs at least one requirement; use AUTHENTICATED for 'any valid key' or "
+        "DENY for 'nobody'",
+        id="AllOf-empty",
+    ),
+    pytest.param(
+        AnyOf,
+        ConfigurationError,
+        "any_of() needs at least one requirement; use AUTHENTICATED for 'any valid key' or "
+        "DENY for 'nobody'",
+        id="AnyOf-empty",
+    ),
+    pytest.param(
+        all_of,
+        ConfigurationError,
+        "all_of() needs at least one requirement; use AUTHENTICATED for 'any valid key'",
+        id="all-of-empty",
+    ),
+    pytest.param(
+        any_of,
+        ConfigurationError,
+        "any_of() needs at least one requirement; use DENY for 'nobody'",
+        id="any-of-empty",
+    ),
+    pytest.param(
+        lambda: as_requirement(3),  # type: ignore[arg-type]
+        ConfigurationError,
+        "cannot make a requirement from int; pass a scope string, a Requirement or a list of "
+        "scopes",
+        id="as-requirement-int",
+    ),
+    pytest.param(
+        lambda: as_requirement([]),
+        ConfigurationError,
+        "an empty scope list is not a requirement; use AUTHENTICATED for 'any valid key'",
+        id="as-requirement-empty",
+    ),
+    pytest.param(
+        lambda: ScopeCatalog("a:read"),
+        ConfigurationError,
+        "catalog scopes must be a collection of scopes, not a single string",
+        id="catalog-string",
+    ),
+    pytest.param(
+        lambda: ScopeCatalog(["a:read"], implications={"b:read": ["a:read"]}),
+        ScopeError,
+        "implication source 'b:read' is not in the catalog",
+        id="implication-source-unknown",
+    ),
+    pytest.param(
+        lambda: ScopeCatalog(["a:read"]).validate("a:read"),
+        ConfigurationError,
+        "scopes must be a collection of scopes, not a single string",
+        id="validate-string",
+    ),
+    pytest.param(
+        lambda: ScopeCatalog(["a:read"]).validate(["Bad", 3, "x" * 100, "b:read", "a:zz"]),
+        ScopeError,
+        f"malformed scope(s): 'Bad', '{'x' * 77}...', 3 ({_SHAPE_TEXT}); "
+        "unknown scope(s): a:zz, b:read (wildcards must match at least one catalog scope)",
+        id="validate-both-kinds",
+    ),
+    pytest.param(
+        lambda: ScopeCatalog(["a:read"]).describe("b:read"),
+        ScopeError,
+        "unknown scope 'b:read'",
+        id="describe-unknown",
+    ),
+    pytest.param(
+        lambda: ScopeCatalog(["a:read"]).describe(3),  # type: ignore[arg-type]
+        ScopeError,
+        "unknown scope 3",
+        id="describe-not-a-string",
+    ),
+    pytest.param(
+        lambda: ScopeCatalog(["a:read"]).describe("y" * 90),
+        ScopeError,
+        f"unknown scope '{'y' * 77}...'",
+        id="describe-long",
+    ),
+]
+
+
+@pytest.mark.parametrize(("make", "kind", "message"), SCOPE_ERRORS)
+def test_errors_have_the_right_type_and_message(
+    make: object, kind: type[Exception], message: str
+) -> None:
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the exact type is asserted below
+        make()  # type: ignore[operator]
+    assert type(info.value) is kind
+    assert str(info.value) == message
+
+
+def test_immutability_errors_name_the_class() -> None:
+    cases: list[tuple[object, str]] = [
+        (Grants(["a"]), "Grants"),
+        (Scope("a"), "Scope"),
+        (all_of("a", "b"), "AllOf"),
+    ]
+    for obj, name in cases:
+        for attempt in (lambda o=obj: setattr(o, "scopes", ()), lambda o=obj: delattr(o, "scopes")):
+            with pytest.raises(AttributeError) as info:
+                attempt()
+            assert str(info.value) == f"{name} is immutable"
+
+
+def test_catalog_describes_a_wildcard_exactly() -> None:
+    catalog = ScopeCatalog(["a:read", "a:write", "b:read"])
+    assert catalog.describe("a:*") == "Every scope matching a:*: a:read, a:write"
+    assert catalog.describe("*:read") == "Every scope matching *:read: a:read, b:read"
+
+
+# -- hashing, singletons, implication order ----------------------------------------------------
+
+
+def test_distinct_requirements_and_grants_hash_apart() -> None:
+    # Equal objects hash equal (checked elsewhere); distinct ones should not all collide, or
+    # every set and dict of requirements degrades into a list.
+    reqs = [
+        Scope("a"),
+        Scope("b"),
+        all_of("a", "b"),
+        any_of("a", "b"),
+        all_of("a", "c"),
+        any_of("a", "c"),
+        all_of("a", any_of("b", "c")),
+        any_of("a", all_of("b", "c")),
+    ]
+    assert len({hash(r) for r in reqs}) == len(reqs)
+    grants = [Grants([]), Grants(["a"]), Grants(["b"]), Grants(["a", "b"]), Grants(["a:*"])]
+    assert len({hash(g) for g in grants}) == len(grants)
+
+
+def test_singleton_classes_build_scopeless_requirements() -> None:
+    # AUTHENTICATED and DENY are built once at import time; building their classes again
+    # checks the constructors themselves.
+    for singleton, satisfied in ((AUTHENTICATED, True), (DENY, False)):
+        fresh = type(singleton)()
+        assert fresh.scopes == ()
+        assert fresh.is_satisfied_by(Grants(["admin"])) is satisfied
+        assert all_of("a", fresh).scopes == ("a",)
+
+
+def test_implications_apply_whatever_their_declaration_order() -> None:
+    chain = {"a:a": ["a:b"], "a:b": ["a:c"], "a:c": ["a:d"]}
+    backwards = dict(reversed(list(chain.items())))
+    for implications in (chain, backwards):
+        assert Grants(["a:a"], implications).scopes == {"a:a", "a:b", "a:c", "a:d"}
+        assert Grants(["a:c"], implications).scopes == {"a:c", "a:d"}
+
+
+def reference_closure(held: frozenset[str], implications: dict[str, frozenset[str]]) -> set[str]:
+    closed = set(held)
+    while True:
+        before = len(closed)
+        for source, implied in implications.items():
+            if any(grant_satisfies(g, source) for g in closed):
+                closed |= implied
+        if len(closed) == before:
+            return closed
+
+
+@PROPS
+@given(
+    st.frozensets(st.sampled_from(TREE_GRANTS), max_size=3),
+    st.dictionaries(
+        st.sampled_from(TREE_SCOPES), st.frozensets(st.sampled_from(TREE_GRANTS), max_size=2)
+    ),
+)
+def test_implication_closure_agrees_with_a_reference(
+    held: frozenset[str], implications: dict[str, frozenset[str]]
+) -> None:
+    grants = Grants(held, implications)
+    if ADMIN in held:
+        assert grants.scopes == held
+    else:
+        assert grants.scopes == reference_closure(held, implications)
+
+
+def test_factories_flatten_nested_combinations_of_their_own_kind() -> None:
+    # Built inside the test (not in a parameter table) so that the factories run under test.
+    flat = all_of(all_of("a:b", "c:d"), "e:f", all_of("a:b", "g:h"))
+    assert type(flat) is AllOf
+    assert flat.requirements == (Scope("a:b"), Scope("c:d"), Scope("e:f"), Scope("g:h"))
+    assert flat.describe() == "all_of(a:b, c:d, e:f, g:h)"
+    either = any_of(any_of("a:b", "c:d"), "e:f")
+    assert type(either) is AnyOf
+    assert either.requirements == (Scope("a:b"), Scope("c:d"), Scope("e:f"))
+    # Another kind is kept as one member, not flattened.
+    mixed = all_of(any_of("a:b", "c:d"), "e:f")
+    assert mixed.requirements == (any_of("a:b", "c:d"), Scope("e:f"))
+    assert any_of(all_of("a:b", "c:d")).describe() == "all_of(a:b, c:d)"
