@@ -15,19 +15,37 @@ Nothing here runs on the request path.
 
 from __future__ import annotations
 
+from keyguard.abuse.alerts import AlertReceiver, LeakAction, RevokeLeaked, SuspendLeaked
+from keyguard.abuse.apps import AlertASGIApp, AlertWSGIApp
 from keyguard.abuse.findings import Finding, ScanReport, Skipped
 from keyguard.abuse.history import GitError, HistoryScanner
 from keyguard.abuse.matching import KEY_REGEX, iter_keys, mask
+from keyguard.abuse.review import Review, ReviewPolicy, ReviewReport
 from keyguard.abuse.scanner import FileScanner
+from keyguard.abuse.signing import GitHubKeySet, HmacVerifier
+from keyguard.abuse.usage import MappingUsageSource, UsageSource
 
 __all__ = [
     "KEY_REGEX",
+    "AlertASGIApp",
+    "AlertReceiver",
+    "AlertWSGIApp",
     "FileScanner",
     "Finding",
     "GitError",
+    "GitHubKeySet",
     "HistoryScanner",
+    "HmacVerifier",
+    "LeakAction",
+    "MappingUsageSource",
+    "Review",
+    "ReviewPolicy",
+    "ReviewReport",
+    "RevokeLeaked",
     "ScanReport",
     "Skipped",
+    "SuspendLeaked",
+    "UsageSource",
     "iter_keys",
     "mask",
 ]
