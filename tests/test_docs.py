@@ -7,6 +7,7 @@ here, so what needs them is parsed and checked, never run."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -89,16 +90,22 @@ EXCERPT_SOURCES = {
     "docs/deploy/github-actions.yml": "test_github_workflow_gives_the_secret_to_one_step_only",
     "examples/client/call_api.py": "test_the_client_example_calls_the_demo",
     "examples/client/requests_session.py": "test_the_requests_example_creates_an_agent",
+    "docs/deploy/pre-commit-config.yaml": "test_pre_commit_hook_scans_staged_files",
+    "docs/deploy/scan-workflow.yml": "test_scan_workflow_scans_the_whole_history",
+    "docs/deploy/alert_receiver.py": "test_alert_receiver_example_revokes_a_leaked_key",
 }
 #: ``<!-- run: NAME -->`` blocks and the test that executes each.
 RUNNERS = {
     "rotation": "test_rotation_runbook_runs",
     "troubleshooting": "test_troubleshooting_commands_run",
+    "scanning": "test_scanning_runbook_runs",
 }
 #: ``<!-- check: NAME -->`` blocks (tools not available here) and the test checking each line.
 CHECKERS = {
     "docker": "test_docker_commands_name_the_compose_services",
     "kubectl": "test_kubectl_rotation_commands",
+    "token-regex": "test_documented_token_regex",
+    "usage-json": "test_documented_usage_file",
 }
 
 
@@ -112,6 +119,7 @@ def test_there_are_guides_and_blocks() -> None:
         "github-actions.md",
         "rotation.md",
         "troubleshooting.md",
+        "scanning.md",
     } <= names
     assert len(BLOCKS) >= 10
 
@@ -520,3 +528,150 @@ def test_troubleshooting_lists_every_code_with_the_clients_advice() -> None:
     assert {c.value for c in ErrorCode} <= set(rows), "a code is missing from the table"
     for code, advice in ADVICE.items():
         assert rows[code] == f"{advice.status} | {advice.meaning} | {advice.action} |", code
+
+
+# -- leaked keys: scan, review, alerts (docs/scanning.md) ------------------------------------------
+def _git_identity(env: dict[str, str]) -> dict[str, str]:
+    return {
+        **{k: v for k, v in env.items() if not k.startswith("GIT_")},
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_AUTHOR_NAME": "Docs",
+        "GIT_AUTHOR_EMAIL": "docs@example.com",
+        "GIT_COMMITTER_NAME": "Docs",
+        "GIT_COMMITTER_EMAIL": "docs@example.com",
+    }
+
+
+@pytest.mark.slow
+def test_scanning_runbook_runs(tmp_path: Path) -> None:
+    script = block("run", "scanning").text
+    env = _git_identity(_shell_env(tmp_path))
+    result = _bash(script + '\nprintf "KEY_ID=%s\\n" "$KEY_ID"', tmp_path, env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    key_id = out.rsplit("KEY_ID=", 1)[1].strip()
+    assert "no key in the files" in out
+    assert "exit status 1: found in the history" in out
+    assert f"(key id {key_id})" in out
+    assert f"key {key_id} (" in out
+    assert "): revoked" in out
+    assert "found by keyguard scan at" in out  # keys show: the reason
+    findings = json.loads((tmp_path / "project" / "findings.json").read_text())["findings"]
+    assert [(f["path"], f["line"], f["key_id"]) for f in findings] == [(".env", 1, key_id)]
+    assert not _KEYLIKE.search(out + result.stderr), "the runbook printed a key"
+    with KeyManager(f"sqlite:///{tmp_path / 'keyguard.db'}") as keys:
+        assert keys.get(key_id).revoked_at is not None
+
+
+def test_pre_commit_hook_scans_staged_files(tmp_path: Path) -> None:
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load((DEPLOY / "pre-commit-config.yaml").read_text(encoding="utf-8"))
+    (repo,) = config["repos"]
+    ids = [h["id"] for h in repo["hooks"]]
+    (hook,) = [h for h in hooks if h["id"] in ids]
+    assert hook["id"] == "keyguard-scan"
+    assert hook["language"] == "python"
+    assert hook.get("pass_filenames", True) is True
+    entry = shlex.split(hook["entry"])
+    assert entry[0] == "keyguard"  # the console script pyproject.toml installs
+    # As pre-commit runs it: the entry, then the staged files.
+    from keyguard.core.keys import generate_key
+
+    (tmp_path / "settings.py").write_text(f"KEY = '{generate_key().plaintext}'\n")
+    (tmp_path / "clean.py").write_text("KEY = os.environ['KEY']\n")
+    cli = [sys.executable, "-m", "keyguard.management.cli", *entry[1:]]
+    env = _shell_env(tmp_path)
+    dirty = subprocess.run(
+        [*cli, "clean.py", "settings.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    clean = subprocess.run(
+        [*cli, "clean.py"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert (dirty.returncode, clean.returncode) == (1, 0), dirty.stderr + clean.stderr
+    assert "settings.py:1:" in dirty.stdout
+
+
+def test_scan_workflow_scans_the_whole_history() -> None:
+    text = (DEPLOY / "scan-workflow.yml").read_text(encoding="utf-8")
+    workflow = yaml.safe_load(text)
+    assert workflow["permissions"] == {"contents": "read"}
+    assert "secrets." not in text, "scanning needs no secret"
+    (job,) = workflow["jobs"].values()
+    steps = job["steps"]
+    checkout = next(s for s in steps if s.get("uses", "").startswith("actions/checkout"))
+    assert checkout["with"]["fetch-depth"] == 0
+    runs = [s["run"] for s in steps if "run" in s]
+    assert runs[-1] == "keyguard scan --git ."
+    assert any("pip install" in r and "keyguard" in r for r in runs[:-1])
+
+
+def test_alert_receiver_example_revokes_a_leaked_key() -> None:
+    import importlib.util
+
+    from keyguard.core.hashing import Hasher
+    from keyguard.stores.memory import MemoryStore
+    from tests.abuse.alert_support import KeyServer, Signer
+
+    spec = importlib.util.spec_from_file_location("alert_receiver", DEPLOY / "alert_receiver.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    store = MemoryStore()
+    hasher = Hasher(pepper_from_env=False)
+    with KeyManager(store, hasher=hasher) as keys:
+        leaked = keys.create("ci", ["agents:read"])
+    signer = Signer("docs-key")
+    with KeyServer(signer) as server:
+        app = module.create_app(store, keys_url=server.url, hasher=hasher)
+        statuses = asyncio.run(_exercise_receiver(app, leaked.plaintext, signer))
+    assert statuses == [(200, None), (200, "true_positive"), (401, "revoked_api_key"), (401, None)]
+
+
+async def _exercise_receiver(app: Any, plaintext: str, signer: Any) -> list[tuple[int, Any]]:
+    import httpx
+
+    out: list[tuple[int, Any]] = []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        auth = {"Authorization": f"UserKey {plaintext}"}
+        out.append(((await client.get("/agents", headers=auth)).status_code, None))
+        body = json.dumps(
+            [{"token": plaintext, "type": "kg", "url": "https://x", "source": "commit"}]
+        ).encode()
+        answer = await client.post("/security/leaks", content=body, headers=signer.headers(body))
+        out.append((answer.status_code, answer.json()[0]["label"]))
+        refused = await client.get("/agents", headers=auth)
+        out.append((refused.status_code, refused.json()["code"]))
+        unsigned = await client.post("/security/leaks", content=body)
+        out.append((unsigned.status_code, None))
+    return out
+
+
+def test_documented_token_regex() -> None:
+    from keyguard.abuse.matching import KEY_REGEX
+    from keyguard.core.keys import CHECKSUM_LENGTH, MAX_SECRET_LENGTH, MIN_SECRET_LENGTH
+
+    documented = block("check", "token-regex").text.strip()
+    assert documented == KEY_REGEX
+    low, high = re.search(r"\{(\d+),(\d+)\}$", documented).groups()  # type: ignore[union-attr]
+    assert (int(low), int(high)) == (
+        MIN_SECRET_LENGTH + CHECKSUM_LENGTH,
+        MAX_SECRET_LENGTH + CHECKSUM_LENGTH,
+    )
+
+
+def test_documented_usage_file() -> None:
+    from keyguard.abuse.usage import load_usage
+
+    source = load_usage(block("check", "usage-json").text)
+    assert source.scope_usage("3F9aQ2xLm7Pw", source.since) == {
+        "agents:read": 1200,
+        "tasks:read": 3,
+    }
