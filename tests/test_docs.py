@@ -106,6 +106,8 @@ CHECKERS = {
     "kubectl": "test_kubectl_rotation_commands",
     "token-regex": "test_documented_token_regex",
     "usage-json": "test_documented_usage_file",
+    "mutation-commands": "test_mutation_commands",
+    "mutation-exclusions": "test_mutation_exclusions_parse",
 }
 
 
@@ -675,3 +677,40 @@ def test_documented_usage_file() -> None:
         "agents:read": 1200,
         "tasks:read": 3,
     }
+
+
+# -- mutation testing (docs/mutation.md): the commands exist, the exclusions parse ------------
+def test_mutation_commands() -> None:
+    """The documented commands name the script and real modules; ``--list`` runs for real (the
+    runs themselves take half an hour, so they are not part of the suite)."""
+    root = DOCS.parent
+    listed = subprocess.run(
+        [sys.executable, str(root / "scripts" / "mutation.py"), "--list"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=root,
+    )
+    assert listed.returncode == 0, listed.stderr
+    modules = {line.split()[0] for line in listed.stdout.splitlines() if line.strip()}
+    assert {"keys", "hashing", "scopes", "policy", "verifier", "authority"} <= modules
+    for line in block("check", "mutation-commands").text.splitlines():
+        command = line.removeprefix("$ ").split("#", 1)[0].split()
+        if command[:2] == ["pip", "install"]:
+            assert "[mutation]" in command[-1]
+            continue
+        assert command[0] == "scripts/mutation"
+        args = [a for a in command[1:] if not a.startswith("--")]
+        assert set(args) <= modules, args
+
+
+def test_mutation_exclusions_parse() -> None:
+    import tomllib
+
+    data = tomllib.loads(block("check", "mutation-exclusions").text)
+    entries = data["exclude"]
+    assert entries
+    for entry in entries:
+        assert {"module", "function", "kind", "why"} <= set(entry), entry
+        assert {"before", "after"} & set(entry), entry  # what the mutant changes
+        assert entry["kind"] in ("equivalent", "message-only")

@@ -23,6 +23,7 @@ from keyguard.core.errors import ConfigurationError
 from keyguard.management.cli import output as out
 from keyguard.management.cli.context import actor, open_manager
 from keyguard.management.cli.errors import UsageError
+from keyguard.management.manager import KeyManager
 
 if TYPE_CHECKING:
     from keyguard.management.cli.parser import Subparsers
@@ -86,6 +87,7 @@ def _scan(args: argparse.Namespace) -> int:
     revocations: list[RevocationResult] | None = None
     if args.revoke and report.findings:
         with open_manager(args, write=True) as manager:
+            assert isinstance(manager, KeyManager)  # scan --revoke works on a local store
             revocations = revoke_found(manager, report.findings, actor=actor(args))
     _print(args, report, revocations)
     return 1 if report.findings else 0
