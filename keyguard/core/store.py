@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import abc
 import asyncio
-import logging
 import builtins
+import logging
 from collections.abc import Callable
 from typing import ClassVar, Self
 
