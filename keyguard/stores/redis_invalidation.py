@@ -55,6 +55,7 @@ class InvalidationListener:
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._subscribed = threading.Event()
+        self._live: tuple[Any, ...] = ()
         #: Times the subscription was (re)established, and dropped: for tests and metrics.
         self.subscriptions = 0
         self.drops = 0
@@ -100,6 +101,9 @@ class InvalidationListener:
             try:
                 client = self._connect()
                 pubsub = client.pubsub()
+                self._live = (pubsub, client)
+                if self._stop.is_set():
+                    break
                 pubsub.subscribe(self._channel)
                 # Wait for Redis's confirmation, so that "subscribed" means it.
                 deadline = time.monotonic() + 5.0
@@ -141,10 +145,8 @@ class InvalidationListener:
                 self._stop.wait(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             finally:
-                for closable in (pubsub, client):
-                    if closable is not None:
-                        with contextlib.suppress(Exception):  # closing a dead connection
-                            closable.close()
+                self._live = ()
+                _close_all(pubsub, client)
         self._subscribed.clear()
 
     def _after_fork(self) -> None:
@@ -161,3 +163,14 @@ class InvalidationListener:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+            if thread.is_alive():
+                # Still blocked (a busy machine, a slow connect): close its connection from here
+                # so that no socket outlives close(); the thread then ends on the error.
+                _close_all(*self._live)
+
+
+def _close_all(*closables: Any) -> None:
+    for closable in closables:
+        if closable is not None:
+            with contextlib.suppress(Exception):  # closing a dead connection
+                closable.close()
