@@ -88,7 +88,7 @@ class Context:
 
     def render(self, template: str, *, status: int = 200, **values: Any) -> ApiResponse:
         body = self.dashboard.render(
-            template, self.request, operator=self.operator, now=self.now, **values
+            template, self.request, operator=self.operator, now=self.now, status=status, **values
         )
         return html_response(status, body, self.headers)
 
