@@ -21,6 +21,7 @@ __all__ = ["Bar", "DayChart", "RouteBar", "day_chart", "route_bars"]
 WIDTH: Final = 720
 HEIGHT: Final = 220
 _LEFT: Final = 44  # room for the y-axis labels
+_RIGHT: Final = 24  # room for the last day's label
 _BOTTOM: Final = 24  # room for the x-axis labels
 _TOP: Final = 8
 
@@ -61,6 +62,11 @@ class DayChart:
         return sum(n for _, n in self.totals)
 
     @property
+    def right(self) -> float:
+        """Where the plot ends (grid lines run from :attr:`left` to here)."""
+        return float(self.width - _RIGHT)
+
+    @property
     def empty(self) -> bool:
         return self.total == 0
 
@@ -81,7 +87,7 @@ def day_chart(usage: Sequence[DayUsage], *, days: int, today: date) -> DayChart:
     window = [today - timedelta(days=days - 1 - i) for i in range(days)]
     filled = tuple(by_day.get(d, DayUsage(d, {})) for d in window)
     top = _nice_max(max((u.total for u in filled), default=0))
-    plot_w = WIDTH - _LEFT - 4
+    plot_w = WIDTH - _LEFT - _RIGHT
     plot_h = HEIGHT - _TOP - _BOTTOM
     baseline = float(HEIGHT - _BOTTOM)
     slot = plot_w / max(days, 1)

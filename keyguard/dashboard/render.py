@@ -18,7 +18,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by the packaging test
     raise ImportError("keyguard.dashboard needs Jinja2: pip install 'keyguard[dashboard]'") from exc
 
-__all__ = ["Renderer", "StaticFile", "ago", "when"]
+__all__ = ["Renderer", "StaticFile", "ago", "shown", "when"]
 
 _STATIC_TYPES: Final = {
     ".css": "text/css; charset=utf-8",
@@ -50,6 +50,17 @@ def ago(ts: float | None, now: float) -> str:
     return f"in {text}" if delta > 0 else f"{text} ago"
 
 
+def shown(value: object) -> str:
+    """An audit detail for people: ``—`` for none, lists joined, the rest as text."""
+    if value is None or value == []:
+        return "—"
+    if isinstance(value, list | tuple):
+        return ", ".join(str(v) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in sorted(value.items()))
+    return str(value)
+
+
 @dataclass(frozen=True, slots=True)
 class StaticFile:
     body: bytes
@@ -69,6 +80,7 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.filters["when"] = when
+        self.env.filters["shown"] = shown
         self.static: dict[str, StaticFile] = {}
         root = resources.files("keyguard.dashboard").joinpath("static")
         for entry in root.iterdir():

@@ -109,7 +109,7 @@ class Browser:
         path: str,
         data: dict[str, Any] | None = None,
         *,
-        csrf: str | None | bool = True,
+        csrf: str | bool | None = True,
         follow: bool = False,
         **kw: Any,
     ) -> httpx.Response:

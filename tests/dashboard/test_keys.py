@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from keyguard.core.records import KeyStatus
-from tests.dashboard.support import PREFIX, Browser, World, browser, make_world, new_key_in
+from tests.dashboard.support import PREFIX, Browser, World, browser, new_key_in
 
 
 @pytest.fixture
@@ -38,12 +38,14 @@ def test_create_shows_the_plaintext_once(world: World, admin: Browser) -> None:
     assert page.headers["cache-control"] == "no-store"
     key_id = plaintext.split("_")[1]
     record = world.manager.get(key_id)
-    assert record.name == "ci deploy" and record.description == "the CI pipeline"
+    assert record.name == "ci deploy"
+    assert record.description == "the CI pipeline"
     assert record.scopes == {"agents:read", "tasks:execute"}
     assert record.rate_limit == "10/10s, 50/minute, 1000/day"
     assert record.allowed_networks == ("10.0.0.0/8", "192.168.1.0/24")
     assert dict(record.metadata) == {"team": "platform", "ticket": "OPS-1"}
-    assert record.owner == "acme" and record.created_by == world.id("admin")
+    assert record.owner == "acme"
+    assert record.created_by == world.id("admin")
     assert record.expires_at == pytest.approx(world.clock.now + 30 * 86400)
     assert world.manager.verify(plaintext).allowed
     # Listed, and shown in detail, without its secret.
@@ -51,7 +53,8 @@ def test_create_shows_the_plaintext_once(world: World, admin: Browser) -> None:
     for path in ("/keys", f"/keys/{key_id}", "/activity?show=all", "/usage"):
         shown = admin.get(path)
         assert shown.status_code == 200
-        assert secret[:16] not in shown.text and plaintext not in shown.text
+        assert secret[:16] not in shown.text
+        assert plaintext not in shown.text
     assert key_id in key_rows(admin.get("/keys").text)
 
 
@@ -89,7 +92,8 @@ def test_create_form_errors_name_the_field(
     before = len(world.store.list(limit=1000).items)
     response = admin.post("/keys/new", data)
     assert response.status_code in (400, 422), response.text
-    assert 'role="alert"' in response.text and message in response.text
+    assert 'role="alert"' in response.text
+    assert message in response.text
     assert new_key_in(response.text) is None
     assert len(world.store.list(limit=1000).items) == before
     if field in ("name", "rate_limit", "allowed_networks", "metadata"):
@@ -117,7 +121,8 @@ def test_a_manager_cannot_grant_beyond_its_own_scopes(world: World) -> None:
         assert response.status_code == 403
         assert new_key_in(response.text) is None
     refusals = [e for e in world.store.audit(limit=100) if e.action == "create.refused"]
-    assert refusals and refusals[0].actor == f"key:{world.id('mgr')}"
+    assert refusals
+    assert refusals[0].actor == f"key:{world.id('mgr')}"
 
 
 def test_rotate_shows_the_new_secret_once_and_keeps_the_old_for_the_grace(
@@ -131,9 +136,12 @@ def test_rotate_shows_the_new_secret_once_and_keeps_the_old_for_the_grace(
     )
     assert response.status_code == 200
     rotated = new_key_in(response.text)
-    assert rotated is not None and rotated != plaintext and rotated.split("_")[1] == key_id
+    assert rotated is not None
+    assert rotated != plaintext
+    assert rotated.split("_")[1] == key_id
     assert "The old secret keeps working until" in response.text
-    assert world.manager.verify(plaintext).allowed and world.manager.verify(rotated).allowed
+    assert world.manager.verify(plaintext).allowed
+    assert world.manager.verify(rotated).allowed
     world.clock.advance(3601)
     assert not world.manager.verify(plaintext).allowed
     assert world.manager.verify(rotated).allowed
@@ -147,7 +155,8 @@ def test_suspend_resume_and_revoke(world: World, admin: Browser) -> None:
     assert done.headers["location"] == f"{PREFIX}/keys/{key_id}?done=suspended"
     assert world.manager.get(key_id).suspended_reason == "investigating"
     page = admin.get(f"/keys/{key_id}?done=suspended").text
-    assert "The key is suspended" in page and "investigating" in page
+    assert "The key is suspended" in page
+    assert "investigating" in page
     admin.post(f"/keys/{key_id}/resume")
     assert world.manager.get(key_id).status(world.clock.now) is KeyStatus.ACTIVE
     admin.get(f"/keys/{key_id}")
@@ -159,7 +168,8 @@ def test_suspend_resume_and_revoke(world: World, admin: Browser) -> None:
     assert record.revoked_reason == "leaked"
     assert not world.manager.verify(plaintext).allowed
     page = admin.get(f"/keys/{key_id}").text
-    assert "/rotate" not in page and "/revoke" not in page  # nothing left to do
+    assert "/rotate" not in page
+    assert "/revoke" not in page
     actions = [e.action for e in world.store.audit(key_id=key_id)]
     assert actions == ["revoke", "resume", "suspend", "create"]
 
@@ -191,7 +201,8 @@ def test_the_listing_filters_sorts_and_badges(world: World, admin: Browser) -> N
     assert with_tasks == {world.id("admin"), world.id("mgr")}
     assert key_rows(admin.get("/keys?flag=expiring").text) == [soon]
     never = set(key_rows(admin.get("/keys?flag=never_used").text))
-    assert world.id("reader") not in never and soon in never
+    assert world.id("reader") not in never
+    assert soon in never
     by_use = key_rows(admin.get("/keys?sort=last_used").text)
     assert by_use[0] == world.id("child")
     assert by_use.index(world.id("reader")) < by_use.index(soon)  # never used: last
@@ -200,9 +211,12 @@ def test_the_listing_filters_sorts_and_badges(world: World, admin: Browser) -> N
     m.revoke(world.id("reader"), reason="r")
     assert key_rows(admin.get("/keys?status=revoked").text) == [world.id("reader")]
     page = admin.get("/keys?flag=expiring").text
-    assert "expiring soon" in page and "never used" in page
+    assert "expiring soon" in page
+    assert "never used" in page
     bad = admin.get("/keys?status=bogus&scope=NOT%20A%20SCOPE")
-    assert bad.status_code == 400 and "Unknown status" in bad.text and "Unknown scope" in bad.text
+    assert bad.status_code == 400
+    assert "Unknown status" in bad.text
+    assert "Unknown scope" in bad.text
 
 
 def test_the_listing_pages(world: World, admin: Browser) -> None:
@@ -210,7 +224,8 @@ def test_the_listing_pages(world: World, admin: Browser) -> None:
         world.manager.create(f"bulk-{i:02d}", ["agents:read"], owner="acme")
     first = key_rows(admin.get("/keys?sort=name").text)
     second = key_rows(admin.get("/keys?sort=name&page=2").text)
-    assert len(first) == 50 and len(second) == 15
+    assert len(first) == 50
+    assert len(second) == 15
     assert not set(first) & set(second)
 
 
@@ -219,10 +234,13 @@ def test_the_detail_page(world: World, admin: Browser) -> None:
     world.manager.update(world.id("mgr"), rate_limit="50/minute", metadata={"team": "ops"})
     page = admin.get(f"/keys/{world.id('mgr')}").text
     assert "Read agent configurations and status" in page  # scopes with descriptions
-    assert "50/minute" in page and "team" in page and "ops" in page
+    assert "50/minute" in page
+    assert "team" in page
+    assert "ops" in page
     assert f'href="{PREFIX}/keys/{world.id("admin")}"' in page  # parent
     assert f'href="{PREFIX}/keys/{world.id("child")}"' in page  # child
-    assert "<code>create</code>" in page and "<code>update</code>" in page  # audit trail
+    assert "<code>create</code>" in page
+    assert "<code>update</code>" in page
     assert expires.year >= 2000
     assert admin.get("/keys/AAAAAAAAAAAA").status_code == 404
     assert admin.get("/keys/not-an-id").status_code == 404

@@ -168,14 +168,16 @@ def test_the_dashboard_works_in_every_mount(mount: str, prefix: str) -> None:
     dashboard = Dashboard(world.api, prefix=prefix, secret=SECRET, usage=world.usage)
     with MOUNTS[mount](world, dashboard) as b:
         first = b.get("/keys")
-        assert first.status_code == 303 and first.headers["location"] == f"{prefix}/sign-in"
+        assert first.status_code == 303
+        assert first.headers["location"] == f"{prefix}/sign-in"
         signin = b.get("/sign-in")
         assert signin.status_code == 200
         assert f'action="{prefix}/sign-in"' in signin.text
         assert f'href="{prefix}/static/dashboard.css?v=' in signin.text
         assert b.sign_in(world.key("admin")).headers["location"] == f"{prefix}/keys"
         session = next(c for c in b.cookie_headers() if c.startswith("kg_dashboard="))
-        assert f"Path={prefix}" in session and "HttpOnly" in session
+        assert f"Path={prefix}" in session
+        assert "HttpOnly" in session
         assert "SameSite=Strict" in session
         listing = b.get("/keys")
         assert listing.status_code == 200, listing.text
@@ -189,7 +191,8 @@ def test_the_dashboard_works_in_every_mount(mount: str, prefix: str) -> None:
         assert done.headers["location"] == f"{prefix}/keys/{key_id}?done=suspended"
         assert b.post("/keys/new", csrf="forged").status_code == 403
         css = b.get("/static/dashboard.css")
-        assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+        assert css.status_code == 200
+        assert css.headers["content-type"].startswith("text/css")
         assert b.post("/sign-out").headers["location"] == f"{prefix}/sign-in?m=signed-out"
         assert b.get("/keys").status_code == 303
     assert world.manager.get(key_id).suspended_at is not None
@@ -208,6 +211,7 @@ def test_mounted_under_another_path_without_stripping_the_prefix() -> None:
     )
     with asgi_browser(app, prefix="/ops") as b:
         page = b.get("/sign-in")
-        assert page.status_code == 200 and 'action="/ops/sign-in"' in page.text
+        assert page.status_code == 200
+        assert 'action="/ops/sign-in"' in page.text
         assert b.sign_in(world.key("admin")).headers["location"] == "/ops/keys"
         assert re.search(r'href="/ops/keys/new"', b.get("/keys").text)

@@ -24,7 +24,8 @@ def test_admin_signs_in_and_out(world: World) -> None:
         signed_in(b, world.key("admin"))
         page = b.get("/keys")
         assert page.status_code == 200
-        assert world.id("admin") in page.text and "Sign out" in page.text
+        assert world.id("admin") in page.text
+        assert "Sign out" in page.text
         out = b.post("/sign-out")
         assert out.status_code == 303
         assert out.headers["location"] == f"{PREFIX}/sign-in?m=signed-out"
@@ -178,13 +179,15 @@ def test_the_cookie_names_the_key_and_holds_nothing_secret(world: World) -> None
         signed_in(b, world.key("admin"))
         cookies = b.cookie_headers()
     session = next(c for c in cookies if c.startswith("kg_dashboard="))
-    assert "HttpOnly" in session and "SameSite=Strict" in session
+    assert "HttpOnly" in session
+    assert "SameSite=Strict" in session
     assert "Secure" not in session  # plain HTTP (a test server)
     assert f"Path={PREFIX}" in session
     plaintext = world.key("admin")
     digest = world.manager.get(world.id("admin")).digest
     for c in cookies:
-        assert plaintext not in c and plaintext.split("_", 2)[2][:16] not in c
+        assert plaintext not in c
+        assert plaintext.split("_", 2)[2][:16] not in c
         assert digest.split("$")[-1][:16] not in c
 
 
