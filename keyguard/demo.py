@@ -412,6 +412,12 @@ def run(
         import uvicorn
     except ImportError as exc:
         raise ConfigurationError("the demo needs uvicorn: pip install 'keyguard[server]'") from exc
+    try:
+        import jinja2  # noqa: F401 - the dashboard's templates
+    except ImportError as exc:
+        raise ConfigurationError(
+            "the demo's dashboard needs Jinja2: pip install 'keyguard[server]'"
+        ) from exc
     if workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     if not 0 < port < 65536:
