@@ -13,6 +13,7 @@ default ``/api-keys`` and the platform's own ``/api/v1/auth/keys``; the dashboar
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import secrets
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
@@ -388,6 +390,18 @@ def store_url_redacted() -> str:
     return redact_url(store_url())
 
 
+def shared_limiter_url(store_url: str) -> str | None:
+    """The rate-limit URL a Redis key store implies (the same server and prefix), or None.
+
+    A ``redis+cluster://`` store has none: the limiter speaks to one Redis (give it
+    ``KEYGUARD_RATELIMIT_URL``)."""
+    parts = urlsplit(store_url)
+    if parts.scheme.lower() not in ("redis", "rediss"):
+        return None
+    keep = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "prefix"]
+    return urlunsplit(parts._replace(query=urlencode(keep)))
+
+
 def run(
     *,
     host: str = "127.0.0.1",
@@ -429,6 +443,11 @@ def run(
         )
     if ratelimit is None:
         ratelimit = LimiterSettings.from_env()
+    if ratelimit.url is None:
+        shared = shared_limiter_url(url)
+        if shared is not None:
+            # One Redis serves keys and rate-limit counts unless a limiter URL is given.
+            ratelimit = dataclasses.replace(ratelimit, url=shared)
     missing = missing_extra(ratelimit)
     if missing is not None:
         raise ConfigurationError(missing)

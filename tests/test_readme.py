@@ -133,6 +133,7 @@ EXCERPT_SOURCES = {
     ),
     "examples/snippets/keys_from_code.py": "tests/test_snippets.py::test_keys_from_code",
     "examples/snippets/redis_limits.py": "tests/test_snippets.py::test_redis_limits",
+    "docs/mutation.md": "tests/test_docs.py::test_mutation_commands",
 }
 
 

@@ -67,6 +67,7 @@ class KeyCache:
     """
 
     __slots__ = (
+        "generation",
         "implications",
         "index",
         "index_size",
@@ -99,12 +100,17 @@ class KeyCache:
         self.negative_ttl = negative_ttl
         self.implications = implications
         self.privileged = privileged
+        #: Bumped by every invalidation (see :meth:`put`).
+        self.generation = 0
         dummy = KeyRecord(key_id="", name="", digest=dummy_digest)
         self.unknown: Final = CacheEntry(dummy, None, d.INVALID, 0.0)
 
     def invalidate(self, key_id: str | None = None) -> None:
         """Forget one key id (or everything), index entries included."""
         with self.lock:
+            # A record read from the store before this moment must not be cached after it
+            # (see :meth:`put`'s ``since``).
+            self.generation += 1
             if key_id is None:
                 self.records.clear()
                 self.negative.clear()
@@ -129,10 +135,25 @@ class KeyCache:
             return self.unknown, True
         return entry, False
 
-    def put(self, record: KeyRecord | None, key_id: str, now_mono: float) -> CacheEntry:
+    def put(
+        self,
+        record: KeyRecord | None,
+        key_id: str,
+        now_mono: float,
+        since: int | None = None,
+    ) -> CacheEntry:
         """Cache what the store answered for ``key_id`` (``None``: unknown) and return the
-        entry to judge against."""
+        entry to judge against.
+
+        ``since`` is :attr:`generation` read before the store was asked. If an invalidation
+        arrived in between (a revocation published while this read was in flight), the answer
+        may predate it: it is used for this request only and not cached, so the next request
+        reads the store again (revoke-while-filling never leaves a stale "valid" entry)."""
         with self.lock:
+            if since is not None and since != self.generation:
+                if record is None:
+                    return self.unknown
+                return self._entry(record, now_mono)  # stale at once, and not stored
             if record is None:
                 self.invalidate(key_id)
                 self.negative[key_id] = now_mono + self.negative_ttl
@@ -145,11 +166,14 @@ class KeyCache:
                 return old
             if old is not None:
                 self.invalidate(key_id)
-            grants = Grants(record.scopes, self.implications, privileged=self.privileged)
-            principal = Principal(record.key_id, record.name, record.owner, grants, record)
-            entry = CacheEntry(record, principal, Decision(True, principal), now_mono + self.ttl)
+            entry = self._entry(record, now_mono + self.ttl)
             self.records[key_id] = entry
             return entry
+
+    def _entry(self, record: KeyRecord, fresh_until: float) -> CacheEntry:
+        grants = Grants(record.scopes, self.implications, privileged=self.privileged)
+        principal = Principal(record.key_id, record.name, record.owner, grants, record)
+        return CacheEntry(record, principal, Decision(True, principal), fresh_until)
 
     def remember(
         self,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import builtins
+import logging
 from collections.abc import Callable
 from typing import ClassVar, Self
 
@@ -140,14 +141,32 @@ class KeyStore(abc.ABC):
         native-async backends; call it before the loop ends, e.g. in an app's shutdown)."""
 
     def subscribe_invalidations(self, callback: Callable[[str | None], None]) -> bool:
-        """Call ``callback(key_id)`` when another process changes a key, and
-        ``callback(None)`` when changes may have been missed (forget every cached key).
+        """Call ``callback(key_id)`` when a key changes, and ``callback(None)`` when changes
+        may have been missed (forget every cached key).
 
-        Returns whether the store can push invalidations at all; stores that cannot (SQLite,
-        memory) return ``False`` and caches rely on their freshness bound instead.
+        Every store calls it at once for changes made through this very store object (a
+        ``KeyManager`` and a ``Verifier`` sharing a store in one process: immediate). Returns
+        whether the store also pushes changes made by *other processes* (Redis does); stores
+        that cannot (SQLite, memory) return ``False`` and caches rely on their freshness bound
+        for those.
         """
-        del callback
+        callbacks: list[Callable[[str | None], None]] | None = getattr(
+            self, "_keyguard_local_subscribers", None
+        )
+        if callbacks is None:
+            callbacks = []
+            self._keyguard_local_subscribers = callbacks
+        callbacks.append(callback)
         return False
+
+    def _changed(self, key_id: str) -> None:
+        """Tell this process's subscribers that ``key_id`` changed (backends call it after a
+        committed create or update)."""
+        for callback in tuple(getattr(self, "_keyguard_local_subscribers", ())):
+            try:
+                callback(key_id)
+            except Exception:  # a broken cache must not undo a committed change
+                logging.getLogger("keyguard.store").exception("an invalidation callback failed")
 
     def __enter__(self) -> Self:
         return self

@@ -158,6 +158,11 @@ class Verifier(KeyLimits):
     * ``expiry_warning`` — seconds (default 7 days): an allowed response made with a credential
       that stops working within that window (its expiry, or the end of a rotation grace)
       carries ``API-Key-Expires: <ISO time>``; ``None`` turns it off.
+    * ``stale_if_error`` — off (0) by default: while the store is unreachable, every request
+      that needs it is refused 503 (fail closed). With N > 0, a key verified in this process
+      within the last ``cache_ttl + N`` seconds keeps being judged against its last known
+      record while the store is down — availability bought with staleness: a revocation made
+      during the outage is not seen here for up to N seconds. Unknown keys still get 503.
     * ``read_only`` — never write to the store (no re-hash, no ``last_used_at``, no pepper
       fingerprint): for diagnostics and CLI commands that must not change what a running
       service sees.
@@ -190,6 +195,7 @@ class Verifier(KeyLimits):
         trusted_proxies: int = 0,
         read_only: bool = False,
         expiry_warning: float | None = DEFAULT_WARNING_WINDOW,
+        stale_if_error: float = 0.0,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
     ) -> None:
@@ -212,6 +218,9 @@ class Verifier(KeyLimits):
         if expiry_warning is not None and not expiry_warning >= 0:
             raise ConfigurationError("expiry_warning must be >= 0 seconds (or None)")
         self.expiry_warning = expiry_warning
+        if isinstance(stale_if_error, bool) or not 0 <= stale_if_error < math.inf:
+            raise ConfigurationError("stale_if_error must be a number of seconds >= 0")
+        self.stale_if_error = float(stale_if_error)
         self._clock = ratchet(clock)
         self._monotonic = monotonic
         self._cache = KeyCache(
@@ -327,6 +336,18 @@ class Verifier(KeyLimits):
                 deadline = min(deadline, now_mono + (until - window - now))
             self._cache.remember(digest, entry, deadline, result)
         return result
+
+    def _stale_usable(self, entry: CacheEntry | None, now_mono: float) -> bool:
+        """Whether a stale cached record may stand in for an unreachable store
+        (``stale_if_error``): only a real key's record, and only that many seconds past its
+        freshness."""
+        window = self.stale_if_error
+        return (
+            window > 0
+            and entry is not None
+            and entry.principal is not None
+            and now_mono - entry.fresh_until <= window
+        )
 
     def _restrict(
         self, decision: Decision, peer: Peer, forwarded_for: str | bytes | None
@@ -483,15 +504,19 @@ class Verifier(KeyLimits):
                 barred = guard is not None and guard.is_blocked(address) is not None
                 entry, fresh, budget = self._gate(credential, entry, address, barred)
             if not fresh:
+                generation = self._cache.generation
                 try:
                     record = self.store.get(key_id)
                 except Exception as exc:
                     self._store_incident.failed(exc)
-                    return d.UNAVAILABLE, client
-                self._store_incident.succeeded()
-                if budget is not None and record is not None:
-                    budget.refund(address)
-                entry = self._cache.put(record, key_id, now_mono)
+                    if not self._stale_usable(entry, now_mono):
+                        return d.UNAVAILABLE, client
+                    # stale_if_error: judge against the last record seen (not re-cached).
+                else:
+                    self._store_incident.succeeded()
+                    if budget is not None and record is not None:
+                        budget.refund(address)
+                    entry = self._cache.put(record, key_id, now_mono, since=generation)
         assert entry is not None
         now = self._clock()
         result = self._conclude(authorization, credential, digest, entry, now, now_mono)
@@ -625,15 +650,19 @@ class Verifier(KeyLimits):
                 barred = guard is not None and await guard.ais_blocked(address) is not None
                 entry, fresh, budget = self._gate(credential, entry, address, barred)
             if not fresh:
+                generation = self._cache.generation
                 try:
                     record = await self.store.aget(key_id)
                 except Exception as exc:
                     self._store_incident.failed(exc)
-                    return d.UNAVAILABLE, client
-                self._store_incident.succeeded()
-                if budget is not None and record is not None:
-                    budget.refund(address)
-                entry = self._cache.put(record, key_id, now_mono)
+                    if not self._stale_usable(entry, now_mono):
+                        return d.UNAVAILABLE, client
+                    # stale_if_error: judge against the last record seen (not re-cached).
+                else:
+                    self._store_incident.succeeded()
+                    if budget is not None and record is not None:
+                        budget.refund(address)
+                    entry = self._cache.put(record, key_id, now_mono, since=generation)
         assert entry is not None
         now = self._clock()
         result = self._conclude(authorization, credential, digest, entry, now, now_mono)

@@ -69,6 +69,7 @@ class MemoryStore(KeyStore):
             if audit is not None:
                 self._audit.append(audit)
             self._remember(idempotency)
+        self._changed(record.key_id)
 
     def update(
         self,
@@ -93,6 +94,7 @@ class MemoryStore(KeyStore):
             if audit is not None:
                 self._audit.append(audit)
             self._remember(idempotency)
+        self._changed(record.key_id)
 
     # -- idempotency (callers hold the lock) -------------------------------------------------
     def _claim(self, entry: IdempotencyEntry | None) -> None:

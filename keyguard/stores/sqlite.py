@@ -436,6 +436,7 @@ class SQLiteStore(KeyStore):
             remember(conn, idempotency)
 
         self._run(op, write=True)
+        self._changed(record.key_id)
 
     def update(
         self,
@@ -470,6 +471,7 @@ class SQLiteStore(KeyStore):
             raise ConflictError(f"key {record.key_id} was changed concurrently")
 
         self._run(op, write=True)
+        self._changed(record.key_id)
 
     def list(
         self,

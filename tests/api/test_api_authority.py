@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.api.support import DAY, Client, World, make_world, mount_handler
+from tests.elsewhere import elsewhere
 
 
 @pytest.fixture
@@ -62,10 +63,11 @@ def warm_then(change: str) -> Callable[[World, Client], None]:
 
     def prepare(w: World, client: Client) -> None:
         assert client.request("GET", "/self", key=w.key("child")).status_code == 200
-        if change == "revoke":
-            w.manager.revoke(w.id("child"), reason="compromised")
-        else:
-            w.manager.suspend(w.id("child"), reason="investigating")
+        with elsewhere(w.store):  # another process: this one's verifier still trusts its cache
+            if change == "revoke":
+                w.manager.revoke(w.id("child"), reason="compromised")
+            else:
+                w.manager.suspend(w.id("child"), reason="investigating")
 
     return prepare
 

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from typing import Any
 
 import pytest
 
-from keyguard.core.errors import ErrorCode, StoreUnavailable
+from keyguard.core.decision import Decision
+from keyguard.core.errors import ConfigurationError, ErrorCode, StoreUnavailable
 from keyguard.core.hashing import Hasher
+from keyguard.core.keys import KeyFormat
 from keyguard.core.policy import RoutePolicy
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import any_of
 from keyguard.core.verifier import Verifier
 from keyguard.stores.memory import MemoryStore
+from tests.elsewhere import elsewhere
 from tests.keyfactory import KeyFactory
 
 
@@ -147,7 +151,8 @@ def test_revocation_is_seen_within_cache_ttl(store: CountingStore, factory: KeyF
     key = factory.issue()
     v = make(store, cache_ttl=1.0, monotonic=mono)
     assert v.verify(key.header).allowed
-    factory.change(key, revoked_at=time.time(), revoked_reason="leak")
+    with elsewhere(store):
+        factory.change(key, revoked_at=time.time(), revoked_reason="leak")
     mono.now += 0.5
     assert v.verify(key.header).allowed  # still inside the stated bound
     mono.now += 0.6
@@ -372,3 +377,84 @@ def test_a_failing_store_logs_one_line_per_incident(
     assert [r.levelname for r in lines] == ["ERROR", "WARNING"]
     assert all(r.exc_info is None for r in lines)
     assert "recovered after 25 failed" in lines[1].getMessage()
+
+
+def test_a_revocation_during_a_store_read_leaves_no_stale_valid_entry(
+    factory: KeyFactory,
+) -> None:
+    """Revoke-while-filling: the record is read, the key is revoked and its invalidation
+    arrives before the read's answer is cached. That answer serves its own request only; the
+    next request reads the store again and sees the revocation (not after cache_ttl)."""
+
+    class Racing(MemoryStore):
+        verifier: Verifier | None = None
+        race = False
+
+        def get(self, key_id: str) -> KeyRecord | None:
+            record = super().get(key_id)
+            if self.race and record is not None and self.verifier is not None:
+                self.race = False
+                # Meanwhile, another process revokes it and the invalidation is pushed here.
+                self._records[key_id] = record.evolve(revoked_at=1.0)
+                self.verifier.invalidate(key_id)
+            return record
+
+    store = Racing()
+    key = KeyFactory(store).issue()
+    v = make(store, cache_ttl=60, rate_limits=None)
+    store.verifier = v
+    store.race = True
+    assert v.verify(key.header).allowed  # read before the revocation: fine for this request
+    assert v.verify(key.header).code == "revoked_api_key"
+
+
+@pytest.mark.parametrize("sync", [True, False], ids=["verify", "averify"])
+def test_stale_if_error_serves_known_keys_for_a_bounded_time(
+    store: CountingStore, factory: KeyFactory, sync: bool
+) -> None:
+    clock = Clock()
+    key = factory.issue()
+    unknown = "UserKey " + KeyFormat().generate().plaintext
+
+    def check(v: Verifier, header: str) -> Decision:
+        return v.verify(header) if sync else asyncio.run(v.averify(header))
+
+    off = make(store, cache_ttl=1.0, monotonic=clock, rate_limits=None)
+    on = make(store, cache_ttl=1.0, monotonic=clock, rate_limits=None, stale_if_error=30)
+    for v in (off, on):
+        assert check(v, key.header).allowed
+    store.fail = True
+    clock.now += 2  # past freshness: the store would be read, and it is down
+    assert check(off, key.header).code == "auth_unavailable"  # the default: fail closed
+    assert check(on, key.header).allowed  # known key, last seen 1 s past freshness
+    assert check(on, unknown).code == "auth_unavailable"  # never seen: no stale answer
+    clock.now += 30
+    assert check(on, key.header).code == "auth_unavailable"  # past the stale window
+    store.fail = False
+    assert check(on, key.header).allowed
+
+
+def test_stale_if_error_is_validated(store: CountingStore) -> None:
+    for bad in (-1, math.inf, True):
+        with pytest.raises(ConfigurationError):
+            make(store, stale_if_error=bad)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_change_made_in_this_process_reaches_the_cache_at_once(kind: str, tmp_path: Any) -> None:
+    """A KeyManager and a Verifier sharing a store object: a revocation is refused on the very
+    next request, however long the cache TTL (no waiting out the freshness bound)."""
+    from keyguard.management import KeyManager
+    from keyguard.stores.sqlite import SQLiteStore
+
+    store = MemoryStore() if kind == "memory" else SQLiteStore(tmp_path / "k.db")
+    hasher = Hasher(pepper_from_env=False)
+    manager = KeyManager(store, hasher=hasher)
+    created = manager.create("k", ["agents:read"])
+    v = Verifier(store, hasher=hasher, cache_ttl=3600, rate_limits=None)
+    header = f"UserKey {created.plaintext}"
+    assert v.verify(header).allowed
+    assert v.verify(header).allowed  # now on the fast path
+    manager.revoke(created.key_id, reason="test")
+    assert v.verify(header).code == "revoked_api_key"
+    store.close()

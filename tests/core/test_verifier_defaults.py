@@ -23,6 +23,7 @@ from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import ScopeCatalog
 from keyguard.core.verifier import Verifier
 from keyguard.stores.memory import MemoryStore
+from tests.elsewhere import elsewhere
 from tests.keyfactory import KeyFactory
 
 
@@ -132,7 +133,8 @@ def test_a_cached_record_is_trusted_for_one_second(store: Counting, factory: Key
     v = Verifier(store, monotonic=mono)
     assert v.cache_ttl == 1.0
     assert v.verify(key.header).allowed
-    factory.change(key, revoked_at=1.0)
+    with elsewhere(store):
+        factory.change(key, revoked_at=1.0)
     mono.now += 0.999
     assert v.verify(key.header).allowed
     assert v.authenticate("userkey " + key.plaintext).allowed  # the slow path: cached too
@@ -147,13 +149,14 @@ def test_an_unknown_id_is_remembered_for_one_second(store: Counting) -> None:
     v = Verifier(store, monotonic=mono)
     assert v.negative_cache_ttl == 1.0
     assert v.verify(header).code is ErrorCode.INVALID_API_KEY
-    store.create(
-        KeyRecord(
-            key_id=generated.key_id,
-            name="late",
-            digest=Hasher(pepper_from_env=False).digest(generated.plaintext),
+    with elsewhere(store):
+        store.create(
+            KeyRecord(
+                key_id=generated.key_id,
+                name="late",
+                digest=Hasher(pepper_from_env=False).digest(generated.plaintext),
+            )
         )
-    )
     mono.now += 0.999
     assert v.verify(header).code is ErrorCode.INVALID_API_KEY
     assert store.gets == 1
