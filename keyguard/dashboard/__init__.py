@@ -11,11 +11,13 @@
 Operators sign in with a key holding ``admin`` or the management scope; the dashboard keeps a
 signed session naming the key, never the key (:mod:`.sessions`), re-checks the key on every
 request, and changes keys only through the management API's operations under its authority
-rule (:mod:`.operator`). Server-rendered with Jinja2 (the ``dashboard`` extra), one style sheet
-and one small script shipped in the package, nothing from the network. By job: :mod:`.app`
-(routing, sessions, CSRF), :mod:`.signin`, :mod:`.pages` (keys), :mod:`.actions` (forms that
-change keys), :mod:`.views` (usage, activity), :mod:`.usage` (the usage protocol, an in-memory
-source), :mod:`.charts` (SVG geometry), :mod:`.http` (requests, cookies, security headers),
+rule (:mod:`.operator`). Server-rendered with Jinja2 (the ``dashboard`` extra), one style
+sheet and one small script shipped in the package, nothing from the network.
+
+By job: :mod:`.app` (routing, CSRF), :mod:`.gate` (the session check), :mod:`.sessions`
+(tokens), :mod:`.signin`, :mod:`.pages` (keys), :mod:`.actions` (forms that change keys),
+:mod:`.views` (usage, activity), :mod:`.usage` (the usage protocol, an in-memory source),
+:mod:`.charts` (SVG geometry), :mod:`.http` (requests, cookies, security headers),
 :mod:`.render` and the skins :mod:`.skins`.
 """
 

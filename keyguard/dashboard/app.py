@@ -3,7 +3,7 @@
 Order of work for every request:
 
 1. **route** — static files (``/static/...``) and the sign-in page need no session;
-2. **session** — the signed cookie is checked (:mod:`~keyguard.dashboard.sessions`), then the
+2. **session** — the signed cookie is checked (:mod:`~keyguard.dashboard.gate`), then the
    key it names is re-read from the store and must still be the same secret (or the previous
    one within a rotation's grace), not signed out, active, allowed to manage keys and used from
    an allowed network; otherwise the cookie is cleared and the browser sent to sign in;
@@ -29,25 +29,22 @@ from keyguard.core.addresses import client_address
 from keyguard.core.errors import ConfigurationError, KeyguardError, StoreUnavailable
 from keyguard.core.keys import is_key_id
 from keyguard.core.records import AuditEvent
-from keyguard.core.restrictions import record_denial
 from keyguard.core.store import KeyStore
+from keyguard.dashboard import gate
 from keyguard.dashboard.http import (
     SECURITY_HEADERS,
     Form,
     FormError,
     PageRequest,
-    cookie_header,
     html_response,
     redirect,
 )
-from keyguard.dashboard.operator import ActionError, Operations, Operator
+from keyguard.dashboard.operator import Operations, Operator
 from keyguard.dashboard.render import Renderer, ago
 from keyguard.dashboard.sessions import (
     COOKIE,
     SessionSigner,
-    SessionToken,
     load_secret,
-    signed_out_setting,
 )
 from keyguard.dashboard.usage import UsageSource
 from keyguard.management.api import ManagementAPI
@@ -60,8 +57,6 @@ __all__ = ["DEFAULT_PREFIX", "Context", "Dashboard"]
 logger = logging.getLogger("keyguard.dashboard")
 
 DEFAULT_PREFIX: Final = "/keyguard"
-#: How often (at most) a session's "last seen" time is renewed in its cookie.
-_SEEN_EVERY: Final = 60.0
 
 
 class PageError(Exception):
@@ -269,17 +264,16 @@ class Dashboard:
                 return signin.form(self, request)
             return signin.submit(self, request)
         page, args = self._route(method, parts)
-        resumed = self._resume(request)
-        if not isinstance(resumed, tuple):
+        resumed = gate.resume(self, request)
+        if not isinstance(resumed, gate.Resumed):
             return resumed
-        operator, refresh = resumed
-        ctx = Context(self, request, operator, self.now())
-        if refresh is not None:
-            ctx.headers.append(refresh)
+        ctx = Context(self, request, resumed.operator, self.now())
+        if resumed.refresh is not None:
+            ctx.headers.append(resumed.refresh)
         if method == "POST":
             fields = request.form()
             sent = [v for k, v in fields if k == "csrf_token"]
-            if len(sent) != 1 or not self.signer.csrf_ok(self._token(request), sent[0]):
+            if len(sent) != 1 or not self.signer.csrf_ok(resumed.token, sent[0]):
                 raise PageError(
                     403,
                     "This form did not come from this dashboard session (CSRF token "
@@ -331,80 +325,6 @@ class Dashboard:
         headers.append(("content-length", str(len(found.body))))
         return ApiResponse(200, headers, found.body)
 
-    # -- sessions -------------------------------------------------------------------------------
-    def _token(self, request: PageRequest) -> SessionToken:
-        token = self.signer.decode(request.cookie(self.cookie_name(request)))
-        assert token is not None  # checked by _resume
-        return token
-
-    def clear_session(self, request: PageRequest) -> tuple[str, str]:
-        return cookie_header(
-            self.cookie_name(request),
-            "",
-            path=request.base or "/",
-            secure=self.secure(request),
-            max_age=0,
-        )
-
-    def session_cookie(self, request: PageRequest, token: SessionToken) -> tuple[str, str]:
-        return cookie_header(
-            self.cookie_name(request),
-            self.signer.encode(token),
-            path=request.base or "/",
-            secure=self.secure(request),
-            max_age=max(1, int(token.expires_at - self.now())),
-        )
-
-    def _ended(self, request: PageRequest, reason: str) -> ApiResponse:
-        return redirect(f"{request.base}/sign-in?m={reason}", [self.clear_session(request)])
-
-    def _resume(
-        self, request: PageRequest
-    ) -> tuple[Operator, tuple[str, str] | None] | ApiResponse:
-        """The signed-in operator (and a renewed cookie, if due), or the answer sending the
-        browser to sign in."""
-        value = request.cookie(self.cookie_name(request))
-        if value is None:
-            return redirect(f"{request.base}/sign-in")
-        token = self.signer.decode(value)
-        if token is None:
-            return self._ended(request, "ended")
-        now = self.now()
-        if now >= token.expires_at or now - token.seen_at > self.idle_timeout:
-            return self._ended(request, "expired")
-        store = self.manager.store
-        record = store.get(token.key_id) if is_key_id(token.key_id) else None
-        if record is None or not self.signer.bound(token, record, now):
-            return self._ended(request, "ended")
-        signed_out = store.get_setting(signed_out_setting(record.key_id))
-        if signed_out is not None and token.issued_at <= _float(signed_out):
-            return self._ended(request, "signed-out")
-        try:
-            caller = self.ops.caller(record)
-        except ActionError:
-            return self._ended(request, "ended")
-        client = self.client(request)
-        if record_denial(caller.record, client, now) is not None:
-            return self._ended(request, "ended")
-        operator = Operator(caller, self.signer.csrf(token), client)
-        refresh = None
-        if now - token.seen_at >= _SEEN_EVERY:
-            refresh = self.session_cookie(request, self.signer.seen(token, now))
-        return operator, refresh
-
-    def sign_in_as(self, request: PageRequest, operator: Operator) -> tuple[str, str]:
-        """The cookie of a new session for ``operator`` (issued after any sign-out)."""
-        now = self.now()
-        signed_out = self.manager.store.get_setting(signed_out_setting(operator.key_id))
-        if signed_out is not None:
-            now = max(now, _float(signed_out) + 1e-3)
-        token = self.signer.issue(operator.record, now, self.session_ttl)
-        return self.session_cookie(request, token)
-
-    def sign_out(self, key_id: str) -> None:
-        """End every dashboard session of ``key_id`` (in every worker process)."""
-        self.manager.store.set_setting(signed_out_setting(key_id), repr(self.now()))
-
     # -- skins ----------------------------------------------------------------------------------
     def asgi_app(self, *, strip_prefix: bool = True) -> Any:
         """This dashboard as an ASGI application (see :mod:`keyguard.dashboard.skins`)."""
@@ -424,13 +344,6 @@ class Dashboard:
         itself, with a session rather than an ``Authorization`` header)."""
         base = self.prefix or ""
         return (base or "/", f"{base}/{{rest:path}}")
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        return float("inf")  # an unreadable sign-out time ends every session: fail closed
 
 
 def _home(ctx: Context) -> ApiResponse:

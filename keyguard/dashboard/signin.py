@@ -15,6 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Final
 
 from keyguard.core.errors import ErrorCode
+from keyguard.dashboard import gate
 from keyguard.dashboard.http import Form, PageRequest, cookie_header, html_response, redirect
 from keyguard.dashboard.operator import ActionError, Operator
 from keyguard.dashboard.sessions import LOGIN_COOKIE
@@ -103,7 +104,7 @@ def submit(dash: Dashboard, request: PageRequest) -> ApiResponse:
     except ActionError as exc:
         return _page(dash, request, status=exc.status, error=_refusal(exc))
     operator = Operator(caller, "", client)
-    cookie = dash.sign_in_as(request, operator)
+    cookie = gate.issue(dash, request, operator)
     dash.audit("dashboard.sign_in", caller.key_id, caller.actor, client=client or "unknown")
     logger.info("dashboard: key %s signed in from %s", caller.key_id, client or "unknown")
     clear_login = _login_cookie(dash, request, "", 0)
@@ -134,11 +135,11 @@ def _refusal(exc: ActionError) -> str:
 def sign_out(ctx: Context) -> ApiResponse:
     dash = ctx.dashboard
     operator = ctx.operator
-    dash.sign_out(operator.key_id)
+    gate.end_all(dash, operator.key_id)
     dash.audit(
         "dashboard.sign_out",
         operator.key_id,
         operator.caller.actor,
         client=operator.client or "unknown",
     )
-    return redirect(f"{ctx.request.base}/sign-in?m=signed-out", [dash.clear_session(ctx.request)])
+    return redirect(f"{ctx.request.base}/sign-in?m=signed-out", [gate.clear(dash, ctx.request)])
