@@ -7,7 +7,8 @@ key on first run and returns their plaintexts once; :func:`create_app` builds th
 ASGI server can run ``keyguard.demo:create_app`` with ``--factory``, or ``keyguard.demo:app``).
 ``keyguard demo`` (see :func:`run`) does both and starts uvicorn. Key management over HTTP
 (:mod:`keyguard.management.api`) is mounted at :data:`MANAGEMENT_PREFIXES`: the library's
-default ``/api-keys`` and the platform's own ``/api/v1/auth/keys``.
+default ``/api-keys`` and the platform's own ``/api/v1/auth/keys``; the dashboard
+(:mod:`keyguard.dashboard`) at :data:`DASHBOARD_PREFIX`, with usage charts counted in process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import secrets
 import sys
 import threading
 import time
@@ -64,14 +66,19 @@ ROLES: Mapping[str, tuple[str, tuple[str, ...]]] = {
 #: Where the key-management API is served (it authenticates its callers itself, so the
 #: middleware's policy leaves these paths to it).
 MANAGEMENT_PREFIXES = ("/api-keys", "/api/v1/auth/keys")
+#: Where the dashboard is served (it signs its users in itself, with a session).
+DASHBOARD_PREFIX = "/keyguard"
 
 
 def demo_policy() -> RoutePolicy:
-    management = [p for prefix in MANAGEMENT_PREFIXES for p in (prefix, prefix + "/{rest:path}")]
+    prefixes = (*MANAGEMENT_PREFIXES, DASHBOARD_PREFIX)
+    management = [p for prefix in prefixes for p in (prefix, prefix + "/{rest:path}")]
     return RoutePolicy(ROUTES, public=(*PUBLIC_PATHS, *management))
 
 
 RATELIMIT_URL_ENV = ENV["url"]
+#: (:data:`keyguard.dashboard.SECRET_ENV`, spelled here so importing the demo needs no Jinja2.)
+DASHBOARD_SECRET_ENV = "KEYGUARD_DASHBOARD_SECRET"  # noqa: S105 - a variable's name
 
 
 def store_url() -> str:
@@ -172,7 +179,7 @@ def create_app(
             "the demo needs Starlette and uvicorn: pip install 'keyguard[server]'"
         ) from exc
 
-    from keyguard.adapters.asgi import KeyGuardMiddleware
+    from keyguard.adapters.starlette import dashboard_routes
 
     if verifier is None:
         if "limiter" not in options and options.get("rate_limits", True) is not None:
@@ -281,7 +288,7 @@ def create_app(
 
         return handler
 
-    routes = [
+    routes: list[Any] = [
         Route("/", index),
         Route("/health", health),
         Route("/whoami", whoami),
@@ -295,10 +302,36 @@ def create_app(
     for name in ("workflows", "knowledge", "runners", "integrations", "webhooks"):
         routes.append(Route(f"/{name}", collection(name), methods=["GET", "POST"]))
     routes.extend(management_routes(verifier))
+    dashboard = demo_dashboard(verifier)
+    routes.extend(dashboard_routes(dashboard))
     app = Starlette(routes=routes)
-    app.add_middleware(KeyGuardMiddleware, verifier=verifier)
+    app.add_middleware(_recorded, verifier=verifier, usage=dashboard.usage)
     app.state.keyguard = verifier
+    app.state.dashboard = dashboard
     return app
+
+
+def _recorded(app: Any, /, *, usage: Any, **options: Any) -> Any:
+    """keyguard's middleware (``options`` are its own), with the dashboard's usage recorder
+    around it: one layer of the Starlette stack, counting the requests keyguard let through."""
+    from keyguard.adapters.asgi import KeyGuardMiddleware
+    from keyguard.dashboard import UsageRecorder
+
+    guard = KeyGuardMiddleware(app, **options)
+    return UsageRecorder(guard, usage, policy=guard.verifier.policy)
+
+
+def demo_dashboard(verifier: Verifier) -> Any:
+    """The dashboard, acting through a management API that shares ``verifier``, with usage
+    counted in this process (:class:`~keyguard.dashboard.MemoryUsage`, fed by the
+    :class:`~keyguard.dashboard.UsageRecorder` around the app)."""
+    from keyguard.dashboard import Dashboard, MemoryUsage
+    from keyguard.management.api import ManagementAPI
+    from keyguard.management.manager import KeyManager
+
+    manager = KeyManager(verifier.store, key_format=verifier.key_format, hasher=verifier.hasher)
+    api = ManagementAPI(manager, verifier=verifier, prefix=MANAGEMENT_PREFIXES[0])
+    return Dashboard(api, prefix=DASHBOARD_PREFIX, usage=MemoryUsage())
 
 
 def management_routes(verifier: Verifier) -> list[Any]:
@@ -332,6 +365,7 @@ def print_banner(keys: DemoKeys, base_url: str, out: TextIO = sys.stdout) -> Non
         )
     admin = keys.created.get("admin", "<admin key>")
     reader = keys.created.get("read-only", "<read-only key>")
+    print(f"\nDashboard: {base_url}{DASHBOARD_PREFIX} (sign in with the admin key)", file=out)
     print("\nTry:", file=out)
     print(f"  curl -s {base_url}/health", file=out)
     print("  # rate limits per key: 20 requests / 10 s, 100 / minute, 5,000 / day", file=out)
@@ -392,6 +426,12 @@ def run(
         import uvicorn
     except ImportError as exc:
         raise ConfigurationError("the demo needs uvicorn: pip install 'keyguard[server]'") from exc
+    try:
+        import jinja2  # noqa: F401 - the dashboard's templates
+    except ImportError as exc:
+        raise ConfigurationError(
+            "the demo's dashboard needs Jinja2: pip install 'keyguard[server]'"
+        ) from exc
     if workers < 1:
         raise ConfigurationError("--workers must be at least 1")
     if not 0 < port < 65536:
@@ -417,6 +457,9 @@ def run(
     # this limiter.
     os.environ[STORE_URL_ENV] = url
     os.environ.update(ratelimit.environ())
+    if workers > 1 and not os.environ.get(DASHBOARD_SECRET_ENV):
+        # Every worker must sign dashboard sessions with the same secret.
+        os.environ[DASHBOARD_SECRET_ENV] = secrets.token_urlsafe(32)
     if workers > 1 and ratelimit.url is None:
         print(
             f"note: with --workers {workers} and no {RATELIMIT_URL_ENV}=redis://..., each worker "

@@ -93,6 +93,9 @@ EXCERPT_SOURCES = {
     "docs/deploy/pre-commit-config.yaml": "test_pre_commit_hook_scans_staged_files",
     "docs/deploy/scan-workflow.yml": "test_scan_workflow_scans_the_whole_history",
     "docs/deploy/alert_receiver.py": "test_alert_receiver_example_revokes_a_leaked_key",
+    "examples/dashboard/fastapi_app.py": "test_the_dashboard_examples_serve_the_dashboard",
+    "examples/dashboard/flask_app.py": "test_the_dashboard_examples_serve_the_dashboard",
+    "keyguard/dashboard/usage.py": "test_the_documented_usage_protocol",
 }
 #: ``<!-- run: NAME -->`` blocks and the test that executes each.
 RUNNERS = {
@@ -714,3 +717,52 @@ def test_mutation_exclusions_parse() -> None:
         assert {"module", "function", "kind", "why"} <= set(entry), entry
         assert {"before", "after"} & set(entry), entry  # what the mutant changes
         assert entry["kind"] in ("equivalent", "message-only")
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+@pytest.mark.parametrize("framework", ["fastapi", "flask"])
+def test_the_dashboard_examples_serve_the_dashboard(framework: str, tmp_path: Path) -> None:
+    """docs/dashboard.md's examples: an admin key signs in, creates a key, and the key's
+    requests to the protected route are charted."""
+    import importlib
+    import re
+
+    import httpx
+
+    from keyguard.core.hashing import Hasher
+    from tests.api.support import SyncASGITransport
+
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    with KeyManager(url, hasher=Hasher(pepper_from_env=False)) as manager:
+        admin = manager.create("ops", ["admin"]).plaintext
+    module = importlib.import_module(f"examples.dashboard.{framework}_app")
+    app = module.create_app(url, secret="docs-test-secret-0123456789abcdefgh")
+    transport = (
+        SyncASGITransport(app) if framework == "fastapi" else httpx.WSGITransport(app=app.wsgi_app)
+    )
+    token = re.compile(r'name="(csrf_token|request_id)" value="([^"]+)"')
+    with httpx.Client(transport=transport, base_url="http://testserver") as client:
+        form = dict(token.findall(client.get("/keyguard/sign-in").text))
+        signed = client.post("/keyguard/sign-in", data={**form, "key": admin})
+        assert signed.status_code == 303, signed.text
+        form = dict(token.findall(client.get("/keyguard/keys/new").text))
+        fields = {**form, "name": "x", "scopes": "agents:read"}
+        made = client.post("/keyguard/keys/new", data=fields)
+        found = re.search(r'id="new-key" class="mono" value="([^"]+)"', made.text)
+        assert found is not None, made.text
+        key = found.group(1)
+        auth = {"Authorization": f"UserKey {key}"}
+        assert client.get("/agents").status_code == 401
+        assert [client.get("/agents", headers=auth).status_code for _ in range(3)] == [200] * 3
+        page = client.get(f"/keyguard/keys/{key.split('_')[1]}").text
+        assert 'data-total="2xx">3<' in page
+        assert 'data-route-count="GET /agents">3<' in page
+
+
+def test_the_documented_usage_protocol() -> None:
+    from keyguard.dashboard import MemoryUsage, UsageSource
+
+    documented = block("from", "keyguard/dashboard/usage.py").text
+    assert "def daily_usage(" in documented
+    assert "def top_routes(" in documented
+    assert isinstance(MemoryUsage(), UsageSource)

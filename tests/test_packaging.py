@@ -32,6 +32,12 @@ ADAPTER_EXTRAS = {
     "keyguard.adapters.drf": "django",
     "keyguard.client.httpx": "client",
     "keyguard.client.requests": "client",
+    "keyguard.dashboard": "dashboard",
+}
+#: Files the package ships besides modules: the dashboard's templates and static assets.
+PACKAGE_DATA = {
+    "keyguard/dashboard/templates": {".html"},
+    "keyguard/dashboard/static": {".css", ".js"},
 }
 
 pytestmark = pytest.mark.slow
@@ -57,10 +63,17 @@ def test_wheel_holds_every_module_and_nothing_else(dists: tuple[Path, Path]) -> 
     modules = {
         p.relative_to(ROOT).as_posix()
         for p in (ROOT / "keyguard").rglob("*")
-        if p.is_file() and p.suffix in {".py", ".typed"} and "__pycache__" not in p.parts
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and (
+            p.suffix in {".py", ".typed"}
+            or p.suffix in PACKAGE_DATA.get(p.parent.relative_to(ROOT).as_posix(), set())
+        )
     }
     assert modules <= names, sorted(modules - names)
     assert "keyguard/py.typed" in names
+    assert "keyguard/dashboard/templates/base.html" in names
+    assert "keyguard/dashboard/static/dashboard.css" in names
     packaged = {n for n in names if ".dist-info/" not in n}
     assert packaged == modules, sorted(packaged - modules)
     with zipfile.ZipFile(wheel) as zf:

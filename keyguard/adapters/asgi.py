@@ -211,3 +211,24 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
         await send(message)
 
     return wrapped
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+def mount_dashboard(app: ASGIApp, dashboard: Any) -> ASGIApp:
+    """``app`` with ``dashboard`` (a :class:`~keyguard.dashboard.Dashboard`) answering every
+    HTTP request under ``dashboard.prefix``; all else (lifespan included) goes to ``app``.
+
+    Wrap the application *with* keyguard's middleware (``mount_dashboard(KeyGuardMiddleware(
+    app, ...), dashboard)``): the dashboard signs its users in itself, with a session cookie.
+    """
+    dashboard_app = dashboard.asgi_app()
+    prefix = dashboard.prefix
+
+    async def dispatch(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] in ("http", "websocket") else ""
+        if path == prefix or path.startswith(prefix + "/"):
+            await dashboard_app(scope, receive, send)
+        else:
+            await app(scope, receive, send)
+
+    return dispatch

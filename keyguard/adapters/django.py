@@ -68,6 +68,7 @@ from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier, authorize
 
 if TYPE_CHECKING:
+    from keyguard.dashboard import Dashboard
     from keyguard.management.api import ManagementAPI
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "KeyGuardConfig",
     "KeyGuardImproperlyConfigured",
     "KeyGuardMiddleware",
+    "dashboard_urls",
     "denial_response",
     "get_config",
     "management_urls",
@@ -342,3 +344,65 @@ def management_urls(api: ManagementAPI) -> list[Any]:
     base = re.escape((api.prefix or "").lstrip("/"))
     pattern = rf"^{base}(?:/(?P<rest>.*))?$" if base else r"^(?P<rest>.*)$"
     return [re_path(pattern, csrf_exempt(view), name="keyguard_keys")]
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+def dashboard_urls(dashboard: Dashboard) -> list[Any]:
+    """URL patterns serving ``dashboard`` (a :class:`~keyguard.dashboard.Dashboard`) at
+    ``dashboard.prefix``: ``urlpatterns += dashboard_urls(dashboard)``.
+
+    Exempt from Django's CSRF middleware because the dashboard checks its own synchronizer
+    token on every form (Django's token is not in its forms). With the keyguard middleware and
+    a ``POLICY``, list ``dashboard.public_paths()`` in ``PUBLIC``.
+    """
+    import re
+
+    from django.urls import re_path
+    from django.views.decorators.csrf import csrf_exempt
+
+    from keyguard.dashboard.skins import request_from_environ
+
+    def view(request: HttpRequest, rest: str | None = None) -> HttpResponse:
+        del rest  # routed by the dashboard itself
+        environ = dict(request.META)
+        environ["PATH_INFO"] = request.path_info
+        environ["SCRIPT_NAME"] = request.META.get("SCRIPT_NAME", "") or ""
+        environ["wsgi.url_scheme"] = request.scheme
+        environ["wsgi.input"] = request  # Django's request reads the body stream
+        built, inside = request_from_environ(environ, dashboard)
+        answer = dashboard.handle(built) if inside else dashboard.outside(built)
+        response = HttpResponse(answer.body, status=answer.status)
+        for name, value in answer.headers:
+            if name == "set-cookie":
+                continue
+            response[name] = value
+        for name, value in answer.headers:
+            if name == "set-cookie":
+                # HttpResponse keeps one value per header name: cookies go through its jar.
+                _set_cookie(response, value)
+        return response
+
+    base = re.escape((dashboard.prefix or "").lstrip("/"))
+    pattern = rf"^{base}(?:/(?P<rest>.*))?$" if base else r"^(?P<rest>.*)$"
+    return [re_path(pattern, csrf_exempt(view), name="keyguard_dashboard")]
+
+
+def _set_cookie(response: HttpResponse, header: str) -> None:
+    """Copy one ``Set-Cookie`` value built by the dashboard onto a Django response."""
+    first, *attributes = (part.strip() for part in header.split(";"))
+    name, _, value = first.partition("=")
+    options: dict[str, Any] = {"httponly": False, "secure": False}
+    for attribute in attributes:
+        key, _, arg = attribute.partition("=")
+        key = key.lower()
+        if key == "path":
+            options["path"] = arg
+        elif key == "max-age":
+            options["max_age"] = int(arg)
+        elif key == "samesite":
+            options["samesite"] = arg
+        elif key == "httponly":
+            options["httponly"] = True
+        elif key == "secure":
+            options["secure"] = True
+    response.set_cookie(name, value, **options)

@@ -67,6 +67,7 @@ from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
 
 if TYPE_CHECKING:
+    from keyguard.dashboard import Dashboard
     from keyguard.management.api import ManagementAPI
 
 __all__ = [
@@ -80,6 +81,7 @@ __all__ = [
     "install_exception_handlers",
     "install_openapi",
     "keyguard_exception_handler",
+    "mount_dashboard",
     "mount_management",
 ]
 
@@ -733,3 +735,16 @@ def mount_management(app: FastAPI, api: ManagementAPI, *, openapi: bool = True) 
         hook = _ManagementOpenAPI(app.openapi, openapi_document(api.prefix))
         app.openapi = hook  # type: ignore[method-assign]
         app.openapi_schema = None
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+def mount_dashboard(app: FastAPI, dashboard: Dashboard) -> None:
+    """Serve ``dashboard`` (a :class:`~keyguard.dashboard.Dashboard`) in ``app`` at
+    ``dashboard.prefix`` (outside the OpenAPI document: it is a set of HTML pages).
+
+    The dashboard signs its users in itself: with a ``KeyGuardMiddleware`` route policy in
+    front, list ``dashboard.public_paths()`` as public there.
+    """
+    from keyguard.adapters.starlette import dashboard_routes
+
+    app.router.routes.extend(dashboard_routes(dashboard))

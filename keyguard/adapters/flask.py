@@ -67,12 +67,14 @@ from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier, authorize
 
 if TYPE_CHECKING:
+    from keyguard.dashboard import Dashboard
     from keyguard.management.api import ManagementAPI
 
 __all__ = [
     "EXTENSION_KEY",
     "KeyGuard",
     "current_principal",
+    "mount_dashboard",
     "mount_management",
     "require_scopes",
 ]
@@ -328,3 +330,30 @@ def mount_management(app: Flask, api: ManagementAPI, *, endpoint: str = "keyguar
     base = api.prefix or ""
     app.add_url_rule(base or "/", endpoint, view, methods=_MANAGEMENT_METHODS, strict_slashes=False)
     app.add_url_rule(f"{base}/<path:rest>", f"{endpoint}_path", view, methods=_MANAGEMENT_METHODS)
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+def mount_dashboard(
+    app: Flask, dashboard: Dashboard, *, endpoint: str = "keyguard_dashboard"
+) -> None:
+    """Serve ``dashboard`` (a :class:`~keyguard.dashboard.Dashboard`) in ``app`` at
+    ``dashboard.prefix``: two URL rules answered by the dashboard's WSGI skin.
+
+    The dashboard signs its users in itself (a session cookie, its own CSRF tokens): with a
+    ``KEYGUARD_POLICY``, list ``dashboard.public_paths()`` in ``KEYGUARD_PUBLIC``.
+    """
+    from keyguard.dashboard.skins import DashboardWSGI
+
+    wsgi = DashboardWSGI(dashboard)
+
+    def view(rest: str = "") -> Response:
+        del rest  # routed by the dashboard itself, from the WSGI environ
+        answer = wsgi.respond(request.environ)
+        return current_app.response_class(
+            answer.body, status=answer.status, headers=list(answer.headers)
+        )
+
+    base = dashboard.prefix or ""
+    methods = ["GET", "HEAD", "POST"]
+    app.add_url_rule(base or "/", endpoint, view, methods=methods, strict_slashes=False)
+    app.add_url_rule(f"{base}/<path:rest>", f"{endpoint}_path", view, methods=methods)

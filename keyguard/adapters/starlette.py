@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.routing import BaseRoute
 
+    from keyguard.dashboard import Dashboard
     from keyguard.management.api import ManagementAPI
 
 __all__ = [
@@ -66,8 +67,10 @@ __all__ = [
     "KeyGuardCredentials",
     "KeyGuardMiddleware",
     "check_principal",
+    "dashboard_routes",
     "keyguard_on_error",
     "management_routes",
+    "mount_dashboard",
     "mount_management",
     "principal_from_scope",
     "problem_response",
@@ -352,3 +355,23 @@ def mount_management(app: Starlette, api: ManagementAPI) -> None:
     request is verified (and rate-limited) twice.
     """
     app.router.routes.extend(management_routes(api))
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+def dashboard_routes(dashboard: Dashboard) -> list[BaseRoute]:
+    """Routes serving ``dashboard`` (a :class:`~keyguard.dashboard.Dashboard`) at its prefix:
+    ``Starlette(routes=[..., *dashboard_routes(dashboard)])``."""
+    from starlette.routing import Mount, Route
+
+    app = dashboard.asgi_app()
+    return [Route(dashboard.prefix or "/", app), Mount(dashboard.prefix, app=app)]
+
+
+def mount_dashboard(app: Starlette, dashboard: Dashboard) -> None:
+    """Serve ``dashboard`` in an existing Starlette application, at ``dashboard.prefix``.
+
+    The dashboard signs its users in itself (a session cookie, not an ``Authorization``
+    header): with a :class:`KeyGuardMiddleware` route policy, list
+    ``dashboard.public_paths()`` as public there.
+    """
+    app.router.routes.extend(dashboard_routes(dashboard))

@@ -138,3 +138,24 @@ def _with_headers(
         return start_response(status, merged, exc_info)
 
     return wrapped
+
+
+# -- the dashboard --------------------------------------------------------------------------------
+def mount_dashboard(app: WSGIApp, dashboard: Any) -> WSGIApp:
+    """``app`` with ``dashboard`` (a :class:`~keyguard.dashboard.Dashboard`) answering every
+    request under ``dashboard.prefix``; everything else goes to ``app``.
+
+    Wrap the application *with* keyguard's middleware: the dashboard signs its users in
+    itself, with a session cookie.
+    """
+    dashboard_app = dashboard.wsgi_app()
+    prefix = dashboard.prefix
+
+    def dispatch(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "") or ""
+        if path == prefix or path.startswith(prefix + "/"):
+            result: Iterable[bytes] = dashboard_app(environ, start_response)
+            return result
+        return app(environ, start_response)
+
+    return dispatch
