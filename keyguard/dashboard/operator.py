@@ -86,8 +86,8 @@ class Operations:
         )
         api = self.api
         try:
-            seen, _ = api._authenticate(request, manage=True)
-            return api._caller(seen, None, None)
+            seen, _ = api.authenticate(request, manage=True)
+            return api.caller(seen, None, None)
         except ApiError as exc:
             raise ActionError.of(exc) from None
         except KeyguardError as exc:
@@ -96,7 +96,7 @@ class Operations:
     def caller(self, record: KeyRecord) -> Caller:
         """``record`` re-read from the store and checked as the API checks its callers."""
         try:
-            return self.api._caller(record, None, None)
+            return self.api.caller(record, None, None)
         except ApiError as exc:
             raise ActionError.of(exc) from None
         except KeyguardError as exc:
@@ -123,7 +123,7 @@ class Operations:
             client=operator.client,
         )
         try:
-            caller = api._caller(operator.record, action, args[0] if args else None)
+            caller = api.caller(operator.record, action, args[0] if args else None)
             response = view(api, caller, request, *args)
         except ApiError as exc:
             raise ActionError.of(exc) from None

@@ -201,11 +201,11 @@ class ManagementAPI:
         if parts == ["self"]:
             # Any valid key may read its own record (``keyguard keys verify --url`` uses it).
             self._allow(method, ("GET",))
-            record, headers = self._authenticate(request, manage=False)
+            record, headers = self.authenticate(request, manage=False)
             return self._finish(views.me(self, record, request), headers)
         view, args = self._route(method, parts)
-        record, headers = self._authenticate(request, manage=True)
-        caller = self._caller(record, _MUTATIONS.get(view), args[0] if args else None)
+        record, headers = self.authenticate(request, manage=True)
+        caller = self.caller(record, _MUTATIONS.get(view), args[0] if args else None)
         return self._finish(view(self, caller, request, *args), headers)
 
     def _route(self, method: str, parts: list[str]) -> tuple[View, tuple[str, ...]]:
@@ -255,7 +255,7 @@ class ManagementAPI:
             required=decision.required,
         )
 
-    def _authenticate(
+    def authenticate(
         self, request: ApiRequest, *, manage: bool
     ) -> tuple[KeyRecord, tuple[tuple[str, str], ...]]:
         """The acting key's record as the verifier saw it, and headers for the response."""
@@ -287,7 +287,7 @@ class ManagementAPI:
             headers += expiry_warning(principal.record, now, window=self.expiry_window)
         return principal.record, headers
 
-    def _caller(self, seen: KeyRecord, action: str | None, target: str | None) -> Caller:
+    def caller(self, seen: KeyRecord, action: str | None, target: str | None) -> Caller:
         """The acting key re-read from the store (not the verifier's cache) and re-checked: a
         key revoked or suspended since the verifier cached it may not act. A refused change
         (``action``) is audited against its ``target`` (or the acting key)."""
