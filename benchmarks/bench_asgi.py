@@ -539,7 +539,7 @@ def variants(keys: Keys, clients: int = CLIENTS) -> tuple[list[Variant], list[st
 
 def collect(args: Any) -> dict[str, Any]:
     keys = Keys()
-    clients = 1_000 if args.quick else CLIENTS
+    clients = 200 if args.quick else CLIENTS
     driver = ASGIDriver(keys, clients)
     rows, skipped = variants(keys, clients)
     try:

@@ -300,7 +300,7 @@ def variants(keys: Keys) -> list[Variant]:
 
 def collect(args: Any) -> dict[str, Any]:
     keys = Keys()
-    clients = 1_000 if args.quick else CLIENTS
+    clients = 200 if args.quick else CLIENTS
     return run(
         "wsgi",
         "WSGI (raw, Flask, Django)",
