@@ -45,6 +45,10 @@ from benchmarks import _labels as L
 from benchmarks._results import HIGHER, Row, describe, environment, group_json, write_json
 
 APPS = {L.E_BARE: "bare", L.E_KG: "keyguard", L.E_SLOWAPI: "slowapi"}
+try:
+    import slowapi  # noqa: F401 - a peer from the bench extra
+except ImportError:  # pragma: no cover - depends on the environment
+    del APPS[L.E_SLOWAPI]
 TITLE = "end to end under uvicorn"
 
 LUA = """
@@ -286,6 +290,8 @@ def main() -> None:
     print(describe(env))
     import uvicorn
 
+    if L.E_SLOWAPI not in APPS:
+        print("skipped: the slowapi app (slowapi is not installed; pip install -e '.[bench]')")
     print(
         f"uvicorn {uvicorn.__version__} {' '.join(server_options())}, 1 worker, CPU "
         f"{server_cpu}; load: {kind}, 1 thread, {args.connections} connections, CPU {load_cpu}; "
