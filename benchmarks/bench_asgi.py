@@ -349,9 +349,7 @@ def variants(keys: Keys, clients: int = CLIENTS) -> tuple[list[Variant], list[st
         Variant(
             L.S_FLOOR, lambda: starlette_app(floor(admitting_clock())), L.S_BARE, note=NOTE_FLOOR
         ),
-        Variant(
-            L.S_KG_FULL, lambda: starlette_app(full()), L.S_BARE, note=NOTE_LIMITED, **limited
-        ),
+        Variant(L.S_KG_FULL, lambda: starlette_app(full()), L.S_BARE, note=NOTE_LIMITED, **limited),
         Variant(
             L.S_KG_NO_HEADERS,
             lambda: starlette_app(full(ietf_headers=False, legacy_headers=False)),

@@ -38,11 +38,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import _labels as L
 from benchmarks._results import HIGHER, Row, describe, environment, group_json, write_json
+
+ROOT = Path(__file__).resolve().parent.parent
 
 APPS = {L.E_BARE: "bare", L.E_KG: "keyguard", L.E_SLOWAPI: "slowapi"}
 try:
@@ -121,11 +122,7 @@ def servers(keys_file: str, cpu: int | None) -> Iterator[dict[str, int]]:
                 "warning",
                 *server_options(),
             ]
-            procs.append(
-                subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-                    command, cwd=ROOT, env=env, preexec_fn=pinned(cpu)
-                )
-            )
+            procs.append(subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=pinned(cpu)))
             ports[label] = port
         with open(keys_file, encoding="ascii") as f:
             first = f.readline().strip()
@@ -177,7 +174,9 @@ def parse_wrk(output: str) -> dict[str, Any]:
     if not (rps and p50 and p99 and total):
         raise SystemExit(f"benchmark aborted: cannot read wrk's output:\n{output}")
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
     return {
         "rps": float(rps.group(1)),
         "p50_ms": _ms(p50.group(1)),
@@ -226,7 +225,7 @@ class Generator:
                 str(duration),
                 str(self.connections),
             ]
-        proc = subprocess.run(  # noqa: S603 - wrk or our own interpreter, fixed arguments
+        proc = subprocess.run(
             command,
             env=env,
             capture_output=True,
@@ -333,10 +332,9 @@ def main() -> None:
     for label in APPS:
         rps = rows[f"{label}: requests/s"]
         rounds_text = ", ".join(f"{x:,.0f}" for x in rps.runs)
-        print(
-            f"{label:<34} {rps.median:>9,.0f} ({rounds_text}){'':<4} "
-            f"{rows[f'{label}: p50 latency'].median:8.2f} {rows[f'{label}: p99 latency'].median:8.2f}"
-        )
+        p50 = rows[f"{label}: p50 latency"].median
+        p99 = rows[f"{label}: p99 latency"].median
+        print(f"{label:<34} {rps.median:>9,.0f} ({rounds_text}){'':<4} {p50:8.2f} {p99:8.2f}")
     bare = rows[f"{L.E_BARE}: requests/s"].median
     for label in APPS:
         if label != L.E_BARE:

@@ -27,6 +27,8 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import contextlib
+
 from benchmarks import _labels as L
 from benchmarks._results import Row, describe, environment, group_json, write_json
 
@@ -113,10 +115,8 @@ def measure(url: str, revocations: int) -> list[list[float]]:
                 results.append(latencies)
     finally:
         for pipe in pipes:
-            try:
+            with contextlib.suppress(OSError):
                 pipe.send(None)
-            except OSError:
-                pass
         for proc in procs:
             proc.join(10)
             if proc.is_alive():
@@ -148,9 +148,7 @@ def main() -> None:
     except (redis.RedisError, OSError) as exc:
         print(f"bench_revocation: skipped: Redis is unreachable ({type(exc).__name__})")
         if args.json:
-            write_json(
-                args.json, group_json("revocation", TITLE, [], facts={"skipped": str(exc)})
-            )
+            write_json(args.json, group_json("revocation", TITLE, [], facts={"skipped": str(exc)}))
         return
     prefix = f"kgrevbench{os.getpid()}x{secrets.token_hex(4)}"
     sep = "&" if "?" in args.url else "?"

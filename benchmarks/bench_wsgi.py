@@ -236,9 +236,7 @@ def variants(keys: Keys) -> list[Variant]:
         Variant(
             L.W_FLOOR_403, lambda: floor(raw_app), L.W_BARE, request=NARROW, status=403, note=deny
         ),
-        Variant(
-            L.W_KG_403, lambda: full(raw_app), L.W_BARE, request=NARROW, status=403, note=deny
-        ),
+        Variant(L.W_KG_403, lambda: full(raw_app), L.W_BARE, request=NARROW, status=403, note=deny),
         Variant(
             L.W_FLOOR_429,
             lambda: floor(raw_app, frozen_clock()),

@@ -109,7 +109,9 @@ def evaluate(groups: Groups) -> list[Goal]:
 
     a = "asgi"
     add(
-        Goal("asgi-full-path", "ASGI full path (auth + scope + 3 windows + headers) ≤ 2x the floor"),
+        Goal(
+            "asgi-full-path", "ASGI full path (auth + scope + 3 windows + headers) ≤ 2x the floor"
+        ),
         lambda g: _ratio_goal(
             rows,
             g,

@@ -31,11 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._results import FORMAT, describe, environment, read_json, write_json
 from benchmarks.goals import Goal, evaluate
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: group -> (script, options passed in quick mode, takes --url)
 GROUPS: dict[str, tuple[str, tuple[str, ...], bool]] = {
@@ -61,7 +62,7 @@ def run_group(name: str, quick: bool, url: str | None, tmp: str) -> tuple[dict[s
     print(f"\n{'=' * 100}\n$ {' '.join(command[1:])}\n", flush=True)
     started = time.monotonic()
     try:
-        proc = subprocess.run(command, cwd=ROOT, timeout=TIMEOUT, check=False)  # noqa: S603
+        proc = subprocess.run(command, cwd=ROOT, timeout=TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
         return {}, f"timed out after {TIMEOUT} s"
     seconds = time.monotonic() - started
@@ -122,7 +123,9 @@ def main() -> int:
     )
     parser.add_argument("--url", help="Redis URL for the redis and revocation groups")
     parser.add_argument(
-        "--json", metavar="PATH", help="where to write the run (default build/bench/run-<time>.json)"
+        "--json",
+        metavar="PATH",
+        help="where to write the run (default build/bench/run-<time>.json)",
     )
     args = parser.parse_args()
     names = list(GROUPS) if not args.only else [n.strip() for n in args.only.split(",")]

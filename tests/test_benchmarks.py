@@ -103,7 +103,9 @@ def test_compare_cli_exits_1_on_a_regression(tmp_path: Path) -> None:
     old.write_text(json.dumps(_run([_row("guard", STEADY)])))
     new.write_text(json.dumps(_run([_row("guard", [x + 5 for x in STEADY])])))
     command = [sys.executable, "benchmarks/compare.py"]
-    same = subprocess.run([*command, str(old), str(old)], cwd=ROOT, capture_output=True, check=False)
+    same = subprocess.run(
+        [*command, str(old), str(old)], cwd=ROOT, capture_output=True, check=False
+    )
     worse = subprocess.run(
         [*command, str(old), str(new)], cwd=ROOT, capture_output=True, text=True, check=False
     )
@@ -152,7 +154,7 @@ def test_goals_are_ratios_of_rows_of_the_run() -> None:
     assert goals["e2e-throughput"].met is None
 
 
-# -- the quick run of the whole suite ----------------------------------------------------------------
+# -- the quick run of the whole suite ---------------------------------------------------------
 def _redis_reachable() -> bool:
     try:
         import redis
