@@ -325,16 +325,35 @@ class Row:
         return statistics.median(self.runs_us)
 
 
+#: A timed run that hits a Redis timeout (another client paused or flooded the shared server)
+#: is thrown away and run again, at most this many times in a row.
+RETRIES = 3
+
+
 def time_rows(rows: Sequence[Row], number: int, repeat: int) -> None:
     """Warm every row, then time them round-robin (order rotated each repeat)."""
     for row in rows:
-        row.timed(min(number, 200))
+        _timed(row, min(number, 200))
     count = len(rows)
     for r in range(repeat):
         for i in range(count):
             row = rows[(i + r) % count]
             gc.collect()
-            row.runs_us.append(row.timed(number) / number / 1_000)
+            row.runs_us.append(_timed(row, number) / number / 1_000)
+
+
+def _timed(row: Row, number: int) -> int:
+    for attempt in range(RETRIES + 1):
+        try:
+            return row.timed(number)
+        except redis.TimeoutError as exc:
+            if attempt == RETRIES:
+                raise BenchmarkError(
+                    f"{row.label}: Redis timed out {RETRIES + 1} times in a row ({exc}); is "
+                    "another client pausing or flooding it?"
+                ) from exc
+            print(f"  ({row.label}: Redis timed out, run discarded and repeated)")
+    raise AssertionError("unreachable")
 
 
 def print_rows(rows: Sequence[Row]) -> None:
@@ -582,6 +601,8 @@ def main() -> None:
     results: dict[str, Any] = {}
     try:
         run(args, admin, prefix, limiter, loop, results)
+    except redis.RedisError as exc:
+        raise BenchmarkError(f"Redis error: {type(exc).__name__}: {exc}") from None
     finally:
         limiter.close()
         loop.run_until_complete(limiter.aclose())
