@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -152,6 +153,26 @@ def test_goals_are_ratios_of_rows_of_the_run() -> None:
     assert goals["denial-429"].met is None
     assert "not measured" in goals["denial-429"].measured
     assert goals["e2e-throughput"].met is None
+
+
+# -- the README documents every script -------------------------------------------------------------
+def test_every_benchmark_script_is_documented_and_every_documented_script_exists() -> None:
+    readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
+    named = set(re.findall(r"\b([a-z0-9_]+\.py)\b", readme))
+    assert scripts - named == set(), "undocumented scripts"
+    assert {n for n in named if n.startswith(("bench_", "run", "compare", "profile"))} <= (
+        scripts
+    ), "documented scripts that do not exist"
+    assert "RESULTS_PLACEHOLDER" not in readme
+
+
+def test_run_py_knows_every_group_the_readme_lists() -> None:
+    from benchmarks.run import GROUPS
+
+    readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    for name, (script, _, _) in GROUPS.items():
+        assert f"| `{name}` | `{script}` |" in readme
 
 
 # -- the quick run of the whole suite ---------------------------------------------------------
