@@ -225,3 +225,28 @@ def test_the_quick_suite_runs_every_group_and_judges_every_goal(tmp_path: Path) 
         check=False,
     )
     assert same.returncode == 0, same.stdout[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script",
+    sorted(
+        p.name
+        for p in (ROOT / "benchmarks").glob("*.py")
+        if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8")
+        and not p.name.startswith("_")
+    ),
+)
+def test_every_script_imports_and_explains_itself(script: str) -> None:
+    """Scripts outside run.py's groups (bench_memory, bench_verify, bench_outage,
+    profile_paths) would rot unseen: each must at least import and answer --help."""
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage:" in proc.stdout
