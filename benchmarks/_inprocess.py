@@ -252,6 +252,7 @@ def run(
     keys: Keys,
     json_path: str | None = None,
     skipped: Sequence[str] = (),
+    clients: int = CLIENTS,
 ) -> dict[str, Any]:
     """Check, warm and time ``variants``; print the table; return the group's JSON (and
     write it when ``json_path`` is given). ``skipped``: notes on rows left out (a peer that is
@@ -312,7 +313,7 @@ def run(
         group,
         title,
         ordered,
-        options={"number": number, "repeat": repeat, "clients": CLIENTS},
+        options={"number": number, "repeat": repeat, "clients": clients},
         facts={"skipped": list(skipped)},
         env=env,
     )

@@ -551,6 +551,7 @@ def collect(args: Any) -> dict[str, Any]:
             keys=keys,
             json_path=args.json,
             skipped=skipped,
+            clients=clients,
         )
     finally:
         driver.close()

@@ -308,6 +308,7 @@ def collect(args: Any) -> dict[str, Any]:
         repeat=args.repeat,
         keys=keys,
         json_path=args.json,
+        clients=clients,
     )
 
 
