@@ -1,21 +1,27 @@
-"""Per-request overhead of keyguard's ASGI middleware over the same bare app, beside peers.
+"""Per-request cost of keyguard's ASGI paths over the same bare app, beside floors and peers.
 
-Run: ``python benchmarks/bench_asgi.py`` (about a minute; ``--quick`` for a smoke run,
-``--json PATH`` to keep the figures). Every app serves one route, ``GET /agents`` answering
-a small JSONResponse, and is driven in-process: one event loop for the whole run, N requests
-awaited back to back inside one coroutine, ``receive`` returning a constant message and
-``send`` doing nothing — no HTTP client, no server, no per-request loop. Each request gets a
-shallow copy of one prebuilt scope, as a server would build a fresh one; that copy is in
-every row, so it cancels out of the overheads. keyguard rows are cache hits on a memory
-store: the run fails if the store is read while timed. Goals: keyguard's full path (auth +
-scope + the platform's three-window rate limit, in memory) adds under 3 µs over bare
-Starlette; a 429 (key over its burst) costs under 10 µs per request.
+Run: ``python benchmarks/bench_asgi.py`` (about a minute and a half; ``--quick`` for a smoke
+run, ``--json PATH`` to keep the figures). Every app serves one route, ``GET /agents``
+answering a small JSON body, and is driven in-process: one event loop for the whole run, N
+requests awaited back to back inside one coroutine, ``receive`` returning a constant message
+and ``send`` doing nothing — no HTTP client, no server, no per-request loop. Each request gets
+a shallow copy of one of 10,000 prebuilt scopes (one per client address, in turn), as a server
+builds a fresh one; that cost is in every row, so it cancels out of the overheads. keyguard
+rows are cache hits on a memory store: the run fails if the store is read while timed.
+
+Rows: bare Starlette and FastAPI; the hand-written floors (pure-ASGI guard; inside FastAPI as
+middleware and as a dependency; each denial); keyguard's full path (auth + scope + the
+platform's three windows + rate-limit headers), headers off, auth + scope only; its 401
+(malformed, unknown id, no key), 403 and 429 whole-request denials; the documented FastAPI
+way (a ``guard.require`` dependency) and the middleware inside FastAPI; peers (Starlette
+``AuthenticationMiddleware`` + ``requires``, its 401 and 403, slowapi and its 429, FastAPI
+``APIKeyHeader``). The goals judged on these rows are printed at the end (see ``goals.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import itertools
 import os
 import sys
 import time
@@ -24,29 +30,32 @@ from typing import Annotated, Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fastapi import FastAPI, HTTPException, Security
+from fastapi import Depends, FastAPI, HTTPException, Security
 from fastapi.security import APIKeyHeader
-from slowapi import Limiter, _rate_limit_exceeded_handler
-from slowapi.errors import RateLimitExceeded
-from slowapi.util import get_remote_address
 from starlette.applications import Starlette
 from starlette.authentication import (
     AuthCredentials,
     AuthenticationBackend,
+    AuthenticationError,
     SimpleUser,
     requires,
 )
 from starlette.middleware import Middleware
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from benchmarks import _labels as L
+from benchmarks._floor import FIXED_HEADER_STR, Floor, FloorGuard
 from benchmarks._inprocess import (
     BODY,
+    CLIENTS,
+    MALFORMED,
     NARROW,
     NO_KEY,
     NOTE_429,
+    NOTE_FLOOR,
     NOTE_LIMITED,
     NOTE_NO_HEADERS,
     NOTE_NO_LIMIT,
@@ -54,14 +63,29 @@ from benchmarks._inprocess import (
     RATE_LIMIT_HEADERS,
     REQUESTS,
     SCOPE,
+    UNKNOWN,
     Keys,
     Variant,
+    admitting_clock,
     admitting_limiter,
+    client_address,
+    frozen_clock,
     frozen_limiter,
     parse_args,
     run,
 )
+from keyguard import Principal
 from keyguard.adapters.asgi import KeyGuardMiddleware
+from keyguard.adapters.fastapi import KeyGuard
+
+# slowapi is a peer from the bench extra: without it, its rows are skipped with a note.
+try:
+    from slowapi import Limiter, _rate_limit_exceeded_handler
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.util import get_remote_address
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    Limiter = None
+    _NO_SLOWAPI = f"slowapi rows: slowapi is not installed ({exc}); pip install -e '.[bench]'"
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -71,8 +95,8 @@ ASGIApp = Callable[..., Any]
 #: real "100/minute" would turn every timed request after the 100th into a 429: the number is
 #: high enough never to be reached, so the row measures the allowed path.
 SLOWAPI_LIMIT = "1000000000/minute"
-#: slowapi's limit in the 429 row: spent by one request before the checks, then every timed
-#: request is refused for the rest of the day.
+#: slowapi's limit in the 429 row: spent before the checks (per client address, so one
+#: request per address), then every timed request is refused for the rest of the day.
 SLOWAPI_SPENT = "1/day"
 
 _REQUEST: Message = {"type": "http.request", "body": b"", "more_body": False}
@@ -86,7 +110,7 @@ async def send(message: Message) -> None:
     return None
 
 
-def make_scope(authorization: str | None) -> Scope:
+def make_scope(authorization: str | None, client: str = "127.0.0.1") -> Scope:
     headers = [(b"host", b"bench.local"), (b"user-agent", b"bench"), (b"accept", b"*/*")]
     if authorization is not None:
         headers.append((b"authorization", authorization.encode("latin-1")))
@@ -102,25 +126,29 @@ def make_scope(authorization: str | None) -> Scope:
         "root_path": "",
         "query_string": b"",
         "headers": headers,
-        "client": ("127.0.0.1", 50000),
+        "client": (client, 50000),
         "server": ("127.0.0.1", 8000),
     }
 
 
-async def _serve(app: ASGIApp, scope: Scope, number: int) -> int:
-    copy = scope.copy
+async def _serve(app: ASGIApp, scopes: Any, number: int) -> int:
     start = time.perf_counter_ns()
-    for _ in range(number):
-        await app(copy(), receive, send)
+    for scope in itertools.islice(scopes, number):
+        await app(scope.copy(), receive, send)
     return time.perf_counter_ns() - start
 
 
 class ASGIDriver:
     """Every request of the run on one event loop, awaited back to back."""
 
-    def __init__(self, keys: Keys) -> None:
+    def __init__(self, keys: Keys, clients: int = CLIENTS) -> None:
         self.loop = asyncio.new_event_loop()
-        self.scopes = {kind: make_scope(keys.header[kind]) for kind in REQUESTS}
+        self.scopes = {
+            kind: itertools.cycle(
+                [make_scope(keys.header[kind], client_address(i)) for i in range(clients)]
+            )
+            for kind in REQUESTS
+        }
 
     def probe(self, app: ASGIApp, request: str) -> tuple[int, list[str], bytes]:
         messages: list[Message] = []
@@ -128,7 +156,7 @@ class ASGIDriver:
         async def record(message: Message) -> None:
             messages.append(message)
 
-        self.loop.run_until_complete(app(self.scopes[request].copy(), receive, record))
+        self.loop.run_until_complete(app(next(self.scopes[request]).copy(), receive, record))
         starts = [m for m in messages if m["type"] == "http.response.start"]
         if len(starts) != 1:
             return -1, [], repr(messages).encode()
@@ -143,69 +171,13 @@ class ASGIDriver:
         self.loop.close()
 
 
-# -- the hand-written floor ------------------------------------------------------------------
-def _refusal(status: int) -> tuple[Message, Message]:
-    return (
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"text/plain"), (b"content-length", b"6")],
-        },
-        {"type": "http.response.body", "body": b"denied"},
-    )
-
-
-class FloorGuard:
-    """The least an API-key check can do in pure ASGI: find the header, look its value up in a
-    dict of key → scopes, check one scope, put the scopes in the scope. No hashing, no format
-    check, no expiry or revocation, problem body, Starlette user — the floor, not a design."""
-
-    def __init__(self, app: ASGIApp, *, table: dict[bytes, frozenset[str]], required: str) -> None:
-        self.app = app
-        self.table = table
-        self.required = required
-        self.unauthorized = _refusal(401)
-        self.forbidden = _refusal(403)
-
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        value = None
-        for name, v in scope["headers"]:
-            if name == b"authorization":
-                value = v
-                break
-        scopes = self.table.get(value)  # type: ignore[arg-type]
-        if scopes is None or self.required not in scopes:
-            start, body = self.unauthorized if scopes is None else self.forbidden
-            await send(start)
-            await send(body)
-            return
-        scope["auth"] = scopes
-        await self.app(scope, receive, send)
-
-
 async def unreachable_app(scope: Scope, receive: Any, send: Any) -> None:
     """The app behind a guard that must refuse every request: answering 500 fails the check."""
     await send({"type": "http.response.start", "status": 500, "headers": []})
     await send({"type": "http.response.body", "body": b"the guard let a request through"})
 
 
-# -- Starlette peers -------------------------------------------------------------------------
-class DictBackend(AuthenticationBackend):
-    """Starlette authentication at its cheapest: the header value looked up in a dict."""
-
-    def __init__(self, table: dict[str, frozenset[str]]) -> None:
-        self.table = table
-
-    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
-        scopes = self.table.get(conn.headers.get("authorization", ""))
-        if scopes is None:
-            return None
-        return AuthCredentials(list(scopes)), SimpleUser("bench")
-
-
+# -- Starlette -------------------------------------------------------------------------------
 async def agents(request: Request) -> JSONResponse:
     return JSONResponse(BODY)
 
@@ -214,13 +186,40 @@ def starlette_app(*middleware: Middleware, endpoint: Callable[..., Any] = agents
     return Starlette(routes=[Route(PATH, endpoint)], middleware=list(middleware))
 
 
-def starlette_auth(keys: Keys) -> Starlette:
+class DictBackend(AuthenticationBackend):
+    """Starlette authentication at its cheapest: the header value looked up in a dict. With
+    ``strict``, a header that is not a known key raises ``AuthenticationError`` (the
+    middleware's ``on_error`` answers 401); without, it is anonymous (``requires`` → 403)."""
+
+    def __init__(self, table: dict[str, frozenset[str]], *, strict: bool = False) -> None:
+        self.table = table
+        self.strict = strict
+
+    async def authenticate(self, conn: HTTPConnection) -> tuple[AuthCredentials, SimpleUser] | None:
+        value = conn.headers.get("authorization")
+        scopes = self.table.get(value or "")
+        if scopes is None:
+            if self.strict and value is not None:
+                raise AuthenticationError("invalid key")
+            return None
+        return AuthCredentials(list(scopes)), SimpleUser("bench")
+
+
+def _unauthorized(conn: HTTPConnection, exc: Exception) -> Response:
+    return PlainTextResponse(str(exc), status_code=401)
+
+
+def starlette_auth(keys: Keys, *, strict: bool = False) -> Starlette:
     @requires(SCOPE)
     async def agents_auth(request: Request) -> JSONResponse:
         return JSONResponse(BODY)
 
     return starlette_app(
-        Middleware(AuthenticationMiddleware, backend=DictBackend(keys.table)),
+        Middleware(
+            AuthenticationMiddleware,
+            backend=DictBackend(keys.table, strict=strict),
+            on_error=_unauthorized,
+        ),
         endpoint=agents_auth,
     )
 
@@ -243,6 +242,8 @@ def starlette_auth_slowapi(keys: Keys, limit: str = SLOWAPI_LIMIT) -> Starlette:
 
 
 # -- FastAPI ---------------------------------------------------------------------------------
+# Every FastAPI endpoint returns a dict, as FastAPI's (and keyguard's) documentation does:
+# FastAPI serialises it and copies the headers a dependency set on its Response parameter.
 _API_KEY = APIKeyHeader(name="Authorization")
 ApiKey = Annotated[str, Security(_API_KEY)]
 
@@ -251,9 +252,28 @@ def fastapi_app(*middleware: Middleware, dependencies: tuple[Any, ...] = ()) -> 
     app = FastAPI(middleware=list(middleware))
 
     @app.get(PATH, dependencies=list(dependencies))
-    async def agents_fastapi() -> JSONResponse:
-        return JSONResponse(BODY)
+    async def agents_fastapi() -> dict[str, Any]:
+        return BODY
 
+    return app
+
+
+def fastapi_keyguard_dependency(keys: Keys, **options: Any) -> FastAPI:
+    """The README's FastAPI example: ``KeyGuard(...)``, a ``guard.require(...)`` dependency in
+    the endpoint's signature returning the Principal, ``guard.install(app)``."""
+    guard = KeyGuard(verifier=keys.verifier(policy=None, **options))
+    app = FastAPI()
+
+    dependency = guard.require(SCOPE)
+
+    # ``key: Annotated[Principal, Depends(dependency)]`` in the README: the same dependency;
+    # spelled as a default here because this module's annotations are strings and
+    # ``dependency`` is local (FastAPI could not resolve it).
+    @app.get(PATH)
+    async def list_agents(key: Principal = Depends(dependency)) -> dict[str, Any]:  # noqa: B008
+        return BODY
+
+    guard.install(app)
     return app
 
 
@@ -271,10 +291,6 @@ def _api_key_dependency(keys: Keys) -> Any:
     return Security(agents_read)
 
 
-def fastapi_api_key_header(keys: Keys) -> FastAPI:
-    return fastapi_app(dependencies=(_api_key_dependency(keys),))
-
-
 def fastapi_api_key_header_slowapi(keys: Keys) -> FastAPI:
     """The usual FastAPI stack: the APIKeyHeader dependency above plus slowapi's decorator
     (which needs the endpoint to take the ``Request``)."""
@@ -285,189 +301,268 @@ def fastapi_api_key_header_slowapi(keys: Keys) -> FastAPI:
 
     @app.get(PATH, dependencies=[_api_key_dependency(keys)])
     @limiter.limit(SLOWAPI_LIMIT)
-    async def agents_fastapi(request: Request) -> JSONResponse:
-        return JSONResponse(BODY)
+    async def agents_fastapi(request: Request) -> dict[str, Any]:
+        return BODY
 
     return app
 
 
+# -- the floor as a FastAPI dependency -------------------------------------------------------
+def fastapi_dependency(floor: Floor) -> Callable[..., Any]:
+    """The floor as a FastAPI dependency: denials raise ``HTTPException``, the fixed header
+    goes on the ``Response`` parameter (FastAPI copies it to the endpoint's response)."""
+    check = floor.check
+    name, value_ = FIXED_HEADER_STR
+
+    async def floor_guard(request: Request, response: Response) -> frozenset[str]:
+        value = None
+        for n, v in request.scope["headers"]:
+            if n == b"authorization":
+                value = v
+                break
+        status, extra = check(value)
+        if status != 200:
+            headers = {"Retry-After": str(extra), name: value_} if status == 429 else None
+            raise HTTPException(status_code=status, detail="denied", headers=headers)
+        response.headers[name] = value_
+        return extra  # type: ignore[no-any-return]
+
+    return floor_guard
+
+
 # -- the rows ----------------------------------------------------------------------------------
-BARE = "Starlette, bare"
-FASTAPI_BARE = "FastAPI, bare"
-
-
-KG_LIMITED = "Starlette + keyguard: auth + scope + 3-window limit (memory)"
-KG_429 = "Starlette + keyguard: 429, burst spent (memory)"
-KG_429_ALONE = "keyguard middleware alone (pure ASGI): 429, burst spent"
-STARLETTE_SLOWAPI = "Starlette + AuthenticationMiddleware + slowapi"
-SLOWAPI_429 = "Starlette + AuthenticationMiddleware + slowapi: 429"
-
-
-def variants(keys: Keys) -> list[Variant]:
-    """Every row, in print order. Adding a variant is one entry here."""
+def variants(keys: Keys, clients: int = CLIENTS) -> tuple[list[Variant], list[str]]:
+    """Every row, in print order, and notes on the rows left out. Adding a row is one entry."""
 
     def keyguard(**options: Any) -> Middleware:
         return Middleware(KeyGuardMiddleware, verifier=keys.verifier(**options))
 
-    def auth_scope() -> Middleware:
-        return keyguard(rate_limits=None)
+    def floor(clock: Callable[[], float]) -> Middleware:
+        return Middleware(FloorGuard, floor=Floor(keys, clock))
 
-    def limited(**options: Any) -> Middleware:
+    def full(**options: Any) -> Middleware:
         return keyguard(limiter=admitting_limiter(), **options)
 
-    floor_table = {k.encode("latin-1"): v for k, v in keys.table.items()}
-    return [
-        Variant(BARE, starlette_app),
+    limited = {"headers_has": RATE_LIMIT_HEADERS}
+    rows = [
+        Variant(L.S_BARE, starlette_app),
         Variant(
-            "Starlette + keyguard: auth + scope",
-            lambda: starlette_app(auth_scope()),
-            BARE,
-            goal_us=3.0,
-            note=NOTE_NO_LIMIT,
+            L.S_FLOOR, lambda: starlette_app(floor(admitting_clock())), L.S_BARE, note=NOTE_FLOOR
         ),
+        Variant(L.S_KG_FULL, lambda: starlette_app(full()), L.S_BARE, note=NOTE_LIMITED, **limited),
         Variant(
-            KG_LIMITED,
-            lambda: starlette_app(limited()),
-            BARE,
-            goal_us=3.0,
-            headers_has=RATE_LIMIT_HEADERS,
-            note=NOTE_LIMITED,
-        ),
-        Variant(
-            "Starlette + keyguard: ... same, rate-limit headers off",
-            lambda: starlette_app(limited(ietf_headers=False, legacy_headers=False)),
-            BARE,
-            goal_us=3.0,
+            L.S_KG_NO_HEADERS,
+            lambda: starlette_app(full(ietf_headers=False, legacy_headers=False)),
+            L.S_BARE,
             headers_lack=RATE_LIMIT_HEADERS,
             note=NOTE_NO_HEADERS,
         ),
         Variant(
-            "Starlette + hand-written ASGI guard (floor)",
-            lambda: starlette_app(Middleware(FloorGuard, table=floor_table, required=SCOPE)),
-            BARE,
-            note="dict lookup of the raw header value + one scope check; no hashing, no "
-            "rate limit.",
+            L.S_KG_AUTH,
+            lambda: starlette_app(keyguard(rate_limits=None)),
+            L.S_BARE,
+            note=NOTE_NO_LIMIT,
         ),
         Variant(
-            "Starlette + AuthenticationMiddleware + requires",
+            L.S_AUTH,
             lambda: starlette_auth(keys),
-            BARE,
+            L.S_BARE,
             note="trivial backend (dict lookup) + @requires('agents:read'): auth + scope only.",
         ),
+    ]
+    deny = "whole-request denial: the guard answers, the app never runs."
+    denials = [
+        (L.FLOOR_401_MALFORMED, L.KG_401_MALFORMED, MALFORMED, 401),
+        (L.FLOOR_401_UNKNOWN, L.KG_401_UNKNOWN, UNKNOWN, 401),
+        (L.FLOOR_403, L.KG_403, NARROW, 403),
+    ]
+    for floor_label, kg_label, request, status in denials:
+        rows.append(
+            Variant(
+                floor_label,
+                lambda: starlette_app(floor(admitting_clock())),
+                L.S_BARE,
+                request=request,
+                status=status,
+                note=deny,
+            )
+        )
+        rows.append(
+            Variant(
+                kg_label,
+                lambda: starlette_app(full()),
+                L.S_BARE,
+                request=request,
+                status=status,
+                body_has=b'"status"',
+                note=deny,
+            )
+        )
+    rows += [
         Variant(
-            STARLETTE_SLOWAPI,
-            lambda: starlette_auth_slowapi(keys),
-            BARE,
-            note="the same + slowapi's @limiter.limit (memory storage, ONE window, per "
-            "client address, no headers); the limit is set too high to be reached.",
-        ),
-        Variant(FASTAPI_BARE, fastapi_app),
-        Variant(
-            "FastAPI + keyguard: auth + scope",
-            lambda: fastapi_app(auth_scope()),
-            FASTAPI_BARE,
-        ),
-        Variant(
-            "FastAPI + keyguard: auth + scope + 3-window limit (memory)",
-            lambda: fastapi_app(limited()),
-            FASTAPI_BARE,
-        ),
-        Variant(
-            "FastAPI + APIKeyHeader dependency",
-            lambda: fastapi_api_key_header(keys),
-            FASTAPI_BARE,
-            note="Security(APIKeyHeader) + a dependency doing a dict lookup and a scope check.",
-        ),
-        Variant(
-            "FastAPI + APIKeyHeader dependency + slowapi",
-            lambda: fastapi_api_key_header_slowapi(keys),
-            FASTAPI_BARE,
-            note="the same + slowapi's @limiter.limit on the endpoint (one window, memory "
-            "storage, limit too high to be reached).",
-        ),
-        Variant(
-            "Starlette + keyguard: 401, no key",
-            lambda: starlette_app(keyguard()),
-            BARE,
+            L.KG_401_NO_KEY,
+            lambda: starlette_app(full()),
+            L.S_BARE,
             request=NO_KEY,
             status=401,
-            note="denials are answered by the middleware (problem+json, fresh request id); "
-            "the app never runs, so the overhead is against serving the request.",
+            note=deny,
         ),
         Variant(
-            "Starlette + keyguard: 403, scope missing",
-            lambda: starlette_app(keyguard()),
-            BARE,
-            request=NARROW,
-            status=403,
+            L.FLOOR_429,
+            lambda: starlette_app(floor(frozen_clock())),
+            L.S_BARE,
+            status=429,
+            prime=20,
+            headers_has=("retry-after",),
+            note=deny,
         ),
         Variant(
-            KG_429,
+            L.KG_429,
             lambda: starlette_app(keyguard(limiter=frozen_limiter())),
-            BARE,
+            L.S_BARE,
             status=429,
             prime=20,
             body_has=b'"rate_limited"',
             headers_has=("retry-after", *RATE_LIMIT_HEADERS),
-            goal_us=10.0,
-            goal_absolute=True,
             note=NOTE_429,
         ),
         Variant(
-            KG_429_ALONE,
+            L.KG_429_ALONE,
             lambda: KeyGuardMiddleware(
                 unreachable_app, verifier=keys.verifier(limiter=frozen_limiter())
             ),
-            BARE,
+            L.S_BARE,
             status=429,
             prime=20,
             body_has=b'"rate_limited"',
             headers_has=("retry-after", *RATE_LIMIT_HEADERS),
-            goal_us=10.0,
-            goal_absolute=True,
             note="the same 429, KeyGuardMiddleware called directly as the ASGI app (no "
             "framework around it): what keyguard itself spends answering a 429.",
         ),
         Variant(
-            SLOWAPI_429,
-            lambda: starlette_auth_slowapi(keys, SLOWAPI_SPENT),
-            BARE,
-            status=429,
-            prime=1,
-            body_has=b"Rate limit exceeded",
-            note=f"slowapi's 429: Starlette auth + slowapi with a limit of {SLOWAPI_SPENT!r}, "
-            "spent by one request before timing; rendered by slowapi's "
-            "_rate_limit_exceeded_handler (JSON body, no rate-limit headers: slowapi's default).",
+            L.S_AUTH_401,
+            lambda: starlette_auth(keys, strict=True),
+            L.S_BARE,
+            request=UNKNOWN,
+            status=401,
+            note="peer denial: the backend raises AuthenticationError for a value that is no "
+            "known key; AuthenticationMiddleware's on_error answers 401 (plain text).",
         ),
         Variant(
-            "Starlette + AuthenticationMiddleware: 403, no key",
+            L.S_AUTH_403,
             lambda: starlette_auth(keys),
-            BARE,
+            L.S_BARE,
             request=NO_KEY,
             status=403,
             note="peer denial: @requires raises HTTPException(403), rendered by Starlette.",
         ),
     ]
+    fastapi_rows = [
+        Variant(L.F_BARE, fastapi_app),
+        Variant(
+            L.F_FLOOR_MIDDLEWARE,
+            lambda: fastapi_app(floor(admitting_clock())),
+            L.F_BARE,
+            note=NOTE_FLOOR,
+        ),
+        Variant(
+            L.F_FLOOR_DEPENDENCY,
+            lambda: fastapi_app(
+                dependencies=(Depends(fastapi_dependency(Floor(keys, admitting_clock()))),)
+            ),
+            L.F_BARE,
+            headers_has=("ratelimit-policy",),
+            note="the floor's check as an async FastAPI dependency (Request, Response); the "
+            "fixed header set on the Response parameter.",
+        ),
+        Variant(
+            L.F_KG_DEPENDENCY,
+            lambda: fastapi_keyguard_dependency(keys, limiter=admitting_limiter()),
+            L.F_BARE,
+            note="README's FastAPI example: KeyGuard(verifier=...), "
+            "Annotated[Principal, Depends(guard.require('agents:read'))], guard.install(app); "
+            "default rate limits (admitting clock), headers on.",
+            **limited,
+        ),
+        Variant(
+            L.F_KG_DEPENDENCY_AUTH,
+            lambda: fastapi_keyguard_dependency(keys, rate_limits=None),
+            L.F_BARE,
+        ),
+        Variant(L.F_KG_MIDDLEWARE, lambda: fastapi_app(full()), L.F_BARE, **limited),
+        Variant(
+            L.F_API_KEY,
+            lambda: fastapi_app(dependencies=(_api_key_dependency(keys),)),
+            L.F_BARE,
+            note="Security(APIKeyHeader) + a dependency doing a dict lookup and a scope check.",
+        ),
+    ]
+    skipped: list[str] = []
+    if Limiter is None:
+        skipped.append(_NO_SLOWAPI)
+    else:
+        rows.insert(
+            6,
+            Variant(
+                L.S_AUTH_SLOWAPI,
+                lambda: starlette_auth_slowapi(keys),
+                L.S_BARE,
+                note="the same + slowapi's @limiter.limit (memory storage, ONE window, per "
+                "client address, no headers); the limit is set too high to be reached.",
+            ),
+        )
+        rows.append(
+            Variant(
+                L.SLOWAPI_429,
+                lambda: starlette_auth_slowapi(keys, SLOWAPI_SPENT),
+                L.S_BARE,
+                status=429,
+                prime=clients,
+                body_has=b"Rate limit exceeded",
+                note=f"slowapi's 429: Starlette auth + slowapi with a limit of {SLOWAPI_SPENT!r} "
+                "per client address, spent before timing; slowapi's default handler.",
+            )
+        )
+        fastapi_rows.append(
+            Variant(
+                L.F_API_KEY_SLOWAPI,
+                lambda: fastapi_api_key_header_slowapi(keys),
+                L.F_BARE,
+                note="the same + slowapi's @limiter.limit on the endpoint (one window, memory "
+                "storage, limit too high to be reached).",
+            )
+        )
+    return rows + fastapi_rows, skipped
+
+
+def collect(args: Any) -> dict[str, Any]:
+    keys = Keys()
+    clients = 200 if args.quick else CLIENTS
+    driver = ASGIDriver(keys, clients)
+    rows, skipped = variants(keys, clients)
+    try:
+        return run(
+            "asgi",
+            "ASGI (Starlette, FastAPI)",
+            rows,
+            driver,
+            number=args.number,
+            repeat=args.repeat,
+            keys=keys,
+            json_path=args.json,
+            skipped=skipped,
+            clients=clients,
+        )
+    finally:
+        driver.close()
 
 
 def main() -> None:
     args = parse_args(__doc__, number=2_000, repeat=35)
-    keys = Keys()
-    driver = ASGIDriver(keys)
-    try:
-        run(
-            "ASGI",
-            variants(keys),
-            driver,
-            number=args.number,
-            repeat=args.repeat,
-            expected_body=json.dumps(BODY, separators=(",", ":")).encode(),
-            keys=keys,
-            json_path=args.json,
-            compare=[(KG_429, SLOWAPI_429), (KG_LIMITED, STARLETTE_SLOWAPI)],
-        )
-    finally:
-        driver.close()
+    data = collect(args)
+    from benchmarks.goals import print_goals
+
+    print_goals({"asgi": data})
 
 
 if __name__ == "__main__":

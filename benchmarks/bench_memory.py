@@ -42,7 +42,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._inprocess import environment
+from benchmarks._results import environment
 from keyguard.core.ratelimit import DEFAULT_WINDOWS, MemoryRateLimiter, format_windows
 
 DEFAULT_URL = "redis://127.0.0.1:6379/15"

@@ -1,57 +1,63 @@
-"""Per-request overhead of keyguard's WSGI middleware and Flask extension over bare Flask.
+"""Per-request cost of keyguard's WSGI paths: a raw WSGI app, Flask and Django, with floors.
 
-Run: ``python benchmarks/bench_wsgi.py`` (under a minute; ``--quick`` for a smoke run,
-``--json PATH`` to keep the figures). Every app is the same Flask app with one route,
-``GET /agents`` answering a small JSON body, called in-process as a WSGI server would:
-``app(environ, start_response)`` with a shallow copy of one prebuilt environ (in every row,
-so it cancels out of the overheads), a ``start_response`` that does nothing, the body
-iterated and closed. No HTTP client, no server, no test client. keyguard rows are cache hits
-on a memory store: the run fails if the store is read while timed. The keyguard rows are the
-same as in ``bench_asgi.py``: auth + scope; + the platform's three-window rate limit in memory
-(headers on, then off); the 429 path.
+Run: ``python benchmarks/bench_wsgi.py`` (about a minute; ``--quick`` for a smoke run,
+``--json PATH`` to keep the figures). Every app answers ``GET /agents`` with a small JSON body
+and is called in-process as a WSGI server would: ``app(environ, start_response)`` with a
+shallow copy of one of 10,000 prebuilt environs (one per client address, in turn; the copy is
+in every row, so it cancels out of the overheads), a ``start_response`` that does nothing, the
+body iterated and closed. No HTTP client, no server, no test client. keyguard rows are cache
+hits on a memory store: the run fails if the store is read while timed.
+
+Rows: a raw WSGI app (one function) bare, with the hand-written WSGI floor (``_floor.py``) and
+with ``KeyGuardWSGIMiddleware`` (full path; auth + scope only), and each one's 401 / 403 /
+429; Flask bare, with the floor, the WSGI middleware and the ``KeyGuard`` extension (full
+path); Django bare, with the WSGI middleware around its handler and with
+``keyguard.adapters.django.KeyGuardMiddleware`` (full path). The goals judged on these rows
+are printed at the end (see ``goals.py``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
 import time
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from flask import Flask, g, request
+from flask import Flask
 from werkzeug.test import EnvironBuilder
 
+from benchmarks import _labels as L
+from benchmarks._floor import Floor, WSGIFloorGuard
 from benchmarks._inprocess import (
     BODY,
+    CLIENTS,
     NARROW,
-    NO_KEY,
     NOTE_429,
+    NOTE_FLOOR,
     NOTE_LIMITED,
-    NOTE_NO_HEADERS,
     NOTE_NO_LIMIT,
     PATH,
     RATE_LIMIT_HEADERS,
     REQUESTS,
-    SCOPE,
+    UNKNOWN,
     Keys,
     Variant,
+    admitting_clock,
     admitting_limiter,
+    client_address,
+    frozen_clock,
     frozen_limiter,
     parse_args,
     run,
 )
+from keyguard.adapters.flask import KeyGuard
 from keyguard.adapters.wsgi import KeyGuardWSGIMiddleware
-
-# The Flask extension is new: measure it when it is there, say why when it is not.
-KeyGuard: Any
-try:
-    from keyguard.adapters.flask import KeyGuard
-except Exception as exc:  # a half-written module must not stop the other rows
-    KeyGuard, _MISSING_EXTENSION = None, f"{type(exc).__name__}: {exc}"
 
 Environ = dict[str, Any]
 WSGIApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
@@ -65,11 +71,13 @@ def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = 
     return _write
 
 
-def make_environ(authorization: str | None) -> Environ:
+def make_environ(authorization: str | None, client: str = "127.0.0.1") -> Environ:
     headers = {"Host": "bench.local", "User-Agent": "bench", "Accept": "*/*"}
     if authorization is not None:
         headers["Authorization"] = authorization
-    builder = EnvironBuilder(path=PATH, method="GET", headers=headers)
+    builder = EnvironBuilder(
+        path=PATH, method="GET", headers=headers, environ_base={"REMOTE_ADDR": client}
+    )
     try:
         return builder.get_environ()
     finally:
@@ -77,8 +85,13 @@ def make_environ(authorization: str | None) -> Environ:
 
 
 class WSGIDriver:
-    def __init__(self, keys: Keys) -> None:
-        self.environs = {kind: make_environ(keys.header[kind]) for kind in REQUESTS}
+    def __init__(self, keys: Keys, clients: int = CLIENTS) -> None:
+        self.environs = {
+            kind: itertools.cycle(
+                [make_environ(keys.header[kind], client_address(i)) for i in range(clients)]
+            )
+            for kind in REQUESTS
+        }
 
     def probe(self, app: WSGIApp, request: str) -> tuple[int, list[str], bytes]:
         seen: list[str] = []
@@ -89,7 +102,7 @@ class WSGIDriver:
             names[:] = [k.lower() for k, _ in headers]
             return _write
 
-        body = app(self.environs[request].copy(), record)
+        body = app(next(self.environs[request]).copy(), record)
         try:
             data = b"".join(body)
         finally:
@@ -99,16 +112,28 @@ class WSGIDriver:
         return (int(seen[-1].split()[0]) if seen else -1), names, data
 
     def timed(self, app: WSGIApp, request: str, number: int) -> int:
-        copy = self.environs[request].copy
+        environs = self.environs[request]
         start = time.perf_counter_ns()
-        for _ in range(number):
-            body = app(copy(), start_response)
+        for environ in itertools.islice(environs, number):
+            body = app(environ.copy(), start_response)
             for _chunk in body:
                 pass
             close = getattr(body, "close", None)
             if close is not None:
                 close()
         return time.perf_counter_ns() - start
+
+
+# -- the apps --------------------------------------------------------------------------------
+_BODY = json.dumps(BODY).encode()
+_HEADERS = (("Content-Type", "application/json"), ("Content-Length", str(len(_BODY))))
+
+
+def raw_app(environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """The least a WSGI app can do: one status, two headers (a fresh list: a guard may append
+    to it), one body chunk."""
+    start_response("200 OK", [*_HEADERS])
+    return [_BODY]
 
 
 def flask_app() -> Flask:
@@ -121,29 +146,6 @@ def flask_app() -> Flask:
     return app
 
 
-# -- hand-written floors -------------------------------------------------------------------
-class FloorGuard:
-    """The least an API-key check can do in WSGI: look ``HTTP_AUTHORIZATION`` up in a dict of
-    key → scopes, check one scope, put the scopes in the environ. No hashing, no format check,
-    no expiry or revocation, no problem body — the floor, not a design."""
-
-    def __init__(self, app: WSGIApp, table: dict[str, frozenset[str]], required: str) -> None:
-        self.app = app
-        self.table = table
-        self.required = required
-
-    def __call__(self, environ: Environ, start_response: Callable[..., Any]) -> Iterable[bytes]:
-        scopes = self.table.get(environ.get("HTTP_AUTHORIZATION", ""))
-        if scopes is None:
-            start_response("401 Unauthorized", [("Content-Type", "text/plain")])
-            return [b"denied"]
-        if self.required not in scopes:
-            start_response("403 Forbidden", [("Content-Type", "text/plain")])
-            return [b"denied"]
-        environ["bench.scopes"] = scopes
-        return self.app(environ, start_response)
-
-
 def with_middleware(wrap: Callable[[WSGIApp], WSGIApp]) -> Callable[[], Flask]:
     def build() -> Flask:
         app = flask_app()
@@ -153,180 +155,169 @@ def with_middleware(wrap: Callable[[WSGIApp], WSGIApp]) -> Callable[[], Flask]:
     return build
 
 
-def flask_before_request(keys: Keys) -> Flask:
-    """The same check as the floor, the Flask way: a ``before_request`` hook."""
-    app = flask_app()
-    table = keys.table
-
-    @app.before_request
-    def guard() -> tuple[str, int] | None:
-        scopes = table.get(request.headers.get("Authorization", ""))
-        if scopes is None:
-            return "denied", 401
-        if SCOPE not in scopes:
-            return "denied", 403
-        g.scopes = scopes
-        return None
-
-    return app
-
-
 def flask_extension(keys: Keys, **options: Any) -> Flask:
     app = flask_app()
-    assert KeyGuard is not None
     KeyGuard(app, verifier=keys.verifier(**options))
     return app
 
 
+class Django:
+    """A minimal Django project in this process: no apps, one URL, settings configured once;
+    each handler loads the middleware list it is built with."""
+
+    def __init__(self, keys: Keys) -> None:
+        import django
+        from django.conf import settings
+        from django.http import JsonResponse
+        from django.urls import path
+
+        def agents(request: Any) -> Any:
+            return JsonResponse(BODY)
+
+        urls = types.ModuleType("kgbench_urls")
+        urls.urlpatterns = [path(PATH.lstrip("/"), agents)]  # type: ignore[attr-defined]
+        sys.modules[urls.__name__] = urls
+        if not settings.configured:
+            settings.configure(
+                DEBUG=False,
+                ALLOWED_HOSTS=["*"],
+                ROOT_URLCONF=urls.__name__,
+                INSTALLED_APPS=[],
+                MIDDLEWARE=[],
+                USE_TZ=True,
+                # The verifier object itself: the same full-path verifier as the other rows.
+                KEYGUARD={"VERIFIER": keys.verifier(limiter=admitting_limiter())},
+            )
+        django.setup()
+        self.keys = keys
+
+    def handler(self, *middleware: str) -> Any:
+        from django.conf import settings
+        from django.core.handlers.wsgi import WSGIHandler
+
+        settings.MIDDLEWARE = list(middleware)
+        try:
+            return WSGIHandler()
+        finally:
+            settings.MIDDLEWARE = []
+
+
 # -- the rows ----------------------------------------------------------------------------------
-BARE = "Flask, bare"
-
-
 def variants(keys: Keys) -> list[Variant]:
-    """Every row, in print order. Adding a variant is one entry here."""
+    """Every row, in print order. Adding a row is one entry here."""
 
-    def middleware(**options: Any) -> Callable[[], Flask]:
-        return with_middleware(
-            lambda app: KeyGuardWSGIMiddleware(app, verifier=keys.verifier(**options))
-        )
+    def keyguard(app: WSGIApp, **options: Any) -> WSGIApp:
+        return KeyGuardWSGIMiddleware(app, verifier=keys.verifier(**options))
 
-    def limited(**options: Any) -> Callable[[], Flask]:
-        return middleware(limiter=admitting_limiter(), **options)
+    def full(app: WSGIApp) -> WSGIApp:
+        return keyguard(app, limiter=admitting_limiter())
 
+    def floor(app: WSGIApp, clock: Callable[[], float] | None = None) -> WSGIApp:
+        return WSGIFloorGuard(app, Floor(keys, clock or admitting_clock()))
+
+    limited = {"headers_has": RATE_LIMIT_HEADERS}
+    deny = "whole-request denial: the guard answers, the app never runs."
     rows = [
-        Variant(BARE, flask_app),
+        Variant(L.W_BARE, lambda: raw_app),
+        Variant(L.W_FLOOR, lambda: floor(raw_app), L.W_BARE, note=NOTE_FLOOR),
+        Variant(L.W_KG_FULL, lambda: full(raw_app), L.W_BARE, note=NOTE_LIMITED, **limited),
         Variant(
-            "Flask + keyguard WSGI middleware: auth + scope",
-            middleware(rate_limits=None),
-            BARE,
-            goal_us=3.0,
-            note="KeyGuardWSGIMiddleware around app.wsgi_app. " + NOTE_NO_LIMIT,
+            L.W_KG_AUTH,
+            lambda: keyguard(raw_app, rate_limits=None),
+            L.W_BARE,
+            note=NOTE_NO_LIMIT,
         ),
         Variant(
-            "Flask + keyguard WSGI middleware: auth + scope + 3-window limit (memory)",
-            lambda: limited()(),
-            BARE,
-            goal_us=3.0,
-            headers_has=RATE_LIMIT_HEADERS,
-            note=NOTE_LIMITED,
+            L.W_FLOOR_401, lambda: floor(raw_app), L.W_BARE, request=UNKNOWN, status=401, note=deny
         ),
         Variant(
-            "Flask + keyguard WSGI middleware: ... same, rate-limit headers off",
-            lambda: limited(ietf_headers=False, legacy_headers=False)(),
-            BARE,
-            goal_us=3.0,
-            headers_lack=RATE_LIMIT_HEADERS,
-            note=NOTE_NO_HEADERS,
+            L.W_KG_401, lambda: full(raw_app), L.W_BARE, request=UNKNOWN, status=401, note=deny
         ),
         Variant(
-            "Flask + hand-written WSGI guard (floor)",
-            with_middleware(lambda app: FloorGuard(app, keys.table, SCOPE)),
-            BARE,
-            note="dict lookup of HTTP_AUTHORIZATION + one scope check; no hashing, no rate limit.",
+            L.W_FLOOR_403, lambda: floor(raw_app), L.W_BARE, request=NARROW, status=403, note=deny
+        ),
+        Variant(L.W_KG_403, lambda: full(raw_app), L.W_BARE, request=NARROW, status=403, note=deny),
+        Variant(
+            L.W_FLOOR_429,
+            lambda: floor(raw_app, frozen_clock()),
+            L.W_BARE,
+            status=429,
+            prime=20,
+            headers_has=("retry-after",),
+            note=deny,
         ),
         Variant(
-            "Flask + hand-written before_request guard",
-            lambda: flask_before_request(keys),
-            BARE,
-            note="the floor's check as a Flask before_request hook (what an extension pays "
-            "for living inside Flask's dispatch).",
-        ),
-    ]
-    if KeyGuard is not None:
-        rows += [
-            Variant(
-                "Flask + KeyGuard extension: auth + scope",
-                lambda: flask_extension(keys, rate_limits=None),
-                BARE,
-                note="keyguard.adapters.flask.KeyGuard(app, verifier=...): before_request "
-                "hook with the policy, principal on flask.g.",
-            ),
-            Variant(
-                "Flask + KeyGuard extension: auth + scope + 3-window limit (memory)",
-                lambda: flask_extension(keys, limiter=admitting_limiter()),
-                BARE,
-                headers_has=RATE_LIMIT_HEADERS,
-                note="the same with the platform's windows, as in the middleware row; the "
-                "headers are added in an after_request hook.",
-            ),
-        ]
-    rows += [
-        Variant(
-            "Flask + keyguard middleware: 401, no key",
-            middleware(),
-            BARE,
-            request=NO_KEY,
-            status=401,
-            note="denials are answered by the middleware (problem+json, fresh request id); "
-            "Flask never runs, so the overhead is against serving the request.",
-        ),
-        Variant(
-            "Flask + keyguard middleware: 403, scope missing",
-            middleware(),
-            BARE,
-            request=NARROW,
-            status=403,
-        ),
-        Variant(
-            "Flask + keyguard middleware: 429, burst spent (memory)",
-            middleware(limiter=frozen_limiter()),
-            BARE,
+            L.W_KG_429,
+            lambda: keyguard(raw_app, limiter=frozen_limiter()),
+            L.W_BARE,
             status=429,
             prime=20,
             body_has=b'"rate_limited"',
             headers_has=("retry-after", *RATE_LIMIT_HEADERS),
-            goal_us=10.0,
-            goal_absolute=True,
-            note=NOTE_429.replace("Starlette's middleware stack", "Flask.__call__"),
+            note=NOTE_429,
+        ),
+        Variant(L.FL_BARE, flask_app),
+        Variant(L.FL_FLOOR, with_middleware(floor), L.FL_BARE, note=NOTE_FLOOR),
+        Variant(
+            L.FL_KG_WSGI,
+            with_middleware(full),
+            L.FL_BARE,
+            note="app.wsgi_app = KeyGuardWSGIMiddleware(app.wsgi_app, verifier=...)",
+            **limited,
+        ),
+        Variant(
+            L.FL_KG_EXTENSION,
+            lambda: flask_extension(keys, limiter=admitting_limiter()),
+            L.FL_BARE,
+            note="keyguard.adapters.flask.KeyGuard(app, verifier=...): before_request hook "
+            "with the policy, principal on flask.g, rate-limit headers in after_request.",
+            **limited,
         ),
     ]
-    if KeyGuard is not None:
-        rows += [
-            Variant(
-                "Flask + KeyGuard extension: 401, no key",
-                lambda: flask_extension(keys),
-                BARE,
-                request=NO_KEY,
-                status=401,
-            ),
-            Variant(
-                "Flask + KeyGuard extension: 403, scope missing",
-                lambda: flask_extension(keys),
-                BARE,
-                request=NARROW,
-                status=403,
-            ),
-            Variant(
-                "Flask + KeyGuard extension: 429, burst spent (memory)",
-                lambda: flask_extension(keys, limiter=frozen_limiter()),
-                BARE,
-                status=429,
-                prime=20,
-                body_has=b'"rate_limited"',
-                headers_has=("retry-after",),
-            ),
-        ]
+    django = Django(keys)
+    rows += [
+        Variant(L.DJ_BARE, django.handler),
+        Variant(
+            L.DJ_KG_WSGI,
+            lambda: full(django.handler()),
+            L.DJ_BARE,
+            note="KeyGuardWSGIMiddleware around Django's WSGIHandler.",
+            **limited,
+        ),
+        Variant(
+            L.DJ_KG_MIDDLEWARE,
+            lambda: django.handler("keyguard.adapters.django.KeyGuardMiddleware"),
+            L.DJ_BARE,
+            note="MIDDLEWARE = ['keyguard.adapters.django.KeyGuardMiddleware'], "
+            "KEYGUARD = {'VERIFIER': <the full-path verifier>}.",
+            **limited,
+        ),
+    ]
     return rows
+
+
+def collect(args: Any) -> dict[str, Any]:
+    keys = Keys()
+    clients = 200 if args.quick else CLIENTS
+    return run(
+        "wsgi",
+        "WSGI (raw, Flask, Django)",
+        variants(keys),
+        WSGIDriver(keys, clients),
+        number=args.number,
+        repeat=args.repeat,
+        keys=keys,
+        json_path=args.json,
+        clients=clients,
+    )
 
 
 def main() -> None:
     args = parse_args(__doc__, number=1_000, repeat=35)
-    if KeyGuard is None:
-        print(
-            "note: Flask + KeyGuard extension rows skipped: keyguard.adapters.flask.KeyGuard "
-            f"is not importable ({_MISSING_EXTENSION})\n"
-        )
-    keys = Keys()
-    run(
-        "WSGI (Flask)",
-        variants(keys),
-        WSGIDriver(keys),
-        number=args.number,
-        repeat=args.repeat,
-        expected_body=json.dumps(BODY, separators=(",", ":")).encode() + b"\n",
-        keys=keys,
-        json_path=args.json,
-    )
+    data = collect(args)
+    from benchmarks.goals import print_goals
+
+    print_goals({"wsgi": data})
 
 
 if __name__ == "__main__":

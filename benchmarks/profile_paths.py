@@ -1,0 +1,196 @@
+"""Where keyguard's time goes on one path: cProfile over N in-process requests.
+
+Run: ``python benchmarks/profile_paths.py [PATH] [--number N] [--top K]`` where PATH is one of
+``full`` (Starlette + keyguard, the full default path), ``no-headers``, ``auth``, ``429``,
+``401-unknown``, ``401-malformed``, ``403``, ``fastapi-dependency``, ``wsgi-full``. Requests
+are built and sent exactly as in ``bench_asgi.py`` / ``bench_wsgi.py`` (same apps, 10,000
+client addresses in turn). Prints the functions with the most time of their own
+(``tottime``) or, with ``--breakdown``, times the full path's steps one by one. Profiling slows
+every call several times over: read shares, not microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import os
+import pstats
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _labels as L
+from benchmarks._inprocess import Keys
+
+ASGI = {
+    "full": L.S_KG_FULL,
+    "no-headers": L.S_KG_NO_HEADERS,
+    "auth": L.S_KG_AUTH,
+    "429": L.KG_429,
+    "401-unknown": L.KG_401_UNKNOWN,
+    "401-malformed": L.KG_401_MALFORMED,
+    "403": L.KG_403,
+    "fastapi-dependency": L.F_KG_DEPENDENCY,
+}
+WSGI = {"wsgi-full": L.W_KG_FULL}
+
+
+def breakdown(number: int) -> None:
+    """The full path's steps timed one by one (µs per call, min of 7 runs), same process."""
+    import asyncio
+    import itertools
+    import timeit
+
+    from benchmarks._inprocess import (
+        GOOD,
+        MALFORMED,
+        PATH,
+        UNKNOWN,
+        admitting_limiter,
+        client_address,
+    )
+    from keyguard.adapters.asgi import KeyGuardCredentials, _with_headers, problem_messages
+    from keyguard.core.ratelimit import DEFAULT_WINDOWS
+    from keyguard.core.render import DEFAULT_RENDERER, request_id_from
+
+    keys = Keys()
+    good = keys.header[GOOD]
+    full = keys.verifier(limiter=admitting_limiter())
+    off = keys.verifier(limiter=admitting_limiter(), ietf_headers=False, legacy_headers=False)
+    auth = keys.verifier(rate_limits=None)
+    limiter = admitting_limiter()
+    for verifier in (full, off, auth):
+        verifier.verify(good, "GET", PATH)  # cached: the next calls take the fast path
+    decision = full.verify_nowait(good, "GET", PATH)
+    assert decision is not None
+    assert decision.allowed
+    principal = decision.principal
+    assert principal is not None
+    extra = decision.asgi_headers()
+    loop = asyncio.new_event_loop()
+
+    async def sink(message: Any) -> None:
+        return None
+
+    async def wrap_and_send(n: int) -> None:
+        for _ in range(n):
+            wrapped = _with_headers(sink, extra)
+            await wrapped({"type": "http.response.start", "status": 200, "headers": []})
+            await wrapped({"type": "http.response.body", "body": b"{}"})
+
+    async def plain_send(n: int) -> None:
+        for _ in range(n):
+            await sink({"type": "http.response.start", "status": 200, "headers": []})
+            await sink({"type": "http.response.body", "body": b"{}"})
+
+    peers = itertools.cycle([(client_address(i), 5000) for i in range(10_000)])
+    fresh = keys.verifier(limiter=admitting_limiter())
+
+    async def unknown(n: int, header: str) -> None:
+        for _ in range(n):
+            await fresh.averify(header, "GET", PATH, peer=next(peers))
+
+    denial = loop.run_until_complete(
+        fresh.averify(keys.header[UNKNOWN], "GET", PATH, peer=next(peers))
+    )
+
+    def per(fn: Any) -> float:
+        return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+    def per_async(coro: Any) -> float:
+        runs = []
+        for _ in range(7):
+            start = timeit.default_timer()
+            loop.run_until_complete(coro(number))
+            runs.append(timeit.default_timer() - start)
+        return min(runs) / number * 1e6
+
+    steps = [
+        ("verify_nowait, auth + scope only", per(lambda: auth.verify_nowait(good, "GET", PATH))),
+        (
+            "verify_nowait, full path (headers on)",
+            per(lambda: full.verify_nowait(good, "GET", PATH)),
+        ),
+        (
+            "verify_nowait, full path (headers off)",
+            per(lambda: off.verify_nowait(good, "GET", PATH)),
+        ),
+        ("  of which: route match", per(lambda: full.match("GET", PATH))),
+        ("  of which: fast-path index (_hot)", per(lambda: full._hot(good))),
+        (
+            "  of which: MemoryRateLimiter.hit, 3 windows",
+            per(lambda: limiter.hit(principal.key_id, DEFAULT_WINDOWS)),
+        ),
+        ("Decision.asgi_headers() (5 rate-limit headers)", per(decision.asgi_headers)),
+        ("KeyGuardCredentials(principal)", per(lambda: KeyGuardCredentials(principal))),
+        (
+            "send wrapper: build + start + body, minus plain sends",
+            per_async(wrap_and_send) - per_async(plain_send),
+        ),
+        (
+            "401 unknown id: averify, 10,000 addresses in turn",
+            per_async(lambda n: unknown(n, keys.header[UNKNOWN])),
+        ),
+        (
+            "401 malformed: averify, 10,000 addresses in turn",
+            per_async(lambda n: unknown(n, keys.header[MALFORMED])),
+        ),
+        (
+            "401 problem rendering (problem_messages)",
+            per(lambda: problem_messages(DEFAULT_RENDERER, denial, request_id_from(None))),
+        ),
+    ]
+    loop.close()
+    width = max(len(name) for name, _ in steps)
+    print(f"keyguard's full path, step by step ({number:,} calls x 7, min), µs per call\n")
+    for name, us in steps:
+        print(f"  {name:<{width}}  {us:6.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("path", nargs="?", default="full", choices=[*ASGI, *WSGI])
+    parser.add_argument("--number", type=int, default=20_000)
+    parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--breakdown", action="store_true", help="time the full path's steps one by one instead"
+    )
+    args = parser.parse_args()
+    if args.breakdown:
+        breakdown(min(args.number, 5_000))
+        return
+    keys = Keys()
+    driver: Any
+    if args.path in ASGI:
+        from benchmarks.bench_asgi import ASGIDriver, variants
+
+        driver = ASGIDriver(keys)
+        label = ASGI[args.path]
+        rows, _ = variants(keys)
+    else:
+        from benchmarks.bench_wsgi import WSGIDriver
+        from benchmarks.bench_wsgi import variants as wsgi_variants
+
+        driver = WSGIDriver(keys)
+        label = WSGI[args.path]
+        rows = wsgi_variants(keys)
+    variant = next(v for v in rows if v.label == label)
+    app = variant.build()
+    for _ in range(variant.prime):
+        driver.probe(app, variant.request)
+    status, _, body = driver.probe(app, variant.request)
+    if status != variant.status:
+        raise SystemExit(f"{label} answered {status}: {body[:200]!r}")
+    driver.timed(app, variant.request, 2_000)
+    profile = cProfile.Profile()
+    profile.enable()
+    driver.timed(app, variant.request, args.number)
+    profile.disable()
+    print(f"{label}: {args.number:,} requests\n")
+    stats = pstats.Stats(profile).strip_dirs()
+    stats.sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()

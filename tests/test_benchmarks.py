@@ -1,0 +1,252 @@
+"""The benchmark suite cannot rot: its noise rule and goals are unit-tested here, and a quick
+run of the whole suite (``benchmarks/run.py --quick``, marked slow) must finish, write its
+JSON and judge every goal. Timing goals are never asserted: only that they were measured."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks import _labels as L
+from benchmarks.compare import compare, judge
+from benchmarks.goals import evaluate
+from tests.conftest import REDIS_URL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# -- the noise rule ------------------------------------------------------------------------------
+STEADY = [10.0, 10.1, 10.2, 10.1, 10.3, 10.2, 10.1]
+
+
+def test_a_row_slower_than_its_old_spread_is_a_regression() -> None:
+    verdict, band = judge(STEADY, [x + 1.0 for x in STEADY], False, 1.5, 0.03)
+    assert verdict == "REGRESSION"
+    assert band == pytest.approx(0.03 * 10.1)  # the IQR (0.15 x 1.5) is under the 3 % floor
+
+
+def test_a_slower_median_within_the_old_spread_is_noise() -> None:
+    noisy = [10.0, 12.0, 9.5, 14.0, 10.5, 13.0, 11.0]
+    # New minimum 11.5 < old median 11.0 + 1.5 x IQR: not a regression, however slow its median.
+    verdict, _ = judge(noisy, [11.5, 12.5, 13.0, 12.0, 14.0], False, 1.5, 0.03)
+    assert verdict == "same"
+
+
+def test_only_the_new_minimum_decides_a_regression() -> None:
+    # One undisturbed repeat as fast as before: the change did not make the code slower.
+    verdict, _ = judge(STEADY, [10.1, 20.0, 20.0, 20.0, 20.0], False, 1.5, 0.03)
+    assert verdict == "same"
+
+
+def test_a_faster_median_beyond_the_band_is_an_improvement() -> None:
+    verdict, _ = judge(STEADY, [x - 1.0 for x in STEADY], False, 1.5, 0.03)
+    assert verdict == "improved"
+
+
+def test_higher_is_better_rows_are_judged_the_other_way() -> None:
+    rps = [10_000.0, 10_100.0, 10_050.0]
+    assert judge(rps, [8_000.0, 8_100.0, 8_050.0], True, 1.5, 0.03)[0] == "REGRESSION"
+    assert judge(rps, [12_000.0, 12_100.0, 12_050.0], True, 1.5, 0.03)[0] == "improved"
+    assert judge(rps, [10_000.0, 9_950.0, 10_020.0], True, 1.5, 0.03)[0] == "same"
+
+
+def test_too_few_repeats_are_not_judged() -> None:
+    assert judge([10.0, 10.0], [20.0, 20.0], False, 1.5, 0.03)[0].startswith("not judged")
+
+
+def _run(rows: list[dict[str, Any]], goals: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "format": 1,
+        "environment": {"date": "today", "platform": "here", "cpu": "x"},
+        "groups": {"asgi": {"group": "asgi", "rows": rows}},
+        "goals": goals or [],
+    }
+
+
+def _row(label: str, runs: list[float], baseline: str | None = None) -> dict[str, Any]:
+    return {"label": label, "unit": "µs", "better": "lower", "runs": runs, "baseline": baseline}
+
+
+def test_compare_matches_rows_by_label_and_reports_lost_goals() -> None:
+    old = _run(
+        [_row("bare", STEADY), _row("guard", STEADY, "bare"), _row("gone", STEADY)],
+        [{"id": "g", "text": "a goal", "met": True}],
+    )
+    new = _run(
+        [_row("bare", STEADY), _row("guard", [x + 2 for x in STEADY], "bare"), _row("new", STEADY)],
+        [{"id": "g", "text": "a goal", "met": False}],
+    )
+    results, lost = compare(old, new)
+    verdicts = {r["label"]: r["verdict"] for r in results}
+    assert verdicts == {"bare": "same", "guard": "REGRESSION", "new": "new row", "gone": "gone"}
+    assert lost == ["a goal"]
+
+
+def test_relative_comparison_cancels_a_uniformly_slower_machine() -> None:
+    old = _run([_row("bare", STEADY), _row("guard", [2 * x for x in STEADY], "bare")])
+    slower = [1.5 * x for x in STEADY]  # everything 50 % slower, the guard's share unchanged
+    new = _run([_row("bare", slower), _row("guard", [2 * x for x in slower], "bare")])
+    absolute = {r["label"]: r["verdict"] for r in compare(old, new)[0]}
+    relative = {r["label"]: r["verdict"] for r in compare(old, new, relative=True)[0]}
+    assert absolute["guard"] == "REGRESSION"
+    assert relative["guard"] == "same"
+
+
+def test_compare_cli_exits_1_on_a_regression(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(json.dumps(_run([_row("guard", STEADY)])))
+    new.write_text(json.dumps(_run([_row("guard", [x + 5 for x in STEADY])])))
+    command = [sys.executable, "benchmarks/compare.py"]
+    same = subprocess.run(
+        [*command, str(old), str(old)], cwd=ROOT, capture_output=True, check=False
+    )
+    worse = subprocess.run(
+        [*command, str(old), str(new)], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert same.returncode == 0
+    assert worse.returncode == 1
+    assert "REGRESSION" in worse.stdout
+
+
+def test_compare_cli_refuses_a_file_that_is_not_a_run(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[]")
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", str(bad), str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode != 0
+    assert "not a keyguard benchmark JSON file" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- goals ---------------------------------------------------------------------------------------
+def _measured(label: str, value: float, overhead: float | None = None) -> dict[str, Any]:
+    return {"label": label, "min": value, "median": value, "overhead_min": overhead}
+
+
+def test_goals_are_ratios_of_rows_of_the_run() -> None:
+    groups = {
+        "asgi": {
+            "rows": [
+                _measured(L.S_FLOOR, 12.0, 2.0),
+                _measured(L.S_KG_FULL, 13.9, 3.9),  # x1.95 the floor: met
+                _measured(L.S_KG_NO_HEADERS, 13.1, 3.1),  # x1.55: missed
+            ]
+        }
+    }
+    goals = {g.id: g for g in evaluate(groups)}
+    assert goals["asgi-full-path"].met is True
+    assert goals["asgi-full-path"].value == pytest.approx(1.95)
+    assert goals["asgi-headers-off"].met is False
+    # Rows not measured: not met, not missed.
+    assert goals["denial-429"].met is None
+    assert "not measured" in goals["denial-429"].measured
+    assert goals["e2e-throughput"].met is None
+
+
+# -- the README documents every script -------------------------------------------------------------
+def test_every_benchmark_script_is_documented_and_every_documented_script_exists() -> None:
+    readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    scripts = {p.name for p in (ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
+    named = set(re.findall(r"\b([a-z0-9_]+\.py)\b", readme))
+    assert scripts - named == set(), "undocumented scripts"
+    assert {n for n in named if n.startswith(("bench_", "run", "compare", "profile"))} <= (
+        scripts
+    ), "documented scripts that do not exist"
+    assert "RESULTS_PLACEHOLDER" not in readme
+
+
+def test_run_py_knows_every_group_the_readme_lists() -> None:
+    from benchmarks.run import GROUPS
+
+    readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
+    for name, (script, _, _) in GROUPS.items():
+        assert f"| `{name}` | `{script}` |" in readme
+
+
+# -- the quick run of the whole suite ---------------------------------------------------------
+def _redis_reachable() -> bool:
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
+    except Exception:
+        return False
+    return True
+
+
+REDIS_GOALS = {"redis-round-trips", "redis-vs-ping", "redis-vs-ping-async", "revocation"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_the_quick_suite_runs_every_group_and_judges_every_goal(tmp_path: Path) -> None:
+    redis_up = _redis_reachable()
+    if not redis_up and os.environ.get("CI") == "true":
+        pytest.fail(f"Redis is required under CI=true but {REDIS_URL} is unreachable")
+    out = tmp_path / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run.py", "--quick", "--url", REDIS_URL, "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=540,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run = json.loads(out.read_text())
+    assert set(run["groups"]) == {"asgi", "wsgi", "scale", "redis", "revocation", "e2e"}
+    for name, group in run["groups"].items():
+        if name in ("redis", "revocation") and not redis_up:
+            continue
+        assert group["rows"], f"group {name} measured nothing"
+        for row in group["rows"]:
+            assert row["runs"], row["label"]
+    unmeasured = {g["id"] for g in run["goals"] if g["met"] is None}
+    assert unmeasured <= (set() if redis_up else REDIS_GOALS), unmeasured
+    assert (tmp_path / "quick.md").read_text().count("| ") > 20
+    # The run compares with itself: nothing regressed.
+    same = subprocess.run(
+        [sys.executable, "benchmarks/compare.py", str(out), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert same.returncode == 0, same.stdout[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "script",
+    sorted(
+        p.name
+        for p in (ROOT / "benchmarks").glob("*.py")
+        if 'if __name__ == "__main__":' in p.read_text(encoding="utf-8")
+        and not p.name.startswith("_")
+    ),
+)
+def test_every_script_imports_and_explains_itself(script: str) -> None:
+    """Scripts outside run.py's groups (bench_memory, bench_verify, bench_outage,
+    profile_paths) would rot unseen: each must at least import and answer --help."""
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{script}", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "usage:" in proc.stdout
