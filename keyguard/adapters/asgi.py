@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from keyguard.adapters._observed import observed_asgi
 from keyguard.adapters._shared import ANONYMOUS, build_verifier
 from keyguard.core.addresses import join_field_lines
 from keyguard.core.decision import Decision, Principal
@@ -117,6 +118,10 @@ class KeyGuardMiddleware:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
+            return
+        observer = self.verifier.observer
+        if observer is not None:  # events or usage counting: see keyguard.adapters._observed
+            await observed_asgi(self, observer, scope, receive, send)
             return
         authorization: list[bytes] = []
         request_id: bytes | None = None

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from keyguard.adapters._observed import observed_wsgi
 from keyguard.adapters._shared import build_verifier
 from keyguard.core.decision import Decision
 from keyguard.core.policy import RoutePolicy
@@ -108,6 +109,9 @@ class KeyGuardWSGIMiddleware:
         self.renderer = renderer
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        observer = self.verifier.observer
+        if observer is not None:  # events or usage counting: see keyguard.adapters._observed
+            return observed_wsgi(self, observer, environ, start_response)
         # environ_facts() spelled out: building and unpacking its dict costs about a
         # microsecond on this per-request path (bench_wsgi.py).
         decision = self.verifier.verify(

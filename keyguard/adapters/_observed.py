@@ -1,0 +1,171 @@
+"""The ASGI and WSGI middlewares' observed path: used instead of the plain one when the
+verifier has an observer (events, usage counting), and only then.
+
+It does what the plain path does (same checks through :mod:`keyguard.core.observe`, same
+denials, same headers, same scope and environ entries) and in addition reports the response
+status the application actually sent for each admitted request — from the
+``http.response.start`` message (ASGI; ``websocket.accept`` counts as 101, a close before it as
+403) or the ``start_response`` call (WSGI); an application that fails before answering counts
+as 500. Kept apart from ``asgi.py``/``wsgi.py`` so that the plain request path stays as it
+was: one attribute check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from keyguard.adapters._shared import ANONYMOUS
+from keyguard.core.addresses import join_field_lines
+from keyguard.core.observe import RequestObserver, observed_averify, observed_nowait
+
+if TYPE_CHECKING:
+    from keyguard.adapters.asgi import KeyGuardMiddleware, Message, Receive, Scope, Send
+    from keyguard.adapters.wsgi import Environ, KeyGuardWSGIMiddleware, StartResponse
+
+__all__ = ["observed_asgi", "observed_wsgi"]
+
+_AUTHORIZATION = b"authorization"
+_REQUEST_ID = b"x-request-id"
+_FORWARDED_FOR = b"x-forwarded-for"
+
+
+async def observed_asgi(
+    mw: KeyGuardMiddleware,
+    observer: RequestObserver,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> None:
+    """:meth:`KeyGuardMiddleware.__call__` for an HTTP or WebSocket scope, observed."""
+    from keyguard.adapters.asgi import _ANONYMOUS_CREDENTIALS, KeyGuardCredentials, _with_headers
+
+    kind = scope["type"]
+    authorization: list[bytes] = []
+    request_id: bytes | None = None
+    forwarded: list[bytes] = []
+    for name, value in scope["headers"]:
+        if name == _AUTHORIZATION:
+            authorization.append(value)
+        elif name == _REQUEST_ID:
+            request_id = value
+        elif name == _FORWARDED_FOR:
+            forwarded.append(value)
+    method = scope.get("method", "GET") if kind == "http" else "GET"
+    header = authorization[0] if len(authorization) == 1 else (authorization or None)
+    path = scope["path"]
+    verifier = mw.verifier
+    peer = scope.get("client")
+    forwarded_for = join_field_lines(forwarded) if forwarded else None
+    outcome = observed_nowait(verifier, observer, header, method, path, peer, forwarded_for, True)
+    if outcome is None:
+        outcome = await observed_averify(
+            verifier, observer, header, method, path, None, peer, forwarded_for, True
+        )
+    decision, template = outcome
+    if not decision.allowed:
+        if kind == "http":
+            await mw._deny_http(decision, request_id, send)
+        else:
+            await mw._deny_websocket(scope, decision, request_id, receive, send)
+        return
+    principal = decision.principal
+    scope["keyguard"] = principal
+    if mw.starlette_compat:
+        if principal is None:
+            scope["auth"] = _ANONYMOUS_CREDENTIALS
+            scope["user"] = ANONYMOUS
+        else:
+            scope["auth"] = KeyGuardCredentials(principal)
+            scope["user"] = principal
+    if kind == "http" and (decision.rate is not None or decision.extra_headers):
+        send = _with_headers(send, decision.asgi_headers())
+    if principal is None:  # a public route: nothing to count
+        await mw.app(scope, receive, send)
+        return
+    status = 0
+    inner = send
+
+    async def watch(message: Message) -> None:
+        nonlocal status
+        if not status:
+            kind_of = message["type"]
+            if kind_of == "http.response.start":
+                status = int(message["status"])
+            elif kind_of == "websocket.accept":
+                status = 101
+            elif kind_of in ("websocket.close", "websocket.http.response.start"):
+                status = int(message.get("status", 403))
+        await inner(message)
+
+    try:
+        await mw.app(scope, receive, watch)
+    finally:
+        observer.responded(
+            verifier, principal, method, template, status or 500, peer, forwarded_for
+        )
+
+
+def observed_wsgi(
+    mw: KeyGuardWSGIMiddleware,
+    observer: RequestObserver,
+    environ: Environ,
+    start_response: StartResponse,
+) -> Iterable[bytes]:
+    """:meth:`KeyGuardWSGIMiddleware.__call__`, observed."""
+    from keyguard.adapters.wsgi import (
+        DECISION_KEY,
+        PRINCIPAL_KEY,
+        _with_headers,
+        authorization_from_environ,
+        deny_response,
+        path_from_environ,
+    )
+    from keyguard.core.observe import observed_verify
+
+    method = environ.get("REQUEST_METHOD", "GET")
+    peer = environ.get("REMOTE_ADDR")
+    forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+    verifier = mw.verifier
+    decision, template = observed_verify(
+        verifier,
+        observer,
+        authorization_from_environ(environ),
+        method,
+        path_from_environ(environ),
+        None,
+        peer,
+        forwarded_for,
+        True,
+    )
+    if not decision.allowed:
+        return deny_response(mw.renderer, decision, environ, start_response)
+    principal = decision.principal
+    environ[PRINCIPAL_KEY] = principal
+    environ[DECISION_KEY] = decision
+    extra = decision.headers
+    if extra:
+        start_response = _with_headers(start_response, extra)
+    if principal is None:
+        return mw.app(environ, start_response)
+    counted = False
+    inner = start_response
+
+    def watch(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        nonlocal counted
+        if not counted:
+            counted = True
+            try:
+                code = int(status.split(" ", 1)[0])
+            except ValueError:
+                code = 500
+            observer.responded(verifier, principal, method, template, code, peer, forwarded_for)
+        return inner(status, headers, exc_info)
+
+    try:
+        return mw.app(environ, watch)
+    except BaseException:
+        if not counted:
+            counted = True
+            observer.responded(verifier, principal, method, template, 500, peer, forwarded_for)
+        raise

@@ -1,0 +1,328 @@
+"""Usage counting: requests per key, UTC day, status class and route, counted in memory and
+written to the key store in batches.
+
+**On the request path** :meth:`UsageCounter.count` adds one to an in-memory counter keyed by
+(key id, UTC day, method, route template, status) and remembers the key's last use (time and
+the raw client address): one clock read, one lock, two dict writes. No store I/O, ever.
+
+**Flushes.** A background thread writes what was counted every ``interval`` seconds (default
+5): one :meth:`~keyguard.core.store.KeyStore.add_usage` call per flush, one batch per key
+(so at most one write per key per interval), as *increments* — several processes writing to
+one store add up. Status codes become classes (``2xx``…, ``429`` apart) and routes become
+``METHOD /template`` labels (``(other)`` when no template matched; unusual methods count as
+``OTHER``), so the number of fields stays bounded whatever clients send. The client address
+is resolved (``X-Forwarded-For`` per ``trusted_proxies``) only for the one request per key that
+is kept. The key's ``last_used_at`` moves forward with each flush (the verifier stops its own
+``touch`` writes).
+
+**Failures and shutdown.** A flush the store refuses is kept (with its batch ids) and sent
+again with the next one; stores skip a batch they applied already, so a retry never counts
+twice. :meth:`UsageCounter.close` — also run at interpreter exit — writes what is pending: a
+clean shutdown loses nothing. A crash (``kill -9``, power loss) loses what was counted since
+the last flush: at most one interval. After ``fork()`` the child starts from zero (what the
+parent counted is the parent's to write).
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from typing import TYPE_CHECKING, Any, Final
+
+from keyguard.core.errors import ConfigurationError, KeyguardError
+from keyguard.core.usage import (
+    DEFAULT_RETENTION_DAYS,
+    ROUTE_FIELD,
+    STATUS_FIELD,
+    USAGE_SINCE_SETTING,
+    UsageBatch,
+)
+from keyguard.observability.model import escape, status_class
+from keyguard.observability.report import OTHER_ROUTE
+
+if TYPE_CHECKING:
+    from keyguard.core.store import KeyStore
+
+__all__ = ["DEFAULT_INTERVAL", "UsageCounter", "UsageStats", "route_label"]
+
+logger = logging.getLogger("keyguard.observability.usage")
+
+#: Seconds between flushes.
+DEFAULT_INTERVAL: Final = 5.0
+#: Methods named in route labels; any other counts as ``OTHER`` (bounded labels).
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_EPOCH_ORDINAL: Final = date(1970, 1, 1).toordinal()
+#: Batches kept for a retry while the store is down; beyond, the oldest are lost (counted).
+MAX_RETRY_BATCHES: Final = 100_000
+
+
+def route_label(method: str, template: str | None) -> str:
+    """``"GET /agents/{agent_id}"``, or ``"(other)"`` when no template matched."""
+    if template is None:
+        return OTHER_ROUTE
+    upper = method.upper()
+    return f"{upper if upper in METHODS else 'OTHER'} {escape(template)}"
+
+
+@dataclass(frozen=True, slots=True)
+class UsageStats:
+    """What a counter did: requests counted, flushes written and failed, batches written,
+    and requests lost (retry buffer full, or the store refused a batch for good)."""
+
+    counted: int
+    flushes: int
+    failed_flushes: int
+    batches: int
+    lost: int
+    pending: int
+
+
+#: (key id, epoch day, method, template, status) -> requests.
+_Counts = dict[tuple[str, int, str, str | None, int], int]
+#: key id -> (time, peer, forwarded_for, resolver of the client address).
+_Lasts = dict[str, tuple[float, Any, Any, Any]]
+
+
+class UsageCounter:
+    """Counts requests per key in memory and writes them to ``store`` in batches (see the
+    module docstring). Thread-safe. Use as a context manager, or call :meth:`close`.
+
+    ``interval``: seconds between flushes (the most a crash can lose). ``retention_days``:
+    how many UTC days the store keeps (older days are deleted, or expire, as flushes go by).
+    ``start=False`` starts no thread (call :meth:`flush` yourself: tests, cron-like use).
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        retention_days: int = DEFAULT_RETENTION_DAYS,
+        clock: Callable[[], float] = time.time,
+        start: bool = True,
+    ) -> None:
+        if not getattr(store, "keeps_usage", False):
+            raise ConfigurationError(f"{store!r} does not keep usage counts")
+        if not 0 < interval <= 3600:
+            raise ConfigurationError("interval must be between 0 and 3600 seconds")
+        if isinstance(retention_days, bool) or not isinstance(retention_days, int):
+            raise ConfigurationError("retention_days must be an integer")
+        if not 1 <= retention_days <= 3660:
+            raise ConfigurationError("retention_days must be between 1 and 3660")
+        self.store = store
+        self.interval = float(interval)
+        self.retention_days = retention_days
+        self._clock = clock
+        self.started_at = clock()
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._counts: _Counts = {}
+        self._lasts: _Lasts = {}
+        self._retry: list[UsageBatch] = []
+        self._since_written = False
+        self._counted = 0
+        self._flushes = 0
+        self._failed = 0
+        self._batches = 0
+        self._lost = 0
+        self._closed = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._autostart = start
+        if start:
+            self._start()
+        ref = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        atexit.register(_at_exit, ref)
+
+    # -- the request path ----------------------------------------------------------------------
+    def count(
+        self,
+        key_id: str,
+        method: str,
+        template: str | None,
+        status: int,
+        peer: Any = None,
+        forwarded_for: Any = None,
+        resolver: Any = None,
+    ) -> None:
+        """One request of ``key_id`` to ``method template`` answered ``status``. ``peer`` and
+        ``forwarded_for`` are kept raw; ``resolver(peer, forwarded_for)`` (the verifier's
+        client-address rule) turns the last one into an address at flush time."""
+        now = self._clock()
+        key = (key_id, int(now // 86400), method, template, status)
+        with self._lock:
+            counts = self._counts
+            counts[key] = counts.get(key, 0) + 1
+            self._lasts[key_id] = (now, peer, forwarded_for, resolver)
+            self._counted += 1
+
+    # -- flushing ------------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="keyguard-usage", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception:  # never let the thread die: the next interval tries again
+                logger.exception("usage flush failed")
+
+    def _take(self) -> list[UsageBatch]:
+        """The batches of everything counted since the last flush (the counters restart)."""
+        with self._lock:
+            counts, self._counts = self._counts, {}
+            lasts, self._lasts = self._lasts, {}
+        per_key: dict[str, dict[str, dict[str, int]]] = {}
+        for (key_id, day, method, template, status), n in counts.items():
+            days = per_key.setdefault(key_id, {})
+            fields = days.setdefault(date.fromordinal(_EPOCH_ORDINAL + day).isoformat(), {})
+            cls = STATUS_FIELD + status_class(status)
+            route = ROUTE_FIELD + route_label(method, template)
+            fields[cls] = fields.get(cls, 0) + n
+            fields[route] = fields.get(route, 0) + n
+        flush_id = uuid.uuid4().hex
+        batches = []
+        for key_id in per_key.keys() | lasts.keys():
+            at: float | None = None
+            client = None
+            last = lasts.get(key_id)
+            if last is not None:
+                at, peer, forwarded_for, resolver = last
+                client = _resolve(resolver, peer, forwarded_for)
+            batches.append(
+                UsageBatch(key_id, per_key.get(key_id, {}), at, client, f"{flush_id}:{key_id}")
+            )
+        return batches
+
+    def flush(self) -> bool:
+        """Write everything counted so far (and any batches a failed flush left) now.
+        ``True`` when the store took it; on failure the batches are kept for the next flush."""
+        with self._flush_lock:
+            batches = self._retry + self._take()
+            self._retry = []
+            if not batches:
+                return True
+            try:
+                self.store.add_usage(batches, retention_days=self.retention_days)
+            except (KeyguardError, OSError) as exc:
+                self._failed += 1
+                self._keep(batches)
+                logger.warning(
+                    "usage flush of %d key(s) failed (%s); kept for the next one",
+                    len(batches),
+                    type(exc).__name__,
+                )
+                return False
+            self._flushes += 1
+            self._batches += len(batches)
+            if not self._since_written:
+                self._mark_since()
+            return True
+
+    def _keep(self, batches: list[UsageBatch]) -> None:
+        excess = len(batches) - MAX_RETRY_BATCHES
+        if excess > 0:
+            self._lost += sum(b.total for b in batches[:excess])
+            batches = batches[excess:]
+        self._retry = batches
+
+    def _mark_since(self) -> None:
+        """Record in the store when counting started (the first counter's start wins), so
+        readers know from when the counts are complete."""
+        try:
+            self.store.set_setting(
+                USAGE_SINCE_SETTING, repr(float(self.started_at)), only_if_absent=True
+            )
+        except (KeyguardError, OSError):
+            return
+        self._since_written = True
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the thread and write what is pending. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+        if not self.flush():
+            pending = sum(b.total for b in self._retry)
+            if pending:
+                self._lost += pending
+                logger.error("usage counts of %d request(s) could not be written", pending)
+
+    async def aclose(self) -> None:
+        """:meth:`close` from an event loop (the final write runs in a thread)."""
+        import asyncio
+
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> UsageCounter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def stats(self) -> UsageStats:
+        with self._lock:
+            pending = sum(self._counts.values())
+        return UsageStats(
+            self._counted, self._flushes, self._failed, self._batches, self._lost, pending
+        )
+
+    def __repr__(self) -> str:
+        return f"UsageCounter({self.store!r}, interval={self.interval:g}s)"
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._counts = {}
+        self._lasts = {}
+        self._retry = []
+        self._counted = 0
+        self._stop = threading.Event()
+        self._thread = None
+        if self._autostart and not self._closed:
+            self._start()
+
+
+def _resolve(resolver: Any, peer: Any, forwarded_for: Any) -> str | None:
+    if resolver is None:
+        address = peer[0] if isinstance(peer, tuple | list) and peer else peer
+        return None if address is None else escape(str(address), 64)
+    try:
+        address = resolver(peer, forwarded_for)
+    except Exception:
+        return None
+    return None if address is None else escape(str(address), 64)
+
+
+def _after_fork(ref: weakref.ref[UsageCounter]) -> None:
+    counter = ref()
+    if counter is not None:
+        counter._after_fork()
+
+
+def _at_exit(ref: weakref.ref[UsageCounter]) -> None:
+    counter = ref()
+    if counter is not None and not counter.closed:
+        try:
+            counter.close(timeout=2.0)
+        except Exception:  # the interpreter is going away: say so, never raise
+            logger.exception("usage counts could not be written at exit")
