@@ -3,10 +3,11 @@
 A process counts requests in memory (:class:`keyguard.observability.usage.UsageCounter`) and,
 every few seconds, hands its store one :class:`UsageBatch` per key it saw: *increments*, never
 totals, so that several processes writing to one store add up. A day's counts are one flat
-mapping of *fields* to numbers: ``s:<status class>`` (``s:2xx``, ``s:429``...) and
-``r:<route>`` (``r:GET /agents/{agent_id}``), so every store can keep them the same way (a
-SQLite row per field, a Redis hash per key and day). Days are UTC dates in ISO form
-(``2030-01-31``), which sort as text.
+mapping of *fields* to numbers: ``s:<status class>`` (``s:2xx``, ``s:429``...),
+``r:<route>`` (``r:GET /agents/{agent_id}``) and ``q:<scope>`` (requests whose route needed
+that scope: what ``keyguard review`` compares a key's grants with), so every store can keep
+them the same way (a SQLite row per field, a Redis hash per key and day). Days are UTC dates
+in ISO form (``2030-01-31``), which sort as text.
 
 Reads (:class:`UsageTotals`) sum the fields of one key, or of every key an owner has now.
 The protocol lives in ``core`` because :class:`~keyguard.core.store.KeyStore` declares it; the
@@ -24,6 +25,7 @@ from typing import Final
 __all__ = [
     "DEFAULT_RETENTION_DAYS",
     "ROUTE_FIELD",
+    "SCOPE_FIELD",
     "STATUS_FIELD",
     "USAGE_SINCE_SETTING",
     "UsageBatch",
@@ -37,6 +39,8 @@ __all__ = [
 STATUS_FIELD: Final = "s:"
 #: Prefix of a route field (``r:GET /agents``).
 ROUTE_FIELD: Final = "r:"
+#: Prefix of a needed-scope field (``q:agents:read``): requests whose route required it.
+SCOPE_FIELD: Final = "q:"
 #: How many UTC days of usage stores keep (today included) unless told otherwise.
 DEFAULT_RETENTION_DAYS: Final = 90
 #: The store setting holding when usage counting first wrote to this store (epoch seconds).

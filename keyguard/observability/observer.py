@@ -159,9 +159,7 @@ class Observer:
         if not defer:
             usage = self.usage
             if usage is not None:
-                usage.count(
-                    principal.key_id, method, template, 200, peer, forwarded_for, verifier._client
-                )
+                usage.count(principal.key_id, method, template, 200, peer, forwarded_for, verifier)
 
     def responded(
         self,
@@ -175,9 +173,7 @@ class Observer:
     ) -> None:
         usage = self.usage
         if usage is not None:
-            usage.count(
-                principal.key_id, method, template, status, peer, forwarded_for, verifier._client
-            )
+            usage.count(principal.key_id, method, template, status, peer, forwarded_for, verifier)
 
     def refused(
         self,
@@ -254,7 +250,7 @@ class Observer:
         if counted and key_id is not None:
             usage = self.usage
             if usage is not None:
-                usage.count(key_id, method, template, status, peer, forwarded_for, verifier._client)
+                usage.count(key_id, method, template, status, peer, forwarded_for, verifier)
 
     def _fallback(
         self,

@@ -41,6 +41,7 @@ from keyguard.core.errors import ConfigurationError, KeyguardError
 from keyguard.core.usage import (
     DEFAULT_RETENTION_DAYS,
     ROUTE_FIELD,
+    SCOPE_FIELD,
     STATUS_FIELD,
     USAGE_SINCE_SETTING,
     UsageBatch,
@@ -49,9 +50,10 @@ from keyguard.observability.model import escape, status_class
 from keyguard.observability.report import OTHER_ROUTE
 
 if TYPE_CHECKING:
+    from keyguard.core.policy import RoutePolicy
     from keyguard.core.store import KeyStore
 
-__all__ = ["DEFAULT_INTERVAL", "UsageCounter", "UsageStats", "route_label"]
+__all__ = ["DEFAULT_INTERVAL", "UsageCounter", "UsageStats", "needed_scopes", "route_label"]
 
 logger = logging.getLogger("keyguard.observability.usage")
 
@@ -85,9 +87,9 @@ class UsageStats:
     pending: int
 
 
-#: (key id, epoch day, method, template, status) -> requests.
-_Counts = dict[tuple[str, int, str, str | None, int], int]
-#: key id -> (time, peer, forwarded_for, resolver of the client address).
+#: (key id, epoch day, method, template, status, verifier) -> requests.
+_Counts = dict[tuple[str, int, str, str | None, int, Any], int]
+#: key id -> (time, peer, forwarded_for, verifier).
 _Lasts = dict[str, tuple[float, Any, Any, Any]]
 
 
@@ -152,17 +154,18 @@ class UsageCounter:
         status: int,
         peer: Any = None,
         forwarded_for: Any = None,
-        resolver: Any = None,
+        verifier: Any = None,
     ) -> None:
         """One request of ``key_id`` to ``method template`` answered ``status``. ``peer`` and
-        ``forwarded_for`` are kept raw; ``resolver(peer, forwarded_for)`` (the verifier's
-        client-address rule) turns the last one into an address at flush time."""
+        ``forwarded_for`` are kept raw: at flush time, the ``verifier``'s client-address rule
+        turns the last one into an address, and its route policy says which scopes the route
+        needed (``q:`` fields)."""
         now = self._clock()
-        key = (key_id, int(now // 86400), method, template, status)
+        key = (key_id, int(now // 86400), method, template, status, verifier)
         with self._lock:
             counts = self._counts
             counts[key] = counts.get(key, 0) + 1
-            self._lasts[key_id] = (now, peer, forwarded_for, resolver)
+            self._lasts[key_id] = (now, peer, forwarded_for, verifier)
             self._counted += 1
 
     # -- flushing ------------------------------------------------------------------------------
@@ -183,13 +186,24 @@ class UsageCounter:
             counts, self._counts = self._counts, {}
             lasts, self._lasts = self._lasts, {}
         per_key: dict[str, dict[str, dict[str, int]]] = {}
-        for (key_id, day, method, template, status), n in counts.items():
+        needs: dict[tuple[int, str, str | None], tuple[str, ...]] = {}
+        for (key_id, day, method, template, status, verifier), n in counts.items():
             days = per_key.setdefault(key_id, {})
             fields = days.setdefault(date.fromordinal(_EPOCH_ORDINAL + day).isoformat(), {})
-            cls = STATUS_FIELD + status_class(status)
-            route = ROUTE_FIELD + route_label(method, template)
-            fields[cls] = fields.get(cls, 0) + n
-            fields[route] = fields.get(route, 0) + n
+            names = [
+                STATUS_FIELD + status_class(status),
+                ROUTE_FIELD + route_label(method, template),
+            ]
+            policy = getattr(verifier, "policy", None)
+            if policy is not None:
+                need = needs.get((id(policy), method, template))
+                if need is None:
+                    need = needs[(id(policy), method, template)] = needed_scopes(
+                        policy, method, template
+                    )
+                names += [SCOPE_FIELD + scope for scope in need]
+            for name in names:
+                fields[name] = fields.get(name, 0) + n
         flush_id = uuid.uuid4().hex
         batches = []
         for key_id in per_key.keys() | lasts.keys():
@@ -197,8 +211,8 @@ class UsageCounter:
             client = None
             last = lasts.get(key_id)
             if last is not None:
-                at, peer, forwarded_for, resolver = last
-                client = _resolve(resolver, peer, forwarded_for)
+                at, peer, forwarded_for, verifier = last
+                client = _resolve(getattr(verifier, "_client", None), peer, forwarded_for)
             batches.append(
                 UsageBatch(key_id, per_key.get(key_id, {}), at, client, f"{flush_id}:{key_id}")
             )
@@ -300,6 +314,23 @@ class UsageCounter:
         self._thread = None
         if self._autostart and not self._closed:
             self._start()
+
+
+def needed_scopes(policy: RoutePolicy, method: str, template: str | None) -> tuple[str, ...]:
+    """The scopes the rule for ``method template`` names (the default's when no template
+    matched); ``()`` for rules needing only a valid key."""
+    method = method.upper()
+    if template is None:
+        requirement: Any = policy.default.requirement
+    else:
+        requirement = None
+        for rule in policy.rules:
+            if rule.path == template and rule.method in (method, "*"):
+                requirement = rule.requirement
+                if rule.method == method:
+                    break
+    scopes = getattr(requirement, "scopes", ())
+    return tuple(scopes) if isinstance(scopes, tuple) else ()
 
 
 def _resolve(resolver: Any, peer: Any, forwarded_for: Any) -> str | None:
