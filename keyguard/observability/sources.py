@@ -45,14 +45,28 @@ def _one(key_id: str | None, owner: str | None) -> None:
 
 
 class StoreUsage:
-    """The dashboard's usage source, reading the key store (see the module docstring)."""
+    """The dashboard's usage source, reading the key store (see the module docstring).
 
-    def __init__(self, store: KeyStore, *, clock: Callable[[], float] = time.time) -> None:
+    ``before_read`` — e.g. the serving process's ``UsageCounter.flush`` — runs before each
+    read, so that a dashboard served by the counting process shows its requests at once
+    instead of after the next flush.
+    """
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        before_read: Callable[[], object] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        self.before_read = before_read
         self._clock = clock
 
     def _totals(self, key_id: str | None, owner: str | None, days: int) -> UsageTotals:
         _one(key_id, owner)
+        if self.before_read is not None:
+            self.before_read()
         since = cutoff_day(self._clock(), max(days, 1))
         return self.store.usage_totals(key_id=key_id, owner=owner, since=since)
 
