@@ -17,7 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from keyguard.adapters._shared import ANONYMOUS
 from keyguard.core.addresses import join_field_lines
-from keyguard.core.observe import RequestObserver, observed_averify, observed_nowait
+from keyguard.core.observe import (
+    RequestObserver,
+    observed_averify,
+    observed_nowait,
+    observed_verify,
+)
 
 if TYPE_CHECKING:
     from keyguard.adapters.asgi import KeyGuardMiddleware, Message, Receive, Scope, Send
@@ -29,6 +34,27 @@ _AUTHORIZATION = b"authorization"
 _REQUEST_ID = b"x-request-id"
 _FORWARDED_FOR = b"x-forwarded-for"
 
+# The middleware modules import this one; their helpers are looked up once, on first use
+# (an import statement per request would cost microseconds).
+_asgi: Any = None
+_wsgi: Any = None
+
+
+def _asgi_module() -> Any:
+    global _asgi
+    from keyguard.adapters import asgi
+
+    _asgi = asgi
+    return asgi
+
+
+def _wsgi_module() -> Any:
+    global _wsgi
+    from keyguard.adapters import wsgi
+
+    _wsgi = wsgi
+    return wsgi
+
 
 async def observed_asgi(
     mw: KeyGuardMiddleware,
@@ -38,8 +64,7 @@ async def observed_asgi(
     send: Send,
 ) -> None:
     """:meth:`KeyGuardMiddleware.__call__` for an HTTP or WebSocket scope, observed."""
-    from keyguard.adapters.asgi import _ANONYMOUS_CREDENTIALS, KeyGuardCredentials, _with_headers
-
+    asgi = _asgi or _asgi_module()
     kind = scope["type"]
     authorization: list[bytes] = []
     request_id: bytes | None = None
@@ -62,7 +87,7 @@ async def observed_asgi(
         outcome = await observed_averify(
             verifier, observer, header, method, path, None, peer, forwarded_for, True
         )
-    decision, template = outcome
+    decision, admission = outcome
     if not decision.allowed:
         if kind == "http":
             await mw._deny_http(decision, request_id, send)
@@ -73,25 +98,33 @@ async def observed_asgi(
     scope["keyguard"] = principal
     if mw.starlette_compat:
         if principal is None:
-            scope["auth"] = _ANONYMOUS_CREDENTIALS
+            scope["auth"] = asgi._ANONYMOUS_CREDENTIALS
             scope["user"] = ANONYMOUS
         else:
-            scope["auth"] = KeyGuardCredentials(principal)
+            scope["auth"] = asgi.KeyGuardCredentials(principal)
             scope["user"] = principal
+    extra = None
     if kind == "http" and (decision.rate is not None or decision.extra_headers):
-        send = _with_headers(send, decision.asgi_headers())
-    if principal is None:  # a public route: nothing to count
-        await mw.app(scope, receive, send)
+        extra = decision.asgi_headers()
+    if admission is None:  # a public route: nothing to count
+        await mw.app(scope, receive, send if extra is None else asgi._with_headers(send, extra))
         return
     status = 0
     inner = send
 
     async def watch(message: Message) -> None:
+        # The response start: its status is counted, keyguard's headers added (one wrapper
+        # for both, as the plain path has one for the headers).
         nonlocal status
         if not status:
             kind_of = message["type"]
             if kind_of == "http.response.start":
                 status = int(message["status"])
+                if extra is not None:
+                    names = {k for k, _ in extra}
+                    headers = [kv for kv in message.get("headers", ()) if kv[0] not in names]
+                    headers.extend(extra)
+                    message["headers"] = headers
             elif kind_of == "websocket.accept":
                 status = 101
             elif kind_of in ("websocket.close", "websocket.http.response.start"):
@@ -101,9 +134,7 @@ async def observed_asgi(
     try:
         await mw.app(scope, receive, watch)
     finally:
-        observer.responded(
-            verifier, principal, method, template, status or 500, peer, forwarded_for
-        )
+        observer.responded(admission, status or 500)
 
 
 def observed_wsgi(
@@ -113,59 +144,55 @@ def observed_wsgi(
     start_response: StartResponse,
 ) -> Iterable[bytes]:
     """:meth:`KeyGuardWSGIMiddleware.__call__`, observed."""
-    from keyguard.adapters.wsgi import (
-        DECISION_KEY,
-        PRINCIPAL_KEY,
-        _with_headers,
-        authorization_from_environ,
-        deny_response,
-        path_from_environ,
-    )
-    from keyguard.core.observe import observed_verify
-
+    wsgi = _wsgi or _wsgi_module()
     method = environ.get("REQUEST_METHOD", "GET")
     peer = environ.get("REMOTE_ADDR")
     forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
     verifier = mw.verifier
-    decision, template = observed_verify(
+    decision, admission = observed_verify(
         verifier,
         observer,
-        authorization_from_environ(environ),
+        wsgi.authorization_from_environ(environ),
         method,
-        path_from_environ(environ),
+        wsgi.path_from_environ(environ),
         None,
         peer,
         forwarded_for,
         True,
     )
     if not decision.allowed:
-        return deny_response(mw.renderer, decision, environ, start_response)
+        result: Iterable[bytes] = wsgi.deny_response(mw.renderer, decision, environ, start_response)
+        return result
     principal = decision.principal
-    environ[PRINCIPAL_KEY] = principal
-    environ[DECISION_KEY] = decision
+    environ[wsgi.PRINCIPAL_KEY] = principal
+    environ[wsgi.DECISION_KEY] = decision
     extra = decision.headers
-    if extra:
-        start_response = _with_headers(start_response, extra)
-    if principal is None:
-        return mw.app(environ, start_response)
+    if admission is None:
+        return mw.app(
+            environ, wsgi._with_headers(start_response, extra) if extra else start_response
+        )
     counted = False
-    inner = start_response
 
     def watch(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        # Counts the status, adds keyguard's headers (one wrapper for both).
         nonlocal counted
         if not counted:
             counted = True
             try:
-                code = int(status.split(" ", 1)[0])
+                code = int(status[:3])
             except ValueError:
                 code = 500
-            observer.responded(verifier, principal, method, template, code, peer, forwarded_for)
-        return inner(status, headers, exc_info)
+            observer.responded(admission, code)
+        if extra:
+            names = {k.lower() for k, _ in extra}
+            headers = [(k, v) for k, v in headers if k.lower() not in names]
+            headers.extend(extra)
+        return start_response(status, headers, exc_info)
 
     try:
         return mw.app(environ, watch)
     except BaseException:
         if not counted:
             counted = True
-            observer.responded(verifier, principal, method, template, 500, peer, forwarded_for)
+            observer.responded(admission, 500)
         raise

@@ -7,7 +7,8 @@ plain ones — the same steps in the same order, so the decisions are the same (
 tests run every case both ways) — and the observer learns, at the moment of the decision, what
 the plain path forgets: the route template the policy matched, the principal a scope or rate
 refusal concerned, the rate-limit outcome (which window refused, whether a fallback decided),
-and when the check started. Keep these functions in step with ``verifier.py``.
+and how long keyguard took (when the observer is ``timed``). Keep these functions in step
+with ``verifier.py``.
 
 Adapters that see the application's response (the ASGI and WSGI middlewares) call these
 functions with ``defer=True`` and report the response status themselves
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from keyguard.core.verifier import Verifier
 
 __all__ = [
+    "Admission",
     "Outcome",
     "RequestObserver",
     "cached_record",
@@ -43,9 +45,13 @@ __all__ = [
     "presented_key_id",
 ]
 
-#: What the observed functions return: the decision and the matched route template (``None``
-#: when no template matched).
-Outcome = tuple[Decision, str | None]
+#: What an admitted request's adapter hands back to :meth:`RequestObserver.responded` with the
+#: response status: (verifier, principal, method, route template or ``None``, peer,
+#: forwarded_for, keyguard's own time in seconds — 0.0 unless the observer is ``timed``).
+Admission = tuple[Any, Principal, str, str | None, Any, Any, float]
+#: What the observed functions return: the decision, and the admission to report when the
+#: adapter reports responses (``defer=True``) and a key was admitted (else ``None``).
+Outcome = tuple[Decision, Admission | None]
 
 
 class RequestObserver(Protocol):
@@ -55,6 +61,12 @@ class RequestObserver(Protocol):
     #: Whether the observer keeps ``last_used_at`` itself (usage counting): the verifier then
     #: stops its own throttled ``touch`` writes.
     owns_last_used: bool
+    #: Whether it wants keyguard's own time per request (two clock reads when it does).
+    timed: bool
+    #: Whether an admitted request that an adapter will report (``defer=True``) is reported
+    #: by :meth:`responded` alone: :meth:`admitted` is then called only when there is more to
+    #: say (a rate-limit fallback decided).
+    merges_admitted: bool
 
     def admitted(
         self,
@@ -64,7 +76,7 @@ class RequestObserver(Protocol):
         template: str | None,
         peer: Peer,
         forwarded_for: str | bytes | None,
-        started: float,
+        elapsed: float,
         rate: RateDecision | None,
         defer: bool,
     ) -> None:
@@ -81,23 +93,15 @@ class RequestObserver(Protocol):
         template: str | None,
         peer: Peer,
         forwarded_for: str | bytes | None,
-        started: float,
+        elapsed: float,
     ) -> None:
         """A request was refused. ``principal`` is set for scope and rate-limit refusals;
         ``authorization`` is the raw header, only to find the key id the denial concerns
         (:func:`presented_key_id`) — it must not be kept."""
 
-    def responded(
-        self,
-        verifier: Verifier,
-        principal: Principal,
-        method: str,
-        template: str | None,
-        status: int,
-        peer: Peer,
-        forwarded_for: str | bytes | None,
-    ) -> None:
-        """The application answered an admitted request (``defer=True`` adapters)."""
+    def responded(self, admission: Admission, status: int) -> None:
+        """The application answered an admitted request with ``status`` (``defer=True``
+        adapters: ``admission`` is what the observed function returned)."""
 
 
 def presented_key_id(verifier: Verifier, authorization: AuthorizationValue) -> str | None:
@@ -131,17 +135,19 @@ def observed_verify(
     defer: bool,
 ) -> Outcome:
     """:meth:`Verifier.verify`, observed."""
-    started = perf_counter()
+    timed = observer.timed
+    started = perf_counter() if timed else 0.0
     route = v.match(method, path)
     template = route.template
     if route.requirement is None and required is None:
-        return d.ALLOW_PUBLIC, template
+        return d.ALLOW_PUBLIC, None
     result = v.authenticate(authorization, peer=peer, forwarded_for=forwarded_for)
     if not result.allowed:
+        elapsed = perf_counter() - started if timed else 0.0
         observer.refused(
-            v, result, None, None, authorization, method, template, peer, forwarded_for, started
+            v, result, None, None, authorization, method, template, peer, forwarded_for, elapsed
         )
-        return result, template
+        return result, None
     principal: Any = result.principal
     result = v._authorize(result, route.requirement)
     if required is not None:
@@ -151,10 +157,15 @@ def observed_verify(
     if limiter is not None and result.allowed and route.rate_limited:
         rate = v._hit(limiter, principal, route.cost)
         result = v._limited(result, rate)
-    _conclude(
-        v, observer, result, principal, rate, method, template, peer, forwarded_for, started, defer
-    )
-    return result, template
+    elapsed = perf_counter() - started if timed else 0.0
+    if not result.allowed:
+        observer.refused(
+            v, result, principal, rate, None, method, template, peer, forwarded_for, elapsed
+        )
+        return result, None
+    if not (defer and observer.merges_admitted) or (rate is not None and rate.degraded):
+        observer.admitted(v, principal, method, template, peer, forwarded_for, elapsed, rate, defer)
+    return result, (v, principal, method, template, peer, forwarded_for, elapsed) if defer else None
 
 
 async def observed_averify(
@@ -169,17 +180,19 @@ async def observed_averify(
     defer: bool,
 ) -> Outcome:
     """:meth:`Verifier.averify`, observed (keep in step with :func:`observed_verify`)."""
-    started = perf_counter()
+    timed = observer.timed
+    started = perf_counter() if timed else 0.0
     route = v.match(method, path)
     template = route.template
     if route.requirement is None and required is None:
-        return d.ALLOW_PUBLIC, template
+        return d.ALLOW_PUBLIC, None
     result = await v.aauthenticate(authorization, peer=peer, forwarded_for=forwarded_for)
     if not result.allowed:
+        elapsed = perf_counter() - started if timed else 0.0
         observer.refused(
-            v, result, None, None, authorization, method, template, peer, forwarded_for, started
+            v, result, None, None, authorization, method, template, peer, forwarded_for, elapsed
         )
-        return result, template
+        return result, None
     principal: Any = result.principal
     result = v._authorize(result, route.requirement)
     if required is not None:
@@ -189,10 +202,15 @@ async def observed_averify(
     if limiter is not None and result.allowed and route.rate_limited:
         rate = await v._ahit(limiter, principal, route.cost)
         result = v._limited(result, rate)
-    _conclude(
-        v, observer, result, principal, rate, method, template, peer, forwarded_for, started, defer
-    )
-    return result, template
+    elapsed = perf_counter() - started if timed else 0.0
+    if not result.allowed:
+        observer.refused(
+            v, result, principal, rate, None, method, template, peer, forwarded_for, elapsed
+        )
+        return result, None
+    if not (defer and observer.merges_admitted) or (rate is not None and rate.degraded):
+        observer.admitted(v, principal, method, template, peer, forwarded_for, elapsed, rate, defer)
+    return result, (v, principal, method, template, peer, forwarded_for, elapsed) if defer else None
 
 
 def observed_nowait(
@@ -207,11 +225,12 @@ def observed_nowait(
 ) -> Outcome | None:
     """:meth:`Verifier.verify_nowait`, observed: ``None`` when I/O is needed (then
     :func:`observed_averify`, which observes the request)."""
-    started = perf_counter()
+    timed = observer.timed
+    started = perf_counter() if timed else 0.0
     route = v.match(method, path)
     template = route.template
     if route.requirement is None:
-        return d.ALLOW_PUBLIC, template
+        return d.ALLOW_PUBLIC, None
     hit, _ = v._hot(authorization)
     if hit is None:
         return None
@@ -227,28 +246,12 @@ def observed_nowait(
             return None
         rate = v._hit(limiter, principal, route.cost)
         result = v._limited(result, rate)
-    _conclude(
-        v, observer, result, principal, rate, method, template, peer, forwarded_for, started, defer
-    )
-    return result, template
-
-
-def _conclude(
-    v: Verifier,
-    observer: RequestObserver,
-    result: Decision,
-    principal: Principal,
-    rate: RateDecision | None,
-    method: str,
-    template: str | None,
-    peer: Peer,
-    forwarded_for: str | bytes | None,
-    started: float,
-    defer: bool,
-) -> None:
-    if result.allowed:
-        observer.admitted(v, principal, method, template, peer, forwarded_for, started, rate, defer)
-    else:
+    elapsed = perf_counter() - started if timed else 0.0
+    if not result.allowed:
         observer.refused(
-            v, result, principal, rate, None, method, template, peer, forwarded_for, started
+            v, result, principal, rate, None, method, template, peer, forwarded_for, elapsed
         )
+        return result, None
+    if not (defer and observer.merges_admitted) or (rate is not None and rate.degraded):
+        observer.admitted(v, principal, method, template, peer, forwarded_for, elapsed, rate, defer)
+    return result, (v, principal, method, template, peer, forwarded_for, elapsed) if defer else None

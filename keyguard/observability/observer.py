@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from time import perf_counter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from keyguard.core.errors import ErrorCode
-from keyguard.core.observe import cached_record, presented_key_id
+from keyguard.core.observe import Admission, cached_record, presented_key_id
 from keyguard.observability.model import Event, EventKind, escape
 
 if TYPE_CHECKING:
@@ -105,7 +104,12 @@ class Observer:
     counts (``usage``, a :class:`~keyguard.observability.usage.UsageCounter`) for the requests
     of one or more verifiers: ``Verifier(store, observer=Observer(events=..., usage=...))``.
     Either may be ``None``. :meth:`close` closes both (pending counts written, pending events
-    delivered)."""
+    delivered).
+
+    With both, an admitted request seen through the ASGI or WSGI middleware is recorded once,
+    on the usage counter's queue, and its ``authenticated`` event is built from that record
+    when the counter tallies it (within half a second): one append per request for both.
+    """
 
     def __init__(
         self,
@@ -117,7 +121,11 @@ class Observer:
         self.events = events
         self.usage = usage
         self.owns_last_used = usage is not None
+        self.timed = events is not None
+        self.merges_admitted = usage is not None
         self._clock = clock
+        if usage is not None and events is not None:
+            usage.on_admitted = self._admitted_from_usage
 
     # -- the request path ----------------------------------------------------------------------
     def admitted(
@@ -128,15 +136,15 @@ class Observer:
         template: str | None,
         peer: Peer,
         forwarded_for: str | bytes | None,
-        started: float,
+        elapsed: float,
         rate: RateDecision | None,
         defer: bool,
     ) -> None:
         events = self.events
+        usage = self.usage
         if events is not None:
-            elapsed = perf_counter() - started
             interested = events.interested
-            if _AUTHENTICATED in interested:
+            if _AUTHENTICATED in interested and (usage is None or not defer):
                 events.defer(
                     _request_event,
                     _AUTHENTICATED,
@@ -156,24 +164,43 @@ class Observer:
                 )
             if rate is not None and rate.degraded and _FALLBACK in interested:
                 self._fallback(verifier, principal, rate, method, template, peer, forwarded_for)
-        if not defer:
-            usage = self.usage
-            if usage is not None:
-                usage.count(principal.key_id, method, template, 200, peer, forwarded_for, verifier)
+        if not defer and usage is not None:
+            usage.count(principal.key_id, method, template, 200, peer, forwarded_for, verifier)
 
-    def responded(
-        self,
-        verifier: Verifier,
-        principal: Principal,
-        method: str,
-        template: str | None,
-        status: int,
-        peer: Peer,
-        forwarded_for: str | bytes | None,
-    ) -> None:
+    def responded(self, admission: Admission, status: int) -> None:
         usage = self.usage
         if usage is not None:
-            usage.count(principal.key_id, method, template, status, peer, forwarded_for, verifier)
+            # UsageCounter.count, inlined: this runs once per admitted request. Everything
+            # else (the counts, the authenticated event) is made of this record later.
+            queue = usage._queue
+            if len(queue) < usage.capacity:
+                queue.append((admission, status, usage._clock()))
+            else:
+                usage._overflow += 1
+
+    def _admitted_from_usage(self, admission: Admission, at: float) -> None:
+        """The authenticated event of a request the usage counter recorded (its thread)."""
+        events = self.events
+        if events is None or _AUTHENTICATED not in events.interested:
+            return
+        verifier, principal, method, template, peer, forwarded_for, elapsed = admission
+        events.defer(
+            _request_event,
+            _AUTHENTICATED,
+            at,
+            None,
+            principal.key_id,
+            principal.owner,
+            method,
+            template,
+            None,
+            peer,
+            forwarded_for,
+            verifier,
+            elapsed,
+            None,
+            None,
+        )
 
     def refused(
         self,
@@ -186,7 +213,7 @@ class Observer:
         template: str | None,
         peer: Peer,
         forwarded_for: str | bytes | None,
-        started: float,
+        elapsed: float,
     ) -> None:
         code = decision.code
         kind = EventKind.DENIED
@@ -241,7 +268,7 @@ class Observer:
                     peer,
                     forwarded_for,
                     verifier,
-                    perf_counter() - started,
+                    elapsed,
                     reason,
                     detail,
                 )
@@ -296,6 +323,13 @@ class Observer:
             )
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def flush(self) -> bool:
+        """Write the pending usage counts and deliver the pending events now (what the
+        background threads do within a few seconds); ``True`` when both succeeded."""
+        written = True if self.usage is None else self.usage.flush()
+        delivered = True if self.events is None else self.events.flush()
+        return written and delivered
+
     def close(self) -> None:
         """Write pending usage counts and deliver pending events, then stop both."""
         if self.usage is not None:

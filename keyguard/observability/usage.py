@@ -1,9 +1,11 @@
 """Usage counting: requests per key, UTC day, status class and route, counted in memory and
 written to the key store in batches.
 
-**On the request path** :meth:`UsageCounter.count` adds one to an in-memory counter keyed by
-(key id, UTC day, method, route template, status) and remembers the key's last use (time and
-the raw client address): one clock read, one lock, two dict writes. No store I/O, ever.
+**On the request path** :meth:`UsageCounter.count` records the request as it is (key id,
+method, route template, status, time, the raw client address) on an in-memory queue: one clock
+read, one append, no lock, no store I/O, ever. A background thread tallies the queue every half
+second into counts per (key id, UTC day, method, route template, status) and each key's latest
+use.
 
 **Flushes.** A background thread writes what was counted every ``interval`` seconds (default
 5): one :meth:`~keyguard.core.store.KeyStore.add_usage` call per flush, one batch per key
@@ -32,6 +34,7 @@ import threading
 import time
 import uuid
 import weakref
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -87,9 +90,14 @@ class UsageStats:
     pending: int
 
 
+#: One request as the request path records it: (admission, status, time), the admission being
+#: what :mod:`keyguard.core.observe` hands the adapters — (verifier, principal or key id,
+#: method, template, peer, forwarded_for, keyguard's time or None) — so that recording one
+#: costs a 3-tuple and an append.
+_Request = tuple[tuple[Any, ...], int, float]
 #: (key id, epoch day, method, template, status, verifier) -> requests.
 _Counts = dict[tuple[str, int, str, str | None, int, Any], int]
-#: key id -> (time, peer, forwarded_for, verifier).
+#: key id -> (time, peer, forwarded_for, verifier) of its latest request.
 _Lasts = dict[str, tuple[float, Any, Any, Any]]
 
 
@@ -99,7 +107,10 @@ class UsageCounter:
 
     ``interval``: seconds between flushes (the most a crash can lose). ``retention_days``:
     how many UTC days the store keeps (older days are deleted, or expire, as flushes go by).
-    ``start=False`` starts no thread (call :meth:`flush` yourself: tests, cron-like use).
+    ``capacity``: requests recorded but not yet tallied (the background thread tallies them
+    every ``min(interval, 0.5)`` s); beyond it requests are lost and counted in
+    :attr:`UsageStats.lost`. ``start=False`` starts no thread (call :meth:`flush` yourself:
+    tests, cron-like use).
     """
 
     def __init__(
@@ -108,6 +119,7 @@ class UsageCounter:
         *,
         interval: float = DEFAULT_INTERVAL,
         retention_days: int = DEFAULT_RETENTION_DAYS,
+        capacity: int = 1_000_000,
         clock: Callable[[], float] = time.time,
         start: bool = True,
     ) -> None:
@@ -119,18 +131,24 @@ class UsageCounter:
             raise ConfigurationError("retention_days must be an integer")
         if not 1 <= retention_days <= 3660:
             raise ConfigurationError("retention_days must be between 1 and 3660")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ConfigurationError("capacity must be an integer >= 1")
         self.store = store
         self.interval = float(interval)
         self.retention_days = retention_days
+        self.capacity = capacity
         self._clock = clock
         self.started_at = clock()
-        self._lock = threading.Lock()
+        # The request path only appends here (deque.append is atomic: no lock); the tally
+        # (under _flush_lock) pops from the other end, so no request is ever missed.
+        self._queue: deque[_Request] = deque()
         self._flush_lock = threading.Lock()
         self._counts: _Counts = {}
         self._lasts: _Lasts = {}
         self._retry: list[UsageBatch] = []
         self._since_written = False
         self._counted = 0
+        self._overflow = 0
         self._flushes = 0
         self._failed = 0
         self._batches = 0
@@ -139,6 +157,9 @@ class UsageCounter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._autostart = start
+        #: Called (on the tallying thread) with the admission and time of each request an
+        #: adapter reported: the observer turns it into an ``authenticated`` event.
+        self.on_admitted: Callable[[tuple[Any, ...], float], None] | None = None
         if start:
             self._start()
         ref = weakref.ref(self)
@@ -156,35 +177,74 @@ class UsageCounter:
         forwarded_for: Any = None,
         verifier: Any = None,
     ) -> None:
-        """One request of ``key_id`` to ``method template`` answered ``status``. ``peer`` and
-        ``forwarded_for`` are kept raw: at flush time, the ``verifier``'s client-address rule
-        turns the last one into an address, and its route policy says which scopes the route
-        needed (``q:`` fields)."""
-        now = self._clock()
-        key = (key_id, int(now // 86400), method, template, status, verifier)
-        with self._lock:
-            counts = self._counts
-            counts[key] = counts.get(key, 0) + 1
-            self._lasts[key_id] = (now, peer, forwarded_for, verifier)
-            self._counted += 1
+        """One request of ``key_id`` to ``method template`` answered ``status``: recorded as
+        is (one clock read, one append). ``peer`` and ``forwarded_for`` are kept raw: at flush
+        time the ``verifier``'s client-address rule turns the key's latest one into an
+        address, and its route policy says which scopes the route needed (``q:`` fields)."""
+        queue = self._queue
+        if len(queue) < self.capacity:
+            admission = (verifier, key_id, method, template, peer, forwarded_for, None)
+            queue.append((admission, status, self._clock()))
+        else:
+            self._overflow += 1
 
-    # -- flushing ------------------------------------------------------------------------------
+    # -- tallying and flushing -----------------------------------------------------------------
     def _start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="keyguard-usage", daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        tally = min(self.interval, 0.5)
+        due = time.monotonic() + self.interval
+        while not self._stop.wait(tally):
             try:
-                self.flush()
+                if time.monotonic() >= due:
+                    due = time.monotonic() + self.interval
+                    self.flush()
+                else:
+                    with self._flush_lock:
+                        self._tally()
             except Exception:  # never let the thread die: the next interval tries again
                 logger.exception("usage flush failed")
 
+    def _tally(self) -> None:
+        """Move what the request path recorded into the per-key counts (caller holds
+        ``_flush_lock``)."""
+        queue = self._queue
+        popleft = queue.popleft
+        counts = self._counts
+        lasts = self._lasts
+        taken = 0
+        announce = self.on_admitted
+        for _ in range(len(queue)):
+            admission, status, at = popleft()
+            verifier, who, method, template, peer, forwarded_for, _ = admission
+            key_id = who if type(who) is str else who.key_id
+            if announce is not None and type(who) is not str:
+                try:
+                    announce(admission, at)
+                except Exception:  # an event is not worth a lost count
+                    logger.exception("usage: could not announce a request")
+            key = (key_id, int(at // 86400), method, template, status, verifier)
+            counts[key] = counts.get(key, 0) + 1
+            last = lasts.get(key_id)
+            if last is None or last[0] <= at:
+                lasts[key_id] = (at, peer, forwarded_for, verifier)
+            taken += 1
+        self._counted += taken
+        if self._overflow:
+            overflow, self._overflow = self._overflow, 0
+            self._lost += overflow
+            logger.warning(
+                "usage: %d request(s) not counted (capacity %d)", overflow, self.capacity
+            )
+
     def _take(self) -> list[UsageBatch]:
-        """The batches of everything counted since the last flush (the counters restart)."""
-        with self._lock:
-            counts, self._counts = self._counts, {}
-            lasts, self._lasts = self._lasts, {}
+        """The batches of everything counted since the last flush (caller holds
+        ``_flush_lock``; the counts restart)."""
+        self._tally()
+        counts, self._counts = self._counts, {}
+        lasts, self._lasts = self._lasts, {}
         per_key: dict[str, dict[str, dict[str, int]]] = {}
         needs: dict[tuple[int, str, str | None], tuple[str, ...]] = {}
         for (key_id, day, method, template, status, verifier), n in counts.items():
@@ -294,22 +354,30 @@ class UsageCounter:
 
     @property
     def stats(self) -> UsageStats:
-        with self._lock:
-            pending = sum(self._counts.values())
-        return UsageStats(
-            self._counted, self._flushes, self._failed, self._batches, self._lost, pending
-        )
+        """Counters (``counted`` includes requests recorded but not yet tallied)."""
+        with self._flush_lock:
+            recorded = len(self._queue)
+            pending = recorded + sum(self._counts.values())
+            return UsageStats(
+                self._counted + recorded,
+                self._flushes,
+                self._failed,
+                self._batches,
+                self._lost + self._overflow,
+                pending,
+            )
 
     def __repr__(self) -> str:
         return f"UsageCounter({self.store!r}, interval={self.interval:g}s)"
 
     def _after_fork(self) -> None:
-        self._lock = threading.Lock()
+        self._queue = deque()
         self._flush_lock = threading.Lock()
         self._counts = {}
         self._lasts = {}
         self._retry = []
         self._counted = 0
+        self._overflow = 0
         self._stop = threading.Event()
         self._thread = None
         if self._autostart and not self._closed:

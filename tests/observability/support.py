@@ -31,6 +31,7 @@ class Observed:
     verifier: Verifier
 
     def events(self) -> list[Any]:
+        assert self.usage.flush()  # admitted requests' events come through the usage tally
         assert self.emitter.flush()
         return self.sink.events
 
