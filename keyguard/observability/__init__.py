@@ -22,6 +22,7 @@ from keyguard.observability.model import (
 from keyguard.observability.observer import Observer
 from keyguard.observability.setup import make_observer
 from keyguard.observability.sinks import CallbackSink, ListSink, LoggingSink, QueueSink
+from keyguard.observability.sources import StoreScopeUsage, StoreUsage
 from keyguard.observability.usage import UsageCounter, UsageStats
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "QueueSink",
     "Sink",
     "SinkStats",
+    "StoreScopeUsage",
+    "StoreUsage",
     "UsageCounter",
     "UsageDay",
     "UsageReport",

@@ -16,11 +16,13 @@ the other sinks carry on, and requests never wait.
 **Shutdown.** :meth:`Emitter.close` (or leaving ``with Emitter(...)``) stops taking events,
 delivers what is pending (waiting at most ``timeout`` seconds for slow sinks, whose leftover
 events count as dropped) and stops the threads. :meth:`Emitter.flush` delivers what is pending
-without closing. After ``fork()`` the child starts with an empty buffer and fresh threads.
+without closing; an emitter still open at interpreter exit is closed then (2 s at most). After
+``fork()`` the child starts with an empty buffer and fresh threads.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
@@ -200,6 +202,7 @@ class Emitter:
         self._start()
         ref = weakref.ref(self)
         os.register_at_fork(after_in_child=lambda: _after_fork(ref))
+        atexit.register(_at_exit, ref)
 
     # -- subscription --------------------------------------------------------------------------
     def subscribe(self, sink: Callable[[Event], object]) -> Callable[[Event], object]:
@@ -394,6 +397,12 @@ def _after_fork(ref: weakref.ref[Emitter]) -> None:
     emitter = ref()
     if emitter is not None:
         emitter._after_fork()
+
+
+def _at_exit(ref: weakref.ref[Emitter]) -> None:
+    emitter = ref()
+    if emitter is not None and not emitter.closed:
+        emitter.close(timeout=2.0)
 
 
 def _join_queue(q: queue.Queue[Any], deadline: float) -> bool:

@@ -298,3 +298,30 @@ def test_counting_usage_stops_the_verifiers_own_touch_writes() -> None:
     assert Store.touched == 0
     verifier.observer.close()  # type: ignore[union-attr]
     assert store.get(key.key_id).last_used_at is not None  # type: ignore[union-attr]
+
+
+def _child_flushes(counter: UsageCounter, key_id: str) -> None:
+    # A child of a pre-forking server: what the parent counted is not its to write.
+    counter.count(key_id, "GET", "/agents", 200)
+    counter.close()
+
+
+def test_a_forked_child_writes_only_its_own_counts(tmp_path: Any) -> None:
+    import multiprocessing
+
+    from keyguard.stores.sqlite import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "keys.db")
+    key = KeyFactory(store).issue("agents:read")
+    counter = UsageCounter(store, interval=3600)
+    for _ in range(3):
+        counter.count(key.key_id, "GET", "/agents", 200)  # pending in the parent at fork time
+    child = multiprocessing.get_context("fork").Process(
+        target=_child_flushes, args=(counter, key.key_id)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    counter.close()
+    assert _fields(store, key.key_id)["s:2xx"] == 4  # 3 from the parent, 1 from the child
+    store.close()
