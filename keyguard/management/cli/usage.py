@@ -27,6 +27,7 @@ from keyguard.management.cli.context import open_manager
 from keyguard.management.cli.errors import UsageError
 from keyguard.management.cli.values import positive_int
 from keyguard.observability.model import STATUS_CLASSES, UsageReport, escape
+from keyguard.observability.reports import report_dict
 
 if TYPE_CHECKING:
     from keyguard.management.cli.parser import Subparsers
@@ -120,29 +121,6 @@ def render(report: UsageReport, *, name: str | None = None, width: int | None = 
         top = sorted(routes.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_ROUTES]
         lines.append("top routes: " + ", ".join(f"{escape(r, 80)} {n}" for r, n in top))
     return lines
-
-
-def report_dict(report: UsageReport, *, name: str | None = None) -> dict[str, Any]:
-    """``report`` as JSON-ready data."""
-    data: dict[str, Any] = {
-        "key_id": report.key_id,
-        "owner": report.owner,
-        "total": report.total,
-        "last_used_at": to_iso(report.last_used_at) if report.last_used_at is not None else None,
-        "last_client": report.last_client,
-        "days": [
-            {
-                "day": d.day.isoformat(),
-                "by_status": {c: int(d.by_status.get(c, 0)) for c in STATUS_CLASSES},
-                "by_route": dict(sorted(d.by_route.items())),
-                "total": d.total,
-            }
-            for d in report.days
-        ],
-    }
-    if name is not None:
-        data["name"] = name
-    return data
 
 
 def _reader(manager: Any, method: str) -> Any:
