@@ -303,23 +303,7 @@ class PrometheusMetrics:
     def asgi_app(self) -> Callable[..., Any]:
         """An ASGI app answering ``GET`` with the metrics (rendered in a worker thread: the
         active-keys count may read the store)."""
-
-        async def app(scope: Mapping[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                return
-            if scope.get("method") not in ("GET", "HEAD"):
-                await _asgi_answer(
-                    send, 405, b"method not allowed\n", "text/plain", [(b"allow", b"GET")]
-                )
-                return
-            accept = ""
-            for name, value in scope.get("headers", ()):
-                if name == b"accept":
-                    accept = value.decode("latin-1")
-            body, content_type = await asyncio.to_thread(self.render, accept)
-            await _asgi_answer(send, 200, b"" if scope["method"] == "HEAD" else body, content_type)
-
-        return app
+        return _MetricsASGI(self)
 
     def wsgi_app(self) -> Callable[..., Any]:
         """A WSGI app answering ``GET`` with the metrics."""
@@ -343,6 +327,27 @@ class PrometheusMetrics:
             return [b"" if method == "HEAD" else body]
 
         return app
+
+
+class _MetricsASGI:
+    """The ``/metrics`` ASGI app of :meth:`PrometheusMetrics.asgi_app`."""
+
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self.metrics = metrics
+
+    async def __call__(self, scope: Mapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope.get("method") not in ("GET", "HEAD"):
+            allow = [(b"allow", b"GET")]
+            await _asgi_answer(send, 405, b"method not allowed\n", "text/plain", allow)
+            return
+        accept = ""
+        for name, value in scope.get("headers", ()):
+            if name == b"accept":
+                accept = value.decode("latin-1")
+        body, content_type = await asyncio.to_thread(self.metrics.render, accept)
+        await _asgi_answer(send, 200, b"" if scope["method"] == "HEAD" else body, content_type)
 
 
 async def _asgi_answer(
