@@ -32,7 +32,7 @@ from keyguard.core.policy import RoutePolicy
 from keyguard.core.ratelimit.settings import ENV, LimiterSettings
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
-from keyguard.demo_usage import demo_observer, lifespan, usage_source
+from keyguard.demo_usage import attach_metrics, demo_observer, lifespan, usage_source
 from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV, from_url
 from keyguard.stores.ratelimit_url import limiter_from_settings, missing_extra
 
@@ -73,10 +73,14 @@ MANAGEMENT_PREFIXES = ("/api-keys", "/api/v1/auth/keys")
 DASHBOARD_PREFIX = "/keyguard"
 
 
+#: Prometheus metrics, when prometheus_client is installed (keep it internal in production).
+METRICS_PATH = "/metrics"
+
+
 def demo_policy() -> RoutePolicy:
     prefixes = (*MANAGEMENT_PREFIXES, DASHBOARD_PREFIX)
     management = [p for prefix in prefixes for p in (prefix, prefix + "/{rest:path}")]
-    return RoutePolicy(ROUTES, public=(*PUBLIC_PATHS, *management))
+    return RoutePolicy(ROUTES, public=(*PUBLIC_PATHS, METRICS_PATH, *management))
 
 
 RATELIMIT_URL_ENV = ENV["url"]
@@ -307,10 +311,17 @@ def create_app(
     routes.extend(management_routes(verifier))
     dashboard = demo_dashboard(verifier)
     routes.extend(dashboard_routes(dashboard))
+    from keyguard.observability.exposition import optional_metrics
+
+    metrics = optional_metrics(verifier)
+    if metrics is not None:
+        routes.append(Route(METRICS_PATH, metrics.asgi_app(), methods=["GET"]))
+        attach_metrics(verifier, metrics)
     app = Starlette(routes=routes, lifespan=lifespan(verifier))
     app.add_middleware(KeyGuardMiddleware, verifier=verifier)
     app.state.keyguard = verifier
     app.state.dashboard = dashboard
+    app.state.metrics = metrics  # fed by keyguard's events (attach_metrics)
     return app
 
 

@@ -1,7 +1,7 @@
-"""The demo's usage counting: every request counted per key into the demo's own key store
+"""The demo's observability: every request counted per key into the demo's own key store
 (flushed every second, and when the server shuts down), read back by its dashboard and by
-``keyguard usage``. Kept apart from :mod:`keyguard.demo` so that module keeps to routes and
-serving."""
+``keyguard usage``; its events feeding ``/metrics`` when ``prometheus_client`` is installed.
+Kept apart from :mod:`keyguard.demo` so that module keeps to routes and serving."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from keyguard.core.verifier import Verifier
 from keyguard.observability.observer import Observer
 from keyguard.observability.usage import UsageCounter
 
-__all__ = ["DEMO_FLUSH_INTERVAL", "demo_observer", "lifespan", "usage_source"]
+__all__ = ["DEMO_FLUSH_INTERVAL", "attach_metrics", "demo_observer", "lifespan", "usage_source"]
 
 #: Seconds between the demo's usage flushes (short, so that ``keyguard usage`` run right after
 #: some traffic shows it; a production service keeps the 5 s default).
@@ -26,6 +26,13 @@ def demo_observer(store: KeyStore) -> Observer | None:
     if not store.keeps_usage:
         return None
     return Observer(usage=UsageCounter(store, interval=DEMO_FLUSH_INTERVAL))
+
+
+def attach_metrics(verifier: Verifier, metrics: Any) -> None:
+    """Feed the demo's Prometheus metrics (an event sink) with the verifier's events."""
+    observer = verifier.observer
+    if isinstance(observer, Observer):
+        observer.subscribe(metrics)
 
 
 def usage_source(verifier: Verifier) -> Any:

@@ -1,6 +1,12 @@
 """The ASGI and WSGI middlewares' observed path: used instead of the plain one when the
 verifier has an observer (events, usage counting), and only then.
 
+A middleware built with such a verifier becomes, once, an instance of a subclass whose
+``__call__`` is the observed one (:func:`observed_class`), so that neither path pays for the
+choice per request. (An observer given to the verifier *after* the middleware was built is
+still told of every request, by the verifier itself, but without the application's status:
+admitted requests then count as answered 200.)
+
 It does what the plain path does (same checks through :mod:`keyguard.core.observe`, same
 denials, same headers, same scope and environ entries) and in addition reports the response
 status the application actually sent for each admitted request — from the
@@ -28,7 +34,7 @@ if TYPE_CHECKING:
     from keyguard.adapters.asgi import KeyGuardMiddleware, Message, Receive, Scope, Send
     from keyguard.adapters.wsgi import Environ, KeyGuardWSGIMiddleware, StartResponse
 
-__all__ = ["observed_asgi", "observed_wsgi"]
+__all__ = ["observed_class"]
 
 _AUTHORIZATION = b"authorization"
 _REQUEST_ID = b"x-request-id"
@@ -56,16 +62,15 @@ def _wsgi_module() -> Any:
     return wsgi
 
 
-async def observed_asgi(
-    mw: KeyGuardMiddleware,
-    observer: RequestObserver,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-) -> None:
-    """:meth:`KeyGuardMiddleware.__call__` for an HTTP or WebSocket scope, observed."""
-    asgi = _asgi or _asgi_module()
+async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+    """:meth:`KeyGuardMiddleware.__call__`, observed."""
     kind = scope["type"]
+    if kind != "http" and kind != "websocket":
+        await mw.app(scope, receive, send)
+        return
+    asgi = _asgi or _asgi_module()
+    verifier = mw.verifier
+    observer: RequestObserver = verifier.observer  # type: ignore[assignment]
     authorization: list[bytes] = []
     request_id: bytes | None = None
     forwarded: list[bytes] = []
@@ -79,7 +84,6 @@ async def observed_asgi(
     method = scope.get("method", "GET") if kind == "http" else "GET"
     header = authorization[0] if len(authorization) == 1 else (authorization or None)
     path = scope["path"]
-    verifier = mw.verifier
     peer = scope.get("client")
     forwarded_for = join_field_lines(forwarded) if forwarded else None
     outcome = observed_nowait(verifier, observer, header, method, path, peer, forwarded_for, True)
@@ -137,11 +141,8 @@ async def observed_asgi(
         observer.responded(admission, status or 500)
 
 
-def observed_wsgi(
-    mw: KeyGuardWSGIMiddleware,
-    observer: RequestObserver,
-    environ: Environ,
-    start_response: StartResponse,
+def _wsgi_call(
+    mw: KeyGuardWSGIMiddleware, environ: Environ, start_response: StartResponse
 ) -> Iterable[bytes]:
     """:meth:`KeyGuardWSGIMiddleware.__call__`, observed."""
     wsgi = _wsgi or _wsgi_module()
@@ -149,6 +150,7 @@ def observed_wsgi(
     peer = environ.get("REMOTE_ADDR")
     forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
     verifier = mw.verifier
+    observer: RequestObserver = verifier.observer  # type: ignore[assignment]
     decision, admission = observed_verify(
         verifier,
         observer,
@@ -196,3 +198,21 @@ def observed_wsgi(
             counted = True
             observer.responded(admission, 500)
         raise
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def observed_class(cls: type) -> type:
+    """The observed subclass of :class:`~keyguard.adapters.asgi.KeyGuardMiddleware` or
+    :class:`~keyguard.adapters.wsgi.KeyGuardWSGIMiddleware` (``cls``), made once."""
+    made = _CLASSES.get(cls)
+    if made is None:
+        asgi = _asgi or _asgi_module()
+        call = _asgi_call if issubclass(cls, asgi.KeyGuardMiddleware) else _wsgi_call
+        made = _CLASSES[cls] = type(
+            f"Observed{cls.__name__}",
+            (cls,),
+            {"__call__": call, "__module__": cls.__module__, "__doc__": cls.__doc__},
+        )
+    return made

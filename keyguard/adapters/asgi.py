@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from keyguard.adapters._observed import observed_asgi
+from keyguard.adapters._observed import observed_class
 from keyguard.adapters._shared import ANONYMOUS, build_verifier
 from keyguard.core.addresses import join_field_lines
 from keyguard.core.decision import Decision, Principal
@@ -113,15 +113,14 @@ class KeyGuardMiddleware:
         self.verifier = build_verifier(verifier, store, policy, options)
         self.renderer = renderer
         self.starlette_compat = starlette_compat
+        if self.verifier.observer is not None:
+            # Events or usage counting: the observed request path (keyguard.adapters._observed).
+            self.__class__ = observed_class(type(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
-            return
-        observer = self.verifier.observer
-        if observer is not None:  # events or usage counting: see keyguard.adapters._observed
-            await observed_asgi(self, observer, scope, receive, send)
             return
         authorization: list[bytes] = []
         request_id: bytes | None = None

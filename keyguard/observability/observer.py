@@ -323,6 +323,17 @@ class Observer:
             )
 
     # -- lifecycle -----------------------------------------------------------------------------
+    def subscribe(self, sink: Any) -> None:
+        """Deliver events to ``sink`` too (an :class:`Emitter` is made if there was none)."""
+        if self.events is None:
+            from keyguard.observability.events import Emitter
+
+            self.events = Emitter()
+            self.timed = True
+            if self.usage is not None:
+                self.usage.on_admitted = self._admitted_from_usage
+        self.events.subscribe(sink)
+
     def flush(self) -> bool:
         """Write the pending usage counts and deliver the pending events now (what the
         background threads do within a few seconds); ``True`` when both succeeded."""
