@@ -13,6 +13,11 @@ errors (:attr:`SinkStats.errors`, one log line per ``error_log_interval``), and 
 blocks only fills its own queue — its events beyond ``sink_capacity`` are dropped and counted,
 the other sinks carry on, and requests never wait.
 
+**Inline sinks.** ``subscribe(sink, inline=True)`` runs a sink where the event is emitted,
+in the request's own context: for an OpenTelemetry sink that sets attributes on the request's
+span. It costs the request its time (and per-request events are then built on the request
+path); its exceptions are caught and counted.
+
 **Shutdown.** :meth:`Emitter.close` (or leaving ``with Emitter(...)``) stops taking events,
 delivers what is pending (waiting at most ``timeout`` seconds for slow sinks, whose leftover
 events count as dropped) and stops the threads. :meth:`Emitter.flush` delivers what is pending
@@ -158,6 +163,37 @@ class _Runner:
         return SinkStats(self.name, self.delivered, self.dropped, self.errors)
 
 
+class _Inline:
+    """A sink called where the event is emitted (on the request's thread, in its context)."""
+
+    def __init__(self, sink: Callable[[Event], object], error_log_interval: float) -> None:
+        self.sink = sink
+        self.name = _name(sink)
+        kinds = getattr(sink, "kinds", None)
+        self.kinds: frozenset[EventKind] = _ALL_KINDS if kinds is None else frozenset(kinds)
+        self.delivered = 0
+        self.errors = 0
+        self._error_log_interval = error_log_interval
+        self._last_error_log = -float("inf")
+
+    def deliver(self, event: Event) -> None:
+        if event.kind not in self.kinds:
+            return
+        try:
+            self.sink(event)
+        except Exception as exc:
+            self.errors += 1
+            now = time.monotonic()
+            if now - self._last_error_log >= self._error_log_interval:
+                self._last_error_log = now
+                logger.warning("event sink %s failed: %s", self.name, type(exc).__name__)
+        else:
+            self.delivered += 1
+
+    def stats(self) -> SinkStats:
+        return SinkStats(self.name, self.delivered, 0, self.errors)
+
+
 class Emitter:
     """Delivers events to sinks, off the request path (see the module docstring).
 
@@ -189,8 +225,13 @@ class Emitter:
         self._emitted = 0
         self._dropped = 0
         self._runners: tuple[_Runner, ...] = ()
+        self._inline: tuple[_Inline, ...] = ()
         #: The kinds some sink wants: emitters of per-request events check it first.
         self.interested: frozenset[EventKind] = frozenset()
+        #: The kinds some inline sink wants (see :meth:`subscribe`).
+        self.inline_interested: frozenset[EventKind] = frozenset()
+        self._threaded: frozenset[EventKind] = frozenset()
+        self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
@@ -205,16 +246,27 @@ class Emitter:
         atexit.register(_at_exit, ref)
 
     # -- subscription --------------------------------------------------------------------------
-    def subscribe(self, sink: Callable[[Event], object]) -> Callable[[Event], object]:
-        """Deliver events to ``sink`` from now on (its own queue and thread); returns it."""
+    def subscribe(
+        self, sink: Callable[[Event], object], *, inline: bool = False
+    ) -> Callable[[Event], object]:
+        """Deliver events to ``sink`` from now on (its own queue and thread); returns it.
+
+        ``inline=True`` calls it instead where each event is emitted — on the request's own
+        thread and in its context (what an OpenTelemetry sink needs to find the request's
+        span) — so it must be quick and must not block: it is the one kind of sink that
+        costs the request its time. Its exceptions are caught and counted. With an inline
+        sink, per-request events are built on the request path too."""
         if not callable(sink):
             raise ConfigurationError("a sink must be callable with an Event")
         with self._lock:
             if self._closed:
                 raise ConfigurationError("this emitter is closed")
-            runner = _Runner(sink, self.sink_capacity, self.error_log_interval)
-            runner.start()
-            self._runners = (*self._runners, runner)
+            if inline:
+                self._inline = (*self._inline, _Inline(sink, self.error_log_interval))
+            else:
+                runner = _Runner(sink, self.sink_capacity, self.error_log_interval)
+                runner.start()
+                self._runners = (*self._runners, runner)
             self._recompute()
         return sink
 
@@ -223,25 +275,44 @@ class Emitter:
         with self._lock:
             gone = [r for r in self._runners if r.sink is sink]
             self._runners = tuple(r for r in self._runners if r.sink is not sink)
+            self._inline = tuple(i for i in self._inline if i.sink is not sink)
             self._recompute()
         for runner in gone:
             runner.queue.put(_STOP)
 
     def _recompute(self) -> None:
-        kinds: set[EventKind] = set()
+        threaded: set[EventKind] = set()
         for runner in self._runners:
-            kinds |= runner.kinds
-        self.interested = frozenset(kinds)
+            threaded |= runner.kinds
+        inline: set[EventKind] = set()
+        for sink in self._inline:
+            inline |= sink.kinds
+        self._threaded = frozenset(threaded)
+        self.inline_interested = frozenset(inline)
+        self.interested = frozenset(threaded | inline)
+        for listener in self._listeners:
+            listener()
+
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` whenever the sinks change (observers cache what they need)."""
+        self._listeners.append(listener)
 
     @property
     def sinks(self) -> tuple[Callable[[Event], object], ...]:
-        return tuple(r.sink for r in self._runners)
+        return tuple(r.sink for r in self._runners) + tuple(i.sink for i in self._inline)
 
     # -- the request path ----------------------------------------------------------------------
     def emit(self, event: Event) -> None:
-        """Queue ``event`` for every sink that wants it. Never blocks, never raises."""
-        if event.kind not in self.interested or self._closed:
+        """Queue ``event`` for every sink that wants it (and call the inline ones now). Never
+        blocks (unless an inline sink does), never raises."""
+        kind = event.kind
+        if kind not in self.interested or self._closed:
             return
+        if kind in self.inline_interested:
+            for sink in self._inline:
+                sink.deliver(event)
+            if kind not in self._threaded:
+                return
         buffer = self._buffer
         if len(buffer) >= self.capacity:
             self._dropped += 1
@@ -254,6 +325,15 @@ class Emitter:
         ``None``: nothing to deliver). For per-request events: the request pays only for
         this call. ``build`` must be cheap and must not keep its arguments."""
         if self._closed:
+            return
+        if self._inline:
+            try:
+                event = build(*args)
+            except Exception as exc:
+                logger.warning("building an event failed: %s", type(exc).__name__)
+                return
+            if event is not None:
+                self.emit(event)
             return
         buffer = self._buffer
         if len(buffer) >= self.capacity:
@@ -339,12 +419,9 @@ class Emitter:
             runner.queue.put(_STOP)
             if runner.thread is not None:
                 runner.thread.join(max(0.0, deadline - time.monotonic()))
-            close = getattr(runner.sink, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception as exc:
-                    logger.warning("closing event sink %s failed: %s", runner.name, exc)
+            _close_sink(runner.sink, runner.name)
+        for sink in self._inline:
+            _close_sink(sink.sink, sink.name)
 
     @property
     def closed(self) -> bool:
@@ -365,11 +442,12 @@ class Emitter:
     @property
     def errors(self) -> int:
         """Sink calls that raised."""
-        return sum(r.errors for r in self._runners)
+        return sum(r.errors for r in self._runners) + sum(i.errors for i in self._inline)
 
     @property
     def stats(self) -> EmitterStats:
-        return EmitterStats(self._emitted, self._dropped, tuple(r.stats() for r in self._runners))
+        sinks = tuple(r.stats() for r in self._runners) + tuple(i.stats() for i in self._inline)
+        return EmitterStats(self._emitted, self._dropped, sinks)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -397,6 +475,15 @@ def _after_fork(ref: weakref.ref[Emitter]) -> None:
     emitter = ref()
     if emitter is not None:
         emitter._after_fork()
+
+
+def _close_sink(sink: object, name: str) -> None:
+    close = getattr(sink, "close", None)
+    if callable(close):
+        try:
+            close()
+        except Exception as exc:
+            logger.warning("closing event sink %s failed: %s", name, type(exc).__name__)
 
 
 def _at_exit(ref: weakref.ref[Emitter]) -> None:

@@ -124,8 +124,8 @@ class Observer:
         self.timed = events is not None
         self.merges_admitted = usage is not None
         self._clock = clock
-        if usage is not None and events is not None:
-            usage.on_admitted = self._admitted_from_usage
+        if events is not None:
+            self._watch(events)
 
     # -- the request path ----------------------------------------------------------------------
     def admitted(
@@ -144,7 +144,9 @@ class Observer:
         usage = self.usage
         if events is not None:
             interested = events.interested
-            if _AUTHENTICATED in interested and (usage is None or not defer):
+            if _AUTHENTICATED in interested and (
+                usage is None or not defer or not self.merges_admitted
+            ):
                 events.defer(
                     _request_event,
                     _AUTHENTICATED,
@@ -181,7 +183,7 @@ class Observer:
     def _admitted_from_usage(self, admission: Admission, at: float) -> None:
         """The authenticated event of a request the usage counter recorded (its thread)."""
         events = self.events
-        if events is None or _AUTHENTICATED not in events.interested:
+        if events is None or _AUTHENTICATED not in events.interested or not self.merges_admitted:
             return
         verifier, principal, method, template, peer, forwarded_for, elapsed = admission
         events.defer(
@@ -323,16 +325,30 @@ class Observer:
             )
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def subscribe(self, sink: Any) -> None:
-        """Deliver events to ``sink`` too (an :class:`Emitter` is made if there was none)."""
+    def subscribe(self, sink: Any, *, inline: bool = False) -> None:
+        """Deliver events to ``sink`` too (an :class:`Emitter` is made if there was none);
+        ``inline`` as in :meth:`Emitter.subscribe`."""
         if self.events is None:
             from keyguard.observability.events import Emitter
 
             self.events = Emitter()
             self.timed = True
-            if self.usage is not None:
-                self.usage.on_admitted = self._admitted_from_usage
-        self.events.subscribe(sink)
+            self._watch(self.events)
+        self.events.subscribe(sink, inline=inline)
+
+    def _watch(self, events: Emitter) -> None:
+        if self.usage is not None:
+            self.usage.on_admitted = self._admitted_from_usage
+        events.on_change(self._sinks_changed)
+        self._sinks_changed()
+
+    def _sinks_changed(self) -> None:
+        # An inline sink wanting "authenticated" must get it on the request path, in its
+        # context: then admitted requests are not merged into their usage record.
+        events = self.events
+        self.merges_admitted = self.usage is not None and (
+            events is None or _AUTHENTICATED not in events.inline_interested
+        )
 
     def flush(self) -> bool:
         """Write the pending usage counts and deliver the pending events now (what the

@@ -332,3 +332,25 @@ def test_emitter_arguments_are_checked() -> None:
         Emitter(interval=0)
     with Emitter() as emitter, pytest.raises(ConfigurationError):
         emitter.subscribe("not callable")  # type: ignore[arg-type]
+
+
+def test_an_inline_sink_runs_where_the_event_is_emitted() -> None:
+    seen: list[tuple[str, EventKind]] = []
+
+    def inline(e: Event) -> None:
+        seen.append((threading.current_thread().name, e.kind))
+        if e.kind is EventKind.KEY_REVOKED:
+            raise RuntimeError("counted, not raised")
+
+    threaded = ListSink()
+    with Emitter([threaded]) as emitter:
+        emitter.subscribe(inline, inline=True)
+        assert emitter.inline_interested == frozenset(EventKind)
+        emitter.emit(event())
+        emitter.defer(lambda: event(EventKind.KEY_REVOKED))
+        here = threading.current_thread().name
+        assert seen == [(here, EventKind.DENIED), (here, EventKind.KEY_REVOKED)]  # at once
+        emitter.flush()
+        assert emitter.errors == 1
+        assert {s.name: s.delivered for s in emitter.stats.sinks}[inline.__qualname__] == 1
+    assert [e.kind for e in threaded.events] == [EventKind.DENIED, EventKind.KEY_REVOKED]

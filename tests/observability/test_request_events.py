@@ -323,3 +323,39 @@ def test_websocket_handshakes_are_observed_too() -> None:
     (fields,) = totals.days.values()
     assert fields["s:2xx"] == 1  # 101 Switching Protocols counts as a success
     verifier.observer.close()  # type: ignore[union-attr]
+
+
+def test_an_inline_sink_sees_each_request_in_its_own_context() -> None:
+    """What an OpenTelemetry sink needs: the event while the request's context is current
+    (here a context variable the server would hold the request's span in)."""
+    import contextvars
+
+    from keyguard.adapters.asgi import KeyGuardMiddleware
+    from keyguard.observability import Emitter, Observer, UsageCounter
+    from tests.adapters import asgi_driver
+    from tests.observability.support import asgi_app
+
+    current: contextvars.ContextVar[str] = contextvars.ContextVar("span", default="none")
+    store = MemoryStore()
+    key = KeyFactory(store).issue("agents:read")
+    seen: list[tuple[EventKind, str]] = []
+    emitter = Emitter()
+    emitter.subscribe(lambda e: seen.append((e.kind, current.get())), inline=True)
+    observer = Observer(events=emitter, usage=UsageCounter(store, start=False))
+    assert not observer.merges_admitted  # the inline sink wants authenticated events now
+    mw = KeyGuardMiddleware(
+        asgi_app(),
+        store=store,
+        policy=RoutePolicy({"GET /agents": "agents:read"}),
+        observer=observer,
+    )
+
+    async def traced(span: str, headers: list[tuple[str, str]]) -> int:
+        current.set(span)
+        return (await asgi_driver.call(mw, "GET", "/agents", headers)).status
+
+    assert asyncio.run(traced("span-1", [("Authorization", key.header)])) == 200
+    assert asyncio.run(traced("span-2", [])) == 401
+    observer.close()
+    assert seen == [(EventKind.AUTHENTICATED, "span-1"), (EventKind.DENIED, "span-2")]
+    assert store.usage_totals(key_id=key.key_id, since="2000-01-01").days  # still counted
