@@ -239,3 +239,36 @@ def test_make_observer_forms() -> None:
     single.close()
     with pytest.raises(ConfigurationError):
         make_observer(store, events=42)
+
+
+def test_flask_settings_turn_usage_and_events_on() -> None:
+    """Framework hooks that never see the response count admitted requests as 2xx."""
+    from flask import Flask
+
+    from keyguard.adapters.flask import KeyGuard
+
+    store = MemoryStore()
+    made = KeyManager(store).create("k", ["agents:read"])
+    sink = ListSink()
+    app = Flask(__name__)
+    app.config.update(
+        KEYGUARD_POLICY={"GET /agents": "agents:read"}, KEYGUARD_USAGE=True, KEYGUARD_EVENTS=[sink]
+    )
+
+    @app.get("/agents")
+    def agents() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    guard = KeyGuard(app, store=store)
+    client = app.test_client()
+    assert (
+        client.get("/agents", headers={"Authorization": f"UserKey {made.plaintext}"}).status_code
+        == 200
+    )
+    assert client.get("/agents").status_code == 401
+    observer = guard.verifier.observer
+    assert isinstance(observer, Observer)
+    observer.close()
+    assert sorted(e.kind for e in sink.events) == [EventKind.AUTHENTICATED, EventKind.DENIED]
+    totals = store.usage_totals(key_id=made.key_id, since=_day(0))
+    assert totals.days[_day(0)]["s:2xx"] == 1
