@@ -10,6 +10,7 @@ import pytest
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.ratelimit import (
+    DEFAULT_WINDOWS,
     LONG_WINDOW_BUCKETS,
     RateDecision,
     RateState,
@@ -17,6 +18,7 @@ from keyguard.core.ratelimit import (
     decide,
     decide_pair,
     pair_plan,
+    plan_for,
 )
 from keyguard.core.ratelimit.state import _Ring
 from keyguard.core.ratelimit.windows import MAX_LIMIT
@@ -200,3 +202,31 @@ def test_a_pair_needs_two_states() -> None:
     with pytest.raises(ConfigurationError) as info:
         decide_pair(state, state, T0, 1)
     assert str(info.value) == "a key and its owner need two distinct rate-limit states"
+
+
+# -- the compiled plan: what the Redis script is given ------------------------------------------
+
+
+def test_redis_script_arguments_are_exact() -> None:
+    """The Lua script decides from these strings alone (TTL ms, longest exact period µs, the
+    window count, then limit, period µs and bucket width µs per window; width 0 = exact), so
+    they must be exactly the integers the in-process decision uses."""
+    assert plan_for(DEFAULT_WINDOWS).redis_args == (
+        "87301000", "60000000", "3",
+        "20", "10000000", "0",
+        "100", "60000000", "0",
+        "5000", "86400000000", "900000000",
+    )  # fmt: skip
+    # A period that 96 buckets do not divide: the width is rounded up, so that 96 buckets
+    # always cover the period. No exact window: the longest exact period is 0.
+    odd = plan_for((Window(3, 3601, "odd"),))
+    assert odd.redis_args == ("3639510", "0", "1", "3", "3601000000", "37510417")
+    assert odd.specs == ((3, 3601 * 10**6, 37510417, 2),)
+    assert odd.max_exact == 0
+
+
+def test_long_windows_alone_keep_no_log() -> None:
+    windows = (Window(3, 7200, "a"), Window(20_000, 60, "b"))  # both bucketed
+    d, state = decide(None, T0, 2, windows)
+    assert d.allowed
+    assert not state.log
