@@ -15,6 +15,8 @@ from keyguard.core.ratelimit import (
     RateDecision,
     RateState,
     Window,
+    admitted_headers,
+    admitted_headers_asgi,
     decide,
     decide_pair,
     pair_plan,
@@ -230,3 +232,38 @@ def test_long_windows_alone_keep_no_log() -> None:
     d, state = decide(None, T0, 2, windows)
     assert d.allowed
     assert not state.log
+
+
+# -- the compiled plan: header fragments ---------------------------------------------------------
+
+
+def test_policy_field_states_whole_seconds_of_at_least_one() -> None:
+    plan = plan_for((Window(5, 0.5, "half"), Window(7, 1, "second"), Window(9, 2.5, "odd")))
+    assert plan.policy == '"half";q=5;w=1, "second";q=7;w=1, "odd";q=9;w=3'
+    assert plan.header_policy == ("RateLimit-Policy", plan.policy)
+
+
+@pytest.mark.parametrize("ietf", [True, False])
+@pytest.mark.parametrize("legacy", [True, False])
+def test_asgi_headers_are_the_text_headers_as_bytes(ietf: bool, legacy: bool) -> None:
+    """The ASGI fragments are built apart (so a response pays no encoding): they must say
+    exactly what the text headers say, with lower-case names."""
+    windows = (Window(20, 10, "burst"), Window(100, 60, "minute"), Window(5000, DAY, "day"))
+    state = None
+    for step in range(25):
+        d, state = decide(state, T0 + step * 0.3, 1 + step % 2, windows)
+        if not d.allowed:
+            continue
+        plan = d.plan
+        assert plan is not None
+        text = admitted_headers(plan, d.counts, ietf, legacy)
+        expected = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in text]
+        assert admitted_headers_asgi(plan, d.counts, ietf, legacy) == expected
+
+
+def test_a_cost_above_a_limit_reports_the_period_in_whole_seconds() -> None:
+    d, _ = decide(None, T0, 2, (Window(1, 0.5, "half"), Window(9, 10, "ten")))
+    assert not d.allowed
+    assert d.retry_after is None  # never admitted
+    assert d.counts == (1, 1, 9, 0)
+    assert all(type(c) is int for c in d.counts)
