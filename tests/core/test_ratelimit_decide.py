@@ -26,6 +26,7 @@ from keyguard.core.ratelimit.state import _Ring
 from keyguard.core.ratelimit.windows import MAX_LIMIT
 
 decide_module = import_module("keyguard.core.ratelimit.decide")  # not the function
+plan_module = import_module("keyguard.core.ratelimit.plan")
 T0 = 1_700_000_000
 DAY = 86400
 WIDTH_2H = 7200 // LONG_WINDOW_BUCKETS  # 75 s: the bucket width of a two-hour window
@@ -267,3 +268,82 @@ def test_a_cost_above_a_limit_reports_the_period_in_whole_seconds() -> None:
     assert d.retry_after is None  # never admitted
     assert d.counts == (1, 1, 9, 0)
     assert all(type(c) is int for c in d.counts)
+
+
+# -- refusals: every window's count, not only the refusing one's ---------------------------------
+
+
+def test_a_refusal_reports_every_window() -> None:
+    """Refused by the burst window: the other windows still report their remaining units and
+    when their oldest unit leaves (a day window's bucket too), as whole seconds."""
+    windows = (Window(2, 10, "burst"), Window(50, DAY, "day"), Window(30_000, 7200, "two-h"))
+    d, state = decide(None, T0, 2, windows)
+    d, state = decide(state, T0 + 4, 1, windows)
+    assert d == RateDecision(
+        False, 6, plan_for(windows), (0, 6, 48, DAY - 4, 29_998, 7200 - 4), 0b001, False, False
+    )
+    assert all(type(c) is int for c in d.counts)
+    # With nothing counted yet in the long windows, their reset is 0.
+    windows = (Window(1, 10, "burst"), Window(50, DAY, "day"))
+    d, state = decide(None, T0, 2, windows)
+    assert d.counts == (1, 10, 50, 0)
+    assert d.degraded is False
+
+
+def test_a_lowered_limit_reports_no_negative_remaining() -> None:
+    """A key's limit lowered below what its state already holds (an operator tightening a
+    plan): the refusal reports 0 remaining, never a negative number, in every window kind."""
+    before = (Window(10, 10, "burst"), Window(20_000, DAY, "day"))
+    after = (Window(3, 10, "burst"), Window(12_000, DAY, "day"))
+    _, state = decide(None, T0, 15_000, before[1:])  # the day window alone first
+    for _ in range(5):
+        _, state = decide(state, T0, 1, before)
+    d, state = decide(state, T0 + 1, 1, after)
+    assert not d.allowed
+    assert d.counts == (0, 9, 0, DAY - 1)
+    assert d.violated_mask == 0b11
+
+
+def test_times_before_zero_are_times_too() -> None:
+    """A test clock may start anywhere: a fresh state has seen no time at all, so the first
+    decision happens at the time it is given, even a negative one."""
+    windows = (Window(1, 10, "burst"),)
+    d, state = decide(None, -1.0, 1, windows)
+    assert d.allowed
+    assert d.counts == (0, 10)
+    d, state = decide(state, -0.5, 1, windows)
+    assert d.retry_after == 10  # the unit at -1.0 s leaves at 9.0 s: 9.5 s from now
+    d, state = decide(state, 9.0, 1, windows)
+    assert d.allowed
+
+
+# -- plans are cached, and the caches are bounded ------------------------------------------------
+
+
+def test_a_recycled_id_never_returns_another_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plans are cached by id() of the window tuple for speed; an id may be reused once its
+    tuple is freed, so a cached plan is used only for the very tuple it was made for."""
+    by_id: dict[int, object] = {}
+    monkeypatch.setattr(plan_module, "_PLANS_BY_ID", by_id)
+    a = (Window(5, 10, "a"),)
+    b = (Window(7, 60, "b"),)
+    by_id[id(b)] = plan_for(a)  # as if b now lived where a freed tuple lived
+    assert plan_for(b).windows == b
+    assert by_id[id(b)] is plan_for(b)  # b's own plan replaced the stale entry
+    assert plan_for(list(b)) is plan_for(b)  # by value too
+    assert id(list(b)) not in by_id or by_id[id(list(b))] is not None
+
+
+def test_plan_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    by_value: dict[object, object] = {}
+    by_id: dict[int, object] = {}
+    monkeypatch.setattr(plan_module, "_PLANS", by_value)
+    monkeypatch.setattr(plan_module, "_PLANS_BY_ID", by_id)
+    kept = []
+    for limit in range(1, 1100):
+        windows = (Window(limit, 1, "w"),)
+        kept.append(windows)  # alive, so that no id() is reused during the test
+        assert plan_for(windows).windows is windows
+        assert len(by_value) <= 1024
+        assert len(by_id) <= 1024
+    assert len(by_value) == len(by_id) == 1099 - 1024
