@@ -5,6 +5,7 @@ Usage (from the repository root, with the ``mutation`` extra installed)::
     scripts/mutation                  # every module listed in pyproject.toml
     scripts/mutation keys policy      # only these modules
     scripts/mutation --list           # show the module list and exit
+    scripts/mutation --named          # the hand-written mutants of scripts/mutation-named.toml
 
 For each module listed under ``[tool.keyguard.mutation]`` in ``pyproject.toml``, mutmut
 generates every mutant of the module's functions and runs it against the module's *own* tests
@@ -550,6 +551,29 @@ def print_report(report: dict[str, Any], verbose: bool) -> None:
         )
 
 
+def run_named(settings: Settings, ids: Sequence[str]) -> int:
+    """``--named``: every hand-written mutant (or those named) must fail its tests."""
+    import mutation_named as named
+
+    try:
+        mutants = named.load()
+        unknown = set(ids) - {m.id for m in mutants}
+        if unknown:
+            raise ToolError(f"unknown named mutant(s): {', '.join(sorted(unknown))}")
+        chosen = [m for m in mutants if not ids or m.id in ids]
+        print(f"[named] {len(chosen)} mutants from {named.NAMED.relative_to(ROOT)}", flush=True)
+        results = named.run(
+            chosen, project_files(), settings.workdir / "_named", settings.pytest_args
+        )
+    except named.NamedError as exc:
+        raise ToolError(str(exc)) from None
+    left = [m for m, outcome, _ in results if outcome != "killed"]
+    print(f"\n{len(results) - len(left)} of {len(results)} named mutants killed")
+    for m in left:
+        print(f"  not killed: {m.id} ({m.file}): {m.what}")
+    return 1 if left else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="scripts/mutation", description=__doc__.split("\n\n")[0] if __doc__ else None
@@ -564,6 +588,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="run nothing: score the last run's results again (after editing docs/mutation.md)",
     )
     parser.add_argument("--list", action="store_true", help="list the modules and exit")
+    parser.add_argument(
+        "--named",
+        action="store_true",
+        help="check the hand-written mutants of scripts/mutation-named.toml instead "
+        "(positional arguments: their ids)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every diff in full")
     args = parser.parse_args(argv)
     try:
@@ -573,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 state = "" if m.files() else "   (not present)"
                 print(f"{m.name:<14}{' '.join(m.paths)}  <- {' '.join(m.tests)}{state}")
             return 0
+        if args.named:
+            return run_named(settings, args.modules)
         known = {m.name: m for m in settings.modules}
         unknown = [n for n in args.modules if n not in known]
         if unknown:

@@ -53,13 +53,19 @@ def authorization_from_environ(environ: Environ) -> AuthorizationValue:
 
 
 def path_from_environ(environ: Environ) -> str:
-    """PATH_INFO as the text the client sent (WSGI carries it as latin-1-decoded bytes)."""
+    """PATH_INFO as the text the client sent (WSGI carries it as latin-1-decoded bytes).
+
+    Bytes that are not UTF-8 become U+FFFD, as Werkzeug decodes them for routing: the path
+    matched against the policy is then the path the application routes. (Taken as latin-1
+    text instead, ``/caf\\xe9`` would match a public ``/café`` while the application routed
+    ``/caf\\ufffd`` to a guarded ``/{name}``.)
+    """
     raw: str = environ.get("PATH_INFO", "") or "/"
     if raw.isascii():
         return raw
     try:
-        return raw.encode("latin-1").decode("utf-8")
-    except UnicodeError:
+        return raw.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # not latin-1 text: a server that already decoded the path
         return raw
 
 

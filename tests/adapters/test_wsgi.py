@@ -7,8 +7,11 @@ from typing import Any
 
 import pytest
 
-from keyguard.adapters.wsgi import PRINCIPAL_KEY, KeyGuardWSGIMiddleware
+from keyguard.adapters.wsgi import PRINCIPAL_KEY, KeyGuardWSGIMiddleware, path_from_environ
+from keyguard.core.hashing import Hasher
+from keyguard.core.policy import RoutePolicy
 from keyguard.core.ratelimit import MemoryRateLimiter
+from keyguard.core.verifier import Verifier
 from tests.adapters.cases import CASES, Case, check, make_world
 from tests.adapters.wsgi_driver import sender
 
@@ -56,6 +59,75 @@ def test_unicode_path_is_matched_as_text(world: Any) -> None:
     assert reply.status == 403  # not /agents: unmatched, denied by default
     assert json.loads(reply.body)["code"] == "insufficient_scope"
     assert calls == []
+
+
+def _unicode_verifier(world: Any) -> Verifier:
+    policy = RoutePolicy({"GET /agénts": "agents:read"}, public=["/café"])
+    return Verifier(world.store, policy=policy, hasher=Hasher(pepper_from_env=False))
+
+
+def test_utf8_path_info_is_decoded_before_matching(world: Any) -> None:
+    """WSGI carries the path's UTF-8 bytes as latin-1 text: a rule for /agénts must match
+    the request for /agénts, and nothing else."""
+    calls: list[Any] = []
+    send = sender(KeyGuardWSGIMiddleware(make_app(calls), verifier=_unicode_verifier(world)))
+    reply = send("GET", "/agénts", [("Authorization", world.header("reader"))])
+    assert (reply.status, json.loads(reply.body)) == (200, {"key_id": world.keys["reader"].key_id})
+    assert calls[-1]["PATH_INFO"] == "/agénts".encode().decode("latin-1")  # left as it came
+    reply = send("GET", "/café", [])
+    assert (reply.status, json.loads(reply.body)) == (200, {"key_id": None})
+    assert len(calls) == 2
+    reply = send("GET", "/agénts", [("Authorization", world.header("admin"))])
+    assert reply.status == 200
+    reply = send("GET", "/agénts", [])
+    assert json.loads(reply.body)["code"] == "missing_api_key"
+    assert len(calls) == 3
+
+
+def _environ(path: str, **headers: str) -> dict[str, Any]:
+    return {"REQUEST_METHOD": "GET", "PATH_INFO": path, "REMOTE_ADDR": "127.0.0.1", **headers}
+
+
+def _call(app: Any, environ: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    started: list[str] = []
+    body = b"".join(app(environ, lambda status, headers, exc=None: started.append(status)))
+    return started[0], json.loads(body)
+
+
+@pytest.mark.parametrize("path", ["/\xff", "/ag\xe9nts", "/caf\xc3", "/caf\xe9"])
+def test_path_info_that_is_not_utf8_is_matched_as_werkzeug_routes_it(world: Any, path: str) -> None:
+    """A path whose bytes are not UTF-8 is never an error (no traceback, no 500), and never
+    taken for a different path: the bytes that are not UTF-8 become U+FFFD, as Werkzeug
+    decodes them, so the latin-1 spelling of /agénts or /café matches neither of them."""
+    calls: list[Any] = []
+    app = KeyGuardWSGIMiddleware(make_app(calls), verifier=_unicode_verifier(world))
+    status, body = _call(app, _environ(path, HTTP_AUTHORIZATION=world.header("admin")))
+    assert (status, body["code"]) == ("403 Forbidden", "insufficient_scope")
+    assert calls == []
+
+
+def test_a_path_that_is_not_utf8_cannot_borrow_a_public_path() -> None:
+    """The bytes /caf\\xe9 are routed by Werkzeug (Flask) as /caf\\ufffd, to the guarded
+    /{name}: the middleware must guard it as that, not let it in as the public /café."""
+    world = make_world()
+    policy = RoutePolicy({"GET /{name}": "admin"}, public=["/café"])
+    verifier = Verifier(world.store, policy=policy, hasher=Hasher(pepper_from_env=False))
+    calls: list[Any] = []
+    app = KeyGuardWSGIMiddleware(make_app(calls), verifier=verifier)
+    status, body = _call(app, _environ("/caf\xe9"))
+    assert (status, body["code"]) == ("401 Unauthorized", "missing_api_key")
+    assert calls == []
+    status, body = _call(app, _environ("/café".encode().decode("latin-1")))
+    assert (status, body) == ("200 OK", {"key_id": None})
+    status, body = _call(app, _environ("/caf\xe9", HTTP_AUTHORIZATION=world.header("admin")))
+    assert (status, body) == ("200 OK", {"key_id": world.keys["admin"].key_id})
+
+
+def test_path_info_already_decoded_by_the_server_is_kept() -> None:
+    """A server that puts real text (beyond latin-1) in PATH_INFO is taken at its word."""
+    assert path_from_environ({"PATH_INFO": "/агенты"}) == "/агенты"
+    assert path_from_environ({"PATH_INFO": ""}) == "/"
+    assert path_from_environ({}) == "/"
 
 
 RATE_LIMIT_HEADERS = ("ratelimit", "ratelimit-policy", "retry-after", "x-ratelimit-limit")

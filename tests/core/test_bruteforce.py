@@ -64,6 +64,16 @@ SCOPED_64 = "fe80::1%" + "a" * 56  # a valid address exactly MAX_ADDRESS_LENGTH 
         ),
         pytest.param("10.0.0.2", "6.6.6.6, 198.51.100.1, 10.0.0.9", 2, "198.51.100.1", id="two"),
         pytest.param("10.0.0.2", "198.51.100.1, 10.0.0.9", 2, "198.51.100.1", id="two-exact"),
+        pytest.param(
+            "10.0.0.2", "1.1.1.1, 6.6.6.6, 198.51.100.1", 1, "198.51.100.1", id="one-of-three"
+        ),
+        pytest.param(
+            "10.0.0.2",
+            "1.1.1.1, 2.2.2.2, 6.6.6.6, 198.51.100.1, 10.0.0.9",
+            2,
+            "198.51.100.1",
+            id="two-of-five",
+        ),
         pytest.param("10.0.0.2", "198.51.100.1", 2, "10.0.0.2", id="too-few-entries"),
         pytest.param("10.0.0.2", "", 1, "10.0.0.2", id="empty-header"),
         pytest.param("10.0.0.2", "unknown", 1, "10.0.0.2", id="garbage-entry-falls-back"),
@@ -78,6 +88,8 @@ SCOPED_64 = "fe80::1%" + "a" * 56  # a valid address exactly MAX_ADDRESS_LENGTH 
         pytest.param("2001:0db8:0000::0001", None, 0, "2001:db8::1", id="v6-canonical"),
         pytest.param("::ffff:198.51.100.1", None, 0, "198.51.100.1", id="v4-mapped"),
         pytest.param("[2001:db8::1]:443", None, 0, "2001:db8::1", id="peer-with-port"),
+        # The address is what the first pair of brackets encloses; the rest is the port's.
+        pytest.param("[2001:db8::1]]:443", None, 0, "2001:db8::1", id="bracket-closes-first"),
         pytest.param("testclient", None, 0, "testclient", id="non-ip-peer"),
         pytest.param("  ", None, 0, None, id="blank-peer"),
         pytest.param(None, None, 0, None, id="no-peer"),
@@ -105,8 +117,9 @@ def test_client_address_trusts_no_forwarded_header_by_default() -> None:
 
 @pytest.mark.parametrize("proxies", [-1, True, 1.0, "1"])
 def test_client_address_rejects_bad_trusted_proxies(proxies: object) -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError) as info:
         client_address("1.2.3.4", None, trusted_proxies=proxies)  # type: ignore[arg-type]
+    assert str(info.value) == "trusted_proxies must be an integer >= 0"
 
 
 def test_canonical_address_length_cap() -> None:
@@ -301,33 +314,42 @@ def test_clock_stepping_forward_expires_everything() -> None:
 # -- validation ----------------------------------------------------------------------------------
 
 
+THRESHOLD_RULE = "threshold must be an integer from 1 to 4294967294, got "
+WINDOW_RULE = "window must be a number of seconds > 0, got "
+MAX_CLIENTS_RULE = "max_clients must be an integer >= 1, got "
+PREFIX_RULE = "ipv6_prefix must be an integer from 1 to 128, got "
+
+
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        pytest.param({"threshold": 0}, id="threshold-0"),
-        pytest.param({"threshold": -1}, id="threshold-negative"),
-        pytest.param({"threshold": True}, id="threshold-bool"),
-        pytest.param({"threshold": 1.5}, id="threshold-float"),
-        pytest.param({"threshold": 2**32 - 1}, id="threshold-too-large"),
-        pytest.param({"window": 0}, id="window-0"),
-        pytest.param({"window": -1.0}, id="window-negative"),
-        pytest.param({"window": float("inf")}, id="window-inf"),
-        pytest.param({"window": float("nan")}, id="window-nan"),
-        pytest.param({"window": "1"}, id="window-str"),
-        pytest.param({"window": True}, id="window-bool"),
-        pytest.param({"max_clients": 0}, id="max-clients-0"),
-        pytest.param({"max_clients": -1}, id="max-clients-negative"),
-        pytest.param({"max_clients": True}, id="max-clients-bool"),
-        pytest.param({"max_clients": 1.5}, id="max-clients-float"),
-        pytest.param({"ipv6_prefix": 0}, id="prefix-0"),
-        pytest.param({"ipv6_prefix": 129}, id="prefix-129"),
-        pytest.param({"ipv6_prefix": True}, id="prefix-bool"),
-        pytest.param({"ipv6_prefix": 64.0}, id="prefix-float"),
+        pytest.param({"threshold": 0}, THRESHOLD_RULE + "0", id="threshold-0"),
+        pytest.param({"threshold": -1}, THRESHOLD_RULE + "-1", id="threshold-negative"),
+        pytest.param({"threshold": True}, THRESHOLD_RULE + "True", id="threshold-bool"),
+        pytest.param({"threshold": 1.5}, THRESHOLD_RULE + "1.5", id="threshold-float"),
+        pytest.param(
+            {"threshold": 2**32 - 1}, THRESHOLD_RULE + "4294967295", id="threshold-too-large"
+        ),
+        pytest.param({"window": 0}, WINDOW_RULE + "0", id="window-0"),
+        pytest.param({"window": -1.0}, WINDOW_RULE + "-1.0", id="window-negative"),
+        pytest.param({"window": float("inf")}, WINDOW_RULE + "inf", id="window-inf"),
+        pytest.param({"window": float("nan")}, WINDOW_RULE + "nan", id="window-nan"),
+        pytest.param({"window": "1"}, WINDOW_RULE + "'1'", id="window-str"),
+        pytest.param({"window": True}, WINDOW_RULE + "True", id="window-bool"),
+        pytest.param({"max_clients": 0}, MAX_CLIENTS_RULE + "0", id="max-clients-0"),
+        pytest.param({"max_clients": -1}, MAX_CLIENTS_RULE + "-1", id="max-clients-negative"),
+        pytest.param({"max_clients": True}, MAX_CLIENTS_RULE + "True", id="max-clients-bool"),
+        pytest.param({"max_clients": 1.5}, MAX_CLIENTS_RULE + "1.5", id="max-clients-float"),
+        pytest.param({"ipv6_prefix": 0}, PREFIX_RULE + "0", id="prefix-0"),
+        pytest.param({"ipv6_prefix": 129}, PREFIX_RULE + "129", id="prefix-129"),
+        pytest.param({"ipv6_prefix": True}, PREFIX_RULE + "True", id="prefix-bool"),
+        pytest.param({"ipv6_prefix": 64.0}, PREFIX_RULE + "64.0", id="prefix-float"),
     ],
 )
-def test_guard_validates(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ConfigurationError):
+def test_guard_validates(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError) as info:
         BruteForceGuard(**kwargs)  # type: ignore[arg-type]
+    assert str(info.value) == message
 
 
 @pytest.mark.parametrize(
@@ -480,7 +502,12 @@ def test_requests_without_an_address_share_one_bucket_and_warn_once(
     warnings = [r for r in caplog.records if r.name == "keyguard.bruteforce"]
     assert len(warnings) == 1  # once per process, not per request or per guard
     assert warnings[0].levelno == logging.WARNING
-    assert "no client address" in warnings[0].getMessage()
+    assert warnings[0].getMessage() == (
+        "brute-force guard: a request carried no client address (a Unix socket?); all such "
+        "requests share one failure counter ('unknown'), so their failures can block each "
+        "other. Pass the peer address, or set trusted_proxies behind a proxy that sends "
+        "X-Forwarded-For. Logged once per process."
+    )
     assert guard.bucket(None) == UNKNOWN_CLIENT
     assert guard.is_blocked(UNKNOWN_CLIENT) == 58
     assert guard.is_blocked("198.51.100.1") is None
@@ -509,6 +536,35 @@ def test_judge_failure_counts_only_guesses() -> None:
     assert blocked.retry_after == 58
     assert not blocked.allowed
     assert judge_failure(guard, wrong, "b") is wrong
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [(-5, 1), (0, 1), (1, 1), (2, 2), (58, 58)],
+)
+def test_blocked_is_the_whole_429_answer(given: int, expected: int) -> None:
+    """The whole Decision: refused, no principal, the code, the message the client reads,
+    and a Retry-After of at least one second (RFC 9110 allows 0; 0 invites a retry storm)."""
+    assert bruteforce.blocked(given) == Decision(
+        False,
+        None,
+        ErrorCode.RATE_LIMITED,
+        "Too many failed authentication attempts from this address.",
+        retry_after=expected,
+    )
+    assert bruteforce.blocked(given).allowed is False
+
+
+async def test_async_judging_counts_each_client_apart() -> None:
+    guard = BruteForceGuard(threshold=1, window=8, clock=FakeClock())
+    wrong = _failure(ErrorCode.INVALID_API_KEY)
+    assert await ajudge_failure(guard, wrong, "198.51.100.1") is wrong
+    assert await ajudge_failure(guard, wrong, "198.51.100.2") is wrong
+    assert await guard.ais_blocked("198.51.100.1") is None
+    assert await guard.ais_blocked(None) is None
+    assert len(guard) == 2
+    blocked = await ajudge_failure(guard, wrong, "198.51.100.1")
+    assert blocked == bruteforce.blocked(8)
 
 
 async def test_guard_async_api() -> None:
