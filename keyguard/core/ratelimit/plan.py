@@ -8,7 +8,7 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from keyguard.core.ratelimit.state import RateState, _expire, _open_bucket, _Ring
 from keyguard.core.ratelimit.windows import (
@@ -47,6 +47,7 @@ class WindowPlan:
         "asgi_limits",
         "asgi_policy",
         "asgi_ratelimit",
+        "asgi_render",
         "header_items",
         "header_limits",
         "header_policy",
@@ -97,6 +98,9 @@ class WindowPlan:
         self.asgi_policy = (b"ratelimit-policy", self.policy.encode("latin-1"))
         self.asgi_ratelimit = self.header_ratelimit.encode("latin-1")
         self.asgi_limits = tuple(b"%d" % w.limit for w in windows)
+        #: ``render(counts, ietf, legacy)`` -> the admitted ASGI headers; compiled on first
+        #: use by :func:`keyguard.core.ratelimit.headers.admitted_headers_asgi`.
+        self.asgi_render: Callable[[tuple[int, ...], bool, bool], list[Any]] | None = None
         # Idle state must outlive the longest window plus one bucket of release delay.
         self.ttl_ms = max(period + width for _l, period, width, _k in specs) // 1000 + 1000
         args = [str(self.ttl_ms), str(self.max_exact), str(len(specs))]
