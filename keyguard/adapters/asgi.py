@@ -20,6 +20,7 @@ from keyguard.adapters._shared import ANONYMOUS, build_verifier
 from keyguard.core.addresses import join_field_lines
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.policy import RoutePolicy
+from keyguard.core.ratelimit import admitted_headers_asgi
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
@@ -144,19 +145,16 @@ class KeyGuardMiddleware:
                     forwarded.append(value)  # type: ignore[union-attr]
         method = scope.get("method", "GET") if kind == "http" else "GET"
         path = scope["path"]
+        peer = scope.get("client")
+        if forwarded is not None and type(forwarded) is not bytes:
+            forwarded = join_field_lines(forwarded)  # type: ignore[arg-type]
         verifier = self.verifier
-        decision = verifier.verify_nowait(authorization, method, path)
+        decision = verifier.verify_nowait(
+            authorization, method, path, peer=peer, forwarded_for=forwarded
+        )
         if decision is None:
             decision = await verifier.averify(
-                authorization,
-                method,
-                path,
-                peer=scope.get("client"),
-                forwarded_for=(
-                    forwarded
-                    if forwarded is None or type(forwarded) is bytes
-                    else join_field_lines(forwarded)  # type: ignore[arg-type]
-                ),
+                authorization, method, path, peer=peer, forwarded_for=forwarded
             )
         if not decision.allowed:
             if kind == "http":
@@ -173,8 +171,19 @@ class KeyGuardMiddleware:
             else:
                 scope["auth"] = KeyGuardCredentials(principal)
                 scope["user"] = principal
-        if kind == "http" and (decision.rate is not None or decision.extra_headers):
-            send = _with_headers(send, decision.asgi_headers(), not decision.extra_headers)
+        if kind == "http":
+            rate = decision.rate
+            if decision.extra_headers:
+                send = _with_headers(send, decision.asgi_headers())
+            elif rate is not None:
+                # Decision.asgi_headers() inlined: the default path, rate-limit headers only.
+                plan, counts, ietf, legacy = rate
+                render = plan.asgi_render
+                if render is None:
+                    extra = admitted_headers_asgi(plan, counts, ietf, legacy)
+                else:
+                    extra = render(counts, ietf, legacy)
+                send = _with_headers(send, extra, True)
         await self.app(scope, receive, send)
 
     async def _deny_http(self, decision: Decision, request_id: bytes | None, send: Send) -> None:
@@ -226,9 +235,11 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], rate_only: bool 
     """Wrap ``send`` so the response start carries ``extra`` headers (rate-limit headers).
 
     ``rate_only``: ``extra`` holds rate-limit headers only, so one C-level pass over the
-    application's header names decides whether any must be dropped (almost never)."""
+    application's header names decides whether any must be dropped (almost never). The
+    wrapper is a plain function returning ``send``'s awaitable: no coroutine of its own per
+    message."""
 
-    async def wrapped(message: Message) -> None:
+    def wrapped(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             headers = message.get("headers")
             if not headers:
@@ -242,7 +253,7 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], rate_only: bool 
                     names = {k for k, _ in extra}
                     headers = [kv for kv in headers if kv[0] not in names]
                 message["headers"] = headers + extra
-        await send(message)
+        return send(message)
 
     return wrapped
 

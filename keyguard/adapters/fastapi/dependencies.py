@@ -8,9 +8,10 @@ import inspect
 import weakref
 from typing import Any, Final, NoReturn
 
-from fastapi import FastAPI, Security
+from fastapi import FastAPI
 from fastapi.exceptions import WebSocketException
 from fastapi.security import SecurityScopes
+from fastapi.security.base import SecurityBase
 from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
@@ -22,7 +23,6 @@ from keyguard.adapters.fastapi.scheme import (
     DEFAULT_SCHEME_DESCRIPTION,
     SCHEME_NAME,
     UserKeyHeader,
-    _alternatives,
 )
 from keyguard.adapters.starlette import (
     check_principal,
@@ -40,12 +40,16 @@ from keyguard.core.verifier import Verifier
 _POLICY_VIOLATION: Final = 1008
 
 
-class _Dependency:
+class _Dependency(SecurityBase):
     """Shared machinery of :class:`RequireScopes` and :class:`PolicyCheck`.
 
-    FastAPI reads a dependency's parameters from its signature; each instance publishes its
-    own (``__signature__``) so that its nested ``Security(scheme, scopes=...)`` carries *its*
-    scopes into the OpenAPI document without any post-processing.
+    FastAPI reads a dependency's parameters from its signature: ``request``,
+    ``security_scopes`` (scopes an enclosing ``Security(..., scopes=...)`` adds) and
+    ``response`` (where the rate-limit headers go), all of which FastAPI has at hand, so
+    solving this dependency costs FastAPI no nested dependency. The dependency is itself the
+    ``UserKey`` security scheme (a ``SecurityBase``): FastAPI's OpenAPI document lists the
+    scheme for every operation using it, with the scopes given to ``Security(...)``;
+    :meth:`KeyGuard.install` adds each requirement's own scopes and alternatives.
     """
 
     __signature__: inspect.Signature
@@ -64,23 +68,14 @@ class _Dependency:
         self.guard = guard
         self._extra: dict[tuple[str, ...], Requirement] = {}
         scheme = guard.scheme if guard is not None else DEFAULT_SCHEME
-        alternatives = _alternatives(requirement) if requirement is not None else [()]
-        # FastAPI ANDs the scopes of one security entry: only a single alternative fits there
-        # (annotate_openapi lists any_of alternatives properly).
-        single = alternatives is not None and len(alternatives) == 1
-        native = list(alternatives[0]) if alternatives and single else []
+        self.model = scheme.model
+        self.scheme_name = scheme.scheme_name
         kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
         self.__signature__ = inspect.Signature(
             [
                 inspect.Parameter("request", kind, annotation=HTTPConnection),
                 inspect.Parameter("security_scopes", kind, annotation=SecurityScopes),
                 inspect.Parameter("response", kind, annotation=Response),
-                inspect.Parameter(
-                    "authorization",
-                    kind,
-                    annotation=str | None,
-                    default=Security(scheme, scopes=native),
-                ),
             ]
         )
 
@@ -122,14 +117,27 @@ class _Dependency:
             )
         authorization, _ = read_credentials(scope)
         method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
-        decision = await verifier.averify(
+        path = scope["path"]
+        peer = scope.get("client")
+        forwarded = forwarded_for(scope)
+        # No await on the common paths (a recently verified key, a cached denial).
+        decision = verifier.verify_nowait(
             authorization,
             method,
-            scope["path"],
+            path,
             required=requirement,
-            peer=scope.get("client"),
-            forwarded_for=forwarded_for(scope),
+            peer=peer,
+            forwarded_for=forwarded,
         )
+        if decision is None:
+            decision = await verifier.averify(
+                authorization,
+                method,
+                path,
+                required=requirement,
+                peer=peer,
+                forwarded_for=forwarded,
+            )
         if not decision.allowed:
             self._refuse(request, decision)
         principal = decision.principal
@@ -137,8 +145,15 @@ class _Dependency:
             scope["keyguard"] = principal
             scope["user"] = principal
             scope["auth"] = KeyGuardCredentials(principal)
-        for name, value in decision.headers:  # rate-limit headers, as the middleware adds them
-            response.headers[name] = value
+        if decision.rate is not None or decision.extra_headers:
+            # Rate-limit headers, as the middleware adds them. FastAPI's sub-response starts
+            # without headers: extend its raw list at once; else replace field by field.
+            raw = response.raw_headers
+            if not raw:
+                raw.extend(decision.asgi_headers())
+            else:
+                for name, value in decision.headers:
+                    response.headers[name] = value
         return principal
 
     def _resolve(self, request: HTTPConnection) -> tuple[Verifier | None, ProblemRenderer]:
