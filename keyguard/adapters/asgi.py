@@ -122,27 +122,18 @@ class KeyGuardMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        # One pass over the headers, no list unless a field repeats (rare).
-        authorization: bytes | list[bytes] | None = None
-        request_id: bytes | None = None
-        forwarded: bytes | list[bytes] | None = None
-        for name, value in scope["headers"]:
-            if name == _AUTHORIZATION:
-                if authorization is None:
-                    authorization = value
-                elif type(authorization) is bytes:
-                    authorization = [authorization, value]
-                else:
-                    authorization.append(value)  # type: ignore[union-attr]
-            elif name == _REQUEST_ID:
-                request_id = value
-            elif name == _FORWARDED_FOR:
-                if forwarded is None:
-                    forwarded = value
-                elif type(forwarded) is bytes:
-                    forwarded = [forwarded, value]
-                else:
-                    forwarded.append(value)  # type: ignore[union-attr]
+        headers = scope["headers"]
+        authorization: bytes | list[bytes] | None
+        request_id: bytes | None
+        forwarded: bytes | list[bytes] | None
+        fields = dict(headers) if type(headers) is list else None
+        if fields is not None and len(fields) == len(headers):
+            # No name repeats (the dict, built in C, kept every field): three lookups.
+            authorization = fields.get(_AUTHORIZATION)
+            request_id = fields.get(_REQUEST_ID)
+            forwarded = fields.get(_FORWARDED_FOR)
+        else:
+            authorization, request_id, forwarded = _scan(headers)
         method = scope.get("method", "GET") if kind == "http" else "GET"
         path = scope["path"]
         peer = scope.get("client")
@@ -221,6 +212,34 @@ class KeyGuardMiddleware:
                     "reason": decision.code.value if decision.code else "",
                 }
             )
+
+
+def _scan(
+    headers: Any,
+) -> tuple[bytes | list[bytes] | None, bytes | None, bytes | list[bytes] | None]:
+    """``Authorization`` (a list when repeated: the verifier refuses it), ``X-Request-ID`` and
+    ``X-Forwarded-For`` (a list of its lines when repeated) of a raw ASGI header list."""
+    authorization: bytes | list[bytes] | None = None
+    request_id: bytes | None = None
+    forwarded: bytes | list[bytes] | None = None
+    for name, value in headers:
+        if name == _AUTHORIZATION:
+            if authorization is None:
+                authorization = value
+            elif type(authorization) is bytes:
+                authorization = [authorization, value]
+            else:
+                authorization.append(value)  # type: ignore[union-attr]
+        elif name == _REQUEST_ID:
+            request_id = value
+        elif name == _FORWARDED_FOR:
+            if forwarded is None:
+                forwarded = value
+            elif type(forwarded) is bytes:
+                forwarded = [forwarded, value]
+            else:
+                forwarded.append(value)  # type: ignore[union-attr]
+    return authorization, request_id, forwarded
 
 
 #: Every header name a rate-limited decision without extra headers can add.

@@ -578,6 +578,12 @@ class Verifier(KeyLimits):
         lookup budget; they are only looked at when the store would be read or authentication
         fails.
         """
+        # Most requests need no I/O: the same answer without it (see verify_nowait).
+        fast = self.verify_nowait(
+            authorization, method, path, required=required, peer=peer, forwarded_for=forwarded_for
+        )
+        if fast is not None:
+            return fast
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC
@@ -615,6 +621,8 @@ class Verifier(KeyLimits):
         """
         route = self.match(method, path)
         requirement = route.requirement
+        if route.rate_limited and not self._limit_inline and self.limiter is not None:
+            return None  # the limiter does I/O: the whole request takes the awaited path
         if required is not None:
             if requirement is None:
                 return None  # public by the policy, but the caller requires more: rare

@@ -26,18 +26,11 @@ def admitted_headers(
     plan: WindowPlan, counts: tuple[int, ...], ietf: bool = True, legacy: bool = True
 ) -> tuple[tuple[str, str], ...]:
     """The headers of an admitted request (what :func:`rate_limit_headers` returns for one),
-    kept lean because it runs on every response."""
-    out: tuple[tuple[str, str], ...] = ()
-    if ietf:
-        out = (plan.header_policy, ("RateLimit", plan.header_ratelimit % counts))
-    if legacy:
-        i = _most_constraining(counts)
-        out += (
-            ("X-RateLimit-Limit", plan.header_limits[i]),
-            ("X-RateLimit-Remaining", str(counts[2 * i])),
-            ("X-RateLimit-Reset", str(counts[2 * i + 1])),
-        )
-    return out
+    by the plan's text renderer (compiled on first use, see :func:`_compile`)."""
+    render = plan.text_render
+    if render is None:
+        render = plan.text_render = _compile(plan, text=True)
+    return render(counts, ietf, legacy)
 
 
 def admitted_headers_asgi(
@@ -47,19 +40,21 @@ def admitted_headers_asgi(
     plan's renderer (compiled on first use, see :func:`_compile_asgi`)."""
     render = plan.asgi_render
     if render is None:
-        render = plan.asgi_render = _compile_asgi(plan)
+        render = plan.asgi_render = _compile(plan, text=False)
     return render(counts, ietf, legacy)
 
 
-#: ``b"%d" % i`` for small counts: remaining units and seconds to reset are mostly small, and
-#: a tuple index costs a fraction of formatting an integer.
+#: ``b"%d" % i`` / ``str(i)`` for small counts: remaining units and seconds to reset are
+#: mostly small, and a tuple index costs a fraction of formatting an integer.
 _DIGITS: Final = tuple(b"%d" % i for i in range(1024))
+_TEXT_DIGITS: Final = tuple(str(i) for i in range(1024))
 
 
-def _compile_asgi(plan: WindowPlan) -> Callable[[tuple[int, ...], bool, bool], list[Any]]:
-    """The ASGI renderer of one plan: straight-line code that picks the most constraining
-    window (as :func:`_most_constraining`) and returns the header list, every constant part
-    (names, the policy, each window's limit) prebuilt."""
+def _compile(plan: WindowPlan, *, text: bool) -> Callable[[tuple[int, ...], bool, bool], Any]:
+    """A plan's header renderer: straight-line code that picks the most constraining window
+    (as :func:`_most_constraining`) and returns the headers — ASGI byte pairs in a list, or
+    text pairs in a tuple — every constant part (names, the policy, each window's limit)
+    prebuilt. Only the three numbers and the ``RateLimit`` field are formatted per call."""
     src = ["def render(c, ietf, legacy):", "    if legacy:", "        r = c[0]", "        t = c[1]"]
     src.append("        lim = LIMITS[0]")
     for i in range(1, len(plan.windows)):
@@ -68,27 +63,41 @@ def _compile_asgi(plan: WindowPlan) -> Callable[[tuple[int, ...], bool, bool], l
             f"        if x < r or (x == r and c[{2 * i + 1}] > t):",
             f"            r = x; t = c[{2 * i + 1}]; lim = LIMITS[{i}]",
         ]
+    fmt = "str(%s)" if text else "b'%%d' %% %s"
+    open_, close = ("(", ")") if text else ("[", "]")
     src += [
-        "        rem = (REMAINING, DIGITS[r] if 0 <= r < 1024 else b'%d' % r)",
-        "        rst = (RESET, DIGITS[t] if 0 <= t < 1024 else b'%d' % t)",
+        f"        rem = (REMAINING, DIGITS[r] if 0 <= r < 1024 else {fmt % 'r'})",
+        f"        rst = (RESET, DIGITS[t] if 0 <= t < 1024 else {fmt % 't'})",
         "        if ietf:",
-        "            return [POLICY, (RATELIMIT, FORMAT % c), lim, rem, rst]",
-        "        return [lim, rem, rst]",
+        f"            return {open_}POLICY, (RATELIMIT, FORMAT % c), lim, rem, rst{close}",
+        f"        return {open_}lim, rem, rst{close}",
         "    if ietf:",
-        "        return [POLICY, (RATELIMIT, FORMAT % c)]",
-        "    return []",
+        f"        return {open_}POLICY, (RATELIMIT, FORMAT % c){close}",
+        f"    return {open_}{close}",
     ]
-    namespace: dict[str, Any] = {
-        "POLICY": plan.asgi_policy,
-        "RATELIMIT": b"ratelimit",
-        "FORMAT": plan.asgi_ratelimit,
-        "LIMITS": tuple((b"x-ratelimit-limit", limit) for limit in plan.asgi_limits),
-        "REMAINING": b"x-ratelimit-remaining",
-        "RESET": b"x-ratelimit-reset",
-        "DIGITS": _DIGITS,
-    }
+    if text:
+        namespace: dict[str, Any] = {
+            "POLICY": plan.header_policy,
+            "RATELIMIT": "RateLimit",
+            "FORMAT": plan.header_ratelimit,
+            "LIMITS": tuple(("X-RateLimit-Limit", limit) for limit in plan.header_limits),
+            "REMAINING": "X-RateLimit-Remaining",
+            "RESET": "X-RateLimit-Reset",
+            "DIGITS": _TEXT_DIGITS,
+        }
+    else:
+        namespace = {
+            "POLICY": plan.asgi_policy,
+            "RATELIMIT": b"ratelimit",
+            "FORMAT": plan.asgi_ratelimit,
+            "LIMITS": tuple((b"x-ratelimit-limit", limit) for limit in plan.asgi_limits),
+            "REMAINING": b"x-ratelimit-remaining",
+            "RESET": b"x-ratelimit-reset",
+            "DIGITS": _DIGITS,
+        }
     # The source holds only indices computed above: no user text reaches exec.
-    exec(compile("\n".join(src), f"<keyguard.ratelimit headers {plan!r}>", "exec"), namespace)  # noqa: S102
+    name = f"<keyguard.ratelimit {'text' if text else 'asgi'} headers {plan!r}>"
+    exec(compile("\n".join(src), name, "exec"), namespace)  # noqa: S102
     return namespace["render"]  # type: ignore[no-any-return]
 
 
