@@ -13,13 +13,15 @@ Store I/O on a cache miss runs off the event loop.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from operator import itemgetter
+from typing import Any, Final
 
 from keyguard.adapters._observed import observed_class
 from keyguard.adapters._shared import ANONYMOUS, build_verifier
 from keyguard.core.addresses import join_field_lines
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.policy import RoutePolicy
+from keyguard.core.ratelimit import admitted_headers_asgi
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
@@ -61,13 +63,18 @@ class ScopeView:
 
 
 class KeyGuardCredentials:
-    """Starlette ``AuthCredentials`` look-alike carried in ``scope["auth"]``."""
+    """Starlette ``AuthCredentials`` look-alike carried in ``scope["auth"]``.
 
-    __slots__ = ("principal", "scopes")
+    One is made per admitted request; its :attr:`scopes` view only when asked for."""
+
+    __slots__ = ("principal",)
 
     def __init__(self, principal: Principal | None) -> None:
         self.principal = principal
-        self.scopes = ScopeView(principal)
+
+    @property
+    def scopes(self) -> ScopeView:
+        return ScopeView(self.principal)
 
 
 _ANONYMOUS_CREDENTIALS = KeyGuardCredentials(None)
@@ -83,10 +90,7 @@ def forwarded_for(scope: Scope) -> bytes | None:
 def problem_messages(
     renderer: ProblemRenderer, decision: Decision, request_id: str
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    problem = renderer.render(decision, request_id)
-    # ASGI wants lower-case header names; rate-limit header names come capitalised.
-    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers]
-    return problem.status, headers, problem.body
+    return renderer.render_asgi(decision, request_id)
 
 
 class KeyGuardMiddleware:
@@ -122,28 +126,30 @@ class KeyGuardMiddleware:
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        authorization: list[bytes] = []
-        request_id: bytes | None = None
-        forwarded: list[bytes] = []
-        for name, value in scope["headers"]:
-            if name == _AUTHORIZATION:
-                authorization.append(value)
-            elif name == _REQUEST_ID:
-                request_id = value
-            elif name == _FORWARDED_FOR:
-                forwarded.append(value)
+        headers = scope["headers"]
+        authorization: bytes | list[bytes] | None
+        request_id: bytes | None
+        forwarded: bytes | list[bytes] | None
+        fields = dict(headers) if type(headers) is list else None
+        if fields is not None and len(fields) == len(headers):
+            # No name repeats (the dict, built in C, kept every field): three lookups.
+            authorization = fields.get(_AUTHORIZATION)
+            request_id = fields.get(_REQUEST_ID)
+            forwarded = fields.get(_FORWARDED_FOR)
+        else:
+            authorization, request_id, forwarded = _scan(headers)
         method = scope.get("method", "GET") if kind == "http" else "GET"
-        header = authorization[0] if len(authorization) == 1 else (authorization or None)
         path = scope["path"]
+        peer = scope.get("client")
+        if forwarded is not None and type(forwarded) is not bytes:
+            forwarded = join_field_lines(forwarded)  # type: ignore[arg-type]
         verifier = self.verifier
-        decision = verifier.verify_nowait(header, method, path)
+        decision = verifier.verify_nowait(
+            authorization, method, path, peer=peer, forwarded_for=forwarded
+        )
         if decision is None:
             decision = await verifier.averify(
-                header,
-                method,
-                path,
-                peer=scope.get("client"),
-                forwarded_for=join_field_lines(forwarded),
+                authorization, method, path, peer=peer, forwarded_for=forwarded
             )
         if not decision.allowed:
             if kind == "http":
@@ -160,8 +166,19 @@ class KeyGuardMiddleware:
             else:
                 scope["auth"] = KeyGuardCredentials(principal)
                 scope["user"] = principal
-        if kind == "http" and (decision.rate is not None or decision.extra_headers):
-            send = _with_headers(send, decision.asgi_headers())
+        if kind == "http":
+            rate = decision.rate
+            if decision.extra_headers:
+                send = _with_headers(send, decision.asgi_headers())
+            elif rate is not None:
+                # Decision.asgi_headers() inlined: the default path, rate-limit headers only.
+                plan, counts, ietf, legacy = rate
+                render = plan.asgi_render
+                if render is None:
+                    extra = admitted_headers_asgi(plan, counts, ietf, legacy)
+                else:
+                    extra = render(counts, ietf, legacy)
+                send = _with_headers(send, extra, True)
         await self.app(scope, receive, send)
 
     async def _deny_http(self, decision: Decision, request_id: bytes | None, send: Send) -> None:
@@ -201,18 +218,65 @@ class KeyGuardMiddleware:
             )
 
 
-def _with_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
-    """Wrap ``send`` so the response start carries ``extra`` headers (rate-limit headers)."""
+def _scan(
+    headers: Any,
+) -> tuple[bytes | list[bytes] | None, bytes | None, bytes | list[bytes] | None]:
+    """``Authorization`` (a list when repeated: the verifier refuses it), ``X-Request-ID`` and
+    ``X-Forwarded-For`` (a list of its lines when repeated) of a raw ASGI header list."""
+    authorization: bytes | list[bytes] | None = None
+    request_id: bytes | None = None
+    forwarded: bytes | list[bytes] | None = None
+    for name, value in headers:
+        if name == _AUTHORIZATION:
+            if authorization is None:
+                authorization = value
+            elif type(authorization) is bytes:
+                authorization = [authorization, value]
+            else:
+                authorization.append(value)  # type: ignore[union-attr]
+        elif name == _REQUEST_ID:
+            request_id = value
+        elif name == _FORWARDED_FOR:
+            if forwarded is None:
+                forwarded = value
+            elif type(forwarded) is bytes:
+                forwarded = [forwarded, value]
+            else:
+                forwarded.append(value)  # type: ignore[union-attr]
+    return authorization, request_id, forwarded
 
-    async def wrapped(message: Message) -> None:
+
+#: Every header name a rate-limited decision without extra headers can add.
+_RATE_NAMES: Final = frozenset(
+    {b"ratelimit-policy", b"ratelimit", b"x-ratelimit-limit", b"x-ratelimit-remaining"}
+    | {b"x-ratelimit-reset"}
+)
+_first = itemgetter(0)
+
+
+def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], rate_only: bool = False) -> Send:
+    """Wrap ``send`` so the response start carries ``extra`` headers (rate-limit headers).
+
+    ``rate_only``: ``extra`` holds rate-limit headers only, so one C-level pass over the
+    application's header names decides whether any must be dropped (almost never). The
+    wrapper is a plain function returning ``send``'s awaitable: no coroutine of its own per
+    message."""
+
+    def wrapped(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
-            # ASGI header names are lower-case bytes: drop any the app set that we also send,
-            # so no field appears twice.
-            names = {k for k, _ in extra}
-            headers = [kv for kv in message.get("headers", ()) if kv[0] not in names]
-            headers.extend(extra)
-            message["headers"] = headers
-        await send(message)
+            headers = message.get("headers")
+            if not headers:
+                message["headers"] = extra
+            else:
+                if type(headers) is not list:
+                    headers = list(headers)
+                # ASGI header names are lower-case bytes: drop any the app set that we also
+                # send, so no field appears twice.
+                if not rate_only or not _RATE_NAMES.isdisjoint(map(_first, headers)):
+                    names = {k for k, _ in extra}
+                    headers = [kv for kv in headers if kv[0] not in names]
+                message["headers"] = headers + extra
+        return send(message)
 
     return wrapped
 

@@ -18,7 +18,8 @@ Security notes:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from operator import itemgetter
+from typing import Any, Final
 
 from keyguard.adapters._observed import observed_class
 from keyguard.adapters._shared import build_verifier
@@ -131,21 +132,37 @@ class KeyGuardWSGIMiddleware:
             return deny_response(self.renderer, decision, environ, start_response)
         environ[PRINCIPAL_KEY] = decision.principal
         environ[DECISION_KEY] = decision
-        extra = decision.headers
-        if extra:
-            start_response = _with_headers(start_response, extra)
+        if decision.rate is not None or decision.extra_headers:
+            start_response = _with_headers(
+                start_response, decision.headers, not decision.extra_headers
+            )
         return self.app(environ, start_response)
 
 
+#: Every header name (lower-case) a rate-limited decision without extra headers can add.
+_RATE_NAMES: Final = frozenset(
+    {"ratelimit-policy", "ratelimit", "x-ratelimit-limit", "x-ratelimit-remaining"}
+    | {"x-ratelimit-reset"}
+)
+_first = itemgetter(0)
+_lower = str.lower
+
+
 def _with_headers(
-    start_response: StartResponse, extra: tuple[tuple[str, str], ...]
+    start_response: StartResponse, extra: tuple[tuple[str, str], ...], rate_only: bool = False
 ) -> StartResponse:
-    names = {k.lower() for k, _ in extra}
+    """Wrap ``start_response`` so the response carries ``extra`` headers, replacing any field
+    of the same name the application set (names compare case-insensitively). ``rate_only``:
+    ``extra`` holds rate-limit headers only, so one C-level pass over the application's
+    header names decides whether any must be dropped (almost never)."""
 
     def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        merged = [(k, v) for k, v in headers if k.lower() not in names]
-        merged.extend(extra)
-        return start_response(status, merged, exc_info)
+        if type(headers) is not list:
+            headers = list(headers)
+        if not rate_only or not _RATE_NAMES.isdisjoint(map(_lower, map(_first, headers))):
+            names = {k.lower() for k, _ in extra}
+            headers = [(k, v) for k, v in headers if k.lower() not in names]
+        return start_response(status, [*headers, *extra], exc_info)
 
     return wrapped
 

@@ -32,6 +32,10 @@ __all__ = ["MAX_ADDRESS_LENGTH", "client_address", "join_field_lines", "network_
 MAX_ADDRESS_LENGTH: Final = 64
 
 _V4_MAPPED: Final = bytes(10) + b"\xff\xff"
+_AF_INET: Final = socket.AF_INET
+_AF_INET6: Final = socket.AF_INET6
+_pton = socket.inet_pton
+_ntop = socket.inet_ntop
 
 
 def canonical_address(text: str) -> str | None:
@@ -40,6 +44,16 @@ def canonical_address(text: str) -> str | None:
     Accepts the ``[v6]:port`` and ``v4:port`` forms some proxies write; ``::ffff:1.2.3.4``
     is ``1.2.3.4`` (one host, one address).
     """
+    # Fast path, no ipaddress object (microseconds each, on every failed authentication):
+    # text that the C parser reads and writes back unchanged is already canonical. Dotted
+    # IPv6 forms (IPv4-mapped among them) are left to ipaddress, which spells them its way.
+    if "." not in text or ":" not in text:
+        family = _AF_INET6 if ":" in text else _AF_INET
+        try:
+            if _ntop(family, _pton(family, text)) == text:
+                return text
+        except (OSError, ValueError):
+            pass
     text = text.strip()
     if not text or len(text) > MAX_ADDRESS_LENGTH:
         return None

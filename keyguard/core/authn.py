@@ -128,7 +128,19 @@ def authorize(principal: Principal | None, requirement: Requirement) -> Decision
         return None
     if not requirement.scopes:
         return d.NO_ROUTE
-    return d.insufficient_scope(requirement.scopes, requirement.describe())
+    # The denial depends only on the requirement: built once per requirement object (keyed
+    # by id, the entry holding the object so that its id cannot be reused while cached).
+    cached = _SCOPE_DENIALS.get(id(requirement))
+    if cached is not None and cached[0] is requirement:
+        return cached[1]
+    denial = d.insufficient_scope(requirement.scopes, requirement.describe())
+    if len(_SCOPE_DENIALS) >= 1024:
+        _SCOPE_DENIALS.clear()
+    _SCOPE_DENIALS[id(requirement)] = (requirement, denial)
+    return denial
+
+
+_SCOPE_DENIALS: dict[int, tuple[Requirement, Decision]] = {}
 
 
 def blocked(retry_after: int | None, failure: Decision) -> Decision:

@@ -56,7 +56,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Protocol
 
-from keyguard.core.addresses import client_address, network_key
+from keyguard.core.addresses import MAX_ADDRESS_LENGTH, client_address, network_key
 from keyguard.core.decision import Decision
 from keyguard.core.errors import ConfigurationError, ErrorCode
 
@@ -91,6 +91,10 @@ _SLOTS: Final = 8
 # (sub-window n is in slot n % _SLOTS).
 _RECORD: Final = struct.Struct(f"<q{_SLOTS}I")
 _MAX_COUNT: Final = 2**32 - 1
+# What client_bucket() makes of an address without ":" (IPv4 or a name): the address itself,
+# cut to this length; spelled out on the per-failure path.
+_MAX_KEY: Final = MAX_ADDRESS_LENGTH
+_floor = math.floor
 
 _unknown_warned = False
 
@@ -228,6 +232,9 @@ class BruteForceGuard:
         self._lock = threading.Lock()
         self._records: OrderedDict[str, bytes] = OrderedDict()
 
+    #: Counts in memory: callers on an event loop may call the sync methods directly.
+    in_process: Final = True
+
     def bucket(self, client: str | None) -> str:
         """The key ``client``'s failures are counted under (:func:`client_bucket`)."""
         return client_bucket(client, self.ipv6_prefix)
@@ -266,18 +273,22 @@ class BruteForceGuard:
     def record_failure(self, client: str | None) -> int | None:
         """Count a failed authentication; returns :meth:`is_blocked` after counting it, so
         ``None`` for the first ``threshold`` failures in the window."""
-        key = self.bucket(client)
+        key = self.bucket(client) if client is None or ":" in client else client[:_MAX_KEY]
         with self._lock:
-            now, latest = self._now()
-            current = math.floor(latest / self._slot)
+            now = self.clock()
+            latest = self._latest
+            if now > latest:
+                self._latest = latest = now
+            current = _floor(latest / self._slot)
             record = self._records.get(key)
             if record is None:
                 counts = [0] * _SLOTS
             else:
                 top, *counts = _RECORD.unpack(record)
-                # Clear the sub-windows that ended since the newest one (all, after a window).
-                for n in range(top + 1, min(current, top + _SLOTS) + 1):
-                    counts[n % _SLOTS] = 0
+                if top != current:
+                    # Clear the sub-windows that ended since the newest (all, after a window).
+                    for n in range(top + 1, min(current, top + _SLOTS) + 1):
+                        counts[n % _SLOTS] = 0
             slot = current % _SLOTS
             counts[slot] = min(counts[slot] + 1, self._tracked)
             self._records[key] = updated = _RECORD.pack(current, *counts)
@@ -286,6 +297,11 @@ class BruteForceGuard:
                     self._records.popitem(last=False)
             else:
                 self._records.move_to_end(key)
+            # Every slot now holds a live sub-window (current - 7 .. current, the expired ones
+            # cleared above), so their sum is the count in the window: the common case, an
+            # address under the threshold, needs no per-sub-window walk.
+            if sum(counts) <= self.threshold:
+                return None
             return self._retry_after(updated, now, latest)
 
     def reset(self, client: str | None) -> None:

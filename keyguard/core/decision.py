@@ -92,9 +92,18 @@ class Decision(NamedTuple):
         return self.extra_headers + admitted_headers(*rate)
 
     def asgi_headers(self) -> list[tuple[bytes, bytes]]:
-        """:attr:`headers` as ASGI wants them: lower-case latin-1 byte pairs."""
+        """:attr:`headers` as ASGI wants them: lower-case latin-1 byte pairs (a new list)."""
         rate = self.rate
-        out = admitted_headers_asgi(*rate) if rate is not None else []
+        if rate is None:
+            out: list[tuple[bytes, bytes]] = []
+        else:
+            plan, counts, ietf, legacy = rate
+            render = plan.asgi_render
+            out = (
+                render(counts, ietf, legacy)
+                if render is not None
+                else admitted_headers_asgi(plan, counts, ietf, legacy)
+            )
         for name, value in self.extra_headers:
             out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
         return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import math
 from functools import lru_cache
+from typing import Final
 from urllib.parse import quote
 
 from keyguard.core import decision as d
@@ -18,12 +19,14 @@ from keyguard.core.ratelimit import (
     RateLimiter,
     Window,
     parse_windows,
-    rate_limit_headers,
+    refused_headers,
 )
 
 __all__ = ["KeyLimits", "owner_bucket"]
 
 logger = logging.getLogger("keyguard.verifier")
+
+_new_tuple = tuple.__new__
 
 
 @lru_cache(maxsize=4096)
@@ -63,7 +66,9 @@ class KeyLimits:
 
     def _hit(self, limiter: RateLimiter, principal: Principal, cost: int) -> RateDecision:
         """One limiter check for the key — and, with owner limits, its owner, atomically."""
-        windows = self._windows(principal)
+        windows = self.rate_limits if not principal.record.rate_limit else None
+        if windows is None:
+            windows = self._windows(principal)
         owner_windows = self.owner_rate_limits
         if owner_windows is not None and principal.owner:
             return limiter.hit_pair(
@@ -95,47 +100,68 @@ class KeyLimits:
 
     def _limited(self, result: Decision, rd: RateDecision) -> Decision:
         """Turn a limiter outcome into the request's decision (with its headers)."""
-        if rd.unavailable:
+        allowed, _retry, plan, counts, _mask, _degraded, unavailable = rd
+        if unavailable:
             return d.UNAVAILABLE
         ietf, legacy = self.ietf_headers, self.legacy_headers
-        if rd.allowed:
-            if not (ietf or legacy):
+        if allowed:
+            if plan is None or not counts or not (ietf or legacy):
                 return result
-            plan, counts = rd.plan, rd.counts
-            if plan is None or not counts:
-                return result
-            return Decision(
-                True,
-                result.principal,
-                None,
-                "",
-                (),
-                None,
-                result.extra_headers,  # e.g. API-Key-Expires
-                (plan, counts, ietf, legacy),
+            # tuple.__new__ rather than Decision(...): this runs on every admitted request,
+            # and the named tuple's generated __new__ (keyword defaults) costs twice as much.
+            return _new_tuple(
+                Decision,
+                (
+                    True,
+                    result.principal,
+                    None,
+                    "",
+                    (),
+                    None,
+                    result.extra_headers,  # e.g. API-Key-Expires
+                    (plan, counts, ietf, legacy),
+                ),
             )
         principal = result.principal
         assert principal is not None
-        headers = tuple(
-            h for h in rate_limit_headers(rd, ietf=ietf, legacy=legacy) if h[0] != "Retry-After"
-        )
+        headers = refused_headers(rd, ietf, legacy)
         retry = rd.retry_after
-        windows = self._windows(principal)
         # A pair decision (key and owner) lists the key's windows first, then the owner's.
         by_owner = (
             self.owner_rate_limits is not None
             and bool(principal.owner)
-            and rd.violated_mask >> len(windows) != 0
+            and rd.violated_mask >> len(self._windows(principal)) != 0
         )
-        whose = "this API key's owner" if by_owner else "this API key"
         if retry is None:
             # The request costs more than a window allows: it can never pass. Say so, and
             # tell the client not to retry before the longest window has passed.
-            every = rd.plan.windows if rd.plan is not None else windows
+            every = rd.plan.windows if rd.plan is not None else self._windows(principal)
             retry = max(1, math.ceil(max(w.period for w in every)))
-            detail = f"This request costs more than {whose}'s rate limit allows."
+            detail = _OVER_COST[by_owner]
         else:
-            detail = f"Rate limit exceeded for {whose}; retry in {retry} s."
-        return Decision(
-            False, None, ErrorCode.RATE_LIMITED, detail, retry_after=retry, extra_headers=headers
+            cached = _DETAILS.get((by_owner, retry))
+            detail = cached if cached is not None else _detail(by_owner, retry)
+        return _new_tuple(
+            Decision, (False, None, ErrorCode.RATE_LIMITED, detail, (), retry, headers, None)
         )
+
+
+def _whose(by_owner: bool) -> str:
+    return "this API key's owner" if by_owner else "this API key"
+
+
+_OVER_COST: Final = {
+    by_owner: f"This request costs more than {_whose(by_owner)}'s rate limit allows."
+    for by_owner in (False, True)
+}
+#: (by the owner's limits, Retry-After) -> the 429's detail: a few hundred distinct strings
+#: at most (waits above a day are rare), built once rather than per refusal.
+_DETAILS: dict[tuple[bool, int], str] = {}
+
+
+def _detail(by_owner: bool, retry: int) -> str:
+    detail = f"Rate limit exceeded for {_whose(by_owner)}; retry in {retry} s."
+    if len(_DETAILS) >= 4096:
+        _DETAILS.clear()
+    _DETAILS[by_owner, retry] = detail
+    return detail

@@ -124,19 +124,9 @@ class KeyFormat:
         body = f"{self.prefix}_{key_id}_{random_base62(self.secret_length)}"
         return GeneratedKey(key_id=key_id, plaintext=body + _checksum(body))
 
-    def parse(self, value: object) -> ParsedKey | None:
-        """Return the parsed key, or ``None`` when ``value`` is not a well-formed key.
-
-        Never raises, whatever ``value`` is. Checks, cheapest first: type, length bounds,
-        alphabet, structure, prefix, checksum.
-        """
-        if isinstance(value, bytes | bytearray | memoryview):
-            try:
-                value = bytes(value).decode("ascii")
-            except UnicodeDecodeError:
-                return None
-        if not isinstance(value, str):
-            return None
+    def key_id_of(self, value: str) -> str | None:
+        """The key id of ``value`` if it is a well-formed key (as :meth:`parse` decides),
+        else ``None``: the verifier's per-request check, without building a ParsedKey."""
         n = len(value)
         if n < self._min_len or n > self._max_len or not value.isascii():
             return None
@@ -152,11 +142,28 @@ class KeyFormat:
             or not MIN_SECRET_LENGTH + CHECKSUM_LENGTH
             <= len(tail)
             <= MAX_SECRET_LENGTH + CHECKSUM_LENGTH
+            or _checksum(value[:-CHECKSUM_LENGTH]) != value[-CHECKSUM_LENGTH:]
         ):
             return None
-        if _checksum(value[:-CHECKSUM_LENGTH]) != value[-CHECKSUM_LENGTH:]:
+        return key_id
+
+    def parse(self, value: object) -> ParsedKey | None:
+        """Return the parsed key, or ``None`` when ``value`` is not a well-formed key.
+
+        Never raises, whatever ``value`` is. Checks, cheapest first: type, length bounds,
+        alphabet, structure, prefix, checksum.
+        """
+        if isinstance(value, bytes | bytearray | memoryview):
+            try:
+                value = bytes(value).decode("ascii")
+            except UnicodeDecodeError:
+                return None
+        if not isinstance(value, str):
             return None
-        return ParsedKey(prefix=prefix, key_id=key_id, full=value)
+        key_id = self.key_id_of(value)
+        if key_id is None:
+            return None
+        return ParsedKey(prefix=value.partition("_")[0], key_id=key_id, full=value)
 
     def __repr__(self) -> str:
         return f"KeyFormat(prefix={self.prefix!r}, secret_length={self.secret_length})"

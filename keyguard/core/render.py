@@ -25,6 +25,7 @@ from typing import Any, Final
 
 from keyguard.core.decision import Decision
 from keyguard.core.errors import STATUS, TITLES, ConfigurationError, ErrorCode
+from keyguard.core.ratelimit import admitted_headers_asgi
 
 BodyHook = Callable[[dict[str, Any], Decision], Mapping[str, Any] | bytes]
 
@@ -123,6 +124,7 @@ class ProblemRenderer:
     problem+json) or raw bytes (sent with ``content_type``)."""
 
     __slots__ = (
+        "_asgi",
         "_body_hook",
         "_challenge",
         "_closers",
@@ -181,6 +183,9 @@ class ProblemRenderer:
             code: "".join(f",{json.dumps(k)}:{json.dumps(v)}" for k, v in fields.items()) + "}"
             for code, fields in self._extra.items()
         }
+        #: (code, detail, required, retry_after) -> what :meth:`render_asgi` needs besides the
+        #: request id and the decision's own headers (see :meth:`_asgi_template`).
+        self._asgi: dict[tuple[object, ...], _AsgiTemplate] = {}
 
     @classmethod
     def platform_compatible(cls, **options: Any) -> ProblemRenderer:
@@ -241,6 +246,49 @@ class ProblemRenderer:
         parts.append(self._closers.get(code, "}"))
         return "".join(parts).encode()
 
+    def render_asgi(
+        self, decision: Decision, request_id: str
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """:meth:`render` as ASGI wants it: status, lower-case latin-1 header pairs, body —
+        byte for byte the encoding of :meth:`render`'s answer. The constant parts of a
+        denial (status, body around the request id, headers) are built once per kind of
+        denial, so a refused request pays for little more than its request id."""
+        if self._body_hook is not None:
+            problem = self.render(decision, request_id)
+            return problem.status, _encode_pairs(problem.headers), problem.body
+        key = (decision.code, decision.detail, decision.required, decision.retry_after)
+        template = self._asgi.get(key)
+        if template is None:
+            template = self._asgi_template(decision)
+            if len(self._asgi) >= 1024:
+                self._asgi.clear()
+            self._asgi[key] = template
+        status, head, tail, before, after = template
+        rid = request_id.encode("latin-1")
+        if request_id.isascii() and request_id.isalnum():
+            body = head + b'"' + rid + b'"' + tail
+        else:
+            body = head + json.dumps(request_id).encode() + tail
+        headers = [*before, (b"x-request-id", rid), *after]
+        if decision.extra_headers:
+            headers += _encode_pairs(decision.extra_headers)
+        rate = decision.rate
+        if rate is not None:
+            headers += admitted_headers_asgi(*rate)
+        headers.append((b"content-length", b"%d" % len(body)))
+        return status, headers, body
+
+    def _asgi_template(self, decision: Decision) -> _AsgiTemplate:
+        """Render a denial of this kind once with a marker request id and cut it around it."""
+        marker = "0" * 16
+        problem = self.render(decision._replace(extra_headers=(), rate=None), marker)
+        body = problem.body
+        at = body.index(b'"request_id":"' + marker.encode()) + len('"request_id":')
+        head, tail = body[:at], body[at + len(marker) + 2 :]
+        pairs = _encode_pairs(problem.headers[:-1])  # content-length is per request
+        cut = next(i for i, (k, _) in enumerate(pairs) if k == b"x-request-id")
+        return problem.status, head, tail, tuple(pairs[:cut]), tuple(pairs[cut + 1 :])
+
     def render(self, decision: Decision, request_id: str) -> Problem:
         code = decision.code
         assert code is not None, "only denials are rendered"
@@ -273,6 +321,28 @@ class ProblemRenderer:
         headers.extend(decision.headers)
         headers.append(("content-length", str(len(body))))
         return Problem(decision.status, tuple(headers), body)
+
+
+_AsgiTemplate = tuple[
+    int, bytes, bytes, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]
+]
+#: (name, value) -> its ASGI encoding, for the headers denials repeat (rate-limit headers).
+_ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _encode_pairs(pairs: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:
+    """Text header pairs as ASGI wants them: lower-case latin-1 bytes (memoised)."""
+    out = []
+    for pair in pairs:
+        encoded = _ENCODED.get(pair)
+        if encoded is None:
+            name, value = pair
+            encoded = (name.lower().encode("latin-1"), value.encode("latin-1"))
+            if len(_ENCODED) >= 4096:
+                _ENCODED.clear()
+            _ENCODED[pair] = encoded
+        out.append(encoded)
+    return out
 
 
 def _platform_fields(code: ErrorCode) -> dict[str, str]:

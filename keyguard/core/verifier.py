@@ -110,6 +110,7 @@ __all__ = ["AuthorizationValue", "Peer", "Verifier", "authorize", "owner_bucket"
 logger = logging.getLogger("keyguard.verifier")
 
 _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
+_new_tuple = tuple.__new__
 
 
 class _Unset:
@@ -281,6 +282,11 @@ class Verifier(KeyLimits):
         if isinstance(trusted_proxies, bool) or trusted_proxies < 0:
             raise ConfigurationError("trusted_proxies must be an integer >= 0")
         self.trusted_proxies = trusted_proxies
+        # verify_nowait() may settle cached denials itself when counting a failure needs no
+        # I/O either (an in-process brute-force guard, or none).
+        self._settle_inline = self.brute_force is None or bool(
+            getattr(self.brute_force, "in_process", False)
+        )
         # The store's pepper fingerprint: checked now, or before the first key lookup if the
         # store is unreachable now; a mismatch at startup raises.
         self._pepper = StoreCheck(store, self.hasher, write=not read_only)
@@ -508,10 +514,9 @@ class Verifier(KeyLimits):
         credential = read_credential(authorization, self.max_header_length)
         if isinstance(credential, Decision):
             return credential, _UNSET
-        parsed = self.key_format.parse(credential)
-        if parsed is None:
+        key_id = self.key_format.key_id_of(credential)
+        if key_id is None:
             return d.BAD_FORMAT, _UNSET
-        key_id = parsed.key_id
         now_mono = self._monotonic()
         entry, fresh = self._cache.lookup(key_id, now_mono)
         client: _Client = _UNSET
@@ -546,6 +551,24 @@ class Verifier(KeyLimits):
         if result.allowed:
             self._after_success(entry, credential, now)
         return result, client
+
+    def _settle(self, authorization: AuthorizationValue, digest: bytes) -> Decision | None:
+        """Steps 2–5 when they need no I/O (see :meth:`verify_nowait`): the denial, or
+        ``None`` when the store must be read or the key verifies (its use is recorded by the
+        full path, which may write to the store)."""
+        credential = read_credential(authorization, self.max_header_length)
+        if isinstance(credential, Decision):
+            return credential
+        key_id = self.key_format.key_id_of(credential)
+        if key_id is None:
+            return d.BAD_FORMAT
+        now_mono = self._monotonic()
+        entry, fresh = self._cache.lookup(key_id, now_mono)
+        if not fresh:
+            return None
+        assert entry is not None
+        result = self._conclude(authorization, credential, digest, entry, self._clock(), now_mono)
+        return None if result.allowed else result
 
     def _after_success(self, entry: CacheEntry, credential: str, now: float) -> None:
         updated = self._needs_rehash(entry, credential)
@@ -583,6 +606,12 @@ class Verifier(KeyLimits):
             return observed_verify(
                 self, observer, authorization, method, path, required, peer, forwarded_for, False
             )[0]
+        # Most requests need no I/O: the same answer without it (see verify_nowait).
+        fast = self.verify_nowait(
+            authorization, method, path, required=required, peer=peer, forwarded_for=forwarded_for
+        )
+        if fast is not None:
+            return fast
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC
@@ -600,37 +629,96 @@ class Verifier(KeyLimits):
         return self._limited(result, self._hit(limiter, principal, route.cost))
 
     def verify_nowait(
-        self, authorization: AuthorizationValue, method: str = "GET", path: str = "/"
+        self,
+        authorization: AuthorizationValue,
+        method: str = "GET",
+        path: str = "/",
+        *,
+        required: Requirement | str | Sequence[str] | None = None,
+        peer: Peer | _Unset = _UNSET,
+        forwarded_for: str | bytes | None = None,
     ) -> Decision | None:
-        """The decision when it needs no I/O and no await — a public route, or a recently
-        verified key with an in-process limiter — else ``None`` (then await :meth:`averify`).
+        """The decision when it needs no I/O and no await — a public route, a recently
+        verified key with an in-process limiter, or (given ``peer``, with an in-process
+        brute-force guard) a denial the cache settles: a malformed header or key, a key id
+        known to be unknown, a wrong secret for a cached key — else ``None`` (then await
+        :meth:`averify`). ``required``, ``peer`` and ``forwarded_for`` are as in
+        :meth:`verify`.
 
-        ASGI adapters call this first: on the common path it saves creating coroutines.
+        ASGI adapters call this first: on the common paths it saves creating coroutines.
         """
         observer = self.observer
         if observer is not None:
+            if required is not None:
+                return None  # the observed quick path knows only the policy: averify() checks
             outcome = observed_nowait(
                 self, observer, authorization, method, path, None, None, False
             )
             return None if outcome is None else outcome[0]
         route = self.match(method, path)
-        if route.requirement is None:
-            return d.ALLOW_PUBLIC
-        hit, _ = self._hot(authorization)
-        if hit is None:
-            return None
-        record = hit.principal.record  # type: ignore[union-attr]  # index holds allowed ones
+        requirement = route.requirement
+        if route.rate_limited and not self._limit_inline and self.limiter is not None:
+            return None  # the limiter does I/O: the whole request takes the awaited path
+        if required is not None:
+            if requirement is None:
+                return None  # public by the policy, but the caller requires more: rare
+            also = required if isinstance(required, Requirement) else as_requirement(required)
+        else:
+            also = None
+            if requirement is None:
+                return d.ALLOW_PUBLIC
+        # _hot() inlined: this is the path nearly every request of a busy service takes.
+        kind = type(authorization)
+        raw: bytes | None = None
+        if kind is bytes:
+            raw = authorization  # type: ignore[assignment]
+        elif kind is str:
+            raw = authorization.encode()  # type: ignore[union-attr]
+        hit = None
+        digest = b""
+        if raw is not None and len(raw) <= self.max_header_length:
+            digest = blake2s(raw).digest()
+            hit = self._index.get(digest)
+        if hit is None or hit[1] <= self._monotonic():
+            if isinstance(peer, _Unset) or not self._settle_inline:
+                return None
+            denial = self._settle(authorization, digest)
+            return None if denial is None else self._failed(denial, _UNSET, peer, forwarded_for)
+        result = hit[0]
+        principal = result.principal
+        assert principal is not None  # the index holds allowed decisions only
+        record = principal.record
         if record.suspended_at is not None or record.allowed_networks:
-            return None  # the answer depends on the client address: averify() has it
-        result = self._authorize(hit, route.requirement)
+            if isinstance(peer, _Unset):
+                return None  # the answer depends on the client address: averify() has it
+            result = self._restrict(result, peer, forwarded_for)
+            if not result.allowed:
+                return result
+        if not requirement.is_satisfied_by(principal.grants):
+            return self._authorize(result, requirement)
+        if also is not None and not also.is_satisfied_by(principal.grants):
+            return self._authorize(result, also)
         limiter = self.limiter
-        if limiter is None or not result.allowed or not route.rate_limited:
+        if limiter is None or not route.rate_limited:
             return result
         if not self._limit_inline:
             return None
-        principal = result.principal
-        assert principal is not None
-        return self._limited(result, self._hit(limiter, principal, route.cost))
+        if record.rate_limit or (self.owner_rate_limits is not None and principal.owner):
+            return self._limited(result, self._hit(limiter, principal, route.cost))
+        # The common case of _hit() and _limited(), inlined: the key's default windows, and an
+        # admitted request (whose headers are rendered later, from the counts).
+        rd = limiter.hit(principal.key_id, self.rate_limits, route.cost)  # type: ignore[arg-type]
+        if not rd[0] or rd[6]:
+            return self._limited(result, rd)
+        ietf = self.ietf_headers
+        legacy = self.legacy_headers
+        plan = rd[2]
+        counts = rd[3]
+        if plan is None or not counts or not (ietf or legacy):
+            return result
+        rate = (plan, counts, ietf, legacy)
+        extra = result.extra_headers  # e.g. API-Key-Expires
+        return _new_tuple(Decision, (True, principal, None, "", (), None, extra, rate))
 
     # -- async I/O skin ---------------------------------------------------------------------
     async def aauthenticate(
@@ -665,10 +753,9 @@ class Verifier(KeyLimits):
         credential = read_credential(authorization, self.max_header_length)
         if isinstance(credential, Decision):
             return credential, _UNSET
-        parsed = self.key_format.parse(credential)
-        if parsed is None:
+        key_id = self.key_format.key_id_of(credential)
+        if key_id is None:
             return d.BAD_FORMAT, _UNSET
-        key_id = parsed.key_id
         now_mono = self._monotonic()
         entry, fresh = self._cache.lookup(key_id, now_mono)
         client: _Client = _UNSET

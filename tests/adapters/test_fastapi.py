@@ -464,12 +464,43 @@ def test_openapi_lists_each_operations_scopes(world: World) -> None:
     assert problem["schema"] == {"$ref": "#/components/schemas/KeyguardProblem"}
 
 
-def test_openapi_scopes_are_native_even_without_install(world: World) -> None:
-    # FastAPI itself documents the scheme and scopes from the nested Security(); install() only
-    # adds the extensions, any_of alternatives, and policy-derived entries.
+def test_openapi_scheme_is_native_even_without_install(world: World) -> None:
+    # The dependency is itself the UserKey security scheme: FastAPI documents the scheme (and
+    # the scopes given to Security()) on its own; install() adds each requirement's scopes,
+    # the extensions, any_of alternatives and policy-derived entries. (The dependency takes no
+    # nested Security() parameter: that would be a second dependency to solve per request.)
     guard = KeyGuard(verifier=plain_verifier(world))
-    paths = build([], route_dependencies(guard)).openapi()["paths"]
-    assert paths["/agents"]["get"]["security"] == [{"UserKey": ["agents:read"]}]
+    app = build([], route_dependencies(guard))
+
+    @app.post("/tasks")
+    async def create(
+        principal: Annotated[Principal, Security(guard.authenticated, scopes=["tasks:write"])],
+    ) -> str:
+        return principal.key_id
+
+    schema = app.openapi()
+    paths = schema["paths"]
+    assert paths["/agents"]["get"]["security"] == [{"UserKey": []}]
+    assert paths["/tasks"]["post"]["security"] == [{"UserKey": ["tasks:write"]}]
+    assert "security" not in paths["/health"]["get"]
+    assert schema["components"]["securitySchemes"]["UserKey"]["name"] == "Authorization"
+    guard.install(app)
+    app.openapi_schema = None
+    assert app.openapi()["paths"]["/agents"]["get"]["security"] == [{"UserKey": ["agents:read"]}]
+
+
+def test_dependencies_solve_no_nested_dependency(world: World) -> None:
+    # What FastAPI solves per request for a keyguard dependency: the dependency alone (its
+    # parameters are the request, the security scopes and the sub-response).
+    guard = KeyGuard(verifier=plain_verifier(world))
+    deps = route_dependencies(guard)
+    app = build([], deps)
+    route = next(r for r in app.routes if getattr(r, "path", None) == "/agents")
+    (sub,) = route.dependant.dependencies
+    assert sub.call is deps["GET /agents"]
+    assert sub.dependencies == []
+    assert sub.http_connection_param_name == "request"
+    assert sub.response_param_name == "response"
 
 
 def test_openapi_from_the_middleware_policy(world: World) -> None:

@@ -60,6 +60,7 @@ from keyguard.core.ratelimit.headers import (
     admitted_headers,
     admitted_headers_asgi,
     rate_limit_headers,
+    refused_headers,
 )
 from keyguard.core.ratelimit.memory import MemoryRateLimiter
 from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, WindowStatus, plan_for
@@ -110,5 +111,6 @@ __all__ = [
     "parse_windows",
     "plan_for",
     "rate_limit_headers",
+    "refused_headers",
     "validate_cost",
 ]

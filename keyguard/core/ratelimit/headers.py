@@ -4,6 +4,9 @@ preformatted fragments."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Final
+
 from keyguard.core.ratelimit.plan import RateDecision, WindowPlan
 
 
@@ -23,34 +26,79 @@ def admitted_headers(
     plan: WindowPlan, counts: tuple[int, ...], ietf: bool = True, legacy: bool = True
 ) -> tuple[tuple[str, str], ...]:
     """The headers of an admitted request (what :func:`rate_limit_headers` returns for one),
-    kept lean because it runs on every response."""
-    out: tuple[tuple[str, str], ...] = ()
-    if ietf:
-        out = (plan.header_policy, ("RateLimit", plan.header_ratelimit % counts))
-    if legacy:
-        i = _most_constraining(counts)
-        out += (
-            ("X-RateLimit-Limit", plan.header_limits[i]),
-            ("X-RateLimit-Remaining", str(counts[2 * i])),
-            ("X-RateLimit-Reset", str(counts[2 * i + 1])),
-        )
-    return out
+    by the plan's text renderer (compiled on first use, see :func:`_compile`)."""
+    render = plan.text_render
+    if render is None:
+        render = plan.text_render = _compile(plan, text=True)
+    return render(counts, ietf, legacy)
 
 
 def admitted_headers_asgi(
     plan: WindowPlan, counts: tuple[int, ...], ietf: bool = True, legacy: bool = True
 ) -> list[tuple[bytes, bytes]]:
-    """:func:`admitted_headers` as ASGI header pairs (lower-case names, latin-1 bytes)."""
-    out: list[tuple[bytes, bytes]] = []
-    if ietf:
-        out.append(plan.asgi_policy)
-        out.append((b"ratelimit", plan.asgi_ratelimit % counts))
-    if legacy:
-        i = _most_constraining(counts)
-        out.append((b"x-ratelimit-limit", plan.asgi_limits[i]))
-        out.append((b"x-ratelimit-remaining", b"%d" % counts[2 * i]))
-        out.append((b"x-ratelimit-reset", b"%d" % counts[2 * i + 1]))
-    return out
+    """:func:`admitted_headers` as ASGI header pairs (lower-case names, latin-1 bytes), by the
+    plan's renderer (compiled on first use, see :func:`_compile_asgi`)."""
+    render = plan.asgi_render
+    if render is None:
+        render = plan.asgi_render = _compile(plan, text=False)
+    return render(counts, ietf, legacy)
+
+
+#: ``b"%d" % i`` / ``str(i)`` for small counts: remaining units and seconds to reset are
+#: mostly small, and a tuple index costs a fraction of formatting an integer.
+_DIGITS: Final = tuple(b"%d" % i for i in range(1024))
+_TEXT_DIGITS: Final = tuple(str(i) for i in range(1024))
+
+
+def _compile(plan: WindowPlan, *, text: bool) -> Callable[[tuple[int, ...], bool, bool], Any]:
+    """A plan's header renderer: straight-line code that picks the most constraining window
+    (as :func:`_most_constraining`) and returns the headers — ASGI byte pairs in a list, or
+    text pairs in a tuple — every constant part (names, the policy, each window's limit)
+    prebuilt. Only the three numbers and the ``RateLimit`` field are formatted per call."""
+    src = ["def render(c, ietf, legacy):", "    if legacy:", "        r = c[0]", "        t = c[1]"]
+    src.append("        lim = LIMITS[0]")
+    for i in range(1, len(plan.windows)):
+        src += [
+            f"        x = c[{2 * i}]",
+            f"        if x < r or (x == r and c[{2 * i + 1}] > t):",
+            f"            r = x; t = c[{2 * i + 1}]; lim = LIMITS[{i}]",
+        ]
+    fmt = "str(%s)" if text else "b'%%d' %% %s"
+    open_, close = ("(", ")") if text else ("[", "]")
+    src += [
+        f"        rem = (REMAINING, DIGITS[r] if 0 <= r < 1024 else {fmt % 'r'})",
+        f"        rst = (RESET, DIGITS[t] if 0 <= t < 1024 else {fmt % 't'})",
+        "        if ietf:",
+        f"            return {open_}POLICY, (RATELIMIT, FORMAT % c), lim, rem, rst{close}",
+        f"        return {open_}lim, rem, rst{close}",
+        "    if ietf:",
+        f"        return {open_}POLICY, (RATELIMIT, FORMAT % c){close}",
+        f"    return {open_}{close}",
+    ]
+    if text:
+        namespace: dict[str, Any] = {
+            "POLICY": plan.header_policy,
+            "RATELIMIT": "RateLimit",
+            "FORMAT": plan.header_ratelimit,
+            "LIMITS": tuple(("X-RateLimit-Limit", limit) for limit in plan.header_limits),
+            "REMAINING": "X-RateLimit-Remaining",
+            "RESET": "X-RateLimit-Reset",
+            "DIGITS": _TEXT_DIGITS,
+        }
+    else:
+        namespace = {
+            "POLICY": plan.asgi_policy,
+            "RATELIMIT": b"ratelimit",
+            "FORMAT": plan.asgi_ratelimit,
+            "LIMITS": tuple((b"x-ratelimit-limit", limit) for limit in plan.asgi_limits),
+            "REMAINING": b"x-ratelimit-remaining",
+            "RESET": b"x-ratelimit-reset",
+            "DIGITS": _DIGITS,
+        }
+    # The source holds only indices computed above: no user text reaches exec.
+    name = f"<keyguard.ratelimit {'text' if text else 'asgi'} headers {plan!r}>"
+    exec(compile("\n".join(src), name, "exec"), namespace)  # noqa: S102
+    return namespace["render"]  # type: ignore[no-any-return]
 
 
 def rate_limit_headers(
@@ -82,6 +130,42 @@ def rate_limit_headers(
     if not counts:
         return headers
     # A refusal (admitted decisions returned above): report the violated windows only.
+    headers.extend(_refusal(plan, counts, mask, ietf, legacy))
+    return headers
+
+
+#: (plan, counts, mask, ietf, legacy) -> the refusal's rate-limit headers: a flood of refused
+#: requests repeats the same few, so each is formatted once.
+_REFUSALS: dict[tuple[object, ...], tuple[tuple[str, str], ...]] = {}
+
+
+def refused_headers(
+    decision: RateDecision, ietf: bool = True, legacy: bool = True
+) -> tuple[tuple[str, str], ...]:
+    """:func:`rate_limit_headers` of a refusal without ``Retry-After`` (which the 429
+    carries on its own), memoised."""
+    _allowed, _retry, plan, counts, mask, _degraded, unavailable = decision
+    if plan is None or unavailable:
+        return ()
+    if not counts:
+        return (plan.header_policy,) if ietf else ()
+    key = (plan, counts, mask, ietf, legacy)
+    headers = _REFUSALS.get(key)
+    if headers is None:
+        headers = tuple(_refusal(plan, counts, mask, ietf, legacy))
+        if ietf:
+            headers = (plan.header_policy, *headers)
+        if len(_REFUSALS) >= 4096:
+            _REFUSALS.clear()
+        _REFUSALS[key] = headers
+    return headers
+
+
+def _refusal(
+    plan: WindowPlan, counts: tuple[int, ...], mask: int, ietf: bool, legacy: bool
+) -> list[tuple[str, str]]:
+    """The ``RateLimit`` and ``X-RateLimit-*`` headers of a refusal (violated windows)."""
+    headers: list[tuple[str, str]] = []
     picked = [i for i in range(len(plan.header_items)) if mask >> i & 1]
     if ietf:
         value = ", ".join([plan.header_items[i] % counts[2 * i : 2 * i + 2] for i in picked])

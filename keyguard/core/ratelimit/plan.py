@@ -8,7 +8,7 @@ import math
 from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from keyguard.core.ratelimit.state import RateState, _expire, _open_bucket, _Ring
 from keyguard.core.ratelimit.windows import (
@@ -47,6 +47,7 @@ class WindowPlan:
         "asgi_limits",
         "asgi_policy",
         "asgi_ratelimit",
+        "asgi_render",
         "header_items",
         "header_limits",
         "header_policy",
@@ -57,6 +58,7 @@ class WindowPlan:
         "rings",
         "run",
         "specs",
+        "text_render",
         "ttl_ms",
         "windows",
     )
@@ -97,6 +99,11 @@ class WindowPlan:
         self.asgi_policy = (b"ratelimit-policy", self.policy.encode("latin-1"))
         self.asgi_ratelimit = self.header_ratelimit.encode("latin-1")
         self.asgi_limits = tuple(b"%d" % w.limit for w in windows)
+        #: ``render(counts, ietf, legacy)`` -> the admitted ASGI headers; compiled on first
+        #: use by :func:`keyguard.core.ratelimit.headers.admitted_headers_asgi`.
+        self.asgi_render: Callable[[tuple[int, ...], bool, bool], list[Any]] | None = None
+        #: The same for text pairs (a tuple), for WSGI and framework responses.
+        self.text_render: Callable[[tuple[int, ...], bool, bool], tuple[Any, ...]] | None = None
         # Idle state must outlive the longest window plus one bucket of release delay.
         self.ttl_ms = max(period + width for _l, period, width, _k in specs) // 1000 + 1000
         args = [str(self.ttl_ms), str(self.max_exact), str(len(specs))]
@@ -255,16 +262,15 @@ def _compile(plan: WindowPlan) -> _Runner:
     ind = "    "
     src = [
         "def run(state, now, cost, consume):",
-        "    if now < state.last:",
-        "        now = state.last",
+        "    last = state.last",
+        "    if now < last:",
+        "        now = last",
         "    else:",
         "        state.last = now",
         "    log = state.log",
-        f"    if log and log[0] <= now - {plan.max_exact}:",
-        f"        cutoff = now - {plan.max_exact}",
-        "        popleft = log.popleft",
-        "        while log and log[0] <= cutoff:",
-        "            popleft()",
+        f"    cutoff = now - {plan.max_exact}",
+        "    while log and log[0] <= cutoff:",
+        "        log.popleft()",
         "    n = len(log)",
         "    rings = state.rings",
     ]
@@ -277,33 +283,38 @@ def _compile(plan: WindowPlan) -> _Runner:
             f"        ring{j} = rings[{period}] = _Ring()",
             f"    if now >= ring{j}.release:",
             f"        _expire(ring{j}, now, {period})",
-            f"    b{j} = ring{j}.buckets",
         ]
     checks = []
-    counts = []
+    taken = []  # counts after consuming cost
+    peeked = []  # counts of a peek (nothing taken)
+    used = []
     for i, (limit, period, _width, kind) in enumerate(plan.specs):
         if kind == _WHOLE_LOG:
-            src.append(f"    u{i} = n")
+            u = "n"
             oldest = "log[0]"
         elif kind == _LOG:
-            src.append(f"    u{i} = n - bisect_right(log, now - {period}) if n else 0")
-            oldest = f"log[n - u{i}]"
+            u = f"u{i}"
+            src.append(f"    {u} = n - bisect_right(log, now - {period}) if n else 0")
+            oldest = f"log[n - {u}]"
         else:
             j = ring_index[period]
-            src.append(f"    u{i} = ring{j}.total")
-        checks.append(f"u{i} + cost <= {limit}")
+            u = f"u{i}"
+            src.append(f"    {u} = ring{j}.total")
+            oldest = f"ring{j}.buckets[0][0]"
+        used.append(u)
+        checks.append(f"{u} + cost <= {limit}")
+        # ceil((oldest + period - now) / 1 s): when the oldest counted unit leaves.
+        wait = f"-((now - {period} - {oldest}) // {_US})"
         if kind != _RING:
-            # ceil((oldest + period - now) / 1 s); the unit just taken when none was counted.
-            reset = (
-                f"-((now - {period} - {oldest}) // {_US}) if u{i} "
-                f"else ({-(-period // _US)} if taken else 0)"
-            )
+            # Nothing counted before: the unit just taken is the oldest.
+            taken.append(f"{limit} - cost - {u}, {wait} if {u} else {-(-period // _US)},")
+            peeked.append(f"{limit} - {u}, {wait} if {u} else 0,")
         else:
-            reset = f"-((now - {period} - b{j}[0][0]) // {_US}) if b{j} else 0"
-        counts.append(f"{limit} - u{i} - taken, {reset},")
+            # A consuming run leaves the ring with a bucket.
+            taken.append(f"{limit} - cost - {u}, {wait},")
+            peeked.append(f"{limit} - {u}, {wait} if ring{j}.buckets else 0,")
     src.append(f"    if {' and '.join(checks)}:")
-    src.append(f"{ind * 2}taken = cost if consume else 0")
-    src.append(f"{ind * 2}if taken:")
+    src.append(f"{ind * 2}if consume:")
     if plan.max_exact:
         src += [
             f"{ind * 3}if cost == 1:",
@@ -314,18 +325,20 @@ def _compile(plan: WindowPlan) -> _Runner:
     for j, (period, width) in enumerate(plan.rings):
         src += [
             f"{ind * 3}if now < ring{j}.end:",
-            f"{ind * 4}newest = b{j}[-1]",
+            f"{ind * 4}newest = ring{j}.buckets[-1]",
             f"{ind * 4}newest[0] = now",
             f"{ind * 4}newest[1] += cost",
             f"{ind * 3}else:",
             f"{ind * 4}_open_bucket(ring{j}, now, cost, {period}, {width})",
             f"{ind * 3}ring{j}.total += cost",
         ]
+    src.append(f"{ind * 3}return _new_tuple(RateDecision, (True, None, plan, (")
+    src += [f"{ind * 4}{c}" for c in taken]
+    src.append(f"{ind * 3}), 0, False, False))")
     src.append(f"{ind * 2}return _new_tuple(RateDecision, (True, None, plan, (")
-    src += [f"{ind * 3}{c}" for c in counts]
+    src += [f"{ind * 3}{c}" for c in peeked]
     src.append(f"{ind * 2}), 0, False, False))")
-    used = ", ".join(f"u{i}" for i in range(len(plan.specs)))
-    src.append(f"    return _refused(plan, log, n, rings, now, cost, ({used},))")
+    src.append(f"    return _refused(plan, log, n, rings, now, cost, ({', '.join(used)},))")
     namespace: dict[str, object] = {
         "plan": plan,
         "bisect_right": bisect_right,
