@@ -359,3 +359,21 @@ def test_an_inline_sink_sees_each_request_in_its_own_context() -> None:
     observer.close()
     assert seen == [(EventKind.AUTHENTICATED, "span-1"), (EventKind.DENIED, "span-2")]
     assert store.usage_totals(key_id=key.key_id, since="2000-01-01").days  # still counted
+
+
+def test_a_callers_extra_requirement_holds_on_the_observed_quick_path(
+    observed: Observed,
+) -> None:
+    """FastAPI's dependency asks verify_nowait(required=...) first: with an observer, that
+    quick path must never admit a key the extra requirement refuses (it defers instead)."""
+    header = observed.world.header("reader")  # agents:read only
+    for _ in range(2):  # the second call finds the key in the verified-key index
+        assert observed.verifier.verify(header, "GET", "/agents", peer="127.0.0.1").allowed
+    quick = observed.verifier.verify_nowait(header, "GET", "/agents", required="agents:write")
+    assert quick is None or not quick.allowed
+    full = asyncio.run(observed.verifier.averify(header, "GET", "/agents", required="agents:write"))
+    assert not full.allowed
+    assert str(full.code) == "insufficient_scope"
+    slow = observed.verifier.verify(header, "GET", "/agents", required="agents:write")
+    assert not slow.allowed
+    assert str(slow.code) == "insufficient_scope"
