@@ -31,8 +31,9 @@ layer are another thing.
 from __future__ import annotations
 
 import math
-import struct
+import re
 import threading
+from array import array
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Final, Protocol, runtime_checkable
@@ -55,20 +56,14 @@ DEFAULT_MAX_COUNTERS: Final = 50_000
 #: Longest counter name.
 MAX_NAME: Final = 200
 _MAX_KEEP: Final = 64
-_MAX_COUNT: Final = 2**32 - 1
-_FORBIDDEN: Final = frozenset("{} \t\r\n\x00")
+_MAX_COUNT: Final = 2**62
+# Printable ASCII but space and braces (a Redis Cluster hash tag must not be broken).
+_NAME: Final = re.compile(rf"[\x21-\x7a\x7c\x7e]{{1,{MAX_NAME}}}")
 
 
 def check_name(name: str) -> str:
     """``name`` if it can name a counter in every backend (ConfigurationError otherwise)."""
-    if (
-        not isinstance(name, str)
-        or not name
-        or len(name) > MAX_NAME
-        or not name.isascii()
-        or not name.isprintable()
-        or any(c in _FORBIDDEN for c in name)
-    ):
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
         raise ConfigurationError(
             "a detector counter name is 1 to 200 printable ASCII characters, without braces "
             "or whitespace"
@@ -151,23 +146,16 @@ class DetectorCounters(Protocol):
         ...
 
 
-def _record(n: int) -> struct.Struct:
-    # The newest bucket's index, then a ring of n counters (bucket b is in slot b % n).
-    return struct.Struct(f"<q{n}I")
-
-
-_RECORDS: Final = {n: _record(n) for n in range(1, _MAX_KEEP + 1)}
-
-
 class MemoryDetectorCounters:
     """:class:`DetectorCounters` in this process, bounded.
 
     At most ``max_counters`` counters are kept; past that the least recently used is forgotten
     (a counter forgotten early only under-counts: a detector fires late, never falsely). Each
-    counter is one packed record (its newest bucket and eight 32-bit counts: 40 bytes of data)
-    in an ordered dict under its name; measured with ``tracemalloc``, about 250 bytes per
-    counter with 30-character names, so the default cap of 50,000 costs about 12.5 MB
-    (``tests/abuse/test_counters.py`` asserts the bound). Thread-safe (one lock).
+    counter is one flat array of 64-bit integers (its newest bucket, then a ring of eight
+    counts, or ``keep`` for a fixed window) in an ordered dict under its name: measured with
+    ``tracemalloc``, about 330 bytes per counter with 30-character names, so the default cap
+    of 50,000 costs about 17 MB (``tests/abuse/test_detector_memory.py`` asserts the bound).
+    Thread-safe (one lock).
     """
 
     shared = False
@@ -176,52 +164,45 @@ class MemoryDetectorCounters:
         if isinstance(max_counters, bool) or not isinstance(max_counters, int) or max_counters < 1:
             raise ConfigurationError("max_counters must be an integer >= 1")
         self.max_counters = max_counters
-        self._data: OrderedDict[str, bytes] = OrderedDict()
+        self._data: OrderedDict[str, array[int]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._data)
 
-    def _slots(self, key: str, window: Window) -> tuple[int, list[int]] | None:
-        raw = self._data.get(key)
-        if raw is None:
-            return None
-        top, *slots = _RECORDS[window.ring].unpack(raw)
-        return top, slots
-
     def add(self, name: str, window: Window, now: float, amount: int = 1) -> int:
-        check_name(name)
+        if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+            check_name(name)
         if isinstance(amount, bool) or not isinstance(amount, int) or amount < 0:
             raise ConfigurationError("amount must be an integer >= 0")
         key = f"{name}|{window.tag}"
         ring = window.ring
-        index = window.index(now)
+        index = math.floor(now / window.width)
+        data = self._data
         with self._lock:
-            found = self._slots(key, window)
-            if found is None:
-                top, slots = index, [0] * ring
+            rec = data.get(key)
+            if rec is None:
+                rec = data[key] = array("q", [index] + [0] * ring)
+                if len(data) > self.max_counters:
+                    data.popitem(last=False)
             else:
-                top, slots = found
+                data.move_to_end(key)
+                top = rec[0]
                 if index > top:
                     # Clear the buckets between the newest one and this one.
                     for b in range(max(top + 1, index - ring + 1), index + 1):
-                        slots[b % ring] = 0
-                    top = index
-            if index > top - ring:  # a bucket still in the ring (events may come a bit late)
-                slots[index % ring] = min(_MAX_COUNT, slots[index % ring] + amount)
-            self._data[key] = _RECORDS[ring].pack(top, *slots)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_counters:
-                self._data.popitem(last=False)
-            return _total(top, slots, window, now)
+                        rec[1 + b % ring] = 0
+                    rec[0] = index
+            if index > rec[0] - ring:  # a bucket still in the ring (events may come a bit late)
+                slot = 1 + index % ring
+                rec[slot] = min(_MAX_COUNT, rec[slot] + amount)
+            return _total(rec, window, now)
 
     def count(self, name: str, window: Window, now: float) -> int:
         check_name(name)
         with self._lock:
-            found = self._slots(f"{name}|{window.tag}", window)
-        if found is None:
-            return 0
-        return _total(*found, window, now)
+            rec = self._data.get(f"{name}|{window.tag}")
+            return 0 if rec is None else _total(rec, window, now)
 
     def close(self) -> None:
         with self._lock:
@@ -231,8 +212,11 @@ class MemoryDetectorCounters:
         return f"MemoryDetectorCounters(counters={len(self._data)}, max={self.max_counters})"
 
 
-def _total(top: int, slots: list[int], window: Window, now: float) -> int:
+def _total(rec: array[int], window: Window, now: float) -> int:
+    top, ring = rec[0], window.ring
     first, last = window.span(now)
-    first = max(first, top - window.ring + 1)
+    if last == top and first == top - ring + 1:
+        return sum(rec) - top  # the whole ring: the common case
+    first = max(first, top - ring + 1)
     last = min(last, top)
-    return sum(slots[b % window.ring] for b in range(first, last + 1))
+    return sum(rec[1 + b % ring] for b in range(first, last + 1))

@@ -118,7 +118,7 @@ def detectors_from_config(
     emit: Callable[[Event], object] | None = None,
     manager: SuspendsKeys | None = None,
     counters: DetectorCounters | None = None,
-    background: bool | None = None,
+    background: bool = True,
     defaults: bool = True,
     resolver: Callable[[str], str | None] | None = None,
 ) -> Detectors:

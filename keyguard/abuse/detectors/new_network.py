@@ -51,6 +51,8 @@ logger = logging.getLogger("keyguard.abuse.detectors")
 Resolver = Callable[[str], "str | None"]
 
 _V4_MAPPED: Final = bytes(10) + b"\xff\xff"
+#: Client addresses remembered per key with their network.
+_MAX_PLACES: Final = 8
 _REGION_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -80,13 +82,15 @@ def network_of(address: str, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> st
 class _KeyState:
     """What one process remembers of one key."""
 
-    __slots__ = ("known", "roaming", "warm")
+    __slots__ = ("known", "places", "roaming", "warm")
 
     def __init__(self) -> None:
         self.warm = False
         self.roaming = False
         #: network → until when this process trusts that the counters know it
         self.known: dict[str, float] = {}
+        #: the key's recent client addresses → their network (saves parsing them again)
+        self.places: dict[str, str | None] = {}
 
 
 class NewNetworkDetector(Detector):
@@ -149,13 +153,19 @@ class NewNetworkDetector(Detector):
         key_id, client = event.key_id, event.client
         if key_id is None or client is None:
             return None
-        place = self._place(client)
-        if place is None:
-            return None
         state = self._keys.get(key_id)
         if state is None:
             state = self._keys[key_id] = _KeyState()
         if state.roaming:
+            return None
+        places = state.places
+        if client in places:
+            place = places[client]
+        else:
+            if len(places) >= _MAX_PLACES:
+                places.clear()
+            place = places[client] = self._place(client)
+        if place is None:
             return None
         at = event.at
         learning = False

@@ -15,12 +15,14 @@ that read that kind; for each :class:`~keyguard.abuse.detectors.base.Alarm` it
    :class:`~keyguard.abuse.detectors.suspender.Suspender` (actor ``keyguard:detector:<name>``),
    which carries it out on its own thread: a request never waits for it.
 
-**Off the request path.** With ``background=True`` (the default whenever the counters are a
-shared backend, whose calls are network or disk I/O) the sink only appends the event to a
-bounded queue (``max_pending``; when full, events are dropped and counted in :attr:`stats`) and
-one worker thread does the rest. With in-process counters the work is a few dictionary
-operations and runs in the caller's thread by default, under a lock. :meth:`flush` waits for
-the queue (tests, shutdown); :meth:`close` stops the threads. A detector that fails (a backend
+**Off the request path.** With ``background=True`` (the default) the sink only puts the event
+on a queue (a C-level ``SimpleQueue``: no Python lock on the request path; at most
+``max_pending`` events wait, beyond that they are dropped and counted in :attr:`stats`) and one
+worker thread, started with the first event, does the rest — counter calls to a shared
+backend are network or disk I/O. ``background=False`` runs the detectors in the caller's
+thread under a lock (replays, tests, or in-process counters when a few microseconds per event
+are acceptable). :meth:`flush` waits for the queue (tests, shutdown); :meth:`close` stops the
+threads. A detector that fails (a backend
 that cannot be reached) is logged at most once a minute and counted; it never raises into
 the emitter.
 """
@@ -30,8 +32,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
+from queue import SimpleQueue
 from types import MappingProxyType
 from typing import Final
 
@@ -75,7 +77,7 @@ class Detectors:
         detectors: Iterable[Detector] | None = None,
         counters: DetectorCounters | None = None,
         manager: SuspendsKeys | None = None,
-        background: bool | None = None,
+        background: bool = True,
         max_pending: int = 10_000,
         max_counters: int | None = None,
         max_latches: int = 100_000,
@@ -105,9 +107,7 @@ class Detectors:
         self.counters = counters
         self.emit = emit
         self.suspender = Suspender(manager) if manager is not None else None
-        if background is None:
-            background = counters is not None and counters.shared
-        self.background = background
+        self.background = bool(background)
         self.max_pending = max_pending
         self.stats = Counters(STATS)
         routes: dict[EventKind, list[Detector]] = {}
@@ -117,48 +117,48 @@ class Detectors:
         self._routes = {kind: tuple(ds) for kind, ds in routes.items()}
         self._latches: LRUCache[tuple[str, str], float] = LRUCache(maxsize=max_latches)
         self._lock = threading.RLock()
-        self._pending: deque[Event] = deque()
-        self._wake = threading.Condition()
-        self._busy = False
+        # The background queue: C-level SimpleQueue, so the request path takes no Python lock.
+        # Besides events it carries flush markers (threading.Event) and the stop sign (None).
+        self._queue: SimpleQueue[Event | threading.Event | None] = SimpleQueue()
+        self._starting = threading.Lock()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._last_log = -_LOG_EVERY
 
     # -- the sink -------------------------------------------------------------------------------
     def __call__(self, event: Event) -> None:
-        """Take one event (the emitter's sink interface). Never raises."""
+        """Take one event (the emitter's sink interface). Never raises, never waits."""
         if event.kind not in self._routes:
             return
         if not self.background:
             self.process(event)
             return
-        with self._wake:
-            if self._closed or len(self._pending) >= self.max_pending:
-                self.stats.incr("dropped")
-                return
-            self._pending.append(event)
-            if self._thread is None:
+        queue = self._queue
+        if self._closed or queue.qsize() >= self.max_pending:
+            self.stats.incr("dropped")
+            return
+        queue.put(event)
+        if self._thread is None:
+            self._start()
+
+    def _start(self) -> None:
+        with self._starting:
+            if self._thread is None and not self._closed:
                 self._thread = threading.Thread(
                     target=self._run, name="keyguard-detectors", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
 
     def _run(self) -> None:
+        queue = self._queue
         while True:
-            with self._wake:
-                while not self._pending and not self._closed:
-                    self._wake.wait()
-                if not self._pending:
-                    return
-                event = self._pending.popleft()
-                self._busy = True
-            try:
-                self.process(event)
-            finally:
-                with self._wake:
-                    self._busy = False
-                    self._wake.notify_all()
+            item = queue.get()
+            if item is None:
+                return
+            if isinstance(item, threading.Event):
+                item.set()  # a flush() waiting for everything queued before it
+                continue
+            self.process(item)
 
     def process(self, event: Event) -> list[Event]:
         """Run the detectors on ``event`` now, in this thread; returns the ANOMALY events it
@@ -266,15 +266,14 @@ class Detectors:
 
     # -- lifecycle ------------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until every queued event was processed and every requested suspension carried
-        out; ``False`` if that took longer than ``timeout`` seconds."""
+        """Wait until every event queued so far was processed and every requested suspension
+        carried out; ``False`` if that took longer than ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
-        with self._wake:
-            while self._pending or self._busy:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._wake.wait(left)
+        if self._thread is not None and self._thread.is_alive():
+            marker = threading.Event()
+            self._queue.put(marker)
+            if not marker.wait(timeout):
+                return False
         if self.suspender is not None:
             return self.suspender.flush(max(0.0, deadline - time.monotonic()))
         return True
@@ -284,12 +283,11 @@ class Detectors:
         that arrive afterwards are dropped. Counters passed in are not closed (they are the
         caller's)."""
         self.flush(timeout)
-        with self._wake:
+        with self._starting:
             self._closed = True
-            self._pending.clear()
-            self._wake.notify_all()
             thread = self._thread
         if thread is not None:
+            self._queue.put(None)
             thread.join(timeout)
         if self.suspender is not None:
             self.suspender.close(timeout)
