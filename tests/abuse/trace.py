@@ -244,11 +244,13 @@ def refused_use(key_id: str, owner: str | None, at: float, code: str) -> Iterato
     yield _event(EventKind.KEY_REFUSED, at, code=code, key_id=key_id, owner=owner, status=401)
 
 
-def use_from(key_id: str, owner: str | None, at: float, client: str, n: int = 1) -> Iterator[Event]:
+def use_from(
+    key_id: str, owner: str | None, at: float, client: str, n: int = 1, spacing: float = 1.0
+) -> Iterator[Event]:
     for i in range(n):
         yield _event(
             EventKind.AUTHENTICATED,
-            at + i,
+            at + i * spacing,
             key_id=key_id,
             owner=owner,
             route="/agents",

@@ -9,7 +9,8 @@ GeoIP database) it learns countries instead: a new network in a known country is
 
 **Warm-up.** A key's first ``warmup`` uses (200 by default) only teach: a new key is being
 deployed, and every network it meets is new. A key idle for longer than ``horizon`` forgets
-and learns again. **Roaming keys.** A key seen on more than ``max_networks`` networks (32)
+and learns again (a marker renewed while the key is in use says it is past its warm-up).
+**Roaming keys.** A key seen on more than ``max_networks`` networks (32)
 within the horizon (a mobile app's key, a CI provider's runners) says nothing by its network:
 the detector stops judging it until this process forgets the key.
 
@@ -82,10 +83,13 @@ def network_of(address: str, ipv4_prefix: int = 24, ipv6_prefix: int = 48) -> st
 class _KeyState:
     """What one process remembers of one key."""
 
-    __slots__ = ("known", "places", "roaming", "warm")
+    __slots__ = ("counting", "known", "places", "roaming", "warm_until")
 
     def __init__(self) -> None:
-        self.warm = False
+        #: until when this process trusts that the key is past its warm-up
+        self.warm_until = 0.0
+        #: whether the key was found cold and its uses are being counted
+        self.counting = False
         self.roaming = False
         #: network → until when this process trusts that the counters know it
         self.known: dict[str, float] = {}
@@ -168,11 +172,7 @@ class NewNetworkDetector(Detector):
         if place is None:
             return None
         at = event.at
-        learning = False
-        if not state.warm:
-            uses = self.counters.add(self.counter(key_id, "uses"), self.horizon, at)
-            learning = uses <= self.warmup
-            state.warm = not learning
+        learning = state.warm_until <= at and self._learning(state, key_id, at)
         until = state.known.get(place)
         if until is not None and until > at:
             return None
@@ -191,7 +191,7 @@ class NewNetworkDetector(Detector):
             state.roaming = True
             state.known.clear()
             return None
-        if learning:
+        if learning or distinct == 1:  # a key's first network is new to nothing
             return None
         what = "country" if self.resolver is not None else "network"
         return Alarm(
@@ -208,6 +208,24 @@ class NewNetworkDetector(Detector):
             client=client,
             detail={what: place, "known": str(distinct - 1)},
         )
+
+    def _learning(self, state: _KeyState, key_id: str, at: float) -> bool:
+        """Whether the key is still in its warm-up (and count this use of it if so). A key
+        past it is marked with a counter that is renewed while the key is used, so every
+        process knows, and a key idle for a whole horizon warms up again."""
+        warm = self.counter(key_id, "warm")
+        if not state.counting:
+            if self.counters.count(warm, self.horizon, at) > 0:
+                self.counters.add(warm, self.horizon, at)
+                state.warm_until = at + self._refresh
+                return False
+            state.counting = True
+        if self.counters.add(self.counter(key_id, "uses"), self.horizon, at) <= self.warmup:
+            return True
+        self.counters.add(warm, self.horizon, at)
+        state.warm_until = at + self._refresh
+        state.counting = False
+        return False
 
     def state_size(self) -> int:
         return len(self._keys)

@@ -80,7 +80,7 @@ class Detectors:
         background: bool = True,
         max_pending: int = 10_000,
         max_counters: int | None = None,
-        max_latches: int = 100_000,
+        max_latches: int = 20_000,
     ) -> None:
         if detectors is None:
             from keyguard.abuse.detectors.catalog import default_detectors
