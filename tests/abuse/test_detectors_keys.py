@@ -47,8 +47,9 @@ def test_wrong_secrets_spread_beyond_the_window_and_other_denials_do_not_fire() 
         ev(EventKind.DENIED, T0 + i, code="invalid_api_key", reason="unknown_key", client="x")
         for i in range(50)
     ]
-    no_id = [
-        ev(EventKind.DENIED, T0 + i, code="invalid_api_key", reason="wrong_secret") for i in range(50)
+    no_id = [  # a wrong secret without a key id is not about any key
+        ev(EventKind.DENIED, T0 + i, code="invalid_api_key", reason="wrong_secret")
+        for i in range(50)
     ]
     assert run.feed(unknown + no_id) == []
 
@@ -91,7 +92,9 @@ def test_a_key_used_outside_its_networks_fires_and_other_denials_do_not() -> Non
 
 def test_refused_key_threshold_and_codes() -> None:
     run = Run(RefusedKeyDetector(codes=["expired_api_key"], threshold=3, window=600))
-    expired = [ev(EventKind.KEY_REFUSED, T0 + i, code="expired_api_key", key_id=KEY) for i in (0, 1)]
+    expired = [
+        ev(EventKind.KEY_REFUSED, T0 + i, code="expired_api_key", key_id=KEY) for i in (0, 1)
+    ]
     revoked = ev(EventKind.KEY_REFUSED, T0, code="revoked_api_key", key_id=KEY)
     assert run.feed([*expired, revoked]) == []
     (anomaly,) = run.feed([ev(EventKind.KEY_REFUSED, T0 + 2, code="expired_api_key", key_id=KEY)])
@@ -136,7 +139,8 @@ def test_one_forbidden_call_retried_trips_only_the_higher_bar() -> None:
 
 def test_routes_are_counted_per_key_and_unmatched_routes_count_once() -> None:
     run = Run(ScopeProbeDetector(distinct=4))
-    events = [_denied(T0 + i, f"/r{i}", key_id=KEY if i % 2 else OTHER) for i in range(5)]  # 2 and 3
+    # Two routes for KEY, three for OTHER.
+    events = [_denied(T0 + i, f"/r{i}", key_id=KEY if i % 2 else OTHER) for i in range(5)]
     assert run.feed(events) == []
     unmatched = ev(EventKind.SCOPE_DENIED, T0 + 5, key_id=KEY)  # no method, no route
     assert run.feed([unmatched, unmatched]) == []

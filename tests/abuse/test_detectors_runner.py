@@ -75,9 +75,12 @@ def test_a_revoked_key_cannot_be_suspended_and_that_is_only_logged(
     key_id = manager.create("old", ["agents:read"]).record.key_id
     manager.revoke(key_id, reason="leaked")
     events: list[Event] = []
-    with Detectors(
-        events.append, detectors=[RefusedKeyDetector(suspend=True)], manager=manager
-    ) as detectors, caplog.at_level(logging.INFO, "keyguard.abuse.detectors"):
+    with (
+        Detectors(
+            events.append, detectors=[RefusedKeyDetector(suspend=True)], manager=manager
+        ) as detectors,
+        caplog.at_level(logging.INFO, "keyguard.abuse.detectors"),
+    ):
         detectors(ev(EventKind.KEY_REFUSED, T0, code="revoked_api_key", key_id=key_id))
         assert detectors.flush(30)
         assert detectors.suspender is not None

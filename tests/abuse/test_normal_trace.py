@@ -94,4 +94,4 @@ def test_each_detector_fires_on_its_pattern_within_normal_traffic() -> None:
     assert 7200 <= when["new_network"] < 10_800
     assert 10_800 <= when["volume"] < 14_400
     assert 14_400 <= when["scope_probe"] < 18_000
-    assert 18_000 <= when["failed_auth"]
+    assert when["failed_auth"] >= 18_000

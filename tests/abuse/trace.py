@@ -192,7 +192,7 @@ def trace_keys(events: list[Event]) -> dict[str, tuple[str | None, list[str]]]:
     found: dict[str, tuple[str | None, list[str]]] = {}
     for e in events:
         if e.kind is EventKind.AUTHENTICATED and e.key_id is not None and e.client:
-            owner, clients = found.setdefault(e.key_id, (e.owner, []))
+            _, clients = found.setdefault(e.key_id, (e.owner, []))
             if e.client not in clients:
                 clients.append(e.client)
     return found
