@@ -25,7 +25,7 @@ from keyguard.abuse.detectors.base import Detector
 from keyguard.abuse.detectors.failed_auth import FailedAuthDetector
 from keyguard.abuse.detectors.new_network import NewNetworkDetector
 from keyguard.abuse.detectors.refused_key import RefusedKeyDetector
-from keyguard.abuse.detectors.runner import Detectors
+from keyguard.abuse.detectors.runner import DEFAULT_DETECTOR_COUNTERS, Detectors
 from keyguard.abuse.detectors.scope_probe import ScopeProbeDetector
 from keyguard.abuse.detectors.suspender import SuspendsKeys
 from keyguard.abuse.detectors.volume import VolumeDetector
@@ -121,12 +121,14 @@ def detectors_from_config(
     background: bool = True,
     defaults: bool = True,
     resolver: Callable[[str], str | None] | None = None,
+    max_counters: int = DEFAULT_DETECTOR_COUNTERS,
+    max_latches: int = 20_000,
+    max_pending: int = 10_000,
 ) -> Detectors:
     """:class:`Detectors` from a configuration mapping (see the module docstring).
 
     ``resolver`` (address → country code) is handed to ``new_network``, which then learns
-    countries instead of networks; ``emit``, ``manager``, ``counters`` and ``background`` go
-    to :class:`Detectors`.
+    countries instead of networks; the other keyword arguments go to :class:`Detectors`.
     """
     config = {} if config is None else config
     if not isinstance(config, Mapping):
@@ -145,5 +147,12 @@ def detectors_from_config(
         if detector is not None:
             chosen.append(detector)
     return Detectors(
-        emit, detectors=chosen, counters=counters, manager=manager, background=background
+        emit,
+        detectors=chosen,
+        counters=counters,
+        manager=manager,
+        background=background,
+        max_counters=max_counters,
+        max_latches=max_latches,
+        max_pending=max_pending,
     )

@@ -115,7 +115,7 @@ class NewNetworkDetector(Detector):
         ipv6_prefix: int = 48,
         resolver: Resolver | None = None,
         max_networks: int = 32,
-        max_keys: int = 50_000,
+        max_keys: int = 20_000,
         suspend: bool = False,
         cooldown: float = DEFAULT_COOLDOWN,
     ) -> None:

@@ -46,12 +46,14 @@ from keyguard.core.errors import ConfigurationError, StoreUnavailable
 from keyguard.core.ratelimit.stats import Counters
 from keyguard.observability.model import Event, EventKind
 
-__all__ = ["ACTOR_PREFIX", "Detectors"]
+__all__ = ["ACTOR_PREFIX", "DEFAULT_DETECTOR_COUNTERS", "Detectors"]
 
 logger = logging.getLogger("keyguard.abuse.detectors")
 
 #: The actor of a detector's suspension (and of its ANOMALY event): this, then its name.
 ACTOR_PREFIX: Final = "keyguard:detector:"
+#: In-process counters each detector keeps at most (when no shared backend is given).
+DEFAULT_DETECTOR_COUNTERS: Final = 20_000
 #: What :attr:`Detectors.stats` counts.
 STATS: Final = ("events", "anomalies", "suppressed", "dropped", "errors", "emit_errors")
 _MAX_REASON: Final = 500
@@ -66,8 +68,9 @@ class Detectors:
     :class:`~keyguard.core.detector_counters.DetectorCounters` backend for all of them, so
     several processes count together; without one, each detector counts in process, in its
     own bounded :class:`~keyguard.core.detector_counters.MemoryDetectorCounters`
-    (``max_counters`` each). ``manager``: a :class:`~keyguard.management.KeyManager`, needed
-    when a detector has ``suspend=True``.
+    (``max_counters`` each, 20,000 by default). ``max_latches`` bounds the conditions this
+    process remembers having claimed (20,000). ``manager``: a
+    :class:`~keyguard.management.KeyManager`, needed when a detector has ``suspend=True``.
     """
 
     def __init__(
@@ -79,7 +82,7 @@ class Detectors:
         manager: SuspendsKeys | None = None,
         background: bool = True,
         max_pending: int = 10_000,
-        max_counters: int | None = None,
+        max_counters: int = DEFAULT_DETECTOR_COUNTERS,
         max_latches: int = 20_000,
     ) -> None:
         if detectors is None:
@@ -102,7 +105,7 @@ class Detectors:
         for detector in self.detectors:
             if counters is not None:
                 detector.bind(counters)
-            elif max_counters is not None:
+            else:
                 detector.bind(MemoryDetectorCounters(max_counters=max_counters))
         self.counters = counters
         self.emit = emit
