@@ -314,3 +314,23 @@ def test_durations_and_single_detectors() -> None:
         build_detector("nope")
     assert isinstance(build_detector("refused_key", {"codes": ["revoked_api_key"]}), Detector)
     assert isinstance(MemoryDetectorCounters(), DetectorCounters)
+
+
+def test_close_closes_what_it_was_given_to_close(caplog: pytest.LogCaptureFixture) -> None:
+    closed: list[str] = []
+
+    class Resource:
+        def __init__(self, name: str, fail: bool = False) -> None:
+            self.name, self.fail = name, fail
+
+        def close(self) -> None:
+            closed.append(self.name)
+            if self.fail:
+                raise OSError("already gone")
+
+    detectors = Detectors(closing=[Resource("counters", fail=True), Resource("manager")])
+    with caplog.at_level(logging.ERROR, "keyguard.abuse.detectors"):
+        detectors.close()
+        detectors.close()
+    assert closed == ["counters", "manager"]  # each once, a failure does not stop the next
+    assert "closing" in caplog.text

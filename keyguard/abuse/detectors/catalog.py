@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from keyguard.abuse.detectors.base import Detector
@@ -124,6 +124,7 @@ def detectors_from_config(
     max_counters: int = DEFAULT_DETECTOR_COUNTERS,
     max_latches: int = 20_000,
     max_pending: int = 10_000,
+    closing: Iterable[Any] = (),
 ) -> Detectors:
     """:class:`Detectors` from a configuration mapping (see the module docstring).
 
@@ -155,4 +156,5 @@ def detectors_from_config(
         max_counters=max_counters,
         max_latches=max_latches,
         max_pending=max_pending,
+        closing=closing,
     )

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from queue import SimpleQueue
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 from cachetools import LRUCache
 
@@ -60,6 +60,10 @@ _MAX_REASON: Final = 500
 _LOG_EVERY: Final = 60.0
 
 
+class _Closeable(Protocol):
+    def close(self) -> object: ...
+
+
 class Detectors:
     """Anomaly detectors behind one sink (see the module docstring).
 
@@ -71,6 +75,8 @@ class Detectors:
     (``max_counters`` each, 20,000 by default). ``max_latches`` bounds the conditions this
     process remembers having claimed (20,000). ``manager``: a
     :class:`~keyguard.management.KeyManager`, needed when a detector has ``suspend=True``.
+    ``closing``: objects to close with the detectors (a counters backend or a manager built
+    for them).
     """
 
     def __init__(
@@ -84,6 +90,7 @@ class Detectors:
         max_pending: int = 10_000,
         max_counters: int = DEFAULT_DETECTOR_COUNTERS,
         max_latches: int = 20_000,
+        closing: Iterable[_Closeable] = (),
     ) -> None:
         if detectors is None:
             from keyguard.abuse.detectors.catalog import default_detectors
@@ -108,6 +115,7 @@ class Detectors:
             else:
                 detector.bind(MemoryDetectorCounters(max_counters=max_counters))
         self.counters = counters
+        self.closing = tuple(closing)
         self.emit = emit
         self.suspender = Suspender(manager) if manager is not None else None
         self.background = bool(background)
@@ -283,8 +291,8 @@ class Detectors:
 
     def close(self, timeout: float = 10.0) -> None:
         """Process what is queued (within ``timeout``), then stop the worker threads. Events
-        that arrive afterwards are dropped. Counters passed in are not closed (they are the
-        caller's)."""
+        that arrive afterwards are dropped. What was given as ``closing`` (a shared counters
+        backend, a key manager built for the detectors) is closed last; nothing else given is."""
         self.flush(timeout)
         with self._starting:
             self._closed = True
@@ -294,6 +302,12 @@ class Detectors:
             thread.join(timeout)
         if self.suspender is not None:
             self.suspender.close(timeout)
+        closing, self.closing = self.closing, ()
+        for resource in closing:
+            try:
+                resource.close()
+            except Exception:
+                logger.exception("closing %r failed", resource)
 
     def __enter__(self) -> Detectors:
         return self
