@@ -169,7 +169,11 @@ class Detectors:
             if isinstance(item, threading.Event):
                 item.set()  # a flush() waiting for everything queued before it
                 continue
-            self.process(item)
+            try:
+                self.process(item)
+            except Exception:  # a bug must not stop the worker: the queue would only fill
+                self.stats.incr("errors")
+                logger.exception("the anomaly detectors failed on an event")
 
     def process(self, event: Event) -> list[Event]:
         """Run the detectors on ``event`` now, in this thread; returns the ANOMALY events it
