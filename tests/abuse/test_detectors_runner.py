@@ -334,3 +334,29 @@ def test_close_closes_what_it_was_given_to_close(caplog: pytest.LogCaptureFixtur
         detectors.close()
     assert closed == ["counters", "manager"]  # each once, a failure does not stop the next
     assert "closing" in caplog.text
+
+
+def test_the_worker_survives_a_failure_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    events: list[Event] = []
+    detectors = Detectors(events.append, detectors=[WrongSecretDetector(threshold=1)])
+    real = detectors.process
+    calls = 0
+
+    def once_broken(event: Event) -> list[Event]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a bug")
+        return real(event)
+
+    detectors.process = once_broken  # type: ignore[method-assign]
+    try:
+        with caplog.at_level(logging.ERROR, "keyguard.abuse.detectors"):
+            detectors(wrong(T0, key_id="Aaaaaaaaaaa1"))
+            detectors(wrong(T0, key_id="Aaaaaaaaaaa2"))
+            assert detectors.flush(30)
+    finally:
+        detectors.close()
+    assert [e.key_id for e in events] == ["Aaaaaaaaaaa2"]
+    assert detectors.stats["errors"] == 1
+    assert "failed on an event" in caplog.text
