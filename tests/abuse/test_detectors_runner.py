@@ -158,6 +158,7 @@ def test_a_full_queue_drops_and_counts() -> None:
 
 def test_events_no_detector_reads_cost_nothing() -> None:
     run = Run(WrongSecretDetector())
+    assert run.detectors.kinds == {EventKind.DENIED}  # what an event bus delivers to it
     run.feed([ev(EventKind.KEY_CREATED, T0), ev(EventKind.ANOMALY, T0)])
     assert run.detectors.stats["events"] == 0
 

@@ -126,6 +126,9 @@ class Detectors:
             for kind in detector.kinds:
                 routes.setdefault(kind, []).append(detector)
         self._routes = {kind: tuple(ds) for kind, ds in routes.items()}
+        #: The event kinds some detector reads: an event bus that honours a sink's ``kinds``
+        #: (keyguard's does) builds and delivers no others to this sink.
+        self.kinds: frozenset[EventKind] = frozenset(self._routes)
         self._latches: LRUCache[tuple[str, str], float] = LRUCache(maxsize=max_latches)
         self._lock = threading.RLock()
         # The background queue: C-level SimpleQueue, so the request path takes no Python lock.
