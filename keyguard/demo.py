@@ -70,10 +70,14 @@ MANAGEMENT_PREFIXES = ("/api-keys", "/api/v1/auth/keys")
 DASHBOARD_PREFIX = "/keyguard"
 
 
+#: Prometheus metrics, when prometheus_client is installed (keep it internal in production).
+METRICS_PATH = "/metrics"
+
+
 def demo_policy() -> RoutePolicy:
     prefixes = (*MANAGEMENT_PREFIXES, DASHBOARD_PREFIX)
     management = [p for prefix in prefixes for p in (prefix, prefix + "/{rest:path}")]
-    return RoutePolicy(ROUTES, public=(*PUBLIC_PATHS, *management))
+    return RoutePolicy(ROUTES, public=(*PUBLIC_PATHS, METRICS_PATH, *management))
 
 
 RATELIMIT_URL_ENV = ENV["url"]
@@ -304,10 +308,16 @@ def create_app(
     routes.extend(management_routes(verifier))
     dashboard = demo_dashboard(verifier)
     routes.extend(dashboard_routes(dashboard))
+    from keyguard.observability.exposition import optional_metrics
+
+    metrics = optional_metrics(verifier)
+    if metrics is not None:
+        routes.append(Route(METRICS_PATH, metrics.asgi_app(), methods=["GET"]))
     app = Starlette(routes=routes)
     app.add_middleware(_recorded, verifier=verifier, usage=dashboard.usage)
     app.state.keyguard = verifier
     app.state.dashboard = dashboard
+    app.state.metrics = metrics  # an event sink too: attach it to keyguard's events
     return app
 
 

@@ -180,7 +180,8 @@ def _redis_reachable() -> bool:
     try:
         import redis
 
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5).ping()
+        with redis.Redis.from_url(REDIS_URL, socket_connect_timeout=0.5) as probe:
+            probe.ping()
     except Exception:
         return False
     return True

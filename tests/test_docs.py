@@ -97,6 +97,8 @@ EXCERPT_SOURCES = {
     "examples/dashboard/flask_app.py": "test_the_dashboard_examples_serve_the_dashboard",
     "keyguard/dashboard/usage.py": "test_the_documented_usage_protocol",
     "examples/detectors/setup.py": "test_the_detectors_example_suspends_after_wrong_secrets",
+    "docs/deploy/webhook_receiver.py": "test_webhook_receiver_example_checks_signatures",
+    "docs/deploy/keyguard-notify.cron": "test_notify_cron_line_parses",
 }
 #: ``<!-- run: NAME -->`` blocks and the test that executes each.
 RUNNERS = {
@@ -806,3 +808,51 @@ def test_the_detectors_example_suspends_after_wrong_secrets(tmp_path: Path) -> N
     )
     with KeyManager(url) as keys:
         assert keys.get(key_id).status(time.time()) is KeyStatus.SUSPENDED
+
+
+# -- metrics and notifications -----------------------------------------------------------------
+def _load(path: Path, name: str) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_webhook_receiver_example_checks_signatures() -> None:
+    from keyguard.observability.webhooks import sign
+
+    receiver = _load(DEPLOY / "webhook_receiver.py", "webhook_receiver")
+    secret = "a-webhook-secret-of-32-bytes-ok!"
+    body = b'{"type":"keyguard.key.expiring"}'
+    now = int(time.time())
+    header = sign(secret, body, now)
+    assert receiver.verified(secret.encode(), header, body)
+    assert not receiver.verified(secret.encode(), header, body + b" ")
+    assert not receiver.verified(b"another-secret-of-32-bytes-long!", header, body)
+    assert not receiver.verified(secret.encode(), header, body, now=now + 301)
+    assert not receiver.verified(secret.encode(), "garbage", body)
+
+
+def test_notify_cron_line_parses() -> None:
+    from keyguard.management.cli import build_parser
+
+    lines = [
+        line
+        for line in (DEPLOY / "keyguard-notify.cron").read_text(encoding="utf-8").splitlines()
+        if line and not line.startswith("#") and "=" not in line.split()[0]
+    ]
+    (line,) = lines
+    fields = line.split(None, 6)
+    assert fields[:5] == ["0", "*", "*", "*", "*"]
+    command = fields[6].split("&& keyguard ", 1)[1]
+    args = build_parser().parse_args(shlex.split(command))
+    assert args.command == "notify"
+    assert args.check
+    assert args.webhook == ["https://ops.example.com/hooks/keyguard"]
+    assert args.webhook_secret_env == "KEYGUARD_WEBHOOK_SECRET"
+    assert args.expiring_within == 7 * 86400
+    assert args.rotation_after == 90 * 86400

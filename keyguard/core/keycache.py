@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final
 
 from cachetools import LRUCache
@@ -35,7 +36,7 @@ from keyguard.core.decision import Decision, Principal
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import DEFAULT_PRIVILEGED, Grants
 
-__all__ = ["MAX_SPELLINGS", "CacheEntry", "KeyCache"]
+__all__ = ["MAX_SPELLINGS", "CacheEntry", "CacheStats", "KeyCache"]
 
 #: Index entries per cached record: the canonical spelling of its current secret and of its
 #: previous one (inside its rotation grace).
@@ -58,6 +59,27 @@ class CacheEntry:
         self.verified: set[bytes] = set()
 
 
+@dataclass(frozen=True, slots=True)
+class CacheStats:
+    """Counts since the cache was made (for metrics): requests answered by the fast-path
+    index, record lookups answered from memory (``hits``: a fresh record or a known-unknown
+    id) and those that had to ask the store (``misses``), and the current sizes."""
+
+    index_hits: int
+    hits: int
+    misses: int
+    records: int
+    unknown: int
+    indexed: int
+
+    @property
+    def hit_ratio(self) -> float | None:
+        """Requests that needed no store read, over all that needed a record (``None``
+        before the first)."""
+        total = self.index_hits + self.hits + self.misses
+        return None if total == 0 else (self.index_hits + self.hits) / total
+
+
 class KeyCache:
     """Records, unknown ids and the fast-path index of one verifier (see the module docstring).
 
@@ -68,10 +90,13 @@ class KeyCache:
 
     __slots__ = (
         "generation",
+        "hits",
         "implications",
         "index",
+        "index_hits",
         "index_size",
         "lock",
+        "misses",
         "negative",
         "negative_ttl",
         "privileged",
@@ -102,6 +127,11 @@ class KeyCache:
         self.privileged = privileged
         #: Bumped by every invalidation (see :meth:`put`).
         self.generation = 0
+        # Counters for :meth:`stats`: plain ints, bumped without a lock (a lost increment
+        # under a thread race is an acceptable error for a metric; a lock is not free).
+        self.index_hits = 0
+        self.hits = 0
+        self.misses = 0
         dummy = KeyRecord(key_id="", name="", digest=dummy_digest)
         self.unknown: Final = CacheEntry(dummy, None, d.INVALID, 0.0)
 
@@ -130,9 +160,12 @@ class KeyCache:
             entry = self.records.get(key_id)
             until = self.negative.get(key_id)
         if entry is not None and entry.fresh_until > now_mono:
+            self.hits += 1
             return entry, True
         if until is not None and until > now_mono:
+            self.hits += 1
             return self.unknown, True
+        self.misses += 1
         return entry, False
 
     def put(
@@ -198,6 +231,17 @@ class KeyCache:
             if digest not in index and len(index) >= self.index_size:
                 del index[next(iter(index))]
             index[digest] = (entry.allowed if decision is None else decision, deadline)
+
+    def stats(self) -> CacheStats:
+        """The counters and sizes (see :class:`CacheStats`)."""
+        return CacheStats(
+            self.index_hits,
+            self.hits,
+            self.misses,
+            len(self.records),
+            len(self.negative),
+            len(self.index),
+        )
 
     def __repr__(self) -> str:
         return (

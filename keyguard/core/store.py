@@ -24,6 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import ClassVar, Self
 
+from keyguard.core.errors import ConfigurationError
 from keyguard.core.records import AuditEvent, IdempotencyEntry, KeyRecord, KeyStatus, Page
 
 __all__ = ["KeyStore"]
@@ -129,6 +130,29 @@ class KeyStore(abc.ABC):
     def set_setting(self, name: str, value: str, *, only_if_absent: bool = False) -> str:
         """Store a setting and return the value now stored. With ``only_if_absent`` an
         existing value is kept (and returned): the first of several racing processes wins."""
+
+    # -- once-only markers (notifications) ------------------------------------------------
+    def claim_notification(self, name: str, ttl: float, *, now: float | None = None) -> bool:
+        """Claim the once-only marker ``name`` for ``ttl`` seconds: ``True`` for exactly one
+        caller among all the processes sharing this store (the marker was absent, or its
+        ``ttl`` had run out), ``False`` for every other. Notifiers claim a name per condition
+        instance (``expiring:<key id>:<expiry>``) before sending, so a notification goes out
+        once per deployment, not once per process. ``now`` (epoch seconds) is for stores that
+        keep time themselves (memory, SQLite); Redis counts the ``ttl`` on its own clock.
+
+        Stores that cannot claim (third-party ones written before this existed) raise
+        :class:`~keyguard.core.errors.ConfigurationError`."""
+        del name, ttl, now
+        raise ConfigurationError(
+            f"{type(self).__name__} cannot claim notification markers (needed to send each "
+            "notification once); use a memory://, sqlite:/// or redis:// store"
+        )
+
+    def release_notification(self, name: str) -> None:
+        """Give a claimed marker back (its notification could not be delivered: the next
+        check may claim it and try again). Releasing a marker that is not held does nothing."""
+        del name
+        raise ConfigurationError(f"{type(self).__name__} cannot release notification markers")
 
     def ping(self) -> None:  # noqa: B027 - optional hook, a no-op for in-process stores
         """Raise :class:`~keyguard.core.errors.StoreUnavailable` if the backend is unreachable."""

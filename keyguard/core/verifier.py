@@ -73,7 +73,7 @@ from keyguard.core.errors import ConfigurationError, ConflictError, KeyguardErro
 from keyguard.core.expiry import DEFAULT_WARNING_WINDOW, expiry_header
 from keyguard.core.hashing import Hasher
 from keyguard.core.incident import Incident
-from keyguard.core.keycache import CacheEntry, KeyCache
+from keyguard.core.keycache import CacheEntry, CacheStats, KeyCache
 from keyguard.core.keylimits import KeyLimits, owner_bucket
 from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat
 from keyguard.core.lookup_budget import LookupBudget
@@ -280,6 +280,10 @@ class Verifier(KeyLimits):
         """Forget one key (or every key) so the next request re-reads the store."""
         self._cache.invalidate(key_id)
 
+    def cache_stats(self) -> CacheStats:
+        """The record cache's counters and sizes (hit ratio, for metrics)."""
+        return self._cache.stats()
+
     # -- pure steps -------------------------------------------------------------------------
     def _hot(self, authorization: AuthorizationValue) -> tuple[Decision | None, bytes]:
         """Step 1, before any parsing: a header value that verified recently is answered from
@@ -296,6 +300,7 @@ class Verifier(KeyLimits):
         digest = blake2s(raw).digest()  # type: ignore[arg-type]
         hit = self._index.get(digest)
         if hit is not None and hit[1] > self._monotonic():
+            self._cache.index_hits += 1
             return hit[0], digest
         return None, digest
 

@@ -17,6 +17,7 @@ sheet and one small script shipped in the package, nothing from the network.
 By job: :mod:`.app` (routing, CSRF), :mod:`.gate` (the session check), :mod:`.sessions`
 (tokens), :mod:`.signin`, :mod:`.pages` (keys), :mod:`.actions` (forms that change keys),
 :mod:`.views` (usage, activity), :mod:`.usage` (the usage protocol, an in-memory source),
+:mod:`.store_usage` (the usage counters in the store, the default source),
 :mod:`.charts` (SVG geometry), :mod:`.http` (requests, cookies, security headers),
 :mod:`.render` and the skins :mod:`.skins`.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from keyguard.dashboard.app import DEFAULT_PREFIX, Dashboard
 from keyguard.dashboard.sessions import SECRET_ENV, SECRET_FILE_ENV
+from keyguard.dashboard.store_usage import ManagerUsage
 from keyguard.dashboard.usage import (
     STATUS_CLASSES,
     DayUsage,
@@ -41,6 +43,7 @@ __all__ = [
     "STATUS_CLASSES",
     "Dashboard",
     "DayUsage",
+    "ManagerUsage",
     "MemoryUsage",
     "UsageRecorder",
     "UsageRecorderWSGI",

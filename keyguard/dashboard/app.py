@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from keyguard.core.addresses import client_address
 from keyguard.core.errors import ConfigurationError, KeyguardError, StoreUnavailable
@@ -94,6 +94,15 @@ class Context:
 Page = Callable[..., ApiResponse]
 
 
+def _store_usage(manager: KeyManager) -> UsageSource | None:
+    """The store's usage counters, when this keyguard's manager can read them."""
+    if not callable(getattr(manager, "usage", None)):
+        return None
+    from keyguard.dashboard.store_usage import ManagerUsage
+
+    return ManagerUsage(manager)
+
+
 class Dashboard:
     """The key-management dashboard (see the module docstring), mounted at ``prefix``.
 
@@ -108,8 +117,10 @@ class Dashboard:
       or after this long without a request (default 1 h), whichever comes first.
     * ``secure_cookies`` — ``None`` (default): cookies are ``Secure`` when the request came over
       HTTPS; ``True`` always (behind a TLS-terminating proxy); ``False`` never.
-    * ``usage`` — a :class:`~keyguard.dashboard.usage.UsageSource` for the charts (none: the
-      pages say there is no usage data yet); ``usage_days`` — how many days they show.
+    * ``usage`` — a :class:`~keyguard.dashboard.usage.UsageSource` for the charts; by default
+      (``"auto"``) the usage counters kept in the store, read through the key manager
+      (:class:`~keyguard.dashboard.store_usage.ManagerUsage`); ``None``: no charts (the pages
+      say there is no usage data). ``usage_days`` — how many days they show.
     * ``max_listed`` — the most keys one listing loads to search and sort (default 1000).
     """
 
@@ -122,7 +133,7 @@ class Dashboard:
         session_ttl: float = 8 * 3600.0,
         idle_timeout: float = 3600.0,
         secure_cookies: bool | None = None,
-        usage: UsageSource | None = None,
+        usage: UsageSource | Literal["auto"] | None = "auto",
         usage_days: int = 30,
         max_listed: int = 1000,
         title: str = "keyguard",
@@ -144,6 +155,8 @@ class Dashboard:
         self.secure_cookies = secure_cookies
         if not isinstance(usage_days, int) or not 1 <= usage_days <= 366:
             raise ConfigurationError("usage_days must be an integer from 1 to 366")
+        if usage == "auto":
+            usage = _store_usage(self.manager)
         if usage is not None and not isinstance(usage, UsageSource):
             raise ConfigurationError("usage must have daily_usage() and top_routes()")
         self.usage = usage

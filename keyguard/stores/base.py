@@ -14,8 +14,10 @@ from keyguard.core.records import KeyRecord, KeyStatus
 from keyguard.core.store import KeyStore
 
 __all__ = [
+    "MAX_CLAIM_NAME",
     "MAX_PAGE_SIZE",
     "KeyStore",
+    "check_claim",
     "check_limit",
     "decode_cursor",
     "encode_cursor",
@@ -23,6 +25,23 @@ __all__ = [
 ]
 
 MAX_PAGE_SIZE = 1000
+#: The longest notification marker name (``claim_notification``).
+MAX_CLAIM_NAME = 200
+
+
+def check_claim(name: str, ttl: float) -> None:
+    """Refuse a marker name that is empty, too long or not printable ASCII without spaces,
+    and a ``ttl`` that is not a positive number of seconds."""
+    if (
+        not isinstance(name, str)
+        or not 0 < len(name) <= MAX_CLAIM_NAME
+        or not all("!" <= c <= "~" for c in name)
+    ):
+        raise ConfigurationError(
+            f"a notification marker name is 1 to {MAX_CLAIM_NAME} visible ASCII characters"
+        )
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float) or not 0 < ttl < 1e10:
+        raise ConfigurationError("a notification marker's ttl is a positive number of seconds")
 
 
 def check_limit(limit: int) -> int:

@@ -22,7 +22,14 @@ from keyguard.core.records import (
     dumps_metadata,
 )
 from keyguard.stores._idempotency import already_processed, check_entry
-from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor, matches
+from keyguard.stores.base import (
+    KeyStore,
+    check_claim,
+    check_limit,
+    decode_cursor,
+    encode_cursor,
+    matches,
+)
 
 
 class MemoryStore(KeyStore):
@@ -36,6 +43,7 @@ class MemoryStore(KeyStore):
         self._audit: deque[AuditEvent] = deque(maxlen=max_audit)
         self._settings: dict[str, str] = {}
         self._idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
+        self._claims: dict[str, float] = {}  # notification marker -> expires at
         self._lock = threading.Lock()
 
     @classmethod
@@ -166,6 +174,22 @@ class MemoryStore(KeyStore):
                 return self._settings.setdefault(name, value)
             self._settings[name] = value
             return value
+
+    def claim_notification(self, name: str, ttl: float, *, now: float | None = None) -> bool:
+        check_claim(name, ttl)
+        at = time.time() if now is None else now
+        with self._lock:
+            if len(self._claims) > 10_000:  # expired markers go, so the dict stays bounded
+                self._claims = {k: v for k, v in self._claims.items() if v > at}
+            until = self._claims.get(name)
+            if until is not None and until > at:
+                return False
+            self._claims[name] = at + ttl
+            return True
+
+    def release_notification(self, name: str) -> None:
+        with self._lock:
+            self._claims.pop(name, None)
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._records)})"

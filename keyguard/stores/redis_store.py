@@ -57,7 +57,7 @@ from keyguard.core.errors import (
 )
 from keyguard.core.records import AuditEvent, IdempotencyEntry, KeyRecord
 from keyguard.stores._idempotency import check_entry, decode_entry, encode_entry
-from keyguard.stores.base import KeyStore, check_limit
+from keyguard.stores.base import KeyStore, check_claim, check_limit
 from keyguard.stores.redis_codec import (
     TOUCH,
     WRITE,
@@ -473,6 +473,29 @@ class RedisStore(RedisListing, KeyStore):
         except self._errors as exc:
             raise self._unavailable(exc) from None
         return value
+
+    # -- once-only markers -------------------------------------------------------------------
+    def _notification(self, name: str) -> str:
+        return f"{self.prefix}:notified:{name}"
+
+    def claim_notification(self, name: str, ttl: float, *, now: float | None = None) -> bool:
+        """``SET NX PX``: atomic across every process and machine; the ``ttl`` runs on Redis's
+        clock (``now`` is ignored)."""
+        check_claim(name, ttl)
+        del now
+        try:
+            claimed = self._sync().set(
+                self._notification(name), "1", nx=True, px=max(1, math.ceil(ttl * 1000))
+            )
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
+        return bool(claimed)
+
+    def release_notification(self, name: str) -> None:
+        try:
+            self._sync().delete(self._notification(name))
+        except self._errors as exc:
+            raise self._unavailable(exc) from None
 
     # -- invalidation ------------------------------------------------------------------------
     def subscribe_invalidations(self, callback: Callable[[str | None], None]) -> bool:

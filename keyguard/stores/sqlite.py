@@ -48,7 +48,7 @@ from keyguard.core.records import (
 )
 from keyguard.stores._files import create_private, make_private
 from keyguard.stores._idempotency import check_entry, decode_entry
-from keyguard.stores.base import KeyStore, check_limit, decode_cursor, encode_cursor
+from keyguard.stores.base import KeyStore, check_claim, check_limit, decode_cursor, encode_cursor
 from keyguard.stores.sqlite_schema import (
     COLUMNS,
     INSERT,
@@ -584,6 +584,29 @@ class SQLiteStore(KeyStore):
             return str(stored)
 
         return self._run(op, write=True)
+
+    # -- once-only markers -----------------------------------------------------------------
+    def claim_notification(self, name: str, ttl: float, *, now: float | None = None) -> bool:
+        check_claim(name, ttl)
+        at = time.time() if now is None else now
+
+        def op(conn: sqlite3.Connection) -> bool:
+            # One write transaction (BEGIN IMMEDIATE): of racing processes exactly one inserts.
+            conn.execute("DELETE FROM keyguard_notifications WHERE expires_at <= ?", (at,))
+            cursor = conn.execute(
+                "INSERT INTO keyguard_notifications (name, expires_at) VALUES (?, ?)"
+                " ON CONFLICT (name) DO NOTHING",
+                (name, at + ttl),
+            )
+            return cursor.rowcount == 1
+
+        return self._run(op, write=True)
+
+    def release_notification(self, name: str) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM keyguard_notifications WHERE name = ?", (name,))
+
+        self._run(op, write=True)
 
     # -- lifecycle -----------------------------------------------------------------------
     def ping(self) -> None:

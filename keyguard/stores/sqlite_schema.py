@@ -96,6 +96,16 @@ MIGRATIONS: Final[list[tuple[str, ...]]] = [
         """,
         "CREATE INDEX keyguard_idempotency_expires ON keyguard_idempotency (expires_at)",
     ),
+    (
+        # Once-only notification markers (KeyStore.claim_notification).
+        """
+        CREATE TABLE keyguard_notifications (
+            name TEXT NOT NULL PRIMARY KEY,
+            expires_at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX keyguard_notifications_expires ON keyguard_notifications (expires_at)",
+    ),
 ]
 
 #: The columns of ``keyguard_keys``, one per KeyRecord field, in field order.

@@ -22,6 +22,8 @@ ROUTES = {
     ("/api-keys/{key_id}/rotate", "post"),
     ("/api-keys/{key_id}/expire", "post"),
     ("/api-keys/{key_id}/audit", "get"),
+    ("/api-keys/{key_id}/usage", "get"),
+    ("/api-keys/usage", "get"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -366,6 +367,49 @@ class StoreContract:
         assert store.set_setting("pepper_fingerprint", "c") == "c"
         assert store.get_setting("pepper_fingerprint") == "c"
         assert store.get_setting("other") is None
+
+    # -- once-only notification markers -----------------------------------------------------
+    def test_a_notification_marker_is_claimed_once(self, store: KeyStore) -> None:
+        name = "expiring:k0000000000A:1800000000"
+        assert store.claim_notification(name, 3600) is True
+        assert store.claim_notification(name, 3600) is False
+        assert store.claim_notification("expiring:k0000000000B:1800000000", 3600) is True
+        store.release_notification(name)
+        assert store.claim_notification(name, 3600) is True
+        store.release_notification("never-claimed")  # nothing to give back: no error
+
+    def test_a_notification_marker_expires(self, store: KeyStore) -> None:
+        assert store.claim_notification("rotation_due:x", 0.05, now=time.time()) is True
+        time.sleep(0.3)  # Redis counts the ttl on its own clock, the others on ``now``
+        assert store.claim_notification("rotation_due:x", 60, now=time.time()) is True
+        assert store.claim_notification("rotation_due:x", 60, now=time.time()) is False
+
+    @pytest.mark.parametrize(
+        ("name", "ttl"),
+        [
+            pytest.param("", 60, id="empty"),
+            pytest.param("a b", 60, id="space"),
+            pytest.param("a\nb", 60, id="newline"),
+            pytest.param("x" * 201, 60, id="too-long"),
+            pytest.param("ok", 0, id="zero-ttl"),
+            pytest.param("ok", -1, id="negative-ttl"),
+            pytest.param("ok", True, id="bool-ttl"),
+        ],
+    )
+    def test_bad_notification_markers(self, store: KeyStore, name: str, ttl: Any) -> None:
+        with pytest.raises(ConfigurationError):
+            store.claim_notification(name, ttl)
+
+    def test_racing_claims_have_one_winner(self, store: KeyStore) -> None:
+        barrier = threading.Barrier(8)
+
+        def claim(_: int) -> bool:
+            barrier.wait()
+            return store.claim_notification("daily_limit:k0000000000A:2030-01-01", 3600)
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(claim, range(8)))
+        assert results.count(True) == 1
 
     def test_pepper_fingerprint_is_checked(self, store: KeyStore) -> None:
         plain = Hasher(pepper_from_env=False)

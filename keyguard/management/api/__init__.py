@@ -11,7 +11,8 @@ framework adapter.
 
 Routes (below the prefix): ``POST /`` create (plaintext once, ``201``), ``GET /`` list,
 ``GET /{id}``, ``PATCH /{id}``, ``DELETE /{id}`` revoke, ``POST /{id}/rotate``,
-``POST /{id}/expire``, ``GET /{id}/audit``, ``GET /audit``, ``GET /self`` and the public
+``POST /{id}/expire``, ``GET /{id}/audit``, ``GET /audit``, ``GET /{id}/usage``,
+``GET /usage?owner=…`` (admin), ``GET /self`` and the public
 ``GET /openapi.json``. Callers authenticate with ``Authorization: UserKey <key>`` and need
 ``admin`` or ``keys:manage``; every change goes through the authority rule
 (:mod:`keyguard.management.authority`) on the caller's fresh record. By job:

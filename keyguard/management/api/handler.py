@@ -215,6 +215,9 @@ class ManagementAPI:
         if parts == ["audit"]:
             self._allow(method, ("GET",))
             return views.audit_all, ()
+        if parts == ["usage"]:
+            self._allow(method, ("GET",))
+            return views.usage_owner, ()
         key_id = parts[0]
         if not is_key_id(key_id) or len(parts) > 2:
             raise ApiError(ErrorCode.NOT_FOUND, "no such management route")
@@ -226,6 +229,9 @@ class ManagementAPI:
         if action == "audit":
             self._allow(method, ("GET",))
             return views.audit_key, (key_id,)
+        if action == "usage":
+            self._allow(method, ("GET",))
+            return views.usage_key, (key_id,)
         if action == "rotate":
             self._allow(method, ("POST",))
             return views.rotate, (key_id,)

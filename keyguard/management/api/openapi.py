@@ -139,6 +139,45 @@ SCHEMAS: Final[dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {"at": _TIME},
     },
+    "KeyguardUsage": {
+        "type": "object",
+        "description": "Requests per UTC day (oldest first, every day of the window), by status "
+        "class (disjoint: they add up to the day's total) and by route template.",
+        "properties": {
+            "usage": {
+                "type": "object",
+                "properties": {
+                    "key_id": {"type": ["string", "null"]},
+                    "name": {"type": "string"},
+                    "owner": {"type": ["string", "null"]},
+                    "total": {"type": "integer"},
+                    "last_used_at": _NULL_TIME,
+                    "last_client": {"type": ["string", "null"]},
+                    "days": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "properties": {
+                                "day": {"type": "string", "format": "date"},
+                                "by_status": {
+                                    "type": "object",
+                                    "properties": {
+                                        c: {"type": "integer"}
+                                        for c in ("2xx", "3xx", "4xx", "429", "5xx")
+                                    },
+                                },
+                                "by_route": {
+                                    "type": "object",
+                                    "additionalProperties": {"type": "integer"},
+                                },
+                                "total": {"type": "integer"},
+                            },
+                        },
+                    },
+                },
+            }
+        },
+    },
     "KeyguardManagementProblem": {
         "type": "object",
         "description": "RFC 9457 problem details with keyguard's stable `code`.",
@@ -195,6 +234,12 @@ _IDEMPOTENCY = {
     "schema": {"type": "string", "maxLength": 255},
 }
 _LIMIT = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1}}
+_DAYS = {
+    "name": "days",
+    "in": "query",
+    "description": "how many UTC days, today included (default 30)",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 366, "default": 30},
+}
 
 
 def _body(schema: str, required: bool = True) -> dict[str, Any]:
@@ -307,6 +352,29 @@ def openapi_document(prefix: str, *, title: str = "keyguard key management") -> 
                     **_problems(400, 404, 409, 415, 422, *_AUTH),
                 },
                 requestBody=_body("KeyguardExpireKey", required=False),
+            ),
+        },
+        f"{base}/usage": {
+            "get": _op(
+                "Requests per day summed over one owner's keys (admin keys only)",
+                {"200": _json("KeyguardUsage", "the owner's usage"), **_problems(422, *_AUTH)},
+                parameters=[
+                    {
+                        "name": "owner",
+                        "in": "query",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    _DAYS,
+                ],
+            )
+        },
+        f"{key}/usage": {
+            "parameters": [_KEY_ID],
+            "get": _op(
+                "Requests per day of one key: by status class and route, last use and client",
+                {"200": _json("KeyguardUsage", "the key's usage"), **_problems(404, 422, *_AUTH)},
+                parameters=[_DAYS],
             ),
         },
         f"{key}/audit": {

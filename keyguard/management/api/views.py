@@ -29,6 +29,7 @@ from keyguard.management.idempotency import (
 )
 from keyguard.management.lifecycle import DEFAULT_GRACE, MAX_GRACE
 from keyguard.management.mutations import CreatedKey
+from keyguard.observability.reports import report_dict
 from keyguard.stores.base import MAX_PAGE_SIZE
 
 if TYPE_CHECKING:
@@ -45,9 +46,13 @@ __all__ = [
     "rotate",
     "show",
     "update",
+    "usage_key",
+    "usage_owner",
 ]
 
 IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+#: The longest usage window a request may ask for, in days.
+MAX_USAGE_DAYS: Final = 366
 
 _CREATE: Final[dict[str, b.Field]] = {
     "name": b.string(v.MAX_NAME_LENGTH),
@@ -85,6 +90,11 @@ _LIST: Final[dict[str, b.Field]] = {
     "expiring_within": b.duration(allow_zero=True),
 }
 _LIMIT: Final[dict[str, b.Field]] = {"limit": b.query_int(1, MAX_PAGE_SIZE)}
+_USAGE: Final[dict[str, b.Field]] = {"days": b.query_int(1, MAX_USAGE_DAYS)}
+_OWNER_USAGE: Final[dict[str, b.Field]] = {
+    "days": b.query_int(1, MAX_USAGE_DAYS),
+    "owner": b.string(v.MAX_OWNER_LENGTH),
+}
 _REVOKE_QUERY: Final[dict[str, b.Field]] = {
     "reason": b.string(v.MAX_REASON_LENGTH),
     "cascade": b.string(5),
@@ -245,6 +255,45 @@ def audit_all(api: ManagementAPI, caller: Caller, request: ApiRequest) -> ApiRes
     limit = b.query(request, _LIMIT).get("limit", 100)
     events = audit_events(api.manager, caller, key_id=None, limit=limit)
     return json_response(200, {"events": [e.to_dict() for e in events]})
+
+
+# -- usage -----------------------------------------------------------------------------------
+def _usage_reader(api: ManagementAPI, method: str) -> Any:
+    found = getattr(api.manager, method, None)
+    if found is None:
+        raise ApiError(ErrorCode.NOT_FOUND, "usage counting is not available in this keyguard")
+    return found
+
+
+def usage_key(api: ManagementAPI, caller: Caller, request: ApiRequest, key_id: str) -> ApiResponse:
+    """Requests per day of a key the caller may see (the authority rule of every read)."""
+    days = b.query(request, _USAGE).get("days", 30)
+    target = _target(api, caller, key_id)
+    try:
+        report = _usage_reader(api, "usage")(target.key_id, days=days)
+    except KeyguardError as exc:
+        raise from_exception(exc) from None
+    return json_response(200, {"usage": report_dict(report, name=target.name)})
+
+
+def usage_owner(api: ManagementAPI, caller: Caller, request: ApiRequest) -> ApiResponse:
+    """Requests per day summed over an owner's keys: ``admin`` only, since the sum covers keys
+    outside any narrower authority (an ancestor's, a sibling's)."""
+    q = b.query(request, _OWNER_USAGE)
+    owner = q.get("owner")
+    if owner is None:
+        raise ApiError(ErrorCode.INVALID_FIELD, "owner: required", field="owner")
+    if not caller.admin:
+        raise ApiError(
+            ErrorCode.PERMISSION_DENIED,
+            f"per-owner usage needs an admin key; the acting key {caller.key_id} may read the "
+            "usage of each key it manages (GET /{key_id}/usage)",
+        )
+    try:
+        report = _usage_reader(api, "owner_usage")(owner, days=q.get("days", 30))
+    except KeyguardError as exc:
+        raise from_exception(exc) from None
+    return json_response(200, {"usage": report_dict(report)})
 
 
 # -- change ----------------------------------------------------------------------------------

@@ -14,7 +14,17 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import NoReturn, TypeAlias, cast
 
 from keyguard.core.keys import DEFAULT_PREFIX
-from keyguard.management.cli import demo, doctor, init, keys, reports, review, scan
+from keyguard.management.cli import (
+    demo,
+    doctor,
+    init,
+    keys,
+    notify,
+    reports,
+    review,
+    scan,
+    usage,
+)
 from keyguard.management.cli.context import ACTOR_ENV, PREFIX_ENV
 from keyguard.management.cli.errors import UsageError, redact
 from keyguard.management.cli.remote import API_KEY_ENV, API_URL_ENV
@@ -85,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.register(sub)
     scan.register(sub)
     review.register(sub)
+    notify.register(sub)
+    usage.register(sub)
     for module_name in PLUGIN_MODULES:
         try:
             module = importlib.import_module(module_name)
