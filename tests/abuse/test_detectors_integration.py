@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from keyguard.abuse.detectors import Detectors, WrongSecretDetector
+from keyguard.abuse.detectors import Detectors
 from keyguard.observability.model import Event, EventKind
 from tests.abuse.detector_support import T0, ev, wrong
 
-prometheus_client = pytest.importorskip("prometheus_client")
+pytest.importorskip("prometheus_client")
 
 
 def test_anomalies_are_counted_by_detector_in_prometheus() -> None:
