@@ -281,6 +281,15 @@ def test_rate_limited_until_when_from_redis(store: Store, run: Runner, redis_url
     from keyguard.stores.redis_ratelimit import RedisRateLimiter
 
     limiter = RedisRateLimiter.from_url(redis_url)
+    try:
+        _check_rate_limited(store, run, redis_url, limiter, parse_windows)
+    finally:
+        limiter.close()
+
+
+def _check_rate_limited(
+    store: Store, run: Runner, redis_url: str, limiter: Any, parse_windows: Any
+) -> None:
     assert limiter.hit(store.ids["limited"], parse_windows("1/minute")).allowed
     key = store.keys["limited"]
     result = run("doctor", "--json", "--ratelimit-url", redis_url, stdin=key)

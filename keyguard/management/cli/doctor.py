@@ -161,10 +161,14 @@ def _doctor(args: argparse.Namespace) -> int:
     else:
         policy = load_policy(args.policy) if args.policy else None
         limiter = _limiter(args.ratelimit_url or os.environ.get(RATELIMIT_URL_ENV))
-        with open_manager(args, write=False) as manager:
-            assert isinstance(manager, KeyManager)  # doctor reads a local store (not remote)
-            ask = Question(method, path, policy, args.client_address, limiter)
-            diagnosis = diagnose(key, manager, now=now, ask=ask)
+        try:
+            with open_manager(args, write=False) as manager:
+                assert isinstance(manager, KeyManager)  # doctor reads a local store (not remote)
+                ask = Question(method, path, policy, args.client_address, limiter)
+                diagnosis = diagnose(key, manager, now=now, ask=ask)
+        finally:
+            if limiter is not None:
+                limiter.close()  # its connections (in-process callers run doctor repeatedly)
     del key
     _print(diagnosis, args)
     return 0 if diagnosis.accepted else 1
