@@ -289,6 +289,21 @@ def evaluate(groups: Groups) -> list[Goal]:
         return g
 
     add(Goal("revocation", "Redis: a revoked key refused by all 4 workers ≤ 100 ms"), revocation)
+
+    def observability(g: Goal) -> Goal:
+        added = rows.overhead("observability", "ASGI, events + usage, request path")
+        g.value, g.limit, g.met = added, 1.0, added < 1.0
+        wsgi = rows.overhead("observability", "WSGI, events + usage, request path")
+        g.measured = (
+            f"events + usage on vs off, request path: ASGI {added:+.2f} µs, WSGI {wsgi:+.2f} µs "
+            "(minimums of CPU time)"
+        )
+        return g
+
+    add(
+        Goal("observability", "events + usage add under 1 µs per request (ASGI, request path)"),
+        observability,
+    )
     return goals
 
 

@@ -10,7 +10,8 @@ Run from the repository root with the project's virtualenv (``pip install -e '.[
 Each group is one script run in its own process (a fresh interpreter: no group's garbage or
 caches slow the next), its table printed as it goes: ``bench_asgi.py`` (asgi),
 ``bench_wsgi.py`` (wsgi), ``bench_scale.py`` (scale), ``bench_redis.py`` (redis),
-``bench_revocation.py`` (revocation), ``bench_e2e.py`` (e2e). Then every goal of issue 13 (and
+``bench_revocation.py`` (revocation), ``bench_e2e.py`` (e2e), ``bench_observability.py``
+(observability). Then every goal of issue 13 (and
 issue 9's revocation bound) is judged on the rows of this run and printed as met / MISSED /
 n/a, and the whole run is written as one JSON file (default ``build/bench/run-<time>.json``)
 plus a Markdown summary beside it (same name, ``.md``): the table for the README.
@@ -46,6 +47,7 @@ GROUPS: dict[str, tuple[str, tuple[str, ...], bool]] = {
     "redis": ("bench_redis.py", ("--quick",), True),
     "revocation": ("bench_revocation.py", ("--quick",), True),
     "e2e": ("bench_e2e.py", ("--quick",), False),
+    "observability": ("bench_observability.py", ("--quick",), False),
 }
 #: Seconds a group may take before it is stopped (and reported as failed).
 TIMEOUT = 1_200

@@ -8,7 +8,9 @@ ASGI server can run ``keyguard.demo:create_app`` with ``--factory``, or ``keygua
 ``keyguard demo`` (see :func:`run`) does both and starts uvicorn. Key management over HTTP
 (:mod:`keyguard.management.api`) is mounted at :data:`MANAGEMENT_PREFIXES`: the library's
 default ``/api-keys`` and the platform's own ``/api/v1/auth/keys``; the dashboard
-(:mod:`keyguard.dashboard`) at :data:`DASHBOARD_PREFIX`, with usage charts counted in process.
+(:mod:`keyguard.dashboard`) at :data:`DASHBOARD_PREFIX`. Every request is counted per key into
+the key store (:mod:`keyguard.demo_usage`): the dashboard's charts and ``keyguard usage`` read
+those counts.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from keyguard.core.policy import RoutePolicy
 from keyguard.core.ratelimit.settings import ENV, LimiterSettings
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import Verifier
+from keyguard.demo_usage import attach_metrics, demo_observer, lifespan, usage_source
 from keyguard.stores import DEFAULT_STORE_URL, STORE_URL_ENV, from_url
 from keyguard.stores.ratelimit_url import limiter_from_settings, missing_extra
 
@@ -183,6 +186,7 @@ def create_app(
             "the demo needs Starlette and uvicorn: pip install 'keyguard[server]'"
         ) from exc
 
+    from keyguard.adapters.asgi import KeyGuardMiddleware
     from keyguard.adapters.starlette import dashboard_routes
 
     if verifier is None:
@@ -190,11 +194,10 @@ def create_app(
             limiter = demo_limiter()
             if limiter is not None:
                 options["limiter"] = limiter
-        verifier = Verifier(
-            from_url(store or store_url()) if not isinstance(store, KeyStore) else store,
-            policy=demo_policy(),
-            **options,
-        )
+        store = from_url(store or store_url()) if not isinstance(store, KeyStore) else store
+        if "observer" not in options:
+            options["observer"] = demo_observer(store)
+        verifier = Verifier(store, policy=demo_policy(), **options)
     data = _Data()
     started = time.time()
 
@@ -313,35 +316,25 @@ def create_app(
     metrics = optional_metrics(verifier)
     if metrics is not None:
         routes.append(Route(METRICS_PATH, metrics.asgi_app(), methods=["GET"]))
-    app = Starlette(routes=routes)
-    app.add_middleware(_recorded, verifier=verifier, usage=dashboard.usage)
+        attach_metrics(verifier, metrics)
+    app = Starlette(routes=routes, lifespan=lifespan(verifier))
+    app.add_middleware(KeyGuardMiddleware, verifier=verifier)
     app.state.keyguard = verifier
     app.state.dashboard = dashboard
-    app.state.metrics = metrics  # an event sink too: attach it to keyguard's events
+    app.state.metrics = metrics  # fed by keyguard's events (attach_metrics)
     return app
 
 
-def _recorded(app: Any, /, *, usage: Any, **options: Any) -> Any:
-    """keyguard's middleware (``options`` are its own), with the dashboard's usage recorder
-    around it: one layer of the Starlette stack, counting the requests keyguard let through."""
-    from keyguard.adapters.asgi import KeyGuardMiddleware
-    from keyguard.dashboard import UsageRecorder
-
-    guard = KeyGuardMiddleware(app, **options)
-    return UsageRecorder(guard, usage, policy=guard.verifier.policy)
-
-
 def demo_dashboard(verifier: Verifier) -> Any:
-    """The dashboard, acting through a management API that shares ``verifier``, with usage
-    counted in this process (:class:`~keyguard.dashboard.MemoryUsage`, fed by the
-    :class:`~keyguard.dashboard.UsageRecorder` around the app)."""
-    from keyguard.dashboard import Dashboard, MemoryUsage
+    """The dashboard, acting through a management API that shares ``verifier``, with the usage
+    counted into the key store (:mod:`keyguard.demo_usage`)."""
+    from keyguard.dashboard import Dashboard
     from keyguard.management.api import ManagementAPI
     from keyguard.management.manager import KeyManager
 
     manager = KeyManager(verifier.store, key_format=verifier.key_format, hasher=verifier.hasher)
     api = ManagementAPI(manager, verifier=verifier, prefix=MANAGEMENT_PREFIXES[0])
-    return Dashboard(api, prefix=DASHBOARD_PREFIX, usage=MemoryUsage())
+    return Dashboard(api, prefix=DASHBOARD_PREFIX, usage=usage_source(verifier))
 
 
 def management_routes(verifier: Verifier) -> list[Any]:

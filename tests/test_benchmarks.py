@@ -207,7 +207,15 @@ def test_the_quick_suite_runs_every_group_and_judges_every_goal(tmp_path: Path) 
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = json.loads(out.read_text())
-    assert set(run["groups"]) == {"asgi", "wsgi", "scale", "redis", "revocation", "e2e"}
+    assert set(run["groups"]) == {
+        "asgi",
+        "wsgi",
+        "scale",
+        "redis",
+        "revocation",
+        "e2e",
+        "observability",
+    }
     for name, group in run["groups"].items():
         if name in ("redis", "revocation") and not redis_up:
             continue

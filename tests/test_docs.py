@@ -97,6 +97,8 @@ EXCERPT_SOURCES = {
     "examples/dashboard/flask_app.py": "test_the_dashboard_examples_serve_the_dashboard",
     "keyguard/dashboard/usage.py": "test_the_documented_usage_protocol",
     "examples/detectors/setup.py": "test_the_detectors_example_suspends_after_wrong_secrets",
+    "examples/observability/app.py": "test_the_observability_example_counts_and_reports",
+    "keyguard/observability/model.py": "test_the_observability_example_counts_and_reports",
     "docs/deploy/webhook_receiver.py": "test_webhook_receiver_example_checks_signatures",
     "docs/deploy/keyguard-notify.cron": "test_notify_cron_line_parses",
 }
@@ -808,6 +810,48 @@ def test_the_detectors_example_suspends_after_wrong_secrets(tmp_path: Path) -> N
     )
     with KeyManager(url) as keys:
         assert keys.get(key_id).status(time.time()) is KeyStatus.SUSPENDED
+
+
+def test_the_observability_example_counts_and_reports(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """docs/observability.md's example: events logged, a revoked key's use reported to the
+    callback, exact usage per key and day, written when the server stops."""
+    import logging
+
+    import httpx
+
+    from examples.observability import app as example
+    from keyguard.core.hashing import Hasher
+    from tests.api.support import SyncASGITransport
+
+    caplog.set_level(logging.INFO)
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    with KeyManager(url, hasher=Hasher(pepper_from_env=False)) as manager:
+        key = manager.create("reader", ["agents:read"], owner="acme")
+        gone = manager.create("gone", ["agents:read"])
+        manager.revoke(gone.key_id, reason="rotated out")
+    app = example.create_app(url)
+    with httpx.Client(transport=SyncASGITransport(app), base_url="http://testserver") as client:
+        auth = {"Authorization": f"UserKey {key.plaintext}"}
+        assert [client.get("/agents", headers=auth).status_code for _ in range(3)] == [200] * 3
+        assert client.get("/agents/nope", headers=auth).status_code == 404
+        assert (
+            client.get(
+                "/agents", headers={"Authorization": f"UserKey {gone.plaintext}"}
+            ).status_code
+            == 401
+        )
+    app.state.observer.close()  # what the lifespan does when the server stops
+    lines = example.report(key.key_id, url)
+    assert len(lines) == 7
+    assert lines[-1].split()[1:3] == ["4", "2xx=3"]
+    assert "4xx=1" in lines[-1]
+    messages = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("keyguard key_refused code=revoked_api_key") for m in messages)
+    assert any(f"key {gone.key_id} of None used after its end" in m for m in messages)
+    documented = [b.text for b in BLOCKS if b.name == "keyguard/observability/model.py"]
+    assert any("class EventKind" in text for text in documented)
 
 
 # -- metrics and notifications -----------------------------------------------------------------

@@ -52,6 +52,11 @@ def build_verifier(
     everything, ``deny`` admits nothing and answers 503 ``auth_unavailable`` (exact, at the
     cost of availability). No URL: the in-process limiter. With ``rate_limits=None`` the
     variables are ignored.
+
+    Observability (:mod:`keyguard.observability`): ``events`` (``True`` to log every event on
+    ``keyguard.events``, an ``Emitter``, a sink or a list of sinks) and ``usage`` (``True`` to
+    count requests per key into the key store, or a ``UsageCounter``) build the verifier's
+    observer; both are off by default (the request path then pays one attribute check).
     """
     if verifier is not None:
         if store is not None or policy is not None or options:
@@ -73,10 +78,18 @@ def build_verifier(
         limiter = limiter_from_settings(LimiterSettings.from_env(**limiter_options))
         if limiter is not None:
             options["limiter"] = limiter
+    events = options.pop("events", None)
+    usage = options.pop("usage", None)
     if store is None:
         store = os.environ.get(STORE_URL_ENV) or DEFAULT_STORE_URL
     if isinstance(store, str):
         store = from_url(store)
+    if events not in (None, False) or usage not in (None, False):
+        if options.get("observer") is not None:
+            raise ConfigurationError("pass observer= or events=/usage=, not both")
+        from keyguard.observability.setup import make_observer
+
+        options["observer"] = make_observer(store, events=events, usage=usage)
     return Verifier(store, policy=policy, **options)
 
 
@@ -102,6 +115,8 @@ _T = TypeVar("_T")
 OWN_KEYS: Final = frozenset(
     {"STORE_URL", "POLICY", "PUBLIC", "POLICY_DEFAULT", "VERIFIER", "RENDERER"}
 )
+#: Keyword arguments (and, upper-cased, settings keys) that build the verifier's observer.
+OBSERVABILITY_OPTIONS: Final = ("events", "usage")
 #: Upper-case setting name → keyword argument of :func:`build_verifier`: every Verifier option
 #: (``CACHE_TTL`` → ``cache_ttl``) and the rate-limit backend's (``RATELIMIT_MODE`` →
 #: ``ratelimit_mode``).
@@ -112,6 +127,7 @@ VERIFIER_OPTIONS: Final = {
         if name not in ("self", "store", "policy")
     },
     **{name.upper(): name for name in LIMITER_OPTIONS},
+    **{name.upper(): name for name in OBSERVABILITY_OPTIONS},
 }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from keyguard.adapters._observed import observed_class
 from keyguard.adapters._shared import ANONYMOUS, build_verifier
 from keyguard.core.addresses import join_field_lines
 from keyguard.core.decision import Decision, Principal
@@ -112,6 +113,9 @@ class KeyGuardMiddleware:
         self.verifier = build_verifier(verifier, store, policy, options)
         self.renderer = renderer
         self.starlette_compat = starlette_compat
+        if self.verifier.observer is not None:
+            # Events or usage counting: the observed request path (keyguard.adapters._observed).
+            self.__class__ = observed_class(type(self))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from keyguard.adapters._observed import observed_class
 from keyguard.adapters._shared import build_verifier
 from keyguard.core.decision import Decision
 from keyguard.core.policy import RoutePolicy
@@ -106,6 +107,9 @@ class KeyGuardWSGIMiddleware:
         self.app = app
         self.verifier = build_verifier(verifier, store, policy, options)
         self.renderer = renderer
+        if self.verifier.observer is not None:
+            # Events or usage counting: the observed request path (keyguard.adapters._observed).
+            self.__class__ = observed_class(type(self))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         # environ_facts() spelled out: building and unpacking its dict costs about a

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 
 __all__ = ["Incident"]
 
@@ -18,13 +19,16 @@ __all__ = ["Incident"]
 class Incident:
     """Failure bookkeeping for one dependency (``what`` names it in the log lines)."""
 
-    __slots__ = ("_failures", "_lock", "_logger", "what")
+    __slots__ = ("_failures", "_lock", "_logger", "listener", "what")
 
     def __init__(self, what: str, logger: logging.Logger) -> None:
         self.what = what
         self._logger = logger
         self._failures = 0
         self._lock = threading.Lock()
+        #: Called with each failure's exception (observability's ``store_unavailable``
+        #: events); it must not raise.
+        self.listener: Callable[[BaseException], None] | None = None
 
     @property
     def failures(self) -> int:
@@ -37,6 +41,9 @@ class Incident:
             first = self._failures == 1
         if first:
             self._logger.error("%s failed (%s: %s); %s", self.what, type(exc).__name__, exc, action)
+        listener = self.listener
+        if listener is not None:
+            listener(exc)
 
     def succeeded(self) -> None:
         if not self._failures:

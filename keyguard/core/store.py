@@ -21,11 +21,12 @@ import abc
 import asyncio
 import builtins
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Self
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.records import AuditEvent, IdempotencyEntry, KeyRecord, KeyStatus, Page
+from keyguard.core.usage import DEFAULT_RETENTION_DAYS, UsageBatch, UsageTotals
 
 __all__ = ["KeyStore"]
 
@@ -119,6 +120,38 @@ class KeyStore(abc.ABC):
     @abc.abstractmethod
     def audit(self, *, key_id: str | None = None, limit: int = 100) -> builtins.list[AuditEvent]:
         """The newest audit events first, optionally for one key."""
+
+    # -- usage counts (see keyguard.core.usage) -------------------------------------------------
+    #: Whether this store keeps usage counts (:meth:`add_usage` / :meth:`usage_totals`).
+    keeps_usage: ClassVar[bool] = False
+
+    def add_usage(
+        self, batches: Sequence[UsageBatch], *, retention_days: int = DEFAULT_RETENTION_DAYS
+    ) -> None:
+        """Add every batch's increments to the stored counts (never overwrite: several
+        processes add up), keep the latest ``last_used_at``/``last_client`` per key (and move
+        the record's ``last_used_at`` forward, as :meth:`touch` does), and forget days older
+        than ``retention_days``. Batches of unknown keys are dropped. A batch whose
+        ``batch_id`` the store has applied already is skipped (a retry after a lost reply).
+        Raises :class:`~keyguard.core.errors.StoreUnavailable` when nothing could be written
+        *for sure*; the caller then keeps the batches and tries again later."""
+        raise ConfigurationError(f"{type(self).__name__} does not keep usage counts")
+
+    async def aadd_usage(
+        self, batches: Sequence[UsageBatch], *, retention_days: int = DEFAULT_RETENTION_DAYS
+    ) -> None:
+        """Async :meth:`add_usage`."""
+        if self.in_process:
+            self.add_usage(batches, retention_days=retention_days)
+        else:
+            await asyncio.to_thread(self.add_usage, batches, retention_days=retention_days)
+
+    def usage_totals(
+        self, *, key_id: str | None = None, owner: str | None = None, since: str
+    ) -> UsageTotals:
+        """The counts of ``key_id`` — or of every key ``owner`` has now, summed — from ISO day
+        ``since`` on (exactly one of the two is given)."""
+        raise ConfigurationError(f"{type(self).__name__} does not keep usage counts")
 
     # -- deployment settings ---------------------------------------------------------------
     @abc.abstractmethod

@@ -77,6 +77,12 @@ from keyguard.core.keycache import CacheEntry, CacheStats, KeyCache
 from keyguard.core.keylimits import KeyLimits, owner_bucket
 from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat
 from keyguard.core.lookup_budget import LookupBudget
+from keyguard.core.observe import (
+    RequestObserver,
+    observed_averify,
+    observed_nowait,
+    observed_verify,
+)
 from keyguard.core.pepper import StoreCheck
 from keyguard.core.policy import RouteMatch, RoutePolicy
 from keyguard.core.ratelimit import (
@@ -168,6 +174,10 @@ class Verifier(KeyLimits):
       service sees.
     * ``clock`` — the wall clock for expiry and rotation grace, wrapped in a
       :class:`~keyguard.core.clock.Ratchet` so that it never goes backwards.
+    * ``observer`` — events and usage counting (a :class:`keyguard.observability.Observer`;
+      see :mod:`keyguard.core.observe`). ``None`` (default): the request path pays one
+      attribute check for it. An observer that counts usage also keeps ``last_used_at``, so
+      the verifier's own ``touch`` writes stop.
     """
 
     def __init__(
@@ -198,6 +208,7 @@ class Verifier(KeyLimits):
         stale_if_error: float = 0.0,
         clock: Clock = time.time,
         monotonic: Clock = time.monotonic,
+        observer: RequestObserver | None = None,
     ) -> None:
         if cache_ttl < 0 or negative_cache_ttl < 0:
             raise ConfigurationError("cache TTLs must be >= 0")
@@ -274,6 +285,10 @@ class Verifier(KeyLimits):
         # store is unreachable now; a mismatch at startup raises.
         self._pepper = StoreCheck(store, self.hasher, write=not read_only)
         store.subscribe_invalidations(self.invalidate)
+        #: The observer of every request (events, usage), or ``None``.
+        self.observer = observer
+        if observer is not None:
+            self._store_incident.listener = getattr(observer, "store_failed", None)
 
     # -- cache control --------------------------------------------------------------------
     def invalidate(self, key_id: str | None = None) -> None:
@@ -385,6 +400,9 @@ class Verifier(KeyLimits):
     def _due_touch(self, key_id: str, now: float) -> bool:
         if self.read_only:
             return False
+        observer = self.observer
+        if observer is not None and observer.owns_last_used:
+            return False  # usage counting writes last_used_at with its flushes
         with self._lock:
             last = self._touched.get(key_id)
             if last is not None and now - last < self.touch_interval:
@@ -560,6 +578,11 @@ class Verifier(KeyLimits):
         lookup budget; they are only looked at when the store would be read or authentication
         fails.
         """
+        observer = self.observer
+        if observer is not None:
+            return observed_verify(
+                self, observer, authorization, method, path, required, peer, forwarded_for, False
+            )[0]
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC
@@ -584,6 +607,12 @@ class Verifier(KeyLimits):
 
         ASGI adapters call this first: on the common path it saves creating coroutines.
         """
+        observer = self.observer
+        if observer is not None:
+            outcome = observed_nowait(
+                self, observer, authorization, method, path, None, None, False
+            )
+            return None if outcome is None else outcome[0]
         route = self.match(method, path)
         if route.requirement is None:
             return d.ALLOW_PUBLIC
@@ -703,6 +732,12 @@ class Verifier(KeyLimits):
         forwarded_for: str | bytes | None = None,
     ) -> Decision:
         """Async :meth:`verify`."""
+        observer = self.observer
+        if observer is not None:
+            outcome = await observed_averify(
+                self, observer, authorization, method, path, required, peer, forwarded_for, False
+            )
+            return outcome[0]
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC

@@ -53,6 +53,7 @@ from keyguard.management.validation import (
     Timestamp,
     Unset,
 )
+from keyguard.observability.events import Emitter
 from keyguard.stores.base import KeyStore
 
 __all__ = [
@@ -91,6 +92,10 @@ class KeyManager(KeyLifecycle):
     * ``read_only`` — never write to the store (not even the pepper fingerprint); every
       mutation raises :class:`~keyguard.core.errors.ConfigurationError`. For diagnostics and
       the CLI's read-only commands.
+    * ``events`` — an :class:`~keyguard.observability.events.Emitter` that receives a
+      lifecycle event (``key_created``, ``key_rotated``, ``key_revoked``, ``key_updated``,
+      ``key_suspended``, ``key_resumed``) after each committed change, with the actor and the
+      escaped reason; never a secret.
 
     ``store`` is a :class:`~keyguard.stores.base.KeyStore` or a store URL; a store opened from a
     URL is owned (and closed) by the manager. The manager is a context manager.
@@ -110,6 +115,7 @@ class KeyManager(KeyLifecycle):
         default_rate_limit: str | None = None,
         read_only: bool = False,
         clock: Clock = time.time,
+        events: Emitter | None = None,
     ) -> None:
         super().__init__(
             store,
@@ -123,6 +129,7 @@ class KeyManager(KeyLifecycle):
             default_rate_limit=default_rate_limit,
             read_only=read_only,
             clock=clock,
+            events=events,
         )
 
     def __enter__(self) -> KeyManager:
@@ -253,6 +260,7 @@ class KeyManager(KeyLifecycle):
                     logger.warning("key id collision on create (attempt %d); retrying", attempt + 1)
                     continue
                 logger.info("key %s: create by %s", record.key_id, actor)
+                self._emit("create", record, actor, event.details, now)
                 return CreatedKey(record, generated.plaintext)
         raise KeyExists(f"could not allocate a fresh key id in {_CREATE_ATTEMPTS} attempts")
 

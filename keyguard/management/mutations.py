@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,6 +37,8 @@ from keyguard.management.authority import Verdict, authorize, may_manage
 from keyguard.management.idempotency import Idempotency, replay_error
 from keyguard.management.reader import DEFAULT_EXPIRING_SOON, KeyReader
 from keyguard.management.validation import MAX_ACTOR_LENGTH, Duration, Timestamp
+from keyguard.observability.events import Emitter
+from keyguard.observability.lifecycle import lifecycle_event
 from keyguard.stores.base import KeyStore
 
 __all__ = ["Change", "CreatedKey", "Idempotent", "KeyMutator", "Parent", "parent_id"]
@@ -103,7 +105,10 @@ class KeyMutator(KeyReader):
         default_rate_limit: str | None = None,
         read_only: bool = False,
         clock: Clock = time.time,
+        events: Emitter | None = None,
     ) -> None:
+        #: Where lifecycle events go (``key_created``, ``key_revoked``…), or ``None``.
+        self.events = events
         for what, value in (("max_lifetime", max_lifetime), ("default_lifetime", default_lifetime)):
             if value is not None and (v.seconds(value, what) <= 0):
                 raise ConfigurationError(f"{what} must be positive")
@@ -212,10 +217,23 @@ class KeyMutator(KeyReader):
                 logger.info("concurrent update of %s; retrying %s", key_id, action)
                 continue
             logger.info("key %s: %s by %s", record.key_id, action, actor)
+            self._emit(action, record, actor, details, now)
             return record, True
         raise ConflictError(
             f"key {key_id} kept changing concurrently; gave up after {_UPDATE_ATTEMPTS} attempts"
         )
+
+    def _emit(
+        self, action: str, record: KeyRecord, actor: str, details: Mapping[str, Any], now: float
+    ) -> None:
+        """The lifecycle event of a committed change (after the commit: never for a change
+        that did not happen)."""
+        events = self.events
+        if events is None:
+            return
+        event = lifecycle_event(action, record, actor, details, now)
+        if event is not None:
+            events.emit(event)
 
     @contextlib.contextmanager
     def _refusals(

@@ -31,6 +31,7 @@ from keyguard.stores.base import MAX_PAGE_SIZE, KeyStore
 if TYPE_CHECKING:
     from keyguard.core.decision import Decision
     from keyguard.core.verifier import Verifier
+    from keyguard.observability.model import UsageReport
 
 __all__ = ["DEFAULT_EXPIRING_SOON", "KeyReader", "suspension"]
 
@@ -219,6 +220,38 @@ class KeyReader:
             )
         decision = verifier.authenticate(f"UserKey {plaintext}", restrictions=False)
         return suspension(decision)
+
+    # -- usage ---------------------------------------------------------------------------------
+    def usage(self, key_id: str, *, days: int = 30) -> UsageReport:
+        """Requests made with ``key_id`` over the last ``days`` UTC days (today included), per
+        day by status class and by route template, with its last use and client address.
+
+        Counts come from the store: requests reach it when the counting process flushes (every
+        few seconds, see :class:`~keyguard.observability.usage.UsageCounter`).
+        :class:`~keyguard.core.errors.KeyNotFound` for an unknown key."""
+        from keyguard.observability.report import build_report, check_days, first_day
+
+        days = check_days(days)
+        record = self.get(key_id)
+        now = self._clock()
+        totals = self.store.usage_totals(key_id=record.key_id, since=first_day(now, days))
+        return build_report(
+            totals, days=days, now=now, key_id=record.key_id, last_used_at=record.last_used_at
+        )
+
+    def owner_usage(self, owner: str, *, days: int = 30) -> UsageReport:
+        """:meth:`usage` summed over every key ``owner`` has (revoked and expired ones
+        included: their requests happened)."""
+        from keyguard.observability.report import build_report, check_days, first_day
+
+        days = check_days(days)
+        name = v.owner(owner)
+        if name is None:
+            raise ConfigurationError("owner must be a non-empty string")
+        self._ready()
+        now = self._clock()
+        totals = self.store.usage_totals(owner=name, since=first_day(now, days))
+        return build_report(totals, days=days, now=now, owner=name)
 
     def _status(self, status: KeyStatus | str | None) -> KeyStatus | None:
         if status is None or isinstance(status, KeyStatus):

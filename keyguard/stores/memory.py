@@ -9,7 +9,8 @@ from __future__ import annotations
 import builtins
 import threading
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import replace
 
 from keyguard.core.errors import ConfigurationError, ConflictError, KeyExists, KeyNotFound
@@ -20,6 +21,12 @@ from keyguard.core.records import (
     KeyStatus,
     Page,
     dumps_metadata,
+)
+from keyguard.core.usage import (
+    DEFAULT_RETENTION_DAYS,
+    UsageBatch,
+    UsageTotals,
+    cutoff_day,
 )
 from keyguard.stores._idempotency import already_processed, check_entry
 from keyguard.stores.base import (
@@ -37,12 +44,18 @@ class MemoryStore(KeyStore):
 
     scheme = "memory"
     in_process = True
+    keeps_usage = True
 
     def __init__(self, *, max_audit: int = 100_000) -> None:
         self._records: dict[str, KeyRecord] = {}
         self._audit: deque[AuditEvent] = deque(maxlen=max_audit)
         self._settings: dict[str, str] = {}
         self._idempotency: dict[tuple[str, str], IdempotencyEntry] = {}
+        # Usage: key id -> ISO day -> field -> count; key id -> (last used, last client);
+        # the ids of recently applied batches (a retried batch is skipped).
+        self._usage: dict[str, dict[str, Counter[str]]] = {}
+        self._usage_last: dict[str, tuple[float, str | None]] = {}
+        self._batches: OrderedDict[str, None] = OrderedDict()
         self._claims: dict[str, float] = {}  # notification marker -> expires at
         self._lock = threading.Lock()
 
@@ -165,6 +178,62 @@ class MemoryStore(KeyStore):
         out = [e for e in reversed(events) if key_id is None or e.key_id == key_id]
         return out[:limit]
 
+    # -- usage ---------------------------------------------------------------------------------
+    def add_usage(
+        self, batches: Sequence[UsageBatch], *, retention_days: int = DEFAULT_RETENTION_DAYS
+    ) -> None:
+        oldest = cutoff_day(time.time(), retention_days)
+        with self._lock:
+            for batch in batches:
+                if batch.batch_id:
+                    if batch.batch_id in self._batches:
+                        continue
+                    self._batches[batch.batch_id] = None
+                    if len(self._batches) > _REMEMBERED_BATCHES:
+                        self._batches.popitem(last=False)
+                rec = self._records.get(batch.key_id)
+                if rec is None:
+                    continue
+                days = self._usage.setdefault(batch.key_id, {})
+                for day, fields in batch.counts.items():
+                    if day >= oldest:
+                        days.setdefault(day, Counter()).update(fields)
+                at = batch.last_used_at
+                if at is not None:
+                    last = self._usage_last.get(batch.key_id)
+                    if last is None or last[0] < at:
+                        self._usage_last[batch.key_id] = (at, batch.last_client)
+                    if rec.last_used_at is None or rec.last_used_at < at:
+                        self._records[batch.key_id] = replace(rec, last_used_at=at)
+            for days in self._usage.values():
+                for day in [d for d in days if d < oldest]:
+                    del days[day]
+
+    def usage_totals(
+        self, *, key_id: str | None = None, owner: str | None = None, since: str
+    ) -> UsageTotals:
+        if (key_id is None) == (owner is None):
+            raise ConfigurationError("give exactly one of key_id and owner")
+        with self._lock:
+            if key_id is not None:
+                ids = [key_id]
+            else:
+                ids = [k for k, r in self._records.items() if r.owner == owner]
+            total: dict[str, Counter[str]] = {}
+            last: tuple[float, str | None] | None = None
+            for kid in ids:
+                for day, fields in self._usage.get(kid, {}).items():
+                    if day >= since:
+                        total.setdefault(day, Counter()).update(fields)
+                seen = self._usage_last.get(kid)
+                if seen is not None and (last is None or seen[0] > last[0]):
+                    last = seen
+        return UsageTotals(
+            days={d: dict(c) for d, c in total.items()},
+            last_used_at=None if last is None else last[0],
+            last_client=None if last is None else last[1],
+        )
+
     def get_setting(self, name: str) -> str | None:
         return self._settings.get(name)
 
@@ -193,6 +262,10 @@ class MemoryStore(KeyStore):
 
     def __repr__(self) -> str:
         return f"MemoryStore(keys={len(self._records)})"
+
+
+#: How many applied batch ids a memory store remembers (a retry comes within seconds).
+_REMEMBERED_BATCHES = 100_000
 
 
 def _check_event(event: AuditEvent | None) -> None:

@@ -69,6 +69,7 @@ from keyguard.stores.redis_codec import (
 )
 from keyguard.stores.redis_invalidation import InvalidationListener
 from keyguard.stores.redis_listing import RedisListing
+from keyguard.stores.redis_usage import RedisUsage
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -83,7 +84,7 @@ _PREFIX_CHARS: Final = frozenset(
 )
 
 
-class RedisStore(RedisListing, KeyStore):
+class RedisStore(RedisListing, RedisUsage, KeyStore):
     """Keys in Redis (see the module docstring for the layout and the failure model).
 
     ``url`` is ``redis://[:password@]host:6379/0``, ``rediss://…`` (TLS), or

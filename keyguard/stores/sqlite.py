@@ -63,6 +63,7 @@ from keyguard.stores.sqlite_schema import (
     encode,
     remember,
 )
+from keyguard.stores.sqlite_usage import SQLiteUsage
 
 __all__ = ["COLUMNS", "MEMORY", "MIGRATIONS", "SQLiteStore"]
 
@@ -136,7 +137,7 @@ def _close_quietly(conn: sqlite3.Connection) -> None:
         conn.close()
 
 
-class SQLiteStore(KeyStore):
+class SQLiteStore(SQLiteUsage, KeyStore):
     """Keys in a SQLite file.
 
     ``path`` is the database file (its directory must exist) or ``":memory:"`` for a private

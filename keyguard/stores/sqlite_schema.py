@@ -106,6 +106,35 @@ MIGRATIONS: Final[list[tuple[str, ...]]] = [
         """,
         "CREATE INDEX keyguard_notifications_expires ON keyguard_notifications (expires_at)",
     ),
+    (
+        # Usage counts (keyguard.stores.sqlite_usage): one row per key, UTC day and field
+        # (``s:2xx``, ``r:GET /agents``), only ever incremented; the latest use of each key.
+        """
+        CREATE TABLE keyguard_usage (
+            key_id TEXT NOT NULL,
+            day TEXT NOT NULL,
+            field TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            PRIMARY KEY (key_id, day, field)
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX keyguard_usage_day ON keyguard_usage (day)",
+        """
+        CREATE TABLE keyguard_usage_last (
+            key_id TEXT NOT NULL PRIMARY KEY,
+            at REAL NOT NULL,
+            client TEXT
+        )
+        """,
+        # Ids of the batches applied in the last day: a batch is never applied twice.
+        """
+        CREATE TABLE keyguard_usage_batches (
+            batch_id TEXT NOT NULL PRIMARY KEY,
+            at REAL NOT NULL
+        )
+        """,
+        "CREATE INDEX keyguard_usage_batches_at ON keyguard_usage_batches (at)",
+    ),
 ]
 
 #: The columns of ``keyguard_keys``, one per KeyRecord field, in field order.

@@ -1,5 +1,5 @@
-"""The demo serves the dashboard at /keyguard, counts its requests for the charts, and says
-where the dashboard is."""
+"""The demo serves the dashboard at /keyguard, counts its requests into the key store for the
+charts, and says where the dashboard is."""
 
 from __future__ import annotations
 
@@ -37,9 +37,11 @@ def test_the_demo_mounts_the_dashboard_and_charts_real_requests() -> None:
         assert client.get("/agents/nope", headers=auth).status_code == 404
         assert client.post("/agents", headers=auth).status_code == 403  # keyguard refused
         page = b.get(f"/keys/{made.split('_')[1]}").text
+    app.state.keyguard.observer.close()
     assert 'data-total="2xx">3<' in page
-    assert 'data-total="4xx">1<' in page  # the app's 404; keyguard's 403 is not counted here
+    assert 'data-total="4xx">2<' in page  # the app's 404 and keyguard's own 403
     assert 'data-route-count="GET /agents">3<' in page
+    assert 'data-route-count="POST /agents">1<' in page
     assert app.state.dashboard.prefix == DASHBOARD_PREFIX
 
 

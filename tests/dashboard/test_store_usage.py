@@ -11,6 +11,7 @@ import pytest
 from keyguard.dashboard import Dashboard, ManagerUsage, UsageSource
 from keyguard.dashboard.usage import day_of
 from keyguard.management import KeyManager
+from keyguard.management.reader import KeyReader
 from keyguard.observability.model import STATUS_CLASSES, UsageDay, UsageReport
 from tests.dashboard.support import SECRET, T0, browser, make_world
 
@@ -93,6 +94,7 @@ def test_the_dashboard_reads_the_store_counters_by_default(counts: Counts) -> No
 
 
 def test_a_manager_without_usage_reading_gets_no_charts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(KeyManager, "usage", raising=False)
+    # (KeyManager inherits usage() from KeyReader, where it is defined.)
+    monkeypatch.delattr(KeyReader, "usage", raising=False)
     world = make_world()
     assert Dashboard(world.api, secret=SECRET).usage is None

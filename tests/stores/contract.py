@@ -30,6 +30,7 @@ from keyguard.core.hashing import Hasher
 from keyguard.core.pepper import PEPPER_SETTING, check_store
 from keyguard.core.records import AuditEvent, KeyRecord, KeyStatus
 from keyguard.stores.base import MAX_PAGE_SIZE, KeyStore
+from tests.stores.usage_contract import UsageContract
 
 StoreFactory = Callable[[], KeyStore]
 
@@ -85,7 +86,7 @@ def all_pages(store: KeyStore, *, limit: int, **filters: Any) -> list[KeyRecord]
     raise AssertionError("pagination does not terminate")
 
 
-class StoreContract:
+class StoreContract(UsageContract):
     """Every behaviour of :class:`~keyguard.stores.base.KeyStore` that callers rely on."""
 
     @pytest.fixture

@@ -5,7 +5,8 @@ findings pass the ``--fail-on`` threshold — a number (fail when there are more
 that; the default 0 fails on any), a severity (fail when any finding is at least that severe)
 or ``never`` — so a CI job can run it on a schedule; 0 otherwise; 2 for usage errors.
 ``--usage FILE`` feeds scope usage counted elsewhere (see :mod:`keyguard.abuse.usage`), which
-adds the ``unused_scopes`` finding and its narrower suggestion.
+adds the ``unused_scopes`` finding and its narrower suggestion; without it, the usage counted in
+the key store itself (:mod:`keyguard.observability.usage`) is used when there is any.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from keyguard.abuse.review import DAY, Review, ReviewPolicy, ReviewReport, Severity
-from keyguard.abuse.usage import MappingUsageSource, load_usage
-from keyguard.core.errors import ConfigurationError
+from keyguard.abuse.usage import MappingUsageSource, UsageSource, load_usage
+from keyguard.core.errors import ConfigurationError, KeyguardError
 from keyguard.management.cli import output as out
 from keyguard.management.cli.context import open_manager
 from keyguard.management.cli.errors import UsageError
 from keyguard.management.cli.values import parse_duration
 
 if TYPE_CHECKING:
+    from keyguard.core.store import KeyStore
     from keyguard.management.cli.parser import Subparsers
 
 __all__ = ["FailOn", "parse_fail_on", "register"]
@@ -92,6 +94,20 @@ def _usage(path: str | None) -> MappingUsageSource | None:
         raise UsageError(f"review: --usage {path!r}: {exc}") from None
 
 
+def _store_usage(store: KeyStore) -> UsageSource | None:
+    """The store's own usage counts, when usage counting has written to it (``usage=True``
+    on the adapters; see :mod:`keyguard.observability.sources`)."""
+    if not store.keeps_usage:
+        return None
+    from keyguard.observability.sources import StoreScopeUsage
+
+    source = StoreScopeUsage(store)
+    try:
+        return source if source.since is not None else None
+    except KeyguardError:
+        return None
+
+
 def _review(args: argparse.Namespace) -> int:
     if args.max_descendants < 0:
         raise UsageError("review: --max-descendants must be >= 0")
@@ -102,8 +118,11 @@ def _review(args: argparse.Namespace) -> int:
         max_descendants=args.max_descendants,
         usage_window=_positive(args.usage_window, "--usage-window"),
     )
-    usage = _usage(args.usage)
+    usage: UsageSource | None = _usage(args.usage)
     with open_manager(args, write=False) as manager:
+        store = getattr(manager, "store", None)  # a remote manager has none: no usage there
+        if usage is None and store is not None:
+            usage = _store_usage(store)
         review = Review(
             policy,
             usage=usage,
@@ -127,7 +146,7 @@ def _review(args: argparse.Namespace) -> int:
             f"key(s)" + (f": {summary}" if summary else "") + verdict
         )
         if usage is None:
-            out.note("scope usage not checked (no --usage source)")
+            out.note("scope usage not checked (no --usage source, no usage counted in the store)")
     return 1 if failed else 0
 
 

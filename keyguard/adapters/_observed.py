@@ -1,0 +1,218 @@
+"""The ASGI and WSGI middlewares' observed path: used instead of the plain one when the
+verifier has an observer (events, usage counting), and only then.
+
+A middleware built with such a verifier becomes, once, an instance of a subclass whose
+``__call__`` is the observed one (:func:`observed_class`), so that neither path pays for the
+choice per request. (An observer given to the verifier *after* the middleware was built is
+still told of every request, by the verifier itself, but without the application's status:
+admitted requests then count as answered 200.)
+
+It does what the plain path does (same checks through :mod:`keyguard.core.observe`, same
+denials, same headers, same scope and environ entries) and in addition reports the response
+status the application actually sent for each admitted request — from the
+``http.response.start`` message (ASGI; ``websocket.accept`` counts as 101, a close before it as
+403) or the ``start_response`` call (WSGI); an application that fails before answering counts
+as 500. Kept apart from ``asgi.py``/``wsgi.py`` so that the plain request path stays as it
+was: one attribute check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from keyguard.adapters._shared import ANONYMOUS
+from keyguard.core.addresses import join_field_lines
+from keyguard.core.observe import (
+    RequestObserver,
+    observed_averify,
+    observed_nowait,
+    observed_verify,
+)
+
+if TYPE_CHECKING:
+    from keyguard.adapters.asgi import KeyGuardMiddleware, Message, Receive, Scope, Send
+    from keyguard.adapters.wsgi import Environ, KeyGuardWSGIMiddleware, StartResponse
+
+__all__ = ["observed_class"]
+
+_AUTHORIZATION = b"authorization"
+_REQUEST_ID = b"x-request-id"
+_FORWARDED_FOR = b"x-forwarded-for"
+
+# The middleware modules import this one; their helpers are looked up once, on first use
+# (an import statement per request would cost microseconds).
+_asgi: Any = None
+_wsgi: Any = None
+
+
+def _asgi_module() -> Any:
+    global _asgi
+    from keyguard.adapters import asgi
+
+    _asgi = asgi
+    return asgi
+
+
+def _wsgi_module() -> Any:
+    global _wsgi
+    from keyguard.adapters import wsgi
+
+    _wsgi = wsgi
+    return wsgi
+
+
+async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
+    """:meth:`KeyGuardMiddleware.__call__`, observed."""
+    kind = scope["type"]
+    if kind != "http" and kind != "websocket":
+        await mw.app(scope, receive, send)
+        return
+    asgi = _asgi or _asgi_module()
+    verifier = mw.verifier
+    observer: RequestObserver = verifier.observer  # type: ignore[assignment]
+    authorization: list[bytes] = []
+    request_id: bytes | None = None
+    forwarded: list[bytes] = []
+    for name, value in scope["headers"]:
+        if name == _AUTHORIZATION:
+            authorization.append(value)
+        elif name == _REQUEST_ID:
+            request_id = value
+        elif name == _FORWARDED_FOR:
+            forwarded.append(value)
+    method = scope.get("method", "GET") if kind == "http" else "GET"
+    header = authorization[0] if len(authorization) == 1 else (authorization or None)
+    path = scope["path"]
+    peer = scope.get("client")
+    forwarded_for = join_field_lines(forwarded) if forwarded else None
+    outcome = observed_nowait(verifier, observer, header, method, path, peer, forwarded_for, True)
+    if outcome is None:
+        outcome = await observed_averify(
+            verifier, observer, header, method, path, None, peer, forwarded_for, True
+        )
+    decision, admission = outcome
+    if not decision.allowed:
+        if kind == "http":
+            await mw._deny_http(decision, request_id, send)
+        else:
+            await mw._deny_websocket(scope, decision, request_id, receive, send)
+        return
+    principal = decision.principal
+    scope["keyguard"] = principal
+    if mw.starlette_compat:
+        if principal is None:
+            scope["auth"] = asgi._ANONYMOUS_CREDENTIALS
+            scope["user"] = ANONYMOUS
+        else:
+            scope["auth"] = asgi.KeyGuardCredentials(principal)
+            scope["user"] = principal
+    extra = None
+    if kind == "http" and (decision.rate is not None or decision.extra_headers):
+        extra = decision.asgi_headers()
+    if admission is None:  # a public route: nothing to count
+        await mw.app(scope, receive, send if extra is None else asgi._with_headers(send, extra))
+        return
+    status = 0
+    inner = send
+
+    async def watch(message: Message) -> None:
+        # The response start: its status is counted, keyguard's headers added (one wrapper
+        # for both, as the plain path has one for the headers).
+        nonlocal status
+        if not status:
+            kind_of = message["type"]
+            if kind_of == "http.response.start":
+                status = int(message["status"])
+                if extra is not None:
+                    names = {k for k, _ in extra}
+                    headers = [kv for kv in message.get("headers", ()) if kv[0] not in names]
+                    headers.extend(extra)
+                    message["headers"] = headers
+            elif kind_of == "websocket.accept":
+                status = 101
+            elif kind_of in ("websocket.close", "websocket.http.response.start"):
+                status = int(message.get("status", 403))
+        await inner(message)
+
+    try:
+        await mw.app(scope, receive, watch)
+    finally:
+        observer.responded(admission, status or 500)
+
+
+def _wsgi_call(
+    mw: KeyGuardWSGIMiddleware, environ: Environ, start_response: StartResponse
+) -> Iterable[bytes]:
+    """:meth:`KeyGuardWSGIMiddleware.__call__`, observed."""
+    wsgi = _wsgi or _wsgi_module()
+    method = environ.get("REQUEST_METHOD", "GET")
+    peer = environ.get("REMOTE_ADDR")
+    forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
+    verifier = mw.verifier
+    observer: RequestObserver = verifier.observer  # type: ignore[assignment]
+    decision, admission = observed_verify(
+        verifier,
+        observer,
+        wsgi.authorization_from_environ(environ),
+        method,
+        wsgi.path_from_environ(environ),
+        None,
+        peer,
+        forwarded_for,
+        True,
+    )
+    if not decision.allowed:
+        result: Iterable[bytes] = wsgi.deny_response(mw.renderer, decision, environ, start_response)
+        return result
+    principal = decision.principal
+    environ[wsgi.PRINCIPAL_KEY] = principal
+    environ[wsgi.DECISION_KEY] = decision
+    extra = decision.headers
+    if admission is None:
+        return mw.app(
+            environ, wsgi._with_headers(start_response, extra) if extra else start_response
+        )
+    counted = False
+
+    def watch(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        # Counts the status, adds keyguard's headers (one wrapper for both).
+        nonlocal counted
+        if not counted:
+            counted = True
+            try:
+                code = int(status[:3])
+            except ValueError:
+                code = 500
+            observer.responded(admission, code)
+        if extra:
+            names = {k.lower() for k, _ in extra}
+            headers = [(k, v) for k, v in headers if k.lower() not in names]
+            headers.extend(extra)
+        return start_response(status, headers, exc_info)
+
+    try:
+        return mw.app(environ, watch)
+    except BaseException:
+        if not counted:
+            counted = True
+            observer.responded(admission, 500)
+        raise
+
+
+_CLASSES: dict[type, type] = {}
+
+
+def observed_class(cls: type) -> type:
+    """The observed subclass of :class:`~keyguard.adapters.asgi.KeyGuardMiddleware` or
+    :class:`~keyguard.adapters.wsgi.KeyGuardWSGIMiddleware` (``cls``), made once."""
+    made = _CLASSES.get(cls)
+    if made is None:
+        asgi = _asgi or _asgi_module()
+        call = _asgi_call if issubclass(cls, asgi.KeyGuardMiddleware) else _wsgi_call
+        made = _CLASSES[cls] = type(
+            f"Observed{cls.__name__}",
+            (cls,),
+            {"__call__": call, "__module__": cls.__module__, "__doc__": cls.__doc__},
+        )
+    return made
