@@ -13,10 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-# keyguard's event bus and the verifier's events come with the observability branch; until it
-# is merged there is nothing to attach the detectors to, and this module is skipped.
-pytest.importorskip("keyguard.observability.events", reason="the event bus is not merged yet")
-
 from keyguard.abuse.detectors import Detectors, NewNetworkDetector, WrongSecretDetector
 from keyguard.adapters.asgi import KeyGuardMiddleware
 from keyguard.adapters.wsgi import KeyGuardWSGIMiddleware
