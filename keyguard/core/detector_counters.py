@@ -153,8 +153,9 @@ class MemoryDetectorCounters:
     (a counter forgotten early only under-counts: a detector fires late, never falsely). Each
     counter is one flat array of 64-bit integers (its newest bucket, then a ring of eight
     counts, or ``keep`` for a fixed window) in an ordered dict under its name: measured with
-    ``tracemalloc``, about 330 bytes per counter with 30-character names, so the default cap
-    of 50,000 costs about 17 MB (``tests/abuse/test_detector_memory.py`` asserts the bound).
+    ``tracemalloc``, 300 to 320 bytes per counter with 24- to 40-character names, so the
+    default cap of 50,000 costs about 16 MB (``tests/abuse/test_detector_memory.py`` asserts
+    under 400 bytes).
     Thread-safe (one lock).
     """
 
