@@ -317,11 +317,15 @@ def create_app(
     if metrics is not None:
         routes.append(Route(METRICS_PATH, metrics.asgi_app(), methods=["GET"]))
         attach_metrics(verifier, metrics)
+    from keyguard.demo_detectors import attach_detectors
+
+    detectors = attach_detectors(verifier)  # anomalies logged and counted; nothing suspended
     app = Starlette(routes=routes, lifespan=lifespan(verifier))
     app.add_middleware(KeyGuardMiddleware, verifier=verifier)
     app.state.keyguard = verifier
     app.state.dashboard = dashboard
     app.state.metrics = metrics  # fed by keyguard's events (attach_metrics)
+    app.state.detectors = detectors
     return app
 
 

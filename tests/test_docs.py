@@ -96,6 +96,7 @@ EXCERPT_SOURCES = {
     "examples/dashboard/fastapi_app.py": "test_the_dashboard_examples_serve_the_dashboard",
     "examples/dashboard/flask_app.py": "test_the_dashboard_examples_serve_the_dashboard",
     "keyguard/dashboard/usage.py": "test_the_documented_usage_protocol",
+    "examples/detectors/setup.py": "test_the_detectors_example_suspends_after_wrong_secrets",
     "examples/observability/app.py": "test_the_observability_example_counts_and_reports",
     "keyguard/observability/model.py": "test_the_observability_example_counts_and_reports",
     "docs/deploy/webhook_receiver.py": "test_webhook_receiver_example_checks_signatures",
@@ -770,6 +771,45 @@ def test_the_documented_usage_protocol() -> None:
     assert "def daily_usage(" in documented
     assert "def top_routes(" in documented
     assert isinstance(MemoryUsage(), UsageSource)
+
+
+# -- anomaly detectors (docs/detectors.md) -------------------------------------------------------
+def test_the_detectors_example_suspends_after_wrong_secrets(tmp_path: Path) -> None:
+    from examples.detectors.setup import build
+    from keyguard.core.hashing import Hasher
+    from keyguard.core.records import KeyStatus
+    from keyguard.observability.model import Event, EventKind
+
+    url = f"sqlite:///{tmp_path / 'keyguard.db'}"
+    with KeyManager(url, hasher=Hasher(pepper_from_env=False)) as keys:
+        key_id = keys.create("ci", ["agents:read"], owner="acme").record.key_id
+    events: list[Event] = []
+    processes = [build(url, events.append) for _ in range(2)]  # two workers, one store
+    try:
+        for i in range(20):
+            processes[i % 2](
+                Event(
+                    EventKind.DENIED,
+                    at=time.time(),
+                    code="invalid_api_key",
+                    reason="wrong_secret",
+                    key_id=key_id,
+                    owner="acme",
+                    client="198.51.100.7",
+                )
+            )
+            processes[i % 2].flush(30)
+    finally:
+        for detectors in processes:
+            detectors.close()
+    (anomaly,) = events
+    assert (anomaly.kind, anomaly.detail["detector"], anomaly.owner) == (
+        EventKind.ANOMALY,
+        "wrong_secret",
+        "acme",
+    )
+    with KeyManager(url) as keys:
+        assert keys.get(key_id).status(time.time()) is KeyStatus.SUSPENDED
 
 
 def test_the_observability_example_counts_and_reports(

@@ -6,17 +6,22 @@
 * :mod:`keyguard.abuse.leaks` — whether a found key is live (its whole secret matches the
   store), and revoking it;
 * :mod:`keyguard.abuse.review` — ``keyguard review``: the least-privilege and hygiene report;
+* :mod:`keyguard.abuse.detectors` — anomaly detectors: event sinks that notice abuse (wrong
+  secrets for a real key id, refused keys used, new networks, usage spikes, scope probing,
+  failed authentications from one address), emit an ``ANOMALY`` event and optionally suspend
+  the key, off the request path;
 * :mod:`keyguard.abuse.alerts` — the secret-scanning alert receiver (GitHub's partner format,
   and a generic HMAC-signed webhook) that revokes leaked keys within seconds; it needs the
   ``scanning`` extra (``cryptography``) for GitHub's ECDSA signatures.
 
-Nothing here runs on the request path.
+Nothing here runs on the request path (the detectors' sink only queues an event).
 """
 
 from __future__ import annotations
 
 from keyguard.abuse.alerts import AlertReceiver, LeakAction, RevokeLeaked, SuspendLeaked
 from keyguard.abuse.apps import AlertASGIApp, AlertWSGIApp
+from keyguard.abuse.detectors import Detectors, detectors_from_config
 from keyguard.abuse.findings import Finding, ScanReport, Skipped
 from keyguard.abuse.history import GitError, HistoryScanner
 from keyguard.abuse.matching import KEY_REGEX, iter_keys, mask
@@ -30,6 +35,7 @@ __all__ = [
     "AlertASGIApp",
     "AlertReceiver",
     "AlertWSGIApp",
+    "Detectors",
     "FileScanner",
     "Finding",
     "GitError",
@@ -46,6 +52,7 @@ __all__ = [
     "Skipped",
     "SuspendLeaked",
     "UsageSource",
+    "detectors_from_config",
     "iter_keys",
     "mask",
 ]

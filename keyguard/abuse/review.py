@@ -14,8 +14,9 @@ unused         medium   not used for ``unused_for`` (default 30 days; from ``las
                         or never used since it was created that long ago
 many_children  medium   more than ``max_descendants`` active keys descend from it (default 10)
 unused_scopes  medium   with a :class:`~keyguard.abuse.usage.UsageSource`: it holds scopes no
-                        request needed in the last ``usage_window`` (default 30 days), or
-                        wildcards broader than what was needed; the narrower set is suggested
+                        request needed in the last ``usage_window`` (default 30 days; since
+                        its creation for a younger key), or wildcards broader than what was
+                        needed; the narrower set is suggested
 expiring_soon  low      it expires within ``expiring_within`` (default 7 days)
 ============== ======== =====================================================================
 
@@ -236,12 +237,13 @@ def usage_check(ctx: ReviewContext, record: KeyRecord) -> Iterable[ReviewFinding
     if ctx.usage is None or not record.scopes:
         return
     window = ctx.policy.usage_window
-    since = ctx.now - window
-    if record.created_at > since:
-        return  # younger than the window: too early to call a scope unused
+    # A key younger than the window is judged over its whole life: every request it ever
+    # made is known, so a scope it never needed is a fact, not a guess (the message says
+    # how long that life has been).
+    since = max(ctx.now - window, record.created_at)
     used = ctx.usage.scope_usage(record.key_id, since)
     if used is None or not any(used.values()):
-        return  # no data for the whole window, or no requests at all (that is "unused")
+        return  # no data for the whole period, or no requests at all (that is "unused")
     needed = sorted(s for s, n in used.items() if n > 0)
     kept = [s for s in needed if any(grant_satisfies(g, s, ctx.privileged) for g in record.scopes)]
     unused: list[str] = []
@@ -260,16 +262,21 @@ def usage_check(ctx: ReviewContext, record: KeyRecord) -> Iterable[ReviewFinding
     if broader:
         parts.append(f"{', '.join(broader)} is broader than what was needed")
     suggestion = ", ".join(kept) if kept else "no scopes (only authentication was needed)"
+    period = (
+        f"in the last {_days(window)}"
+        if since > record.created_at
+        else f"since it was created ({_days(ctx.now - record.created_at)} ago)"
+    )
     yield _finding(
         record,
         "unused_scopes",
         Severity.MEDIUM,
-        f"{'; '.join(parts)} in the last {_days(window)}: narrow it to {suggestion}",
+        f"{'; '.join(parts)} {period}: narrow it to {suggestion}",
         unused=unused,
         broader=broader,
         used=kept,
         suggested=kept,
-        window_days=round(window / DAY, 1),
+        window_days=round((ctx.now - since) / DAY, 1),
     )
 
 

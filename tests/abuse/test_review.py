@@ -107,6 +107,7 @@ def test_scopes_granted_but_unused_with_the_narrower_set(factory: KeyFactory) ->
     wild = healthy(factory, "agents:*", "tasks:read", created_at=NOW - 60 * DAY)
     exact = healthy(factory, "agents:read", created_at=NOW - 60 * DAY)
     young = healthy(factory, "agents:read", "agents:write", created_at=NOW - 5 * DAY)
+    idle = healthy(factory, "agents:read", "agents:write", created_at=NOW - 5 * DAY)
     source = usage(
         {
             reader.key_id: {"agents:read": 120},
@@ -117,7 +118,14 @@ def test_scopes_granted_but_unused_with_the_narrower_set(factory: KeyFactory) ->
     )
     report = review(factory, usage=source)
     by_key = {f.key_id: f for f in report.findings if f.kind == "unused_scopes"}
-    assert set(by_key) == {reader.key_id, wild.key_id}
+    assert set(by_key) == {reader.key_id, wild.key_id, young.key_id}
+    # A key younger than the window is judged over its whole life, and says so; one that
+    # made no request at all is "unused", not over-scoped.
+    assert by_key[young.key_id].details["unused"] == ["agents:write"]
+    assert by_key[young.key_id].details["window_days"] == 5.0
+    assert "since it was created (5 days ago)" in by_key[young.key_id].message
+    assert "in the last 30 days" in by_key[reader.key_id].message
+    assert idle.key_id not in by_key
     narrow = by_key[reader.key_id]
     assert narrow.details["unused"] == ["agents:write"]
     assert narrow.details["suggested"] == ["agents:read"]
@@ -207,6 +215,24 @@ def test_cli_json_names_the_over_scoped_key(run: Runner, db: Path, tmp_path: Pat
     assert data["failed"] is True
     assert data["keys_reviewed"] == 2
     assert hashlib.sha256(db.read_bytes()).hexdigest() == before  # read-only
+
+
+def test_cli_json_names_a_new_key_holding_write_that_only_ever_read(
+    run: Runner, db: Path, tmp_path: Path
+) -> None:
+    # The check as an operator runs it: a key created just now, used only to read.
+    with KeyManager(f"sqlite:///{db}", hasher=Hasher(pepper_from_env=False)) as keys:
+        key_id = keys.create("fresh-bot", ["agents:read", "agents:write"]).key_id
+    usage_file = tmp_path / "usage.json"
+    usage_file.write_text(
+        json.dumps({"since": "2000-01-01T00:00:00Z", "keys": {key_id: {"agents:read": 3}}})
+    )
+    r = run("review", "--json", "--usage", str(usage_file))
+    data = json.loads(r.out)
+    (scopes,) = [f for f in data["findings"] if f["kind"] == "unused_scopes"]
+    assert (scopes["key_id"], scopes["details"]["unused"]) == (key_id, ["agents:write"])
+    assert scopes["details"]["suggested"] == ["agents:read"]
+    assert "since it was created" in scopes["message"]
 
 
 def test_cli_fail_on_and_text(run: Runner, db: Path) -> None:
