@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,11 @@ from tests.adapters import wsgi_driver
 pytestmark = pytest.mark.slow
 
 POLICY = {"GET /agents": "agents:read", "GET /agents/{agent_id}": "agents:read"}
-TODAY = datetime.now(UTC).date()
+
+
+def today() -> date:
+    """Read when asserting: a module constant goes stale when a run crosses midnight UTC."""
+    return datetime.now(UTC).date()
 
 
 def _app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
@@ -97,8 +101,8 @@ def _run(url: str, jobs: list[tuple[int, float, int]]) -> str:
 def _counts(url: str, key_id: str) -> tuple[dict[str, int], Any]:
     with KeyManager(url, hasher=Hasher(pepper_from_env=False)) as manager:
         report = manager.usage(key_id, days=2)
-        totals = manager.store.usage_totals(key_id=key_id, since=TODAY.isoformat())
-    return dict(totals.days.get(TODAY.isoformat(), {})), report
+        totals = manager.store.usage_totals(key_id=key_id, since=today().isoformat())
+    return dict(totals.days.get(today().isoformat(), {})), report
 
 
 def _check_two_processes(url: str) -> None:
@@ -107,7 +111,7 @@ def _check_two_processes(url: str) -> None:
     fields, report = _counts(url, key_id)
     assert fields == _expected(600)
     assert report.total == 600
-    assert report.days[-1].day == TODAY
+    assert report.days[-1].day == today()
     assert report.last_client == "127.0.0.1"
 
 

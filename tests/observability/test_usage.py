@@ -27,7 +27,11 @@ POLICY = {
     "POST /agents": "agents:write",
     "POST /tasks/{task_id}/execute": ["tasks:execute", "agents:read"],
 }
-TODAY = datetime.now(UTC).date().isoformat()
+
+
+def today() -> str:
+    """Read when asserting: a module constant goes stale when a run crosses midnight UTC."""
+    return datetime.now(UTC).date().isoformat()
 
 
 def _fields(store: Any, key_id: str) -> dict[str, int]:
@@ -126,7 +130,7 @@ def test_the_report_through_the_key_manager() -> None:
     verifier.observer.close()  # type: ignore[union-attr]
     report = manager.usage(made.key_id, days=7)
     assert len(report.days) == 7
-    assert report.days[-1].day.isoformat() == TODAY
+    assert report.days[-1].day.isoformat() == today()
     assert report.total == 3
     assert dict(report.days[-1].by_status) == {"2xx": 3, "3xx": 0, "4xx": 0, "429": 0, "5xx": 0}
     assert dict(report.days[-1].by_route) == {"GET /agents": 2, "GET /agents/{agent_id}": 1}
@@ -214,7 +218,7 @@ def test_close_writes_what_is_pending() -> None:
         for _ in range(4):
             counter.count(key.key_id, "GET", "/agents", 200, "192.0.2.4")
     assert _fields(store, key.key_id)["s:2xx"] == 4
-    assert store.usage_totals(key_id=key.key_id, since=TODAY).last_client == "192.0.2.4"
+    assert store.usage_totals(key_id=key.key_id, since=today()).last_client == "192.0.2.4"
     assert counter.closed
 
 
@@ -225,7 +229,7 @@ def test_the_background_thread_flushes_every_interval() -> None:
     try:
         counter.count(key.key_id, "GET", "/agents", 200)
         deadline = time.monotonic() + 10
-        while not store.usage_totals(key_id=key.key_id, since=TODAY).days:
+        while not store.usage_totals(key_id=key.key_id, since=today()).days:
             assert time.monotonic() < deadline, "no flush within 10 s"
             time.sleep(0.02)
     finally:
@@ -280,7 +284,7 @@ def test_the_observer_counts_admitted_requests_as_200_when_no_response_is_seen()
     assert isinstance(observer, Observer)
     observer.close()
     assert _fields(store, key.key_id)["s:2xx"] == 1
-    assert store.usage_totals(key_id=key.key_id, since=TODAY).last_client == "203.0.113.9"
+    assert store.usage_totals(key_id=key.key_id, since=today()).last_client == "203.0.113.9"
 
 
 def test_counting_usage_stops_the_verifiers_own_touch_writes() -> None:
