@@ -606,12 +606,6 @@ class Verifier(KeyLimits):
             return observed_verify(
                 self, observer, authorization, method, path, required, peer, forwarded_for, False
             )[0]
-        # Most requests need no I/O: the same answer without it (see verify_nowait).
-        fast = self.verify_nowait(
-            authorization, method, path, required=required, peer=peer, forwarded_for=forwarded_for
-        )
-        if fast is not None:
-            return fast
         route = self.match(method, path)
         if route.requirement is None and required is None:
             return d.ALLOW_PUBLIC
