@@ -55,24 +55,40 @@ local function load(log_key, state_key, now, cost, write, base)
   local max_exact = tonumber(ARGV[base + 2])
   local nw = tonumber(ARGV[base + 3])
 
-  local last = tonumber(redis.call('HGET', state_key, 'last'))
-  if last and now < last then now = last end
-
-  local n
-  if write then
-    redis.call('HSET', state_key, 'last', fmt(now))
-    redis.call('ZREMRANGEBYSCORE', log_key, '-inf', fmt(now - max_exact))
-    n = redis.call('ZCARD', log_key)
-  else
-    n = redis.call('ZCOUNT', log_key, '(' .. fmt(now - max_exact), '+inf')
-  end
-
   local limits, periods, widths = {}, {}, {}
   for i = 1, nw do
     local b = base + 3 + (i - 1) * 3
     limits[i] = tonumber(ARGV[b + 1])
     periods[i] = tonumber(ARGV[b + 2])
     widths[i] = tonumber(ARGV[b + 3])
+  end
+
+  -- Every hash field this request may need, in one HMGET: the last time, the member sequence,
+  -- and per long window its ring fields and the bucket `now` falls in (read again below in
+  -- the rare case where the last time seen is later than `now`).
+  local want, at = {'last', 'seq'}, {}
+  for i = 1, nw do
+    local p = periods[i]
+    if widths[i] > 0 and not at[p] then
+      local pre = 'b' .. fmt(p) .. ':'
+      at[p] = #want + 1
+      want[#want + 1] = pre .. 'lo'
+      want[#want + 1] = pre .. 'hi'
+      want[#want + 1] = pre .. 't'
+      want[#want + 1] = pre .. 'rel'
+      want[#want + 1] = pre .. fmt(fdiv(now, widths[i]))
+    end
+  end
+  local got = redis.call('HMGET', state_key, unpack(want))
+  local last = tonumber(got[1])
+  if last and now < last then now = last end
+
+  local n
+  if write then
+    redis.call('ZREMRANGEBYSCORE', log_key, '-inf', fmt(now - max_exact))
+    n = redis.call('ZCARD', log_key)
+  else
+    n = redis.call('ZCOUNT', log_key, '(' .. fmt(now - max_exact), '+inf')
   end
 
   -- Long windows: fields b<period>:lo (index of the oldest bucket), :hi (the newest), :t (total
@@ -83,10 +99,11 @@ local function load(log_key, state_key, now, cost, write, base)
     local p = periods[i]
     local ring = rings[p]
     if ring then return ring end
-    local pre = 'b' .. fmt(p) .. ':'
-    local v = redis.call('HMGET', state_key, pre .. 'lo', pre .. 'hi', pre .. 't', pre .. 'rel')
-    ring = {pre = pre, width = widths[i], lo = tonumber(v[1]), hi = tonumber(v[2]),
-            total = tonumber(v[3]) or 0, rel = tonumber(v[4])}
+    local pre, k = 'b' .. fmt(p) .. ':', at[p]
+    ring = {pre = pre, width = widths[i], lo = tonumber(got[k]), hi = tonumber(got[k + 1]),
+            total = tonumber(got[k + 2]) or 0, rel = tonumber(got[k + 3])}
+    -- The bucket `now` falls in, as read (nil if `now` moved to a later bucket: read then).
+    if want[k + 4] == pre .. fmt(fdiv(now, ring.width)) then ring.cur = got[k + 4] or false end
     rings[p] = ring
     if ring.lo and now >= (ring.rel or 0) then
       local j, newlo = ring.lo, nil
@@ -137,7 +154,16 @@ local function load(log_key, state_key, now, cost, write, base)
   end
   return {log_key = log_key, state_key = state_key, now = now, ttl = ttl,
           max_exact = max_exact, nw = nw, limits = limits, periods = periods, widths = widths,
-          rings = rings, used = used, allowed = allowed}
+          rings = rings, used = used, allowed = allowed, seq = tonumber(got[2]) or 0,
+          write = write}
+end
+
+-- The hash fields a hit writes, in one HSET: the last time seen, and whatever admit() set.
+local function save(b, sets)
+  if not b.write then return end
+  sets[#sets + 1] = 'last'
+  sets[#sets + 1] = fmt(b.now)
+  redis.call('HSET', b.state_key, unpack(sets))
 end
 
 -- The k-th oldest unit inside exact window i of bucket b (k >= 1).
@@ -147,14 +173,16 @@ local function kth(b, i, k)
   return tonumber(r[2])
 end
 
--- An admitted request: consumes `cost` units when `take`, then appends remaining and reset per
--- window to `out`.
-local function admit(b, cost, take, out)
+-- An admitted request: consumes `cost` units when `take` (the hash fields to write go to
+-- `sets`), then appends remaining and reset per window to `out`.
+local function admit(b, cost, take, out, sets)
   local now, state_key, taken = b.now, b.state_key, 0
   if take then
     taken = cost
     if b.max_exact > 0 then
-      local seq = redis.call('HINCRBY', state_key, 'seq', cost)
+      local seq = b.seq + cost
+      sets[#sets + 1] = 'seq'
+      sets[#sets + 1] = fmt(seq)
       local s = fmt(now)
       local i = 0
       while i < cost do
@@ -171,15 +199,23 @@ local function admit(b, cost, take, out)
     for p, ring in pairs(b.rings) do
       local idx = fdiv(now, ring.width)
       local f = ring.pre .. fmt(idx)
-      local _, units = bucket(state_key, f)
-      redis.call('HSET', state_key, f, fmt(now) .. ':' .. fmt((units or 0) + cost))
+      local units
+      if ring.cur == nil then
+        units = select(2, bucket(state_key, f))
+      elseif ring.cur then
+        units = tonumber(string.match(ring.cur, ':(%d+)$'))
+      end
       ring.total = ring.total + cost
       if not ring.lo then ring.lo = idx end
       -- The bucket's units now leave the window with this one.
       if ring.lo == idx then ring.rel = now + p end
       ring.hi = idx
-      redis.call('HSET', state_key, ring.pre .. 'lo', fmt(ring.lo), ring.pre .. 'hi', fmt(idx),
-                 ring.pre .. 't', fmt(ring.total), ring.pre .. 'rel', fmt(ring.rel))
+      local n = #sets
+      sets[n + 1], sets[n + 2] = f, fmt(now) .. ':' .. fmt((units or 0) + cost)
+      sets[n + 3], sets[n + 4] = ring.pre .. 'lo', fmt(ring.lo)
+      sets[n + 5], sets[n + 6] = ring.pre .. 'hi', fmt(idx)
+      sets[n + 7], sets[n + 8] = ring.pre .. 't', fmt(ring.total)
+      sets[n + 9], sets[n + 10] = ring.pre .. 'rel', fmt(ring.rel)
     end
   end
   for i = 1, b.nw do
@@ -275,15 +311,16 @@ if prev then return prev end
 local cost = tonumber(ARGV[2])
 local hit = ARGV[3] == '1'
 local b = load(KEYS[1], KEYS[2], clock(ARGV[1]), cost, hit, 4)
-local out = {0, 0, 0}
+local out, sets = {0, 0, 0}, {}
 if b.allowed then
   out[1] = 1
-  admit(b, cost, hit, out)
+  admit(b, cost, hit, out, sets)
 else
   local mask, retry, never = refuse(b, cost, out, 1)
   if never then out[2] = -1 else out[2] = math.max(retry, 1) end
   out[3] = mask
 end
+save(b, sets)
 if hit then touch(b) end
 remember(done, out, ARGV[4])
 return out
@@ -304,16 +341,16 @@ if prev then return prev end
 local now, cost = clock(ARGV[1]), tonumber(ARGV[2])
 local k = load(KEYS[1], KEYS[2], now, cost, true, 3)
 local o = load(KEYS[3], KEYS[4], now, cost, true, 6 + 3 * k.nw)
-local out = {0, 0, 0}
+local out, ksets, osets = {0, 0, 0}, {}, {}
 if k.allowed and o.allowed then
   out[1] = 1
-  admit(k, cost, true, out)
-  admit(o, cost, true, out)
+  admit(k, cost, true, out, ksets)
+  admit(o, cost, true, out, osets)
 else
   local retry, never, mask, bit = 0, false, 0, 1
   for _, b in ipairs({k, o}) do
     if b.allowed then
-      admit(b, cost, false, out)
+      admit(b, cost, false, out, {})
     else
       local m, r, nv = refuse(b, cost, out, bit)
       mask = mask + m
@@ -325,6 +362,8 @@ else
   if never then out[2] = -1 else out[2] = math.max(retry, 1) end
   out[3] = mask
 end
+save(k, ksets)
+save(o, osets)
 touch(k)
 touch(o)
 remember(done, out, ARGV[3])

@@ -145,6 +145,15 @@ def test_redis_and_memory_agree_on_generated_traces(
     replay(module_limiter, uuid.uuid4().hex, windows, events)
 
 
+def test_a_clock_stepping_back_into_an_unread_bucket_is_agreed_on(
+    module_limiter: RedisRateLimiter,
+) -> None:
+    """Found by the trace property: the script assigned a Lua global on this path (refused by
+    Redis, so the limiter failed closed) when a hit landed in a bucket it had not read."""
+    events = [(-30, 2, False), (-30, 1, False)]
+    replay(module_limiter, uuid.uuid4().hex, (Window(1, 7200, name="w0"),), events)
+
+
 def test_redis_and_memory_agree_on_a_dense_default_trace(
     limiter: RedisRateLimiter, server: redis.Redis
 ) -> None:
