@@ -179,6 +179,25 @@ def evaluate(groups: Groups) -> list[Goal]:
         Goal("fastapi-documented", "FastAPI, documented way (dependency), full path ≤ 5 µs"),
         fastapi_absolute,
     )
+
+    def fastapi_middleware(g: Goal) -> Goal:
+        over = rows.overhead(a, L.F_KG_MIDDLEWARE)
+        g.value, g.limit, g.met = over, 5.0, over <= 5.0
+        g.measured = (
+            f"KeyGuardMiddleware + route policy, full path: {over:+.2f} µs over bare FastAPI"
+        )
+        return g
+
+    # The other way to protect a FastAPI app: the middleware with a route policy (the endpoint
+    # reads request.user). FastAPI solving any dependency costs more than 5 µs by itself (see
+    # the hand-written dependency floor), so this is the way the 5 µs goal can be met.
+    add(
+        Goal(
+            "fastapi-middleware",
+            "FastAPI, keyguard middleware with a route policy, full path ≤ 5 µs",
+        ),
+        fastapi_middleware,
+    )
     add(
         Goal("fastapi-vs-apikeyheader", "keyguard's dependency cheaper than APIKeyHeader's"),
         lambda g: _ratio_goal(

@@ -42,6 +42,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Mapping
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from keyguard.adapters._extras import require_extra
@@ -57,7 +58,12 @@ from keyguard.adapters._shared import (
     load_object,
     policy_from_settings,
 )
-from keyguard.adapters.wsgi import PRINCIPAL_KEY, environ_facts
+from keyguard.adapters.wsgi import (
+    PRINCIPAL_KEY,
+    authorization_from_environ,
+    environ_facts,
+    path_from_environ,
+)
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
@@ -84,6 +90,8 @@ EXTENSION_KEY: Final = "keyguard"
 CONFIG_PREFIX: Final = "KEYGUARD_"
 
 _HEADERS_KEY: Final = "keyguard.headers"
+_first = itemgetter(0)
+_lower = str.lower
 
 View = TypeVar("View", bound=Callable[..., Any])
 
@@ -108,9 +116,8 @@ class _AppState:
         if not decision.allowed:
             return self.deny(decision, environ)
         environ[PRINCIPAL_KEY] = decision.principal
-        extra = decision.headers
-        if extra:
-            environ.setdefault(_HEADERS_KEY, []).extend(extra)
+        if decision.rate is not None or decision.extra_headers:
+            environ.setdefault(_HEADERS_KEY, []).extend(decision.headers)
         return None
 
     def before_request(self) -> Response | None:
@@ -118,13 +125,26 @@ class _AppState:
         if verifier.policy is None:
             return None  # decorator mode: only @require_scopes views are guarded
         environ = request.environ
-        return self.accept(verifier.verify(**environ_facts(environ)), environ)
+        # environ_facts() spelled out: no dict to build and unpack on every request.
+        decision = verifier.verify(
+            authorization_from_environ(environ),
+            environ.get("REQUEST_METHOD", "GET"),
+            path_from_environ(environ),
+            peer=environ.get("REMOTE_ADDR"),
+            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
+        )
+        return self.accept(decision, environ)
 
     def after_request(self, response: Response) -> Response:
         headers: list[tuple[str, str]] | None = request.environ.get(_HEADERS_KEY)
         if headers:
-            for name, value in headers:
-                response.headers[name] = value
+            target = response.headers
+            names = {k.lower() for k, _ in headers}
+            if len(names) == len(headers) and names.isdisjoint(map(_lower, map(_first, target))):
+                target.extend(headers)  # nothing to replace: append (the common case)
+            else:
+                for name, value in headers:
+                    target[name] = value
         return response
 
 

@@ -323,14 +323,17 @@ class RoutePolicy:
 
     def match(self, method: str, path: str) -> RouteMatch:
         """The rule for this request, or the default. ``method`` is compared upper-case."""
-        method = method.upper()
         by_method = self._static.get(path)
         if by_method is not None:
+            # Servers send upper-case methods: try the method as given before upper-casing it.
             hit = by_method.get(method)
             if hit is None:
-                hit = by_method.get("*")
+                hit = by_method.get(method.upper())
+                if hit is None:
+                    hit = by_method.get("*")
             if hit is not None:
                 return hit
+        method = method.upper()
         dynamic = self._dynamic.get(method, self._dynamic_any)
         if dynamic is not None:
             m = dynamic[0].fullmatch(path)

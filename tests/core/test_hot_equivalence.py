@@ -1,0 +1,282 @@
+"""The hot path's shortcuts give exactly what the plain code gives: the ASGI denial rendering,
+the compiled rate-limit header renderers, the memoised refusal headers, the canonical address
+fast path, the key-id check, the brute-force counter's shortcut and the 403 cache."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keyguard.core import decision as d
+from keyguard.core.addresses import MAX_ADDRESS_LENGTH, canonical_address
+from keyguard.core.authn import authorize
+from keyguard.core.bruteforce import BruteForceGuard
+from keyguard.core.decision import Decision, Principal
+from keyguard.core.errors import ErrorCode
+from keyguard.core.expiry import expiry_header
+from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat
+from keyguard.core.ratelimit import (
+    DEFAULT_WINDOWS,
+    RateDecision,
+    WindowPlan,
+    admitted_headers,
+    admitted_headers_asgi,
+    parse_windows,
+    plan_for,
+    rate_limit_headers,
+    refused_headers,
+)
+from keyguard.core.records import KeyRecord
+from keyguard.core.render import ProblemRenderer, request_id_from
+from keyguard.core.scopes import Grants, all_of
+
+PLANS = [
+    plan_for(DEFAULT_WINDOWS),
+    plan_for(parse_windows("5/second")),
+    plan_for(parse_windows("5/second, 10/minute")),
+    plan_for(parse_windows("2/second, 3/10s, 100/hour, 9999/day")),
+]
+
+
+# -- ProblemRenderer.render_asgi --------------------------------------------------------------
+def _encoded(renderer: ProblemRenderer, decision: Decision, rid: str) -> tuple[object, ...]:
+    """What the ASGI middleware sent before render_asgi: render(), then every pair encoded."""
+    problem = renderer.render(decision, rid)
+    pairs = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in problem.headers]
+    return problem.status, pairs, problem.body
+
+
+DENIALS = [v for v in vars(d).values() if isinstance(v, Decision) and not v.allowed] + [
+    d.insufficient_scope(("agents:read",), "agents:read"),
+    d.insufficient_scope(("a:b", "c:d"), "all_of(a:b, c:d)"),
+    d.deny(
+        ErrorCode.RATE_LIMITED,
+        "Rate limit exceeded for this API key; retry in 3 s.",
+        retry_after=3,
+        headers=(("RateLimit-Policy", '"burst";q=20;w=10'), ("RateLimit", '"burst";r=0;t=3')),
+    ),
+    d.deny(ErrorCode.RATE_LIMITED, 'odd "detail" é \\ </script>', retry_after=1),
+    Decision(
+        False,
+        None,
+        ErrorCode.RATE_LIMITED,
+        "with rate",
+        (),
+        5,
+        (expiry_header(2e9),),
+        (PLANS[0], (1, 2, 3, 4, 5, 6), True, True),
+    ),
+]
+RENDERERS = [
+    ProblemRenderer(),
+    ProblemRenderer.platform_compatible(),
+    ProblemRenderer(realm="r x", type_base='https://e/"q"/'),
+    ProblemRenderer(body_hook=lambda body, _: {**body, "x": 1}),
+    ProblemRenderer(body_hook=lambda body, _: b"raw", content_type="text/plain"),
+]
+REQUEST_IDS = ["abc123", "a.b-c:d_e", "0" * 16, "x" * 128, "\xff", '"q', request_id_from(None)]
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+@pytest.mark.parametrize("decision", DENIALS, ids=lambda x: str(x.code))
+def test_render_asgi_is_the_encoding_of_render(
+    renderer: ProblemRenderer, decision: Decision
+) -> None:
+    for rid in REQUEST_IDS:
+        for _ in range(2):  # the template is built on the first call, reused on the second
+            assert renderer.render_asgi(decision, rid) == _encoded(renderer, decision, rid)
+
+
+# -- compiled rate-limit header renderers -------------------------------------------------------
+def _reference(
+    plan: WindowPlan, counts: tuple[int, ...], ietf: bool, legacy: bool
+) -> tuple[tuple[str, str], ...]:
+    """The headers of an admitted request, spelled out: the most constraining window is the
+    lowest remaining, ties going to the longer wait."""
+    out: tuple[tuple[str, str], ...] = ()
+    if ietf:
+        out = (plan.header_policy, ("RateLimit", plan.header_ratelimit % counts))
+    if legacy:
+        pairs = [(counts[2 * i], counts[2 * i + 1]) for i in range(len(plan.windows))]
+        best = min(range(len(pairs)), key=lambda i: (pairs[i][0], -pairs[i][1]))
+        out += (
+            ("X-RateLimit-Limit", plan.header_limits[best]),
+            ("X-RateLimit-Remaining", str(pairs[best][0])),
+            ("X-RateLimit-Reset", str(pairs[best][1])),
+        )
+    return out
+
+
+numbers = st.one_of(st.integers(0, 30), st.integers(-2, 100_000), st.sampled_from([1023, 1024]))
+
+
+@given(
+    plan=st.sampled_from(PLANS),
+    data=st.data(),
+    ietf=st.booleans(),
+    legacy=st.booleans(),
+)
+def test_compiled_header_renderers_agree_with_the_reference(
+    plan: WindowPlan, data: st.DataObject, ietf: bool, legacy: bool
+) -> None:
+    counts = tuple(
+        data.draw(st.lists(numbers, min_size=2 * len(plan.windows), max_size=2 * len(plan.windows)))
+    )
+    expected = _reference(plan, counts, ietf, legacy)
+    assert admitted_headers(plan, counts, ietf, legacy) == expected
+    assert admitted_headers_asgi(plan, counts, ietf, legacy) == [
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in expected
+    ]
+
+
+@given(
+    plan=st.sampled_from(PLANS),
+    data=st.data(),
+    ietf=st.booleans(),
+    legacy=st.booleans(),
+    retry=st.one_of(st.none(), st.integers(1, 90_000)),
+)
+def test_refused_headers_are_rate_limit_headers_without_retry_after(
+    plan: WindowPlan, data: st.DataObject, ietf: bool, legacy: bool, retry: int | None
+) -> None:
+    n = len(plan.windows)
+    counts = tuple(data.draw(st.lists(numbers, min_size=2 * n, max_size=2 * n)))
+    mask = data.draw(st.integers(1, 2**n - 1))
+    refusal = RateDecision(False, retry, plan, counts, mask)
+    expected = tuple(
+        h for h in rate_limit_headers(refusal, ietf=ietf, legacy=legacy) if h[0] != "Retry-After"
+    )
+    assert refused_headers(refusal, ietf, legacy) == expected
+    assert refused_headers(refusal, ietf, legacy) == expected  # memoised: the same again
+    assert refused_headers(RateDecision(False, 1, plan, counts, mask, unavailable=True)) == ()
+
+
+# -- canonical addresses -------------------------------------------------------------------------
+def _slow_canonical(text: str) -> str | None:
+    """canonical_address before its fast path: ipaddress for everything."""
+    text = text.strip()
+    if not text or len(text) > MAX_ADDRESS_LENGTH:
+        return None
+    candidates = [text]
+    if text.startswith("["):
+        candidates.append(text[1:].partition("]")[0])
+    elif text.count(":") == 1:
+        candidates.append(text.partition(":")[0])
+    for candidate in candidates:
+        try:
+            ip = ipaddress.ip_address(candidate)
+        except ValueError:
+            continue
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ip)
+    return None
+
+
+def _spellings(packed: bytes) -> list[str]:
+    ip = ipaddress.ip_address(packed)
+    family = socket.AF_INET if len(packed) == 4 else socket.AF_INET6
+    out = [str(ip), socket.inet_ntop(family, packed), ip.exploded, f"[{ip}]:443", f"{ip}:80"]
+    if isinstance(ip, ipaddress.IPv4Address):
+        out += [f"::ffff:{ip}", f"::{ip}", ".".join(f"{b:03d}" for b in packed)]
+    return out
+
+
+@given(
+    st.one_of(
+        st.binary(min_size=4, max_size=4),
+        st.binary(min_size=16, max_size=16),
+        st.lists(st.sampled_from([0, 0, 0, 1, 255, 0xFFFF]), min_size=8, max_size=8).map(
+            lambda parts: struct.pack("!8H", *parts)
+        ),
+    )
+)
+def test_canonical_address_fast_path_agrees_with_ipaddress(packed: bytes) -> None:
+    for text in _spellings(packed):
+        assert canonical_address(text) == _slow_canonical(text), text
+
+
+@given(st.text(max_size=70))
+def test_canonical_address_of_any_text_agrees_with_ipaddress(text: str) -> None:
+    assert canonical_address(text) == _slow_canonical(text)
+
+
+# -- key ids -----------------------------------------------------------------------------------
+@given(st.one_of(st.text(max_size=80), st.builds(lambda: DEFAULT_FORMAT.generate().plaintext)))
+def test_key_id_of_agrees_with_parse(value: str) -> None:
+    for fmt in (DEFAULT_FORMAT, KeyFormat("sk", accept_prefixes=("kg",))):
+        parsed = fmt.parse(value)
+        assert fmt.key_id_of(value) == (None if parsed is None else parsed.key_id)
+
+
+def test_key_id_of_a_real_key_and_of_near_misses() -> None:
+    key = DEFAULT_FORMAT.generate()
+    assert DEFAULT_FORMAT.key_id_of(key.plaintext) == key.key_id
+    assert DEFAULT_FORMAT.key_id_of(key.plaintext[:-1] + "x") is None  # checksum
+    assert DEFAULT_FORMAT.key_id_of("sk" + key.plaintext[2:]) is None  # prefix
+
+
+# -- the brute-force counter ------------------------------------------------------------------
+class _Reference(BruteForceGuard):
+    """record_failure as it was: every sub-window walked, whatever the count."""
+
+    __slots__ = ()
+
+    def record_failure(self, client: str | None) -> int | None:
+        key = self.bucket(client)
+        rec = struct.Struct("<q8I")
+        with self._lock:
+            now, latest = self._now()
+            current = math.floor(latest / self._slot)
+            record = self._records.get(key)
+            if record is None:
+                counts = [0] * 8
+            else:
+                top, *counts = rec.unpack(record)
+                for n in range(top + 1, min(current, top + 8) + 1):
+                    counts[n % 8] = 0
+            counts[current % 8] = min(counts[current % 8] + 1, self._tracked)
+            self._records[key] = updated = rec.pack(current, *counts)
+            return self._retry_after(updated, now, latest)
+
+
+@given(
+    steps=st.lists(
+        st.tuples(st.floats(0, 20, allow_nan=False), st.sampled_from(["a", "b", "::1", None])),
+        max_size=120,
+    ),
+    threshold=st.integers(1, 12),
+)
+def test_record_failure_shortcut_matches_the_full_walk(
+    steps: list[tuple[float, str | None]], threshold: int
+) -> None:
+    now = [1000.0]
+    clock = lambda: now[0]  # noqa: E731 - a clock the test moves
+    fast = BruteForceGuard(threshold, 60.0, clock=clock)
+    slow = _Reference(threshold, 60.0, clock=clock)
+    for step, client in steps:
+        now[0] += step
+        assert fast.record_failure(client) == slow.record_failure(client)
+        assert fast.is_blocked(client) == slow.is_blocked(client)
+
+
+# -- 403s --------------------------------------------------------------------------------------
+def test_scope_denials_are_built_once_per_requirement_object() -> None:
+    record = KeyRecord(key_id="a" * 12, name="n", digest="sha256$" + "0" * 64)
+    principal = Principal("a" * 12, "n", None, Grants(frozenset({"tasks:read"})), record)
+    ab, ba = all_of("agents:read", "agents:write"), all_of("agents:write", "agents:read")
+    assert ab == ba  # equal requirements, presented in another order
+    first = authorize(principal, ab)
+    assert first is authorize(principal, ab)  # cached
+    other = authorize(principal, ba)
+    assert first is not None
+    assert other is not None
+    assert first.required == ("agents:read", "agents:write")
+    assert other.required == ("agents:write", "agents:read")  # each keeps its own order
+    assert first == d.insufficient_scope(ab.scopes, ab.describe())
