@@ -68,6 +68,9 @@ class Module:
     name: str
     paths: tuple[str, ...]  # files, relative to the root (globs allowed)
     tests: tuple[str, ...]
+    # Node-id prefixes left out of the own-tests phase only (long tests that cover nearly
+    # every function, such as memory floods); they still run in the whole-suite phase.
+    deselect: tuple[str, ...] = ()
 
     def files(self) -> list[Path]:
         found: list[Path] = []
@@ -119,6 +122,7 @@ class Mutant:
 class Settings:
     modules: list[Module]
     whole_suite: list[str]
+    deselect: list[str]  # node-id prefixes left out of both phases
     pytest_args: list[str]
     also_copy: list[str]
     goal: float
@@ -139,13 +143,19 @@ def load_settings() -> tuple[Settings, dict[str, Any]]:
     for entry in cfg["modules"]:
         try:
             modules.append(
-                Module(entry["name"], tuple(entry["paths"]), tuple(entry.get("tests", ())))
+                Module(
+                    entry["name"],
+                    tuple(entry["paths"]),
+                    tuple(entry.get("tests", ())),
+                    tuple(entry.get("deselect", ())),
+                )
             )
         except (KeyError, TypeError) as exc:
             raise ToolError(f"bad module entry {entry!r} in pyproject.toml: {exc}") from None
     settings = Settings(
         modules=modules,
         whole_suite=list(cfg.get("whole_suite", ["tests/"])),
+        deselect=list(cfg.get("deselect", [])),
         pytest_args=list(base.get("pytest_add_cli_args", [])),
         also_copy=list(base.get("also_copy", [])),
         goal=float(cfg.get("goal", 98.0)),
@@ -366,11 +376,12 @@ def run(
         if rerun:
             print(f"[{module.name}] own tests: {' '.join(tests)} ...", flush=True)
             started = time.monotonic()
+            deselect = _deselect([*settings.deselect, *module.deselect])
             prepare(
                 workdir,
                 base,
                 only_mutate=[f.relative_to(ROOT).as_posix() for f in files],
-                pytest_add_cli_args_test_selection=tests,
+                pytest_add_cli_args_test_selection=tests + deselect,
             )
             mutmut(workdir, [], jobs)
             timings[module.name] = time.monotonic() - started
@@ -397,7 +408,8 @@ def run(
                 workdir,
                 base,
                 only_mutate=files,
-                pytest_add_cli_args_test_selection=settings.whole_suite,
+                pytest_add_cli_args_test_selection=settings.whole_suite
+                + _deselect(settings.deselect),
             )
             mutmut(workdir, [m.name for m in survivors], jobs)
         results = read_results(workdir, [ROOT / f for f in files])
@@ -421,6 +433,10 @@ def run(
             mutants[name].diff = diff
     apply_exclusions(survivors, exclusions)
     return build_report(settings, modules, mutants, exclusions, timings, whole_seconds, skipped)
+
+
+def _deselect(nodes: Iterable[str]) -> list[str]:
+    return [arg for node in nodes for arg in ("--deselect", node)]
 
 
 def _status(code: int | None) -> str:
