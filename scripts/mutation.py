@@ -348,8 +348,11 @@ def run(
     jobs: int,
     whole: bool,
     rerun: bool = True,
+    own: bool = True,
 ) -> dict[str, Any]:
-    """Run both phases (or, with ``rerun=False``, score the results of the last run again)."""
+    """Run both phases (or, with ``rerun=False``, score the results of the last run again;
+    with ``own=False``, reuse each module's own-tests results and run the whole-suite phase
+    again)."""
     exclusions = load_exclusions()
     mutants: dict[str, Mutant] = {}
     timings: dict[str, float] = {}
@@ -373,7 +376,7 @@ def run(
         if not tests:
             raise ToolError(f"module {module.name!r}: none of its tests exist ({module.tests})")
         workdir = settings.workdir / module.name
-        if rerun:
+        if rerun and own:
             print(f"[{module.name}] own tests: {' '.join(tests)} ...", flush=True)
             started = time.monotonic()
             deselect = _deselect([*settings.deselect, *module.deselect])
@@ -394,7 +397,7 @@ def run(
                 m.killed_by = "own tests"
             mutants[name] = m
         left = sum(1 for m in mutants.values() if m.module == module.name and not m.detected)
-        if rerun:
+        if rerun and own:
             print(f"[{module.name}] done in {timings[module.name]:.0f} s, {left} left", flush=True)
 
     survivors = [m for m in mutants.values() if not m.detected]
@@ -603,6 +606,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="run nothing: score the last run's results again (after editing docs/mutation.md)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the last run's own-tests results and run only the whole-suite phase again",
+    )
     parser.add_argument("--list", action="store_true", help="list the modules and exit")
     parser.add_argument(
         "--named",
@@ -637,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.jobs,
             whole=not args.own_tests_only,
             rerun=not args.rescore,
+            own=not args.resume,
         )
     except ToolError as exc:
         print(f"scripts/mutation: {exc}", file=sys.stderr)
