@@ -281,8 +281,17 @@ class ProblemRenderer:
         else:
             body = head + json.dumps(request_id).encode() + tail
         headers = [*before, (b"x-request-id", rid), *after]
-        if decision.extra_headers:
-            headers += _encode_pairs(decision.extra_headers)
+        extra = decision.extra_headers
+        if extra:
+            # A flood of refusals carries the same memoised tuple (refused_headers): its
+            # encoding is looked up by identity, no per-pair work.
+            cached = _ENCODED_BY_ID.get(id(extra))
+            if cached is None or cached[0] is not extra:
+                cached = (extra, tuple(_encode_pairs(extra)))
+                if len(_ENCODED_BY_ID) >= 1024:
+                    _ENCODED_BY_ID.clear()
+                _ENCODED_BY_ID[id(extra)] = cached
+            headers += cached[1]
         rate = decision.rate
         if rate is not None:
             headers += admitted_headers_asgi(*rate)
@@ -339,6 +348,9 @@ _AsgiTemplate = tuple[
 ]
 #: (name, value) -> its ASGI encoding, for the headers denials repeat (rate-limit headers).
 _ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+#: id(a tuple of text pairs) -> (that tuple, its encoding). The tuple is kept, so its id cannot
+#: be reused by another object while the entry lives, and the ``is`` check confirms the hit.
+_ENCODED_BY_ID: dict[int, tuple[tuple[tuple[str, str], ...], tuple[tuple[bytes, bytes], ...]]] = {}
 
 
 def _encode_pairs(pairs: tuple[tuple[str, str], ...]) -> list[tuple[bytes, bytes]]:

@@ -280,3 +280,17 @@ def test_scope_denials_are_built_once_per_requirement_object() -> None:
     assert first.required == ("agents:read", "agents:write")
     assert other.required == ("agents:write", "agents:read")  # each keeps its own order
     assert first == d.insufficient_scope(ab.scopes, ab.describe())
+
+
+def test_extra_headers_of_a_new_tuple_are_never_those_of_an_old_one() -> None:
+    """Encodings are memoised by the identity of the headers tuple: a tuple built afresh for
+    every denial, with other values each time (ids of freed tuples are reused at once), must
+    still be sent as itself."""
+    renderer = ProblemRenderer()
+    for n in range(200):
+        extra = (("RateLimit", f'"burst";r=0;t={n}'), ("X-Other", str(n)))
+        decision = d.deny(ErrorCode.RATE_LIMITED, "slow down", retry_after=1, headers=extra)
+        _status, headers, _body = renderer.render_asgi(decision, "abc")
+        assert (b"ratelimit", f'"burst";r=0;t={n}'.encode()) in headers
+        assert (b"x-other", str(n).encode()) in headers
+        del extra, decision
