@@ -347,3 +347,17 @@ def test_plan_caches_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         assert len(by_value) <= 1024
         assert len(by_id) <= 1024
     assert len(by_value) == len(by_id) == 1099 - 1024
+
+
+@pytest.mark.parametrize("spec", ["20/10s, 100/minute, 5000/day", "5/second", "7/hour, 9/day"])
+def test_asgi_header_fragments_are_the_text_ones_lower_cased_and_encoded(spec: str) -> None:
+    """ASGI servers take header names as lower-case bytes. Built inside the test (not from a
+    cached plan made at import) so that mutation testing maps WindowPlan.__init__ to it."""
+    from keyguard.core.ratelimit import parse_windows
+
+    plan = plan_module.WindowPlan(parse_windows(spec))
+    name, value = plan.header_policy
+    assert plan.asgi_policy == (b"ratelimit-policy", value.encode("latin-1"))
+    assert name.lower() == "ratelimit-policy"
+    assert plan.asgi_ratelimit == plan.header_ratelimit.encode("latin-1")
+    assert plan.asgi_limits == tuple(s.encode("latin-1") for s in plan.header_limits)
