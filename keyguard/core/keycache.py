@@ -152,21 +152,33 @@ class KeyCache:
                 for digest in entry.verified:
                     self.index.pop(digest, None)
 
-    def lookup(self, key_id: str, now_mono: float) -> tuple[CacheEntry | None, bool]:
+    def lookup(
+        self, key_id: str, now_mono: float, counted: bool = True
+    ) -> tuple[CacheEntry | None, bool]:
         """``(entry, True)`` for a fresh record, ``(unknown, True)`` for a known-unknown id;
-        otherwise the store must be asked: ``(stale entry or None, False)``."""
+        otherwise the store must be asked: ``(stale entry or None, False)``.
+
+        ``counted=False`` leaves the hit and miss counters alone (a look-ahead whose request
+        may be looked up again: count it with :meth:`count_hit` if it is answered)."""
         with self.lock:
             # Both LRUs every time: a known and an unknown id do the same work.
             entry = self.records.get(key_id)
             until = self.negative.get(key_id)
         if entry is not None and entry.fresh_until > now_mono:
-            self.hits += 1
+            if counted:
+                self.hits += 1
             return entry, True
         if until is not None and until > now_mono:
-            self.hits += 1
+            if counted:
+                self.hits += 1
             return self.unknown, True
-        self.misses += 1
+        if counted:
+            self.misses += 1
         return entry, False
+
+    def count_hit(self) -> None:
+        """Count a request answered from memory after an uncounted :meth:`lookup`."""
+        self.hits += 1
 
     def put(
         self,

@@ -237,6 +237,7 @@ def observed_nowait(
     principal: Any = hit.principal
     record = principal.record
     if record.suspended_at is not None or record.allowed_networks:
+        v._cache.index_hits -= 1  # averify() answers it, and counts it, from the index again
         return None
     result = v._authorize(hit, route.requirement)
     rate = None

@@ -552,7 +552,7 @@ class Verifier(KeyLimits):
             self._after_success(entry, credential, now)
         return result, client
 
-    def _settle(self, authorization: AuthorizationValue, digest: bytes) -> Decision | None:
+    def _settle(self, authorization: AuthorizationValue) -> Decision | None:
         """Steps 2–5 when they need no I/O (see :meth:`verify_nowait`): the denial, or
         ``None`` when the store must be read or the key verifies (its use is recorded by the
         full path, which may write to the store)."""
@@ -563,12 +563,18 @@ class Verifier(KeyLimits):
         if key_id is None:
             return d.BAD_FORMAT
         now_mono = self._monotonic()
-        entry, fresh = self._cache.lookup(key_id, now_mono)
+        # Uncounted: unless it settles a denial here, averify() looks the id up again.
+        entry, fresh = self._cache.lookup(key_id, now_mono, counted=False)
         if not fresh:
             return None
         assert entry is not None
-        result = self._conclude(authorization, credential, digest, entry, self._clock(), now_mono)
-        return None if result.allowed else result
+        # Judged, not concluded: a success is not indexed here, so that averify() concludes it
+        # (and records the key's use) exactly as it would have without this look-ahead.
+        result, _ = self._judge(credential, entry, self._clock())
+        if result.allowed:
+            return None
+        self._cache.count_hit()
+        return result
 
     def _after_success(self, entry: CacheEntry, credential: str, now: float) -> None:
         updated = self._needs_rehash(entry, credential)
@@ -645,8 +651,9 @@ class Verifier(KeyLimits):
         if observer is not None:
             if required is not None:
                 return None  # the observed quick path knows only the policy: averify() checks
+            client = None if isinstance(peer, _Unset) else peer
             outcome = observed_nowait(
-                self, observer, authorization, method, path, None, None, False
+                self, observer, authorization, method, path, client, forwarded_for, False
             )
             return None if outcome is None else outcome[0]
         route = self.match(method, path)
@@ -676,7 +683,7 @@ class Verifier(KeyLimits):
         if hit is None or hit[1] <= self._monotonic():
             if isinstance(peer, _Unset) or not self._settle_inline:
                 return None
-            denial = self._settle(authorization, digest)
+            denial = self._settle(authorization)
             return None if denial is None else self._failed(denial, _UNSET, peer, forwarded_for)
         result = hit[0]
         principal = result.principal
@@ -685,9 +692,12 @@ class Verifier(KeyLimits):
         if record.suspended_at is not None or record.allowed_networks:
             if isinstance(peer, _Unset):
                 return None  # the answer depends on the client address: averify() has it
+            self._cache.index_hits += 1
             result = self._restrict(result, peer, forwarded_for)
             if not result.allowed:
                 return result
+        else:
+            self._cache.index_hits += 1
         if not requirement.is_satisfied_by(principal.grants):
             return self._authorize(result, requirement)
         if also is not None and not also.is_satisfied_by(principal.grants):
@@ -695,8 +705,7 @@ class Verifier(KeyLimits):
         limiter = self.limiter
         if limiter is None or not route.rate_limited:
             return result
-        if not self._limit_inline:
-            return None
+        # (A limiter that does I/O sent the request to averify() before the index was read.)
         if record.rate_limit or (self.owner_rate_limits is not None and principal.owner):
             return self._limited(result, self._hit(limiter, principal, route.cost))
         # The common case of _hit() and _limited(), inlined: the key's default windows, and an
