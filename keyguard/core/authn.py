@@ -134,13 +134,14 @@ def authorize(principal: Principal | None, requirement: Requirement) -> Decision
     if cached is not None and cached[0] is requirement:
         return cached[1]
     denial = d.insufficient_scope(requirement.scopes, requirement.describe())
-    if len(_SCOPE_DENIALS) >= 1024:
+    if len(_SCOPE_DENIALS) >= _SCOPE_DENIALS_MAX:
         _SCOPE_DENIALS.clear()
     _SCOPE_DENIALS[id(requirement)] = (requirement, denial)
     return denial
 
 
 _SCOPE_DENIALS: dict[int, tuple[Requirement, Decision]] = {}
+_SCOPE_DENIALS_MAX: Final = 1024
 
 
 def blocked(retry_after: int | None, failure: Decision) -> Decision:

@@ -269,7 +269,8 @@ class Warnings(logging.Handler):
         self.messages: list[str] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.messages.append(f"{record.levelname} {record.getMessage()}")
+        traceback = " (with traceback)" if record.exc_info else ""
+        self.messages.append(f"{record.levelname} {record.getMessage()}{traceback}")
 
 
 @contextmanager
