@@ -238,15 +238,22 @@ class KeyGuardMiddleware:
         if self.async_mode:
             return self.__acall__(request)
         config = get_config()
+        verifier = config.verifier
         meta = request.META
         # _request_facts() spelled out: no dict to build and unpack on every request.
-        decision = config.verifier.verify(
-            authorization_from_environ(meta),
-            request.method or "GET",
-            request.path_info,
-            peer=meta.get("REMOTE_ADDR"),
-            forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
+        authorization = authorization_from_environ(meta)
+        method = request.method or "GET"
+        path = request.path_info
+        peer = meta.get("REMOTE_ADDR")
+        forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+        # The no-I/O answer first (a recently verified key, a cached denial), then verify().
+        decision = verifier.verify_nowait(
+            authorization, method, path, peer=peer, forwarded_for=forwarded
         )
+        if decision is None:
+            decision = verifier.verify(
+                authorization, method, path, peer=peer, forwarded_for=forwarded
+            )
         if not decision.allowed:
             return denial_response(config.renderer, decision, request)
         setattr(request, PRINCIPAL_ATTR, decision.principal)

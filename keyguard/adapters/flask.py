@@ -126,13 +126,19 @@ class _AppState:
             return None  # decorator mode: only @require_scopes views are guarded
         environ = request.environ
         # environ_facts() spelled out: no dict to build and unpack on every request.
-        decision = verifier.verify(
-            authorization_from_environ(environ),
-            environ.get("REQUEST_METHOD", "GET"),
-            path_from_environ(environ),
-            peer=environ.get("REMOTE_ADDR"),
-            forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
+        authorization = authorization_from_environ(environ)
+        method = environ.get("REQUEST_METHOD", "GET")
+        path = path_from_environ(environ)
+        peer = environ.get("REMOTE_ADDR")
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+        # The no-I/O answer first (see KeyGuardWSGIMiddleware), then verify() for the rest.
+        decision = verifier.verify_nowait(
+            authorization, method, path, peer=peer, forwarded_for=forwarded
         )
+        if decision is None:
+            decision = verifier.verify(
+                authorization, method, path, peer=peer, forwarded_for=forwarded
+            )
         return self.accept(decision, environ)
 
     def after_request(self, response: Response) -> Response:
