@@ -6,6 +6,7 @@ and what is logged when the store fails."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from typing import Any
@@ -483,3 +484,67 @@ def test_decisions_are_the_singletons_the_renderer_knows(store: Store) -> None:
     assert isinstance(missing, Decision)
     assert missing.code is ErrorCode.MISSING_API_KEY
     assert v.verify(None) is missing
+
+
+# -- defaults of the call, and the no-await answer -------------------------------------------------
+def test_the_method_and_path_default_to_get_slash(store: Store, factory: KeyFactory) -> None:
+    from keyguard.core.policy import RoutePolicy
+
+    reader = factory.issue("root:read")
+    v = make(store, policy=RoutePolicy({"GET /": "root:read"}))
+    assert v.verify(reader.header).allowed
+    assert asyncio.run(v.averify(reader.header)).allowed
+    nowait = v.verify_nowait(reader.header)
+    assert nowait is not None
+    assert nowait.allowed
+    assert not v.verify(reader.header, "POST").allowed
+    assert not v.verify(reader.header, "GET", "/other").allowed
+
+
+@pytest.mark.parametrize("spelling", ["str", "bytes"])
+def test_verify_nowait_answers_a_cached_key_in_either_spelling(
+    store: Store, factory: KeyFactory, spelling: str
+) -> None:
+    key = factory.issue()
+    header: str | bytes = key.header if spelling == "str" else key.header.encode()
+    v = make(store)
+    assert v.verify(header).allowed
+    answer = v.verify_nowait(header, "GET", "/")
+    assert answer is not None
+    assert answer.allowed
+    assert v.cache_stats().index_hits == 1
+
+
+class Racing(Store):
+    """A store whose every read races with an invalidation (a revocation published by
+    another process while the read is in flight)."""
+
+    verifier: Verifier | None = None
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        record = super().get(key_id)
+        if self.verifier is not None:
+            self.verifier.invalidate(key_id)
+        return record
+
+
+@pytest.mark.parametrize("call", ["verify", "averify"])
+def test_a_read_that_raced_an_invalidation_is_used_once_and_not_cached(call: str) -> None:
+    store = Racing()
+    key = KeyFactory(store).issue()
+    v = make(store, cache_ttl=60)
+    store.verifier = v
+
+    def run() -> Decision:
+        if call == "verify":
+            return v.verify(key.header)
+        return asyncio.run(v.averify(key.header))
+
+    assert run().allowed
+    assert run().allowed
+    assert store.gets == 2  # the first answer was not cached: read again
+    assert v.cache_stats().records == 0
+    store.verifier = None
+    assert run().allowed
+    assert run().allowed
+    assert store.gets == 3

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +35,8 @@ from keyguard.core.ratelimit import MemoryRateLimiter
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import all_of, any_of
 from keyguard.core.verifier import Verifier
-from keyguard.observability import Emitter, ListSink, Observer
+from keyguard.observability import Emitter, ListSink, Observer, UsageCounter
+from keyguard.observability.usage import UsageBatch
 from keyguard.stores.memory import MemoryStore
 
 PEPPER = "p" * 32
@@ -100,6 +101,11 @@ class Store(MemoryStore):
             raise self.touch_error
         super().touch(key_id, at)
 
+    def add_usage(self, batches: Sequence[UsageBatch], **kw: Any) -> None:
+        for batch in batches:
+            self.ops.append(("add_usage", batch.key_id, repr(sorted(batch.counts.items()))))
+        super().add_usage(batches, **kw)
+
     def get_setting(self, name: str) -> str | None:
         self.ops.append(("get_setting", name))
         if self.down:
@@ -151,6 +157,7 @@ class World:
     headers: dict[str, Any] = field(default_factory=dict)
     sink: ListSink | None = None
     emitter: Emitter | None = None
+    usage: UsageCounter | None = None
 
 
 def build(
@@ -158,7 +165,7 @@ def build(
     remote: bool = False,
     down_at_start: bool = False,
     migrating: bool = False,
-    observed: bool = False,
+    observed: bool | str = False,
     **options: Any,
 ) -> World:
     """Keys of every kind the scenarios use, then a verifier over them (fake clocks)."""
@@ -207,11 +214,13 @@ def build(
     options.setdefault("rate_limits", "3/10s, 5/minute")
     if options["rate_limits"] is not None:
         options.setdefault("limiter", MemoryRateLimiter(clock=wall))
-    sink = emitter = None
+    sink = emitter = usage = None
     if observed:
         sink = ListSink()
         emitter = Emitter([sink])
-        options["observer"] = Observer(events=emitter, clock=wall)
+        if observed == "usage":
+            usage = UsageCounter(store, start=False, clock=wall)
+        options["observer"] = Observer(events=emitter, usage=usage, clock=wall)
     verifier = Verifier(
         store,
         hasher=hasher,
@@ -224,7 +233,7 @@ def build(
         touch_interval=options.pop("touch_interval", 30.0),
         **options,
     )
-    return World(store, verifier, wall, mono, guard, budget, headers, sink, emitter)
+    return World(store, verifier, wall, mono, guard, budget, headers, sink, emitter, usage)
 
 
 # -- steps ---------------------------------------------------------------------------------------
@@ -290,6 +299,8 @@ def captured() -> Iterator[Warnings]:
 
 
 def state(w: World, decision: Decision | None, log: Warnings) -> tuple[Any, ...]:
+    if w.usage is not None:
+        assert w.usage.flush()  # admitted requests' events come through the usage tally
     ops = tuple(w.store.ops)
     w.store.ops.clear()
     messages = tuple(log.messages)
@@ -411,6 +422,13 @@ AUTH_OPTIONS: list[dict[str, Any]] = [
     {"peer": PEER},
     {"peer": INSIDE},
     {"peer": PEER, "restrictions": False},
+]
+FORWARDED_OPTIONS: list[dict[str, Any]] = [
+    {"peer": PEER, "forwarded_for": INSIDE[0]},
+    {"peer": INSIDE, "forwarded_for": b"203.0.113.50"},
+    {"peer": PEER, "forwarded_for": f"{INSIDE[0]}, 10.0.0.1"},
+    {"forwarded_for": INSIDE[0]},
+    {},
 ]
 SCENARIOS: dict[str, tuple[list[Step], dict[str, Any]]] = {
     # Every kind of key on every kind of route, twice (the second pass hits the caches), from
@@ -661,6 +679,53 @@ SCENARIOS: dict[str, tuple[list[Step], dict[str, Any]]] = {
             req("reader", peer=PEER),
         ],
         {"observed": True},
+    ),
+    # With events and usage counting (admitted requests are tallied, not sent one by one),
+    # from clients behind a trusted proxy, with and without a peer.
+    "observed-usage": (
+        [
+            req(h, path, **kw)
+            for kw in FORWARDED_OPTIONS
+            for h in ["reader", "writer", "narrow", "reader-wrong", "fenced", "unknown"]
+            for path in ["/agents", "/open"]
+        ]
+        * 2
+        + [auth(h, **kw) for kw in FORWARDED_OPTIONS for h in ["reader", "fenced"]],
+        {"observed": "usage", "trusted_proxies": 1},
+    ),
+    "observed-forwarded": (
+        [req(h, **kw) for kw in FORWARDED_OPTIONS for h in ["reader", "fenced", "reader-wrong"]]
+        * 2,
+        {"observed": True, "trusted_proxies": 1},
+    ),
+    # A fenced key used from behind a trusted proxy: the forwarded address decides, on the
+    # store-read path (no cache) and from the cache and index.
+    "forwarded-restrictions": (
+        [
+            step
+            for kw in FORWARDED_OPTIONS
+            for step in (
+                req("fenced", **kw),
+                req("fenced", **kw),
+                auth("fenced", **kw),
+                auth("fenced", restrictions=False, **kw),
+            )
+        ]
+        * 2,
+        {"trusted_proxies": 1},
+    ),
+    "forwarded-restrictions-uncached": (
+        [
+            step
+            for kw in FORWARDED_OPTIONS
+            for step in (
+                req("fenced", **kw),
+                auth("fenced", **kw),
+                auth("fenced", restrictions=False, **kw),
+                auth("suspended", restrictions=False, **kw),
+            )
+        ],
+        {"trusted_proxies": 1, "cache_ttl": 0, "negative_cache_ttl": 0},
     ),
     # Without a guard or a budget, and with a zero cache TTL (every request reads).
     "bare": (
