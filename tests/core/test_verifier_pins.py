@@ -548,3 +548,123 @@ def test_a_read_that_raced_an_invalidation_is_used_once_and_not_cached(call: str
     assert run().allowed
     assert run().allowed
     assert store.gets == 3
+
+
+# -- the lookup budget's settings, and the cache's own bookkeeping --------------------------------
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"lookups": 0}, "lookups must be an integer >= 1, got 0"),
+        ({"lookups": True}, "lookups must be an integer >= 1, got True"),
+        ({"lookups": 2.5}, "lookups must be an integer >= 1, got 2.5"),
+        ({"per": 0}, "per must be a number of seconds > 0, got 0"),
+        ({"per": math.inf}, "per must be a number of seconds > 0, got inf"),
+        ({"per": "60"}, "per must be a number of seconds > 0, got '60'"),
+        ({"max_clients": 0}, "max_clients must be an integer >= 1"),
+        ({"max_clients": True}, "max_clients must be an integer >= 1"),
+    ],
+)
+def test_bad_lookup_budgets_are_refused_with_their_message(
+    args: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        LookupBudget(**args)
+    assert str(caught.value) == message
+
+
+def test_the_smallest_lookup_budget_works() -> None:
+    clock = Clock(0.0)
+    budget = LookupBudget(1, 0.5, max_clients=1, clock=clock)
+    assert (budget.lookups, budget.per, budget.max_clients) == (1, 0.5, 1)
+    assert budget.take("a")
+    assert not budget.take("a")
+    clock.now = 0.5  # one lookup per half second
+    assert budget.take("a")
+    assert budget.take("b")  # evicts "a": one address tracked at most
+    assert len(budget) == 1
+    assert budget.take("a")
+
+
+def _cache(**kw: Any) -> KeyCache:
+    kw.setdefault("size", 10)
+    return KeyCache(
+        ttl=60, negative_size=10, negative_ttl=60, implications=None, dummy_digest="x$y", **kw
+    )
+
+
+def test_invalidating_a_key_whose_index_entry_is_gone_is_fine() -> None:
+    cache = _cache()
+    record = KeyRecord(key_id="k" * 12, name="n", digest="sha256$00")
+    entry = cache.put(record, record.key_id, 0.0)
+    cache.remember(b"digest-1", entry, 10.0)
+    assert cache.index[b"digest-1"] == (entry.allowed, 10.0)  # the entry's own decision
+    del cache.index[b"digest-1"]  # evicted by newer keys
+    cache.invalidate(record.key_id)
+    assert cache.lookup(record.key_id, 1.0) == (None, False)
+
+
+class Silent(Store):
+    """A store that does not tell this process's caches about its writes (a third-party
+    store written against the protocol alone)."""
+
+    def _changed(self, key_id: str) -> None:
+        pass
+
+
+def test_a_record_found_after_its_id_was_unknown_clears_the_negative_entry() -> None:
+    store = Silent()
+    mono = Clock(0.0)
+    v = make(store, monotonic=mono, negative_cache_ttl=5, brute_force=None)
+    g = KeyFormat().generate()
+    header = f"UserKey {g.plaintext}"
+    assert v.verify(header).code is ErrorCode.INVALID_API_KEY
+    hasher = Hasher(pepper_from_env=False)
+    store.create(KeyRecord(key_id=g.key_id, name="late", digest=hasher.digest(g.plaintext)))
+    assert v.verify(header).code is ErrorCode.INVALID_API_KEY  # remembered as unknown
+    mono.now = 6
+    assert v.verify(header).allowed
+    assert v.cache_stats().unknown == 0
+
+
+def test_a_changed_record_replaces_only_its_own_entry() -> None:
+    store = Silent()
+    factory = KeyFactory(store)
+    a, b = factory.issue("x:read"), factory.issue()
+    mono = Clock(0.0)
+    v = make(store, monotonic=mono, cache_ttl=5)
+    assert v.verify(a.header).allowed
+    mono.now = 4
+    assert v.verify(f"userkey {b.plaintext}").allowed  # cached until 9, never indexed
+    factory.change(a, scopes=frozenset({"x:write"}))
+    mono.now = 6  # a's entry is stale: read again, a new version
+    decision = v.verify(a.header)
+    assert decision.principal is not None
+    assert decision.principal.grants.scopes == frozenset({"x:write"})
+    gets = store.gets
+    mono.now = 7
+    assert v.verify(f"userkey {b.plaintext}").allowed
+    assert store.gets == gets  # b's entry was left alone
+
+
+class Minimal:
+    """An observer written against the RequestObserver protocol alone (no store_failed)."""
+
+    owns_last_used = False
+    timed = False
+    merges_admitted = False
+
+    def admitted(self, *args: Any) -> None:
+        pass
+
+    def refused(self, *args: Any) -> None:
+        pass
+
+    def responded(self, *args: Any) -> None:
+        pass
+
+
+def test_an_observer_need_not_hear_of_store_failures(store: Store, factory: KeyFactory) -> None:
+    key = factory.issue()
+    v = make(store, observer=Minimal())  # type: ignore[arg-type]
+    store.down = True
+    assert v.verify(key.header).code is ErrorCode.AUTH_UNAVAILABLE
