@@ -676,10 +676,8 @@ class Verifier(KeyLimits):
         elif kind is str:
             raw = authorization.encode()  # type: ignore[union-attr]
         hit = None
-        digest = b""
         if raw is not None and len(raw) <= self.max_header_length:
-            digest = blake2s(raw).digest()
-            hit = self._index.get(digest)
+            hit = self._index.get(blake2s(raw).digest())
         if hit is None or hit[1] <= self._monotonic():
             if isinstance(peer, _Unset) or not self._settle_inline:
                 return None

@@ -668,3 +668,28 @@ def test_an_observer_need_not_hear_of_store_failures(store: Store, factory: KeyF
     v = make(store, observer=Minimal())  # type: ignore[arg-type]
     store.down = True
     assert v.verify(key.header).code is ErrorCode.AUTH_UNAVAILABLE
+
+
+@pytest.mark.parametrize("call", ["verify", "averify", "verify_nowait"])
+def test_a_public_path_requested_with_a_key_is_not_charged(
+    store: Store, factory: KeyFactory, call: str
+) -> None:
+    from keyguard.core.decision import ALLOW_PUBLIC
+    from keyguard.core.policy import RoutePolicy
+
+    key = factory.issue("agents:read")
+    policy = RoutePolicy({"GET /agents": "agents:read"}, public=["/open"])
+    v = make(store, policy=policy, rate_limits="1/minute")
+    for _ in range(3):
+        if call == "verify":
+            decision = v.verify(key.header, "GET", "/open", peer=PEER)
+        elif call == "averify":
+            decision = asyncio.run(v.averify(key.header, "GET", "/open", peer=PEER))
+        else:
+            answer = v.verify_nowait(key.header, "GET", "/open", peer=PEER)
+            assert answer is not None
+            decision = answer
+        assert decision is ALLOW_PUBLIC
+        assert decision.headers == ()
+    assert store.gets == 0  # the key was not even looked at
+    assert v.verify(key.header, "GET", "/agents").allowed  # its one unit is still there
