@@ -139,8 +139,20 @@ class KeyLimits:
             retry = max(1, math.ceil(max(w.period for w in every)))
             detail = _OVER_COST[by_owner]
         else:
+            # A flood of refusals repeats the same memoised headers and wait: the same 429
+            # decision (so its rendering is found by identity too).
+            known = _REFUSED.get(id(headers))
+            if known is not None and known[0] is headers and known[1] == (by_owner, retry):
+                return known[2]
             cached = _DETAILS.get((by_owner, retry))
             detail = cached if cached is not None else _detail(by_owner, retry)
+            refusal = _new_tuple(
+                Decision, (False, None, ErrorCode.RATE_LIMITED, detail, (), retry, headers, None)
+            )
+            if len(_REFUSED) >= 4096:
+                _REFUSED.clear()
+            _REFUSED[id(headers)] = (headers, (by_owner, retry), refusal)
+            return refusal
         return _new_tuple(
             Decision, (False, None, ErrorCode.RATE_LIMITED, detail, (), retry, headers, None)
         )
@@ -157,6 +169,8 @@ _OVER_COST: Final = {
 #: (by the owner's limits, Retry-After) -> the 429's detail: a few hundred distinct strings
 #: at most (waits above a day are rare), built once rather than per refusal.
 _DETAILS: dict[tuple[bool, int], str] = {}
+#: id(refusal headers) -> (those headers, (by owner, Retry-After), the 429 decision).
+_REFUSED: dict[int, tuple[tuple[tuple[str, str], ...], tuple[bool, int], Decision]] = {}
 
 
 def _detail(by_owner: bool, retry: int) -> str:

@@ -136,6 +136,7 @@ class ProblemRenderer:
 
     __slots__ = (
         "_asgi",
+        "_asgi_by_id",
         "_body_hook",
         "_challenge",
         "_closers",
@@ -197,6 +198,8 @@ class ProblemRenderer:
         #: (code, detail, required, retry_after) -> what :meth:`render_asgi` needs besides the
         #: request id and the decision's own headers (see :meth:`_asgi_template`).
         self._asgi: dict[tuple[object, ...], _AsgiTemplate] = {}
+        # id(decision) -> (decision, its template): holding the decision keeps its id unique.
+        self._asgi_by_id: dict[int, tuple[Decision, _AsgiTemplate]] = {}
 
     @classmethod
     def platform_compatible(cls, **options: Any) -> ProblemRenderer:
@@ -267,6 +270,28 @@ class ProblemRenderer:
         if self._body_hook is not None:
             problem = self.render(decision, request_id)
             return problem.status, _encode_pairs(problem.headers), problem.body
+        # A flood of denials repeats a few decision objects (the singletons, memoised 429s):
+        # their template, extra headers included, is found by identity.
+        known = self._asgi_by_id.get(id(decision))
+        if known is not None and known[0] is decision:
+            status, head, tail, before, after = known[1]
+        else:
+            status, head, tail, before, after = self._asgi_parts(decision)
+        rid = request_id.encode("latin-1")
+        if request_id.isascii() and request_id.isalnum():
+            body = head + b'"' + rid + b'"' + tail
+        else:
+            body = head + json.dumps(request_id).encode() + tail
+        headers = [*before, (b"x-request-id", rid), *after]
+        rate = decision.rate
+        if rate is not None:
+            headers += admitted_headers_asgi(*rate)
+        headers.append((b"content-length", b"%d" % len(body)))
+        return status, headers, body
+
+    def _asgi_parts(self, decision: Decision) -> _AsgiTemplate:
+        """The template of ``decision``'s kind, its extra headers appended after the request
+        id; remembered by the decision's identity when it carries no per-request rate."""
         key = (decision.code, decision.detail, decision.required, decision.retry_after)
         template = self._asgi.get(key)
         if template is None:
@@ -274,29 +299,22 @@ class ProblemRenderer:
             if len(self._asgi) >= 1024:
                 self._asgi.clear()
             self._asgi[key] = template
-        status, head, tail, before, after = template
-        rid = request_id.encode("latin-1")
-        if request_id.isascii() and request_id.isalnum():
-            body = head + b'"' + rid + b'"' + tail
-        else:
-            body = head + json.dumps(request_id).encode() + tail
-        headers = [*before, (b"x-request-id", rid), *after]
         extra = decision.extra_headers
         if extra:
-            # A flood of refusals carries the same memoised tuple (refused_headers): its
-            # encoding is looked up by identity, no per-pair work.
+            # Refusals carry memoised tuples (refused_headers): encoded once, found by identity.
             cached = _ENCODED_BY_ID.get(id(extra))
             if cached is None or cached[0] is not extra:
                 cached = (extra, tuple(_encode_pairs(extra)))
                 if len(_ENCODED_BY_ID) >= 1024:
                     _ENCODED_BY_ID.clear()
                 _ENCODED_BY_ID[id(extra)] = cached
-            headers += cached[1]
-        rate = decision.rate
-        if rate is not None:
-            headers += admitted_headers_asgi(*rate)
-        headers.append((b"content-length", b"%d" % len(body)))
-        return status, headers, body
+            status, head, tail, before, after = template
+            template = (status, head, tail, before, after + cached[1])
+        if decision.rate is None:
+            if len(self._asgi_by_id) >= 1024:
+                self._asgi_by_id.clear()
+            self._asgi_by_id[id(decision)] = (decision, template)
+        return template
 
     def _asgi_template(self, decision: Decision) -> _AsgiTemplate:
         """Render a denial of this kind once with a marker request id and cut it around it."""

@@ -294,3 +294,65 @@ def test_extra_headers_of_a_new_tuple_are_never_those_of_an_old_one() -> None:
         assert (b"ratelimit", f'"burst";r=0;t={n}'.encode()) in headers
         assert (b"x-other", str(n).encode()) in headers
         del extra, decision
+
+
+# -- memoised 429 decisions ------------------------------------------------------------------------
+def test_memoised_refusals_are_the_decisions_they_stand_for() -> None:
+    from keyguard.core.ratelimit import MemoryRateLimiter
+    from keyguard.core.verifier import Verifier
+    from keyguard.stores.memory import MemoryStore
+
+    clock = [1_000.0]
+    limiter = MemoryRateLimiter(clock=lambda: clock[0])
+    owner_windows = parse_windows("4/minute")
+    v = Verifier(
+        MemoryStore(),
+        rate_limits="2/10s, 3/minute",
+        owner_rate_limits=owner_windows,
+        limiter=limiter,
+    )
+    record = KeyRecord(key_id="k" * 12, name="n", digest="sha256$00", owner="acme")
+    principal = Principal(record.key_id, record.name, record.owner, Grants(()), record)
+    admitted = Decision(True, principal)
+    seen: dict[tuple[object, ...], Decision] = {}
+    for step in range(40):
+        clock[0] += 0.7
+        rd = v._hit(limiter, principal, 1 + step % 2)
+        decision = v._limited(admitted, rd)
+        if rd.allowed:
+            continue
+        assert rd.retry_after is not None
+        by_owner = rd.violated_mask >> len(v._windows(principal)) != 0
+        whose = "this API key's owner" if by_owner else "this API key"
+        expected = Decision(
+            False,
+            None,
+            ErrorCode.RATE_LIMITED,
+            f"Rate limit exceeded for {whose}; retry in {rd.retry_after} s.",
+            (),
+            rd.retry_after,
+            refused_headers(rd, True, True),
+            None,
+        )
+        assert decision == expected
+        again = v._limited(admitted, rd)
+        assert again is decision  # memoised: the same object for the same refusal
+        key = (expected.detail, expected.extra_headers)
+        if key in seen:
+            assert seen[key] is decision
+        seen[key] = decision
+    assert len(seen) >= 3
+    assert {d.detail.split(" for ")[1].split(";")[0] for d in seen.values()} == {
+        "this API key",
+        "this API key's owner",
+    }
+
+
+@pytest.mark.parametrize("renderer", RENDERERS[:2])
+def test_equal_denials_of_distinct_identity_render_alike(renderer: ProblemRenderer) -> None:
+    for decision in DENIALS:
+        twin = Decision(*decision)  # equal, another object
+        assert twin is not decision
+        for rid in REQUEST_IDS[:3]:
+            assert renderer.render_asgi(twin, rid) == renderer.render_asgi(decision, rid)
+            assert renderer.render_asgi(decision, rid) == _encoded(renderer, decision, rid)
