@@ -17,14 +17,17 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import random
 import sqlite3
 import threading
+import time
 from typing import Final
 from urllib.parse import unquote
 
 from keyguard.core.detector_counters import Window, check_name
 from keyguard.core.errors import ConfigurationError, StoreUnavailable
 from keyguard.stores._files import create_private, make_private
+from keyguard.stores.sqlite import _MAX_BACKOFF, _MIN_BACKOFF, _is_busy
 
 __all__ = ["SQLiteDetectorCounters"]
 
@@ -92,15 +95,28 @@ class SQLiteDetectorCounters:
         conn = sqlite3.connect(
             self.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
-        try:
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
-            if str(mode).lower() != "wal":
-                conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            for statement in _SCHEMA:
-                conn.execute(statement)
-        except sqlite3.Error:
-            conn.close()
-            raise
+        # Switching a new file to WAL takes an exclusive lock, and SQLite answers "database
+        # is locked" at once (no busy handler) to a process doing it while another one does:
+        # retried with jittered backoff until the timeout, as the key store does.
+        deadline = time.monotonic() + self.timeout
+        backoff = _MIN_BACKOFF
+        while True:
+            try:
+                (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+                if str(mode).lower() != "wal":
+                    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() + backoff > deadline:
+                    conn.close()
+                    raise
+            except sqlite3.Error:
+                conn.close()
+                raise
+            time.sleep(backoff * random.uniform(0.5, 1.0))  # noqa: S311 - not security
+            backoff = min(backoff * 2, _MAX_BACKOFF)
         self._conn, self._pid = conn, os.getpid()
         return conn
 
