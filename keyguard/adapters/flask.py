@@ -58,12 +58,7 @@ from keyguard.adapters._shared import (
     load_object,
     policy_from_settings,
 )
-from keyguard.adapters.wsgi import (
-    PRINCIPAL_KEY,
-    authorization_from_environ,
-    environ_facts,
-    path_from_environ,
-)
+from keyguard.adapters.wsgi import PRINCIPAL_KEY, environ_facts, verify_environ
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
@@ -125,21 +120,7 @@ class _AppState:
         if verifier.policy is None:
             return None  # decorator mode: only @require_scopes views are guarded
         environ = request.environ
-        # environ_facts() spelled out: no dict to build and unpack on every request.
-        authorization = authorization_from_environ(environ)
-        method = environ.get("REQUEST_METHOD", "GET")
-        path = path_from_environ(environ)
-        peer = environ.get("REMOTE_ADDR")
-        forwarded = environ.get("HTTP_X_FORWARDED_FOR")
-        # The no-I/O answer first (see KeyGuardWSGIMiddleware), then verify() for the rest.
-        decision = verifier.verify_nowait(
-            authorization, method, path, peer=peer, forwarded_for=forwarded
-        )
-        if decision is None:
-            decision = verifier.verify(
-                authorization, method, path, peer=peer, forwarded_for=forwarded
-            )
-        return self.accept(decision, environ)
+        return self.accept(verify_environ(verifier, environ), environ)
 
     def after_request(self, response: Response) -> Response:
         headers: list[tuple[str, str]] | None = request.environ.get(_HEADERS_KEY)
