@@ -65,7 +65,7 @@ from keyguard.core.errors import ConfigurationError
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
 from keyguard.core.scopes import Requirement, as_requirement
 from keyguard.core.store import KeyStore
-from keyguard.core.verifier import Verifier, authorize
+from keyguard.core.verifier import AuthorizationValue, Verifier, authorize
 
 if TYPE_CHECKING:
     from keyguard.dashboard import Dashboard
@@ -200,6 +200,21 @@ def _with_headers(response: Any, headers: tuple[tuple[str, str], ...]) -> Any:
     return response
 
 
+def _request_values(
+    request: HttpRequest,
+) -> tuple[AuthorizationValue, str, str, str | None, str | None]:
+    """The middleware's facts of a request, positionally (no dict to build and unpack on every
+    request): authorization, method, path, peer, forwarded_for."""
+    meta = request.META
+    return (
+        authorization_from_environ(meta),
+        request.method or "GET",
+        request.path_info,
+        meta.get("REMOTE_ADDR"),
+        meta.get("HTTP_X_FORWARDED_FOR"),
+    )
+
+
 def _request_facts(request: HttpRequest) -> dict[str, Any]:
     """What the verifier needs from a Django request (the same for every entry point)."""
     meta = request.META
@@ -239,13 +254,7 @@ class KeyGuardMiddleware:
             return self.__acall__(request)
         config = get_config()
         verifier = config.verifier
-        meta = request.META
-        # _request_facts() spelled out: no dict to build and unpack on every request.
-        authorization = authorization_from_environ(meta)
-        method = request.method or "GET"
-        path = request.path_info
-        peer = meta.get("REMOTE_ADDR")
-        forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+        authorization, method, path, peer, forwarded = _request_values(request)
         # The no-I/O answer first (a recently verified key, a cached denial), then verify().
         decision = verifier.verify_nowait(
             authorization, method, path, peer=peer, forwarded_for=forwarded
@@ -265,12 +274,7 @@ class KeyGuardMiddleware:
     async def __acall__(self, request: HttpRequest) -> Any:
         config = get_config()
         verifier = config.verifier
-        meta = request.META
-        authorization = authorization_from_environ(meta)
-        method = request.method or "GET"
-        path = request.path_info
-        peer = meta.get("REMOTE_ADDR")
-        forwarded = meta.get("HTTP_X_FORWARDED_FOR")
+        authorization, method, path, peer, forwarded = _request_values(request)
         # No await on the common paths (a recently verified key, a cached denial).
         decision = verifier.verify_nowait(
             authorization, method, path, peer=peer, forwarded_for=forwarded

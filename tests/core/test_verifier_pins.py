@@ -29,18 +29,11 @@ from keyguard.core.scopes import ScopeCatalog, all_of, any_of
 from keyguard.core.verifier import Verifier
 from keyguard.observability import Observer, UsageCounter
 from keyguard.stores.memory import MemoryStore
+from tests.core.test_verifier_twins import Clock
 from tests.keyfactory import KeyFactory
 
 T0 = 1_700_000_000.0
 PEER = ("203.0.113.7", 4000)
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Store(MemoryStore):
