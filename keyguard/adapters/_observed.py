@@ -19,6 +19,7 @@ was: one attribute check.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from keyguard.adapters._shared import ANONYMOUS
@@ -39,6 +40,7 @@ __all__ = ["observed_class"]
 _AUTHORIZATION = b"authorization"
 _REQUEST_ID = b"x-request-id"
 _FORWARDED_FOR = b"x-forwarded-for"
+_first = itemgetter(0)
 
 # The middleware modules import this one; their helpers are looked up once, on first use
 # (an import statement per request would cost microseconds).
@@ -71,21 +73,24 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
     asgi = _asgi or _asgi_module()
     verifier = mw.verifier
     observer: RequestObserver = verifier.observer  # type: ignore[assignment]
-    authorization: list[bytes] = []
-    request_id: bytes | None = None
-    forwarded: list[bytes] = []
-    for name, value in scope["headers"]:
-        if name == _AUTHORIZATION:
-            authorization.append(value)
-        elif name == _REQUEST_ID:
-            request_id = value
-        elif name == _FORWARDED_FOR:
-            forwarded.append(value)
+    headers = scope["headers"]
+    header: Any
+    request_id: bytes | None
+    forwarded_for: Any
+    fields = dict(headers) if type(headers) is list else None
+    if fields is not None and len(fields) == len(headers):
+        # No name repeats (the dict, built in C, kept every field): three lookups, as the
+        # plain path reads them.
+        header = fields.get(_AUTHORIZATION)
+        request_id = fields.get(_REQUEST_ID)
+        forwarded_for = fields.get(_FORWARDED_FOR)
+    else:
+        header, request_id, forwarded_for = asgi._scan(headers)
+        if forwarded_for is not None and type(forwarded_for) is not bytes:
+            forwarded_for = join_field_lines(forwarded_for)
     method = scope.get("method", "GET") if kind == "http" else "GET"
-    header = authorization[0] if len(authorization) == 1 else (authorization or None)
     path = scope["path"]
     peer = scope.get("client")
-    forwarded_for = join_field_lines(forwarded) if forwarded else None
     outcome = observed_nowait(verifier, observer, header, method, path, peer, forwarded_for, True)
     if outcome is None:
         outcome = await observed_averify(
@@ -108,8 +113,10 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
             scope["auth"] = asgi.KeyGuardCredentials(principal)
             scope["user"] = principal
     extra = None
+    rate_only = False
     if kind == "http" and (decision.rate is not None or decision.extra_headers):
         extra = decision.asgi_headers()
+        rate_only = not decision.extra_headers
     if admission is None:  # a public route: nothing to count
         await mw.app(scope, receive, send if extra is None else asgi._with_headers(send, extra))
         return
@@ -125,10 +132,18 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
             if kind_of == "http.response.start":
                 status = int(message["status"])
                 if extra is not None:
-                    names = {k for k, _ in extra}
-                    headers = [kv for kv in message.get("headers", ()) if kv[0] not in names]
-                    headers.extend(extra)
-                    message["headers"] = headers
+                    sent = message.get("headers")
+                    if not sent:
+                        message["headers"] = extra
+                    else:
+                        if type(sent) is not list:
+                            sent = list(sent)
+                        # As the plain path: drop a field the app set that keyguard sends too
+                        # (one C-level pass decides it for rate-limit headers alone).
+                        if not rate_only or not asgi._RATE_NAMES.isdisjoint(map(_first, sent)):
+                            names = {k for k, _ in extra}
+                            sent = [kv for kv in sent if kv[0] not in names]
+                        message["headers"] = sent + extra
             elif kind_of == "websocket.accept":
                 status = 101
             elif kind_of in ("websocket.close", "websocket.http.response.start"):
