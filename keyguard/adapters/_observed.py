@@ -23,7 +23,6 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from keyguard.adapters._shared import ANONYMOUS
-from keyguard.core.addresses import join_field_lines
 from keyguard.core.observe import (
     RequestObserver,
     observed_averify,
@@ -37,9 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["observed_class"]
 
-_AUTHORIZATION = b"authorization"
-_REQUEST_ID = b"x-request-id"
-_FORWARDED_FOR = b"x-forwarded-for"
 _first = itemgetter(0)
 
 # The middleware modules import this one; their helpers are looked up once, on first use
@@ -73,21 +69,7 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
     asgi = _asgi or _asgi_module()
     verifier = mw.verifier
     observer: RequestObserver = verifier.observer  # type: ignore[assignment]
-    headers = scope["headers"]
-    header: Any
-    request_id: bytes | None
-    forwarded_for: Any
-    fields = dict(headers) if type(headers) is list else None
-    if fields is not None and len(fields) == len(headers):
-        # No name repeats (the dict, built in C, kept every field): three lookups, as the
-        # plain path reads them.
-        header = fields.get(_AUTHORIZATION)
-        request_id = fields.get(_REQUEST_ID)
-        forwarded_for = fields.get(_FORWARDED_FOR)
-    else:
-        header, request_id, forwarded_for = asgi._scan(headers)
-        if forwarded_for is not None and type(forwarded_for) is not bytes:
-            forwarded_for = join_field_lines(forwarded_for)
+    header, request_id, forwarded_for = asgi.request_headers(scope["headers"])
     method = scope.get("method", "GET") if kind == "http" else "GET"
     path = scope["path"]
     peer = scope.get("client")

@@ -130,6 +130,7 @@ class KeyGuardMiddleware:
         authorization: bytes | list[bytes] | None
         request_id: bytes | None
         forwarded: bytes | list[bytes] | None
+        # request_headers() inlined: this is the path nearly every request takes.
         fields = dict(headers) if type(headers) is list else None
         if fields is not None and len(fields) == len(headers):
             # No name repeats (the dict, built in C, kept every field): three lookups.
@@ -216,6 +217,20 @@ class KeyGuardMiddleware:
                     "reason": decision.code.value if decision.code else "",
                 }
             )
+
+
+def request_headers(headers: Any) -> tuple[Any, bytes | None, bytes | None]:
+    """``Authorization`` (a list when repeated: the verifier refuses it), ``X-Request-ID`` and
+    ``X-Forwarded-For`` (every line of it, joined) of a raw ASGI header list: what
+    :meth:`KeyGuardMiddleware.__call__` reads inline, for the other ASGI entry points."""
+    fields = dict(headers) if type(headers) is list else None
+    if fields is not None and len(fields) == len(headers):
+        # No name repeats (the dict, built in C, kept every field): three lookups.
+        return fields.get(_AUTHORIZATION), fields.get(_REQUEST_ID), fields.get(_FORWARDED_FOR)
+    authorization, request_id, forwarded = _scan(headers)
+    if forwarded is not None and type(forwarded) is not bytes:
+        forwarded = join_field_lines(forwarded)  # type: ignore[arg-type]
+    return authorization, request_id, forwarded
 
 
 def _scan(

@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from keyguard.adapters._shared import build_verifier
-from keyguard.adapters.asgi import KeyGuardCredentials, KeyGuardMiddleware, forwarded_for
+from keyguard.adapters.asgi import KeyGuardCredentials, KeyGuardMiddleware, request_headers
 from keyguard.adapters.fastapi.errors import KeyGuardHTTPException, install_exception_handlers
 from keyguard.adapters.fastapi.scheme import (
     DEFAULT_SCHEME,
@@ -115,11 +115,10 @@ class _Dependency(SecurityBase):
                 "no keyguard verifier for this dependency: build it with guard.require(...) or "
                 "verifier=, call KeyGuard.install(app), or add KeyGuardMiddleware"
             )
-        authorization, _ = read_credentials(scope)
+        authorization, _, forwarded = request_headers(scope["headers"])
         method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
         path = scope["path"]
         peer = scope.get("client")
-        forwarded = forwarded_for(scope)
         # No await on the common paths (a recently verified key, a cached denial).
         decision = verifier.verify_nowait(
             authorization,
