@@ -12,6 +12,9 @@ JSONResponse:
   verified once at start-up, as in a server that has been running: the timed requests are
   cache hits, like the in-process rows. The load is spread over enough keys that none
   reaches its limits (see ``bench_e2e.py``), so every answer is a 200.
+* ``floor`` — Starlette + the hand-written pure-ASGI guard of ``_floor.py`` (parse, SHA-256,
+  dict lookup, one scope, one GCRA window with the real clock, one fixed header) over the
+  same keys: what any guard written in Python costs under the same server and load.
 * ``slowapi`` — Starlette ``AuthenticationMiddleware`` (dict lookup of the header value) +
   ``@requires`` + slowapi's ``@limiter.limit`` (memory storage; a limit too high to reach).
 """
@@ -79,6 +82,16 @@ def keyguard() -> Starlette:
     return Starlette(
         routes=[Route(PATH, agents)], middleware=[Middleware(KeyGuardMiddleware, verifier=verifier)]
     )
+
+
+def floor() -> Starlette:
+    import time
+
+    from benchmarks._floor import Floor, FloorGuard
+
+    table = dict.fromkeys(headers(), frozenset({SCOPE}))
+    guard = Floor(table, time.monotonic, required=SCOPE)
+    return Starlette(routes=[Route(PATH, agents)], middleware=[Middleware(FloorGuard, floor=guard)])
 
 
 class DictBackend(AuthenticationBackend):

@@ -13,7 +13,7 @@ address or brute-force guard: a floor, not a design to copy.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from hashlib import sha256
 from typing import Any
 
@@ -37,9 +37,17 @@ class Floor:
     """The shared check. ``clock`` is the GCRA's clock (the same admitting / frozen clocks
     the keyguard rows give their limiter)."""
 
-    def __init__(self, keys: Keys, clock: Callable[[], float], required: str = SCOPE) -> None:
+    def __init__(
+        self,
+        keys: Keys | Mapping[str, frozenset[str]],
+        clock: Callable[[], float],
+        required: str = SCOPE,
+    ) -> None:
+        """``keys``: the run's :class:`Keys`, or its kind of table (Authorization value ->
+        scopes) directly, as the end-to-end apps build it."""
+        table = keys if isinstance(keys, Mapping) else keys.table
         self.entries: dict[bytes, tuple[str, frozenset[str]]] = {}
-        for header, scopes in keys.table.items():
+        for header, scopes in table.items():
             key = header.removeprefix("UserKey ")
             self.entries[sha256(key.encode()).digest()] = (key[3:15], scopes)
         self.clock = clock

@@ -78,5 +78,6 @@ RV_ALL = "revocation latency, every worker"
 
 # -- group "e2e" -----------------------------------------------------------------------------
 E_BARE = "bare Starlette"
+E_FLOOR = "Starlette + hand-written ASGI guard (floor)"
 E_KG = "Starlette + keyguard full path"
 E_SLOWAPI = "Starlette auth + slowapi"

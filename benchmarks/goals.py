@@ -339,6 +339,11 @@ def _e2e(rows: Rows, g: Goal, what: str, *, higher: bool) -> Goal:
         f"median of rounds, keyguard / bare: {kg:,.2f} / {bare:,.2f} {unit} = {g.value:.2f} "
         f"(limit {'≥' if higher else '≤'} {g.limit:.2f})"
     )
+    try:
+        floor = rows.median("e2e", f"{L.E_FLOOR}: {what}")
+    except Missing:  # a run from before the floor row
+        return g
+    g.measured += f"; the hand-written floor: {floor / bare:.2f}"
     return g
 
 
