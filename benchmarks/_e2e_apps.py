@@ -12,6 +12,9 @@ JSONResponse:
   verified once at start-up, as in a server that has been running: the timed requests are
   cache hits, like the in-process rows. The load is spread over enough keys that none
   reaches its limits (see ``bench_e2e.py``), so every answer is a 200.
+* ``keyguard_ietf`` — the same with ``legacy_headers=False``: the two IETF fields
+  (``RateLimit-Policy``, ``RateLimit``) instead of five, which is what the three legacy
+  ``X-RateLimit-*`` fields cost under a server that checks every header it writes.
 * ``floor`` — Starlette + the hand-written pure-ASGI guard of ``_floor.py`` (parse, SHA-256,
   dict lookup, one scope, one GCRA window with the real clock, one fixed header) over the
   same keys: what any guard written in Python costs under the same server and load.
@@ -51,7 +54,7 @@ def bare() -> Starlette:
     return Starlette(routes=[Route(PATH, agents)])
 
 
-def keyguard() -> Starlette:
+def keyguard(**options: Any) -> Starlette:
     from keyguard.adapters.asgi import KeyGuardMiddleware
     from keyguard.core.hashing import Hasher
     from keyguard.core.policy import RoutePolicy
@@ -75,6 +78,7 @@ def keyguard() -> Starlette:
         hasher=hasher,
         cache_size=2 * len(values),
         cache_ttl=3600.0,
+        **options,
     )
     for value in values:
         if not verifier.verify(value, "GET", PATH).allowed:
@@ -92,6 +96,11 @@ def floor() -> Starlette:
     table = dict.fromkeys(headers(), frozenset({SCOPE}))
     guard = Floor(table, time.monotonic, required=SCOPE)
     return Starlette(routes=[Route(PATH, agents)], middleware=[Middleware(FloorGuard, floor=guard)])
+
+
+def keyguard_ietf() -> Starlette:
+    """The same full path sending the IETF fields only (``legacy_headers=False``)."""
+    return keyguard(legacy_headers=False)
 
 
 class DictBackend(AuthenticationBackend):

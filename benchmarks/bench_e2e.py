@@ -1,8 +1,9 @@
 """End to end: uvicorn serving bare Starlette, the hand-written guard (the floor), keyguard's
-full default path and Starlette auth + slowapi, under a load generator running in another
+full default path (and the same with the IETF rate-limit fields only) and Starlette auth +
+slowapi, under a load generator running in another
 process, pinned to the other core.
 
-Run: ``python benchmarks/bench_e2e.py`` (about two minutes; ``--quick`` for a smoke run of a
+Run: ``python benchmarks/bench_e2e.py`` (about three minutes; ``--quick`` for a smoke run of a
 few seconds, ``--generator wrk|python``, ``--json PATH``). Needs uvicorn (the ``server``
 extra); uses uvloop and httptools when installed (the ``bench`` extra installs them) and
 ``wrk`` when on PATH (``apt-get install wrk``), else the Python load generator
@@ -50,7 +51,13 @@ from benchmarks._results import HIGHER, Row, describe, environment, group_json, 
 
 ROOT = Path(__file__).resolve().parent.parent
 
-APPS = {L.E_BARE: "bare", L.E_FLOOR: "floor", L.E_KG: "keyguard", L.E_SLOWAPI: "slowapi"}
+APPS = {
+    L.E_BARE: "bare",
+    L.E_FLOOR: "floor",
+    L.E_KG: "keyguard",
+    L.E_KG_IETF: "keyguard_ietf",
+    L.E_SLOWAPI: "slowapi",
+}
 try:
     import slowapi  # noqa: F401 - a peer from the bench extra
 except ImportError:  # pragma: no cover - depends on the environment
