@@ -2,11 +2,17 @@
 
 Run: ``python benchmarks/profile_paths.py [PATH] [--number N] [--top K]`` where PATH is one of
 ``full`` (Starlette + keyguard, the full default path), ``no-headers``, ``auth``, ``429``,
-``401-unknown``, ``401-malformed``, ``403``, ``fastapi-dependency``, ``wsgi-full``. Requests
-are built and sent exactly as in ``bench_asgi.py`` / ``bench_wsgi.py`` (same apps, 10,000
-client addresses in turn). Prints the functions with the most time of their own
-(``tottime``) or, with ``--breakdown``, times the full path's steps one by one. Profiling slows
-every call several times over: read shares, not microseconds.
+``401-unknown``, ``401-malformed``, ``403``, ``fastapi-dependency``, ``wsgi-full``, or a
+baseline: ``bare``, ``floor`` (the hand-written guard), ``fastapi-bare``, ``wsgi-floor``.
+Requests are built and sent exactly as in ``bench_asgi.py`` / ``bench_wsgi.py`` (same apps,
+10,000 client addresses in turn). Prints the functions with the most time of their own
+(``tottime``); profiling slows every call several times over: read shares, not microseconds.
+
+``--breakdown`` times the full path's steps one by one instead. ``--bytecodes`` counts the
+bytecode instructions each function executes per request (``sys.settrace`` opcode events over
+``--number`` requests, default 50 in this mode): unlike a time it is the same on every machine
+and every run, so two versions of the code compare exactly (the guard's own count, against the
+floor's, is how far the code is from a hand-written guard in work done).
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import cProfile
 import os
 import pstats
 import sys
+from collections import Counter
+from types import CodeType, FrameType
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,6 +32,9 @@ from benchmarks import _labels as L
 from benchmarks._inprocess import Keys
 
 ASGI = {
+    "bare": L.S_BARE,
+    "floor": L.S_FLOOR,
+    "fastapi-bare": L.F_BARE,
     "full": L.S_KG_FULL,
     "no-headers": L.S_KG_NO_HEADERS,
     "auth": L.S_KG_AUTH,
@@ -33,7 +44,7 @@ ASGI = {
     "403": L.KG_403,
     "fastapi-dependency": L.F_KG_DEPENDENCY,
 }
-WSGI = {"wsgi-full": L.W_KG_FULL}
+WSGI = {"wsgi-full": L.W_KG_FULL, "wsgi-floor": L.W_FLOOR}
 
 
 def breakdown(number: int) -> None:
@@ -148,17 +159,78 @@ def breakdown(number: int) -> None:
         print(f"  {name:<{width}}  {us:6.2f}")
 
 
+def _guard_code(filename: str) -> bool:
+    """keyguard's own code (its modules and the code it generates) or the floor's."""
+    return (
+        "/keyguard/" in filename
+        or filename.startswith("<keyguard")
+        or filename.endswith("benchmarks/_floor.py")
+    )
+
+
+def _where(code: CodeType) -> str:
+    name = code.co_filename
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if name.startswith("<"):
+        pass  # code keyguard generates, named by what it was compiled for
+    elif "/site-packages/" in name:
+        name = name.rsplit("/site-packages/", 1)[1]
+    elif name.startswith(root + os.sep):
+        name = name[len(root) + 1 :]
+    else:
+        name = "python/" + os.path.basename(name)  # the standard library
+    return f"{name}:{code.co_firstlineno} {code.co_qualname}"
+
+
+def bytecodes(driver: Any, app: Any, request: str, number: int, top: int) -> None:
+    """Bytecode instructions executed per request: in all, by the guard, per function."""
+    counts: Counter[CodeType] = Counter()
+
+    def tracer(frame: FrameType, event: str, arg: Any) -> Any:
+        frame.f_trace_opcodes = True
+        code = frame.f_code
+
+        def local(frame: FrameType, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                counts[code] += 1
+            return local
+
+        return local
+
+    sys.settrace(tracer)
+    try:
+        driver.timed(app, request, number)
+    finally:
+        sys.settrace(None)
+    total = sum(counts.values()) / number
+    own = sum(n for code, n in counts.items() if _guard_code(code.co_filename)) / number
+    print(f"bytecode instructions per request, mean of {number:,}: {total:,.0f} in all, ")
+    print(f"{own:,.0f} in the guard's own code (keyguard's or the floor's)\n")
+    for code, n in counts.most_common(top):
+        mark = "*" if _guard_code(code.co_filename) else " "
+        print(f"  {n / number:8.1f} {mark} {_where(code)}")
+    print("\n(* the guard's own code)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", nargs="?", default="full", choices=[*ASGI, *WSGI])
-    parser.add_argument("--number", type=int, default=20_000)
+    parser.add_argument("--number", type=int, help="requests (default 20,000; 50 with --bytecodes)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument(
         "--breakdown", action="store_true", help="time the full path's steps one by one instead"
     )
+    parser.add_argument(
+        "--bytecodes",
+        action="store_true",
+        help="count the bytecode instructions each function runs per request instead",
+    )
     args = parser.parse_args()
+    if args.number is not None and args.number < 1:
+        parser.error("--number must be positive")
+    number = args.number or (50 if args.bytecodes else 20_000)
     if args.breakdown:
-        breakdown(min(args.number, 5_000))
+        breakdown(min(number, 5_000))
         return
     keys = Keys()
     driver: Any
@@ -183,11 +255,15 @@ def main() -> None:
     if status != variant.status:
         raise SystemExit(f"{label} answered {status}: {body[:200]!r}")
     driver.timed(app, variant.request, 2_000)
+    if args.bytecodes:
+        print(f"{label}")
+        bytecodes(driver, app, variant.request, number, args.top)
+        return
     profile = cProfile.Profile()
     profile.enable()
-    driver.timed(app, variant.request, args.number)
+    driver.timed(app, variant.request, number)
     profile.disable()
-    print(f"{label}: {args.number:,} requests\n")
+    print(f"{label}: {number:,} requests\n")
     stats = pstats.Stats(profile).strip_dirs()
     stats.sort_stats("tottime").print_stats(args.top)
 

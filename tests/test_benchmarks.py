@@ -257,6 +257,35 @@ def test_the_quick_suite_runs_every_group_and_judges_every_goal(tmp_path: Path) 
     assert same.returncode == 0, same.stdout[-2000:]
 
 
+def _bytecodes(path: str) -> tuple[float, str]:
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/profile_paths.py", path, "--bytecodes", "--number", "20"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    match = re.search(r"([\d,.]+) in the guard's own code", proc.stdout)
+    assert match, proc.stdout
+    return float(match.group(1).replace(",", "")), proc.stdout
+
+
+@pytest.mark.slow
+def test_bytecode_counts_are_the_same_on_every_run_and_name_the_guards_code() -> None:
+    """--bytecodes is sold as a measure that does not move between runs: two runs of the
+    full path agree exactly; the floor's guard is its own code, much less of it."""
+    first, text = _bytecodes("full")
+    second, _ = _bytecodes("full")
+    floor, floor_text = _bytecodes("floor")
+    assert first == second
+    assert 0 < floor < first
+    assert "* keyguard/core/verifier.py" in text
+    assert "* benchmarks/_floor.py" in floor_text
+    assert "keyguard/" not in floor_text
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script",
