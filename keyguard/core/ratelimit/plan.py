@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Final, NamedTuple
 
 from keyguard.core.ratelimit.state import RateState, _expire, _open_bucket, _Ring
@@ -195,49 +194,15 @@ def plan_for(windows: Sequence[Window]) -> WindowPlan:
     return plan
 
 
-def _refused(
-    plan: WindowPlan,
-    log: deque[int],
-    n: int,
-    rings: dict[int, _Ring],
-    now: int,
-    cost: int,
-    used: tuple[int, ...],
-) -> RateDecision:
-    """The refusal: nothing consumed; each violated window says when it will have room."""
-    retry = 0
-    never = False
-    mask = 0
-    counts: list[int] = []
-    for i, ((limit, period, _width, kind), u) in enumerate(zip(plan.specs, used, strict=True)):
-        if u + cost > limit:
-            mask |= 1 << i
-            if cost > limit:
-                never = True
-                reset = -(-period // _US)
-            elif kind != _RING:
-                # The (u + cost - limit)-th oldest unit in the window must leave it.
-                reset = -(-(log[n - limit + cost - 1] + period - now) // _US)
-            else:
-                need = u + cost - limit
-                last = 0
-                for last, units in rings[period].buckets:  # noqa: B007 - last is the answer
-                    need -= units
-                    if need <= 0:
-                        break
-                reset = -(-(last + period - now) // _US)
-            if reset > retry:
-                retry = reset
-        elif kind != _RING:
-            reset = -(-(log[n - u] + period - now) // _US) if u else 0
-        else:
-            ring = rings[period]
-            reset = -(-(ring.buckets[0][0] + period - now) // _US) if ring.buckets else 0
-        counts += (limit - u if u < limit else 0, reset)
-    # Every delay is positive, so retry >= 1 whenever some violated window can ever admit.
-    return _new_tuple(
-        RateDecision, (False, None if never else retry, plan, tuple(counts), mask, False, False)
-    )
+def _ring_wait(buckets: Iterable[list[int]], need: int, now: int, period: int) -> int:
+    """Seconds until ``need`` units of a ring have left its window: the oldest buckets leave
+    first, each when its latest unit does (at ``last + period``)."""
+    last = 0
+    for last, units in buckets:  # noqa: B007 - last is the answer
+        need -= units
+        if need <= 0:
+            break
+    return -(-(last + period - now) // _US)
 
 
 _Runner = Callable[[RateState, int, int, bool], RateDecision]
@@ -257,7 +222,9 @@ def _compile(plan: WindowPlan) -> _Runner:
     4. Admit iff ``used_i + cost <= limit_i`` for all ``i``; if so (and consuming) append
        ``cost`` copies of ``now`` to the log and add ``cost`` to each ring's current bucket
        (whose latest unit is now ``now``), and report ``remaining = limit - used - cost`` and
-       ``reset`` per window; otherwise hand over to :func:`_refused`.
+       ``reset`` per window. Otherwise refuse, consuming nothing: each violated window says
+       when it will have room (its ``(used + cost - limit)``-th oldest unit must leave; never,
+       when ``cost`` exceeds its limit), and ``retry`` is the latest of those waits.
     """
     ind = "    "
     src = [
@@ -287,6 +254,8 @@ def _compile(plan: WindowPlan) -> _Runner:
     checks = []
     taken = []  # counts after consuming cost
     peeked = []  # counts of a peek (nothing taken)
+    refusal = [f"{ind}retry = 0", f"{ind}never = False", f"{ind}mask = 0"]
+    refused = []  # counts of a refusal
     used = []
     for i, (limit, period, _width, kind) in enumerate(plan.specs):
         if kind == _WHOLE_LOG:
@@ -313,6 +282,27 @@ def _compile(plan: WindowPlan) -> _Runner:
             # A consuming run leaves the ring with a bucket.
             taken.append(f"{limit} - cost - {u}, {wait},")
             peeked.append(f"{limit} - {u}, {wait} if ring{j}.buckets else 0,")
+        # Refused: a violated window waits for its (u + cost - limit)-th oldest unit to leave.
+        if kind != _RING:
+            violated = f"-((now - {period} - log[n - {limit} + cost - 1]) // {_US})"
+            room = f"{wait} if {u} else 0"
+        else:
+            violated = f"_ring_wait(ring{j}.buckets, {u} + cost - {limit}, now, {period})"
+            room = f"{wait} if ring{j}.buckets else 0"
+        refusal += [
+            f"{ind}if {u} + cost > {limit}:",
+            f"{ind * 2}mask |= {1 << i}",
+            f"{ind * 2}if cost > {limit}:",
+            f"{ind * 3}never = True",
+            f"{ind * 3}r{i} = {-(-period // _US)}",
+            f"{ind * 2}else:",
+            f"{ind * 3}r{i} = {violated}",
+            f"{ind * 2}if r{i} > retry:",
+            f"{ind * 3}retry = r{i}",
+            f"{ind}else:",
+            f"{ind * 2}r{i} = {room}",
+        ]
+        refused.append(f"{limit} - {u} if {u} < {limit} else 0, r{i},")
     src.append(f"    if {' and '.join(checks)}:")
     src.append(f"{ind * 2}if consume:")
     if plan.max_exact:
@@ -338,14 +328,18 @@ def _compile(plan: WindowPlan) -> _Runner:
     src.append(f"{ind * 2}return _new_tuple(RateDecision, (True, None, plan, (")
     src += [f"{ind * 3}{c}" for c in peeked]
     src.append(f"{ind * 2}), 0, False, False))")
-    src.append(f"    return _refused(plan, log, n, rings, now, cost, ({', '.join(used)},))")
+    src += refusal
+    # Every delay is positive, so retry >= 1 whenever some violated window can ever admit.
+    src.append(f"{ind}return _new_tuple(RateDecision, (False, None if never else retry, plan, (")
+    src += [f"{ind * 2}{c}" for c in refused]
+    src.append(f"{ind}), mask, False, False))")
     namespace: dict[str, object] = {
         "plan": plan,
         "bisect_right": bisect_right,
         "_Ring": _Ring,
         "_expire": _expire,
         "_open_bucket": _open_bucket,
-        "_refused": _refused,
+        "_ring_wait": _ring_wait,
         "_new_tuple": _new_tuple,
         "RateDecision": RateDecision,
     }
