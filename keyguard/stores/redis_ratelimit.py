@@ -95,6 +95,23 @@ def _bad_cost(cost: object) -> None:
     raise ConfigurationError(f"rate-limit cost must be an integer >= 1, got {cost!r}")
 
 
+#: id(plan) -> (plan, its script argument). Plans live as long as plan_for's cache keeps
+#: them; the identity check catches an id() reused after one was freed.
+_PLAN_ARGS: dict[int, tuple[WindowPlan, str]] = {}
+
+
+def _plan_arg(plan: WindowPlan) -> str:
+    """The plan as the scripts take it: one comma-separated argument (see redis_scripts)."""
+    known = _PLAN_ARGS.get(id(plan))
+    if known is not None and known[0] is plan:
+        return known[1]
+    arg = ",".join(plan.redis_args)
+    if len(_PLAN_ARGS) >= 1024:
+        _PLAN_ARGS.clear()
+    _PLAN_ARGS[id(plan)] = (plan, arg)
+    return arg
+
+
 class RedisRateLimiter(RedisClients):
     """The rate limiter of :mod:`keyguard.core.ratelimit`, shared by every process via Redis.
 
@@ -187,8 +204,8 @@ class RedisRateLimiter(RedisClients):
         keys = self.keys(bucket)
         if consume:
             keys.append(self._done_key(keys))
-        args = [now_arg(now), str(cost), "1" if consume else "0", self._done_ms]
-        return plan, keys, [*args, *plan.redis_args]
+        args = [now_arg(now), str(cost), "1" if consume else "0", self._done_ms, _plan_arg(plan)]
+        return plan, keys, args
 
     def _run(
         self, bucket: str, windows: Sequence[Window], cost: int, consume: bool, now: float | None
@@ -222,7 +239,7 @@ class RedisRateLimiter(RedisClients):
         kplan, oplan = plan_for(key_windows), plan_for(owner_windows)
         keys = self.pair_keys(key_bucket, owner_bucket)
         keys.append(self._done_key(keys))
-        args = [now_arg(now), str(cost), self._done_ms, *kplan.redis_args, *oplan.redis_args]
+        args = [now_arg(now), str(cost), self._done_ms, _plan_arg(kplan), _plan_arg(oplan)]
         return pair_plan(key_windows, owner_windows), keys, args
 
     def hit_pair(

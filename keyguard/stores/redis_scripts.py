@@ -18,9 +18,10 @@ __all__ = ["BRUTE_FORCE_LUA", "PAIR_RATE_LIMIT_LUA", "RATE_LIMIT_LUA"]
 # Lua numbers are doubles, exact below 2^53 (epoch µs are ~2^51), and every division goes
 # through fdiv, which is exact. Lua's tostring keeps only 14 digits, hence fmt().
 #
-# A bucket's plan is passed as ARGV[base + 1 ...]: ttl_ms, max_exact_us, n_windows, then
-# limit, period_us, width_us (0 = exact) per window. Replies: allowed (1/0), retry_after
-# (-1 = never, 0 when allowed), violated mask, then remaining, reset per window.
+# A bucket's plan is passed as one argument, comma-separated: ttl_ms, max_exact_us, n_windows,
+# then limit, period_us, width_us (0 = exact) per window (one argument rather than 3 + 3 per
+# window: the client packs each argument of a command separately). Replies: allowed (1/0),
+# retry_after (-1 = never, 0 when allowed), violated mask, then remaining, reset per window.
 _RATE_LIMIT_LIB: Final = """
 local US = 1000000
 local function fmt(x) return string.format('%d', x) end
@@ -50,17 +51,22 @@ end
 
 -- One bucket at `now`: its usage per window and whether `cost` fits in all of them. `write`
 -- (a hit, admitted or refused) records the time and drops expired units; a peek writes nothing.
-local function load(log_key, state_key, now, cost, write, base)
-  local ttl = ARGV[base + 1]
-  local max_exact = tonumber(ARGV[base + 2])
-  local nw = tonumber(ARGV[base + 3])
+local function load(log_key, state_key, now, cost, write, spec)
+  local v, nv = {}, 0
+  for x in string.gmatch(spec, '[^,]+') do
+    nv = nv + 1
+    v[nv] = x
+  end
+  local ttl = v[1]
+  local max_exact = tonumber(v[2])
+  local nw = tonumber(v[3])
 
   local limits, periods, widths = {}, {}, {}
   for i = 1, nw do
-    local b = base + 3 + (i - 1) * 3
-    limits[i] = tonumber(ARGV[b + 1])
-    periods[i] = tonumber(ARGV[b + 2])
-    widths[i] = tonumber(ARGV[b + 3])
+    local b = 3 + (i - 1) * 3
+    limits[i] = tonumber(v[b + 1])
+    periods[i] = tonumber(v[b + 2])
+    widths[i] = tonumber(v[b + 3])
   end
 
   -- Every hash field this request may need, in one HMGET: the last time, the member sequence,
@@ -152,7 +158,7 @@ local function load(log_key, state_key, now, cost, write, base)
     used[i] = u
     if u + cost > limits[i] then allowed = false end
   end
-  return {log_key = log_key, state_key = state_key, now = now, ttl = ttl,
+  return {log_key = log_key, state_key = state_key, now = now, ttl = ttl, n = n,
           max_exact = max_exact, nw = nw, limits = limits, periods = periods, widths = widths,
           rings = rings, used = used, allowed = allowed, seq = tonumber(got[2]) or 0,
           write = write}
@@ -166,8 +172,14 @@ local function save(b, sets)
   redis.call('HSET', b.state_key, unpack(sets))
 end
 
--- The k-th oldest unit inside exact window i of bucket b (k >= 1).
+-- The k-th oldest unit inside exact window i of bucket b (k >= 1). After a hit's trim the log
+-- holds only the longest exact window, the n units of which the window's used[i] are the
+-- newest (units added since are newer still): the unit is found by its rank.
 local function kth(b, i, k)
+  if b.write then
+    local rank = b.n - b.used[i] + k - 1
+    return tonumber(redis.call('ZRANGE', b.log_key, rank, rank, 'WITHSCORES')[2])
+  end
   local r = redis.call('ZRANGEBYSCORE', b.log_key, '(' .. fmt(b.now - b.periods[i]), '+inf',
                        'WITHSCORES', 'LIMIT', k - 1, 1)
   return tonumber(r[2])
@@ -292,16 +304,22 @@ local function replay(done)
   return out
 end
 
+-- A reply's values are integers; table.concat writes a number with "%.14g", exact below
+-- 10^14 (counts stop at MAX_LIMIT, 2^40; waits are seconds), so only a mask of very many
+-- windows needs fmt.
 local function remember(done, out, ttl)
   if not done then return end
   local parts = {}
-  for i = 1, #out do parts[i] = fmt(out[i]) end
+  for i = 1, #out do
+    local x = out[i]
+    if x < 1e14 then parts[i] = x else parts[i] = fmt(x) end
+  end
   redis.call('SET', done, table.concat(parts, ','), 'PX', ttl)
 end
 """
 
 # KEYS: log, state, and for a hit optionally its done key.  ARGV: now_us ("" = Redis TIME),
-# cost, hit (1) or peek (0), the done key's TTL in ms, then the plan.
+# cost, hit (1) or peek (0), the done key's TTL in ms, the plan.
 RATE_LIMIT_LUA: Final = (
     _RATE_LIMIT_LIB
     + """
@@ -310,7 +328,7 @@ local prev = replay(done)
 if prev then return prev end
 local cost = tonumber(ARGV[2])
 local hit = ARGV[3] == '1'
-local b = load(KEYS[1], KEYS[2], clock(ARGV[1]), cost, hit, 4)
+local b = load(KEYS[1], KEYS[2], clock(ARGV[1]), cost, hit, ARGV[5])
 local out, sets = {0, 0, 0}, {}
 if b.allowed then
   out[1] = 1
@@ -339,8 +357,8 @@ local done = KEYS[5]
 local prev = replay(done)
 if prev then return prev end
 local now, cost = clock(ARGV[1]), tonumber(ARGV[2])
-local k = load(KEYS[1], KEYS[2], now, cost, true, 3)
-local o = load(KEYS[3], KEYS[4], now, cost, true, 6 + 3 * k.nw)
+local k = load(KEYS[1], KEYS[2], now, cost, true, ARGV[4])
+local o = load(KEYS[3], KEYS[4], now, cost, true, ARGV[5])
 local out, ksets, osets = {0, 0, 0}, {}, {}
 if k.allowed and o.allowed then
   out[1] = 1
