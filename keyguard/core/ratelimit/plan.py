@@ -256,7 +256,6 @@ def _compile(plan: WindowPlan) -> _Runner:
     peeked = []  # counts of a peek (nothing taken)
     refusal = [f"{ind}retry = 0", f"{ind}never = False", f"{ind}mask = 0"]
     refused = []  # counts of a refusal
-    used = []
     for i, (limit, period, _width, kind) in enumerate(plan.specs):
         if kind == _WHOLE_LOG:
             u = "n"
@@ -270,7 +269,6 @@ def _compile(plan: WindowPlan) -> _Runner:
             u = f"u{i}"
             src.append(f"    {u} = ring{j}.total")
             oldest = f"ring{j}.buckets[0][0]"
-        used.append(u)
         checks.append(f"{u} + cost <= {limit}")
         # ceil((oldest + period - now) / 1 s): when the oldest counted unit leaves.
         wait = f"-((now - {period} - {oldest}) // {_US})"
