@@ -19,7 +19,6 @@ was: one attribute check.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from keyguard.adapters._shared import ANONYMOUS
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 __all__ = ["observed_class"]
 
-_first = itemgetter(0)
 
 # The middleware modules import this one; their helpers are looked up once, on first use
 # (an import statement per request would cost microseconds).
@@ -115,17 +113,7 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
                 status = int(message["status"])
                 if extra is not None:
                     sent = message.get("headers")
-                    if not sent:
-                        message["headers"] = extra
-                    else:
-                        if type(sent) is not list:
-                            sent = list(sent)
-                        # As the plain path: drop a field the app set that keyguard sends too
-                        # (one C-level pass decides it for rate-limit headers alone).
-                        if not rate_only or not asgi._RATE_NAMES.isdisjoint(map(_first, sent)):
-                            names = {k for k, _ in extra}
-                            sent = [kv for kv in sent if kv[0] not in names]
-                        message["headers"] = sent + extra
+                    message["headers"] = asgi._merged(sent, extra, rate_only) if sent else extra
             elif kind_of == "websocket.accept":
                 status = 101
             elif kind_of in ("websocket.close", "websocket.http.response.start"):

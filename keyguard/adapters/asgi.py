@@ -12,7 +12,7 @@ Store I/O on a cache miss runs off the event loop.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from operator import itemgetter
 from typing import Any, Final
 
@@ -280,20 +280,25 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], rate_only: bool 
     def wrapped(message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             headers = message.get("headers")
-            if not headers:
-                message["headers"] = extra
-            else:
-                if type(headers) is not list:
-                    headers = list(headers)
-                # ASGI header names are lower-case bytes: drop any the app set that we also
-                # send, so no field appears twice.
-                if not rate_only or not _RATE_NAMES.isdisjoint(map(_first, headers)):
-                    names = {k for k, _ in extra}
-                    headers = [kv for kv in headers if kv[0] not in names]
-                message["headers"] = headers + extra
+            message["headers"] = _merged(headers, extra, rate_only) if headers else extra
         return send(message)
 
     return wrapped
+
+
+def _merged(
+    headers: Iterable[tuple[bytes, bytes]], extra: list[tuple[bytes, bytes]], rate_only: bool
+) -> list[tuple[bytes, bytes]]:
+    """The application's response headers followed by ``extra``, dropping any field the app set
+    that ``extra`` sends too (ASGI names are lower-case bytes), so no field appears twice.
+    ``rate_only``: ``extra`` holds rate-limit headers only, so one C-level pass over the app's
+    names decides whether any must be dropped (almost never)."""
+    if type(headers) is not list:
+        headers = list(headers)
+    if not rate_only or not _RATE_NAMES.isdisjoint(map(_first, headers)):
+        names = {k for k, _ in extra}
+        headers = [kv for kv in headers if kv[0] not in names]
+    return headers + extra
 
 
 # -- the dashboard --------------------------------------------------------------------------------
