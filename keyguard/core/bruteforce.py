@@ -280,23 +280,39 @@ class BruteForceGuard:
             if now > latest:
                 self._latest = latest = now
             current = _floor(latest / self._slot)
-            record = self._records.get(key)
+            records = self._records
+            record = records.get(key)
             if record is None:
                 counts = [0] * _SLOTS
             else:
-                top, *counts = _RECORD.unpack(record)
-                if top != current:
-                    # Clear the sub-windows that ended since the newest (all, after a window).
-                    for n in range(top + 1, min(current, top + _SLOTS) + 1):
-                        counts[n % _SLOTS] = 0
+                values = _RECORD.unpack(record)
+                top = values[0]
+                if top == current:
+                    # Another failure in the address's newest sub-window (a client retrying,
+                    # a guesser): one counter moves, nothing expires, nothing is rebuilt.
+                    i = 1 + current % _SLOTS
+                    count = values[i]
+                    counted = count < self._tracked
+                    if counted:
+                        record = _RECORD.pack(*values[:i], count + 1, *values[i + 1 :])
+                        records[key] = record
+                    records.move_to_end(key)
+                    # The counters' sum after this failure (values[0] is the sub-window).
+                    if sum(values) - top + counted <= self.threshold:
+                        return None
+                    return self._retry_after(record, now, latest)
+                counts = list(values[1:])
+                # Clear the sub-windows that ended since the newest (all, after a window).
+                for n in range(top + 1, min(current, top + _SLOTS) + 1):
+                    counts[n % _SLOTS] = 0
             slot = current % _SLOTS
             counts[slot] = min(counts[slot] + 1, self._tracked)
-            self._records[key] = updated = _RECORD.pack(current, *counts)
+            records[key] = updated = _RECORD.pack(current, *counts)
             if record is None:
-                if len(self._records) > self.max_clients:
-                    self._records.popitem(last=False)
+                if len(records) > self.max_clients:
+                    records.popitem(last=False)
             else:
-                self._records.move_to_end(key)
+                records.move_to_end(key)
             # Every slot now holds a live sub-window (current - 7 .. current, the expired ones
             # cleared above), so their sum is the count in the window: the common case, an
             # address under the threshold, needs no per-sub-window walk.

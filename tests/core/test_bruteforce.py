@@ -222,6 +222,22 @@ def test_threshold_failures_are_answered_the_next_one_blocked() -> None:
     assert guard.record_failure("1.2.3.4") is None  # a fresh start
 
 
+@pytest.mark.parametrize("origin", [-1000.0, -3.75, 0.0, 1000.0])
+def test_the_clock_origin_changes_nothing(origin: float) -> None:
+    """A monotonic clock may start anywhere, below zero too: the guard answers the same
+    failures the same way (the sub-window numbers, stored in each record, go negative)."""
+    clock = FakeClock(origin)
+    guard = BruteForceGuard(threshold=3, window=60, clock=clock)
+    assert [guard.record_failure("1.2.3.4") for _ in range(3)] == [None, None, None]
+    first = guard.record_failure("1.2.3.4")  # the 4th, in the same sub-window
+    assert first is not None
+    assert 53 <= first <= 60
+    clock.t += 7.5  # the next sub-window: still blocked until the same moment
+    assert first - 8 <= guard.record_failure("1.2.3.4") <= first - 7
+    clock.t = origin + 60.0
+    assert guard.is_blocked("1.2.3.4") is None
+
+
 def test_retry_after_is_when_enough_failures_leave_the_window() -> None:
     clock = FakeClock(1000.0)
     guard = BruteForceGuard(threshold=2, window=60, clock=clock)
