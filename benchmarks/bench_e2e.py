@@ -63,6 +63,8 @@ try:
 except ImportError:  # pragma: no cover - depends on the environment
     del APPS[L.E_SLOWAPI]
 TITLE = "end to end under uvicorn"
+#: label -> process id of each server :func:`servers` is running.
+PIDS: dict[str, int] = {}
 
 LUA = """
 local keys = {}
@@ -109,13 +111,17 @@ def server_options() -> list[str]:
 
 
 @contextlib.contextmanager
-def servers(keys_file: str, cpu: int | None) -> Iterator[dict[str, int]]:
-    """Start every app's uvicorn; yield label -> port; stop them all."""
+def servers(
+    keys_file: str, cpu: int | None, apps: dict[str, str] | None = None
+) -> Iterator[dict[str, int]]:
+    """Start a uvicorn per app (label -> factory in ``_e2e_apps``, default :data:`APPS`);
+    yield label -> port; stop them all. :data:`PIDS` maps each label to its process id while
+    they run (one worker: the uvicorn process is the server)."""
     env = {**os.environ, "KGBENCH_KEYS_FILE": keys_file, "PYTHONPATH": str(ROOT)}
     procs: list[subprocess.Popen[bytes]] = []
     ports: dict[str, int] = {}
     try:
-        for label, factory in APPS.items():
+        for label, factory in (APPS if apps is None else apps).items():
             port = free_port()
             command = [
                 sys.executable,
@@ -136,6 +142,7 @@ def servers(keys_file: str, cpu: int | None) -> Iterator[dict[str, int]]:
             ]
             procs.append(subprocess.Popen(command, cwd=ROOT, env=env, preexec_fn=pinned(cpu)))
             ports[label] = port
+            PIDS[label] = procs[-1].pid
         with open(keys_file, encoding="ascii") as f:
             first = f.readline().strip()
         for label, port in ports.items():
@@ -149,6 +156,8 @@ def servers(keys_file: str, cpu: int | None) -> Iterator[dict[str, int]]:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for label in ports:
+            PIDS.pop(label, None)
 
 
 def wait_ready(port: int, header: str, label: str) -> None:

@@ -2,8 +2,11 @@
 
 Run: ``python benchmarks/profile_paths.py [PATH] [--number N] [--top K]`` where PATH is one of
 ``full`` (Starlette + keyguard, the full default path), ``no-headers``, ``auth``, ``429``,
-``401-unknown``, ``401-malformed``, ``403``, ``fastapi-dependency``, ``wsgi-full``, or a
-baseline: ``bare``, ``floor`` (the hand-written guard), ``fastapi-bare``, ``wsgi-floor``.
+``401-unknown``, ``401-malformed``, ``403``, ``fastapi-dependency`` (the documented
+``guard.require()``), ``fastapi-dependency-auth`` (the same without rate limits),
+``fastapi-middleware``, ``wsgi-full``, a peer: ``fastapi-apikeyheader``, or a baseline:
+``bare``, ``floor`` (the hand-written guard), ``fastapi-bare``, ``fastapi-floor-dependency``,
+``wsgi-floor``.
 Requests are built and sent exactly as in ``bench_asgi.py`` / ``bench_wsgi.py`` (same apps,
 10,000 client addresses in turn). Prints the functions with the most time of their own
 (``tottime``); profiling slows every call several times over: read shares, not microseconds.
@@ -43,6 +46,10 @@ ASGI = {
     "401-malformed": L.KG_401_MALFORMED,
     "403": L.KG_403,
     "fastapi-dependency": L.F_KG_DEPENDENCY,
+    "fastapi-dependency-auth": L.F_KG_DEPENDENCY_AUTH,
+    "fastapi-floor-dependency": L.F_FLOOR_DEPENDENCY,
+    "fastapi-middleware": L.F_KG_MIDDLEWARE,
+    "fastapi-apikeyheader": L.F_API_KEY,
 }
 WSGI = {"wsgi-full": L.W_KG_FULL, "wsgi-floor": L.W_FLOOR}
 

@@ -17,6 +17,7 @@ import pytest
 from benchmarks import _labels as L
 from benchmarks.compare import compare, judge
 from benchmarks.goals import evaluate
+from benchmarks.profile_e2e import charge, component
 from tests.conftest import REDIS_URL
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -309,3 +310,55 @@ def test_every_script_imports_and_explains_itself(script: str) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage:" in proc.stdout
+
+
+# -- profile_e2e: charging py-spy's samples --------------------------------------------------------
+
+_PLAN = "<keyguard.ratelimit WindowPlan('burst=20/10s, 100/minute, 5000/day')>"
+
+
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("keyguard/adapters/asgi.py", "keyguard"),
+        ("/venv/lib/python3.11/site-packages/keyguard/core/verifier.py", "keyguard"),
+        (_PLAN, "keyguard"),
+        ("day')>", "keyguard"),  # py-spy cuts a name it cannot place at its last "/"
+        ("benchmarks/_floor.py", "floor"),
+        ("benchmarks/_e2e_apps.py", "app"),
+        ("starlette/routing.py", "starlette"),
+        ("uvicorn/protocols/http/httptools_impl.py", "uvicorn"),
+        ("asyncio/events.py", "asyncio/uvloop"),
+        ("uvloop/__init__.py", "asyncio/uvloop"),
+        ("json/encoder.py", "json"),
+        ("<frozen importlib._bootstrap>", "other"),
+        ("<string>", "other"),
+        ("email/utils.py", "other"),
+    ],
+)
+def test_profile_e2e_names_each_files_component(filename: str, expected: str) -> None:
+    assert component(filename) == expected
+
+
+def test_profile_e2e_charges_each_sample_to_its_innermost_python_frame() -> None:
+    """A sample belongs to the innermost Python function on its stack, the C code it was
+    running included (a write() under uvicorn's send is uvicorn's); native-only stacks and
+    lines that are not samples count as "other" or not at all."""
+    lines = [
+        f"<module> (uvicorn/main.py:10);__call__ (keyguard/adapters/asgi.py:120);"
+        f"run ({_PLAN}:15);long_add (libpython3.11.so.1.0) 5\n",
+        "<module> (uvicorn/main.py:10);__call__ (keyguard/adapters/asgi.py:120);"
+        "render (day')>:15);PyBytes_FromFormat (bytesobject.c:400) 3\n",
+        "<module> (uvicorn/main.py:10);__call__ (keyguard/adapters/asgi.py:120);"
+        "app (starlette/routing.py:70);Py_DECREF (object.h:537) 4\n",
+        "<module> (uvicorn/main.py:10);send (uvicorn/protocols/http/httptools_impl.py:524);"
+        "write (libc.so.6) 7\n",
+        "check (benchmarks/_floor.py:40);_sha256_sha256 (sha256module.c:100) 2\n",
+        "epoll_wait (libc.so.6) 1\n",
+        "not a sample\n",
+        "\n",
+    ]
+    components, functions, total = charge(lines)
+    assert total == 22
+    assert components == {"keyguard": 8, "starlette": 4, "uvicorn": 7, "floor": 2, "other": 1}
+    assert functions == {"run (generated)": 5, "render (generated)": 3, "check (_floor.py)": 2}
