@@ -8,10 +8,11 @@ the right to trace the server (root, or ``kernel.yama.ptrace_scope`` 0), and wrk
 Python load generator, as ``bench_e2e.py`` does.
 
 The server is started and loaded exactly as in ``bench_e2e.py`` (one uvicorn worker pinned to
-the first CPU, the load generator on the second, ``--keys`` keys round-robin). While the load
-runs, py-spy samples the worker with its native frames (``--native``) and the worker's CPU
-time is read from ``/proc`` before and after, so the server's **CPU time per request** is
-exact, whether or not the load saturates it. Each sample is charged to the innermost Python
+the first CPU, the load generator on the second, ``--keys`` keys round-robin). A first run
+reads the worker's CPU time from ``/proc`` before and after ``--seconds`` of load: the
+server's **CPU time per request**, exact whether or not the load saturates it. A second run of
+the same load is sampled by py-spy with the native frames (``--native``), which pauses the
+worker at every sample (so the first run is the one timed). Each sample is charged to the innermost Python
 function on its stack (with the C code it was running): to keyguard (the generated rate-limit
 code included), the hand-written floor, Starlette, uvicorn, asyncio/uvloop, ``json`` or
 the rest. A component's share of the samples times the CPU time per request is its cost per
@@ -133,7 +134,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="sampled seconds (default 8)")
     parser.add_argument("--keys", type=int, default=20_000, help="keys (default 20,000)")
     parser.add_argument("--connections", type=int, default=32, help="connections (default 32)")
-    parser.add_argument("--rate", type=int, default=500, help="samples per second (default 500)")
+    parser.add_argument("--rate", type=int, default=250, help="samples per second (default 250)")
     parser.add_argument("--top", type=int, default=15, help="guard functions listed")
     parser.add_argument(
         "--generator", choices=("auto", "wrk", "python"), default="auto", help="load generator"
@@ -165,25 +166,38 @@ def main() -> None:
                 pid = PIDS[label]
                 generator.run(ports[label], 2.0)  # warm up
                 result: dict[str, Any] = {}
+                # The CPU time per request, measured without the sampler: py-spy pauses the
+                # worker at every sample to read its native stack, which changes the timing.
                 load = threading.Thread(
-                    target=lambda: result.update(generator.run(ports[label], args.seconds + 3))
+                    target=lambda: result.update(generator.run(ports[label], args.seconds + 2))
                 )
                 load.start()
                 time.sleep(1.0)
                 cpu0, wall0 = cpu_seconds(pid), time.monotonic()
+                time.sleep(args.seconds)
+                cpu1, wall1 = cpu_seconds(pid), time.monotonic()
+                load.join()
+                if result.get("non2xx") or result.get("error_count"):
+                    raise SystemExit(f"profile aborted: {label}: non-2xx answers or socket errors")
+                # Then the shares, sampled under the same load.
+                sampled: dict[str, Any] = {}
+                load = threading.Thread(
+                    target=lambda: sampled.update(generator.run(ports[label], args.seconds + 3))
+                )
+                load.start()
+                time.sleep(1.0)
                 spied = subprocess.run(
                     [spy, "record", "--pid", str(pid), "--duration", str(round(args.seconds)),
                      "--rate", str(args.rate), "--native", "--format", "raw",
                      "--output", raw_file],
                     capture_output=True, text=True, check=False,
                 )  # fmt: skip
-                cpu1, wall1 = cpu_seconds(pid), time.monotonic()
                 load.join()
         finally:
             generator.close()
         if spied.returncode != 0:
             raise SystemExit(f"py-spy failed (permission to trace?):\n{spied.stderr.strip()}")
-        if result.get("non2xx") or result.get("error_count"):
+        if sampled.get("non2xx") or sampled.get("error_count"):
             raise SystemExit(f"profile aborted: {label}: non-2xx answers or socket errors")
         with open(raw_file, encoding="utf-8", errors="replace") as f:
             components, functions, total = charge(f)
@@ -193,11 +207,12 @@ def main() -> None:
     rps = result["rps"]
     busy = (cpu1 - cpu0) / (wall1 - wall0)
     per_request = (cpu1 - cpu0) / (rps * (wall1 - wall0)) * 1e6
+    # Each figure below is a share of the samples times this CPU time per request.
     print(f"keyguard — where the server's CPU goes end to end: {label}")
     print(
         f"{args.keys:,} keys, {args.connections} connections ({kind}), {rps:,.0f} requests/s; "
         f"the worker busy {busy:.0%} of the time, {per_request:.1f} µs of CPU per request; "
-        f"{total:,} samples over {args.seconds:g} s"
+        f"{total:,} samples over {args.seconds:g} s (a second run: py-spy slows the worker)"
     )
     print()
     print(f"{'component':<16} {'samples':>8} {'µs / request':>13}")
