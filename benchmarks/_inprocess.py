@@ -23,7 +23,7 @@ from benchmarks._results import Row, describe, environment, group_json, write_js
 from keyguard.core.hashing import Hasher
 from keyguard.core.keys import KeyFormat
 from keyguard.core.policy import RoutePolicy
-from keyguard.core.ratelimit import MemoryRateLimiter
+from keyguard.core.ratelimit import DEFAULT_WINDOWS, MemoryRateLimiter, RateDecision, Window
 from keyguard.core.records import KeyRecord
 from keyguard.core.verifier import Verifier
 from keyguard.stores.memory import MemoryStore
@@ -159,6 +159,31 @@ def frozen_limiter() -> MemoryRateLimiter:
     in the 10 s window) every later request is refused, for as long as the benchmark runs."""
     return MemoryRateLimiter(clock=frozen_clock())
 
+
+class StubLimiter(MemoryRateLimiter):
+    """A diagnostic, not a limiter: every ``hit`` answers one decision, made once by a real
+    :class:`MemoryRateLimiter` for the platform's windows, so the verifier, the headers and
+    the adapters run as on the full path while the limiter's own work (``hit`` and the
+    decision) is gone. A row with it beside the full path's row is what the limiter costs in
+    that framework."""
+
+    __slots__ = ("decision",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.decision = admitting_limiter().hit("stub", DEFAULT_WINDOWS)
+
+    def hit(
+        self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
+    ) -> RateDecision:
+        return self.decision
+
+
+NOTE_STUB = (
+    "diagnostic: the full path with a limiter stub that answers one constant admitted decision "
+    "(made once by a real MemoryRateLimiter): the same verifier, headers and adapter, without "
+    "the limiter's work. The full path's row minus this one is what the limiter costs there."
+)
 
 #: Response headers a rate-limited keyguard row must send (and the headers-off row must not).
 RATE_LIMIT_HEADERS = ("ratelimit-policy", "ratelimit", "x-ratelimit-remaining")

@@ -59,12 +59,14 @@ from benchmarks._inprocess import (
     NOTE_LIMITED,
     NOTE_NO_HEADERS,
     NOTE_NO_LIMIT,
+    NOTE_STUB,
     PATH,
     RATE_LIMIT_HEADERS,
     REQUESTS,
     SCOPE,
     UNKNOWN,
     Keys,
+    StubLimiter,
     Variant,
     admitting_clock,
     admitting_limiter,
@@ -364,6 +366,13 @@ def variants(keys: Keys, clients: int = CLIENTS) -> tuple[list[Variant], list[st
             note=NOTE_NO_LIMIT,
         ),
         Variant(
+            L.S_KG_STUB,
+            lambda: starlette_app(keyguard(limiter=StubLimiter())),
+            L.S_BARE,
+            note=NOTE_STUB,
+            **limited,
+        ),
+        Variant(
             L.S_AUTH,
             lambda: starlette_auth(keys),
             L.S_BARE,
@@ -489,6 +498,13 @@ def variants(keys: Keys, clients: int = CLIENTS) -> tuple[list[Variant], list[st
             lambda: fastapi_keyguard_dependency(keys, rate_limits=None),
             L.F_BARE,
         ),
+        Variant(
+            L.F_KG_DEPENDENCY_STUB,
+            lambda: fastapi_keyguard_dependency(keys, limiter=StubLimiter()),
+            L.F_BARE,
+            note=NOTE_STUB,
+            **limited,
+        ),
         Variant(L.F_KG_MIDDLEWARE, lambda: fastapi_app(full()), L.F_BARE, **limited),
         Variant(
             L.F_API_KEY,
@@ -502,7 +518,7 @@ def variants(keys: Keys, clients: int = CLIENTS) -> tuple[list[Variant], list[st
         skipped.append(_NO_SLOWAPI)
     else:
         rows.insert(
-            6,
+            [v.label for v in rows].index(L.S_AUTH) + 1,
             Variant(
                 L.S_AUTH_SLOWAPI,
                 lambda: starlette_auth_slowapi(keys),

@@ -12,11 +12,12 @@ the first CPU, the load generator on the second, ``--keys`` keys round-robin). A
 reads the worker's CPU time from ``/proc`` before and after ``--seconds`` of load: the
 server's **CPU time per request**, exact whether or not the load saturates it. A second run of
 the same load is sampled by py-spy with the native frames (``--native``), which pauses the
-worker at every sample (so the first run is the one timed). Each sample is charged to the innermost Python
-function on its stack (with the C code it was running): to keyguard (the generated rate-limit
-code included), the hand-written floor, Starlette, uvicorn, asyncio/uvloop, ``json`` or
-the rest. A component's share of the samples times the CPU time per request is its cost per
-request. Then keyguard's (or the floor's) own functions, the largest first.
+worker at every sample (so the first run is the one timed). Each sample is charged to the
+innermost Python function on its stack (with the C code it was running): to keyguard (the
+generated rate-limit code included), the hand-written floor, Starlette, uvicorn,
+asyncio/uvloop, ``json`` or the rest. A component's share of the samples times the CPU time
+per request is its cost per request. Then keyguard's (or the floor's) own functions, the
+largest first.
 
 Sampling is statistical: a few thousand samples put each share within about one percentage
 point; compare apps in runs of the same length.
