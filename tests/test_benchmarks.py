@@ -100,17 +100,24 @@ def test_relative_comparison_cancels_a_uniformly_slower_machine() -> None:
     assert relative["guard"] == "same"
 
 
+def _script(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``python benchmarks/<args>`` from the repository root, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, f"benchmarks/{args[0]}", *args[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=timeout,
+    )
+
+
 def test_compare_cli_exits_1_on_a_regression(tmp_path: Path) -> None:
     old, new = tmp_path / "old.json", tmp_path / "new.json"
     old.write_text(json.dumps(_run([_row("guard", STEADY)])))
     new.write_text(json.dumps(_run([_row("guard", [x + 5 for x in STEADY])])))
-    command = [sys.executable, "benchmarks/compare.py"]
-    same = subprocess.run(
-        [*command, str(old), str(old)], cwd=ROOT, capture_output=True, check=False
-    )
-    worse = subprocess.run(
-        [*command, str(old), str(new)], cwd=ROOT, capture_output=True, text=True, check=False
-    )
+    same = _script("compare.py", str(old), str(old))
+    worse = _script("compare.py", str(old), str(new))
     assert same.returncode == 0
     assert worse.returncode == 1
     assert "REGRESSION" in worse.stdout
@@ -119,13 +126,7 @@ def test_compare_cli_exits_1_on_a_regression(tmp_path: Path) -> None:
 def test_compare_cli_refuses_a_file_that_is_not_a_run(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/compare.py", str(bad), str(bad)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = _script("compare.py", str(bad), str(bad))
     assert proc.returncode != 0
     assert "not a keyguard benchmark JSON file" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -219,14 +220,7 @@ def test_the_quick_suite_runs_every_group_and_judges_every_goal(tmp_path: Path) 
     if not redis_up and os.environ.get("CI") == "true":
         pytest.fail(f"Redis is required under CI=true but {REDIS_URL} is unreachable")
     out = tmp_path / "quick.json"
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/run.py", "--quick", "--url", REDIS_URL, "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=540,
-    )
+    proc = _script("run.py", "--quick", "--url", REDIS_URL, "--json", str(out), timeout=540)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = json.loads(out.read_text())
     assert set(run["groups"]) == {
@@ -248,25 +242,12 @@ def test_the_quick_suite_runs_every_group_and_judges_every_goal(tmp_path: Path) 
     assert unmeasured <= (set() if redis_up else REDIS_GOALS), unmeasured
     assert (tmp_path / "quick.md").read_text().count("| ") > 20
     # The run compares with itself: nothing regressed.
-    same = subprocess.run(
-        [sys.executable, "benchmarks/compare.py", str(out), str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    same = _script("compare.py", str(out), str(out))
     assert same.returncode == 0, same.stdout[-2000:]
 
 
 def _bytecodes(path: str) -> tuple[float, str]:
-    proc = subprocess.run(
-        [sys.executable, "benchmarks/profile_paths.py", path, "--bytecodes", "--number", "20"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = _script("profile_paths.py", path, "--bytecodes", "--number", "20")
     assert proc.returncode == 0, proc.stderr[-2000:]
     match = re.search(r"([\d,.]+) in the guard's own code", proc.stdout)
     assert match, proc.stdout
@@ -300,14 +281,7 @@ def test_bytecode_counts_are_the_same_on_every_run_and_name_the_guards_code() ->
 def test_every_script_imports_and_explains_itself(script: str) -> None:
     """Scripts outside run.py's groups (bench_memory, bench_verify, bench_outage,
     profile_paths) would rot unseen: each must at least import and answer --help."""
-    proc = subprocess.run(
-        [sys.executable, f"benchmarks/{script}", "--help"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
+    proc = _script(script, "--help")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "usage:" in proc.stdout
 
