@@ -256,7 +256,15 @@ def parse_args(doc: str | None, *, number: int, repeat: int) -> argparse.Namespa
     parser.add_argument("--number", type=int, help=f"requests per timed run (default {number:,})")
     parser.add_argument("--repeat", type=int, help=f"timed runs per variant (default {repeat})")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    parser.add_argument(
+        "--rows",
+        metavar="TEXT[,TEXT...]",
+        help="only the rows whose label contains one of these (case-insensitive), with their "
+        "baselines: a quicker before/after run of the rows a change is about",
+    )
     args = parser.parse_args()
+    if args.rows is not None and not [t for t in args.rows.split(",") if t.strip()]:
+        parser.error("--rows needs at least one piece of a row label")
     if args.number is None:
         args.number = 200 if args.quick else number
     if args.repeat is None:
@@ -264,6 +272,25 @@ def parse_args(doc: str | None, *, number: int, repeat: int) -> argparse.Namespa
     if args.number < 1 or args.repeat < 1:
         parser.error("--number and --repeat must be at least 1")
     return args
+
+
+def select(variants: Sequence[Variant], rows: str | None) -> list[Variant]:
+    """The variants whose label contains one of the comma-separated ``rows`` (case-insensitive),
+    with every baseline they are compared with, in their original order; all of them when
+    ``rows`` is None. Raises :class:`BenchmarkError` when nothing matches."""
+    if rows is None:
+        return list(variants)
+    wanted = [t.strip().lower() for t in rows.split(",") if t.strip()]
+    by_label = {v.label: v for v in variants}
+    keep = {v.label for v in variants if any(t in v.label.lower() for t in wanted)}
+    if not keep:
+        raise BenchmarkError(f"no row label contains any of {wanted}")
+    for label in list(keep):
+        baseline = by_label[label].baseline
+        while baseline is not None and baseline in by_label:
+            keep.add(baseline)
+            baseline = by_label[baseline].baseline
+    return [v for v in variants if v.label in keep]
 
 
 def run(

@@ -75,6 +75,7 @@ from benchmarks._inprocess import (
     frozen_limiter,
     parse_args,
     run,
+    select,
 )
 from keyguard import Principal
 from keyguard.adapters.asgi import KeyGuardMiddleware
@@ -556,6 +557,7 @@ def collect(args: Any) -> dict[str, Any]:
     clients = 200 if args.quick else CLIENTS
     driver = ASGIDriver(keys, clients)
     rows, skipped = variants(keys, clients)
+    rows = select(rows, getattr(args, "rows", None))
     try:
         return run(
             "asgi",

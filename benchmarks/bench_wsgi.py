@@ -55,6 +55,7 @@ from benchmarks._inprocess import (
     frozen_limiter,
     parse_args,
     run,
+    select,
 )
 from keyguard.adapters.flask import KeyGuard
 from keyguard.adapters.wsgi import KeyGuardWSGIMiddleware
@@ -302,7 +303,7 @@ def collect(args: Any) -> dict[str, Any]:
     return run(
         "wsgi",
         "WSGI (raw, Flask, Django)",
-        variants(keys),
+        select(variants(keys), getattr(args, "rows", None)),
         WSGIDriver(keys, clients),
         number=args.number,
         repeat=args.repeat,

@@ -268,6 +268,35 @@ def test_bytecode_counts_are_the_same_on_every_run_and_name_the_guards_code() ->
     assert "keyguard/" not in floor_text
 
 
+def test_rows_keeps_the_named_rows_with_their_baselines_in_order() -> None:
+    """--rows (a quicker before/after run): the rows named by a piece of their label, case
+    aside, and every baseline they are compared with, even when only the row is named."""
+    from benchmarks._inprocess import BenchmarkError, Variant, select
+
+    def build() -> None:
+        return None
+
+    rows = [
+        Variant("bare", build),
+        Variant("floor", build, "bare"),
+        Variant("Full path", build, "bare"),
+        Variant("nested", build, "Full path"),
+        Variant("other", build),
+    ]
+    assert select(rows, None) == rows
+    assert [v.label for v in select(rows, "full")] == ["bare", "Full path"]
+    assert [v.label for v in select(rows, "NESTED")] == ["bare", "Full path", "nested"]
+    assert [v.label for v in select(rows, "floor, other")] == ["bare", "floor", "other"]
+    with pytest.raises(BenchmarkError, match="no row label"):
+        select(rows, "nothing like it")
+
+
+def test_rows_refuses_an_empty_filter() -> None:
+    proc = _script("bench_asgi.py", "--rows", " , ")
+    assert proc.returncode == 2
+    assert "--rows needs at least one piece" in proc.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "script",

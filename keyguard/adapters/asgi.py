@@ -179,7 +179,7 @@ class KeyGuardMiddleware:
                     extra = admitted_headers_asgi(plan, counts, ietf, legacy)
                 else:
                     extra = render(counts, ietf, legacy)
-                send = _with_headers(send, extra, True)
+                send = _with_rate_headers(send, extra)
         await self.app(scope, receive, send)
 
     async def _deny_http(self, decision: Decision, request_id: bytes | None, send: Send) -> None:
@@ -281,6 +281,25 @@ def _with_headers(send: Send, extra: list[tuple[bytes, bytes]], rate_only: bool 
         if message["type"] == "http.response.start":
             headers = message.get("headers")
             message["headers"] = _merged(headers, extra, rate_only) if headers else extra
+        return send(message)
+
+    return wrapped
+
+
+def _with_rate_headers(send: Send, extra: list[tuple[bytes, bytes]]) -> Send:
+    """:func:`_with_headers` for ``extra`` holding rate-limit headers only (the default path),
+    with :func:`_merged`'s common case inlined: one C-level pass over the application's header
+    names finds none of them (almost always), so the lists are simply joined."""
+
+    def wrapped(message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers")
+            if not headers:
+                message["headers"] = extra
+            elif type(headers) is list and _RATE_NAMES.isdisjoint(map(_first, headers)):
+                message["headers"] = headers + extra
+            else:
+                message["headers"] = _merged(headers, extra, False)
         return send(message)
 
     return wrapped

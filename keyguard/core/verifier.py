@@ -100,6 +100,7 @@ from keyguard.core.scopes import (
     AUTHENTICATED,
     DEFAULT_PRIVILEGED,
     Requirement,
+    Scope,
     ScopeCatalog,
     as_requirement,
 )
@@ -656,7 +657,8 @@ class Verifier(KeyLimits):
                 self, observer, authorization, method, path, client, forwarded_for, False
             )
             return None if outcome is None else outcome[0]
-        route = self.match(method, path)
+        policy = self.policy  # match() inlined
+        route = _DEFAULT_MATCH if policy is None else policy.match(method, path)
         requirement = route.requirement
         if route.rate_limited and not self._limit_inline and self.limiter is not None:
             return None  # the limiter does I/O: the whole request takes the awaited path
@@ -696,7 +698,11 @@ class Verifier(KeyLimits):
                 return result
         else:
             self._cache.index_hits += 1
-        if not requirement.is_satisfied_by(principal.grants):
+        grants = principal.grants
+        # A single scope the key holds exactly (the common case) needs no call.
+        if (type(requirement) is not Scope or requirement.name not in grants.scopes) and (
+            not requirement.is_satisfied_by(grants)
+        ):
             return self._authorize(result, requirement)
         if also is not None and not also.is_satisfied_by(principal.grants):
             return self._authorize(result, also)
