@@ -23,7 +23,13 @@ from benchmarks._results import Row, describe, environment, group_json, write_js
 from keyguard.core.hashing import Hasher
 from keyguard.core.keys import KeyFormat
 from keyguard.core.policy import RoutePolicy
-from keyguard.core.ratelimit import DEFAULT_WINDOWS, MemoryRateLimiter, RateDecision, Window
+from keyguard.core.ratelimit import (
+    DEFAULT_WINDOWS,
+    MemoryRateLimiter,
+    RateDecision,
+    Window,
+    admitted_headers_asgi,
+)
 from keyguard.core.records import KeyRecord
 from keyguard.core.verifier import Verifier
 from keyguard.stores.memory import MemoryStore
@@ -177,6 +183,20 @@ class StubLimiter(MemoryRateLimiter):
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
     ) -> RateDecision:
         return self.decision
+
+    def admit_asgi(
+        self,
+        bucket: str,
+        windows: tuple[Window, ...] = DEFAULT_WINDOWS,
+        cost: int = 1,
+        ietf: bool = True,
+        legacy: bool = True,
+    ) -> list[tuple[bytes, bytes]] | RateDecision:
+        """The fused path's stub: the constant decision's headers, rendered as the fused
+        function renders them (one renderer call instead of the limiter's work)."""
+        plan = self.decision.plan
+        assert plan is not None
+        return admitted_headers_asgi(plan, self.decision.counts, ietf, legacy)
 
 
 NOTE_STUB = (

@@ -130,17 +130,34 @@ class KeyGuardMiddleware:
         authorization: bytes | list[bytes] | None
         request_id: bytes | None
         forwarded: bytes | list[bytes] | None
+        method = scope.get("method", "GET") if kind == "http" else "GET"
+        path = scope["path"]
         # request_headers() inlined: this is the path nearly every request takes.
         fields = dict(headers) if type(headers) is list else None
         if fields is not None and len(fields) == len(headers):
-            # No name repeats (the dict, built in C, kept every field): three lookups.
+            # No name repeats (the dict, built in C, kept every field): lookups.
             authorization = fields.get(_AUTHORIZATION)
+            if type(authorization) is bytes and kind == "http":
+                # The default path, when it applies: a recently verified key admitted by an
+                # in-process limiter, its rate-limit headers rendered with the decision.
+                fast = self.verifier.admit_asgi(authorization, method, path)
+                if type(fast) is tuple:
+                    principal, extra = fast  # type: ignore[misc]  # not a Decision: a plain tuple
+                    scope["keyguard"] = principal
+                    if self.starlette_compat:
+                        scope["auth"] = KeyGuardCredentials(principal)
+                        scope["user"] = principal
+                    if extra:
+                        send = _with_rate_headers(send, extra)
+                    await self.app(scope, receive, send)
+                    return
+                if fast is not None:  # a 403, or the limiter's 429
+                    await self._deny_http(fast, fields.get(_REQUEST_ID), send)  # type: ignore[arg-type]
+                    return
             request_id = fields.get(_REQUEST_ID)
             forwarded = fields.get(_FORWARDED_FOR)
         else:
             authorization, request_id, forwarded = _scan(headers)
-        method = scope.get("method", "GET") if kind == "http" else "GET"
-        path = scope["path"]
         peer = scope.get("client")
         if forwarded is not None and type(forwarded) is not bytes:
             forwarded = join_field_lines(forwarded)  # type: ignore[arg-type]

@@ -48,7 +48,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from hashlib import blake2s
 from typing import Final, Literal
 
@@ -68,7 +68,7 @@ from keyguard.core.authn import (
 )
 from keyguard.core.bruteforce import BruteForceGuard, client_address
 from keyguard.core.clock import Clock, ratchet
-from keyguard.core.decision import Decision
+from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError, ConflictError, KeyguardError
 from keyguard.core.expiry import DEFAULT_WARNING_WINDOW, expiry_header
 from keyguard.core.hashing import Hasher
@@ -88,6 +88,7 @@ from keyguard.core.policy import RouteMatch, RoutePolicy
 from keyguard.core.ratelimit import (
     DEFAULT_WINDOWS,
     MemoryRateLimiter,
+    RateDecision,
     RateLimiter,
     Window,
     check_windows,
@@ -111,6 +112,10 @@ __all__ = ["AuthorizationValue", "Peer", "Verifier", "authorize", "owner_bucket"
 logger = logging.getLogger("keyguard.verifier")
 
 _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
+#: A limiter's fused admission: (bucket, windows, cost, ietf, legacy) -> headers or refusal.
+_LaneAdmit = Callable[
+    [str, tuple[Window, ...], int, bool, bool], "list[tuple[bytes, bytes]] | RateDecision"
+]
 _new_tuple = tuple.__new__
 
 
@@ -259,6 +264,10 @@ class Verifier(KeyLimits):
             limiter = MemoryRateLimiter()
         self.limiter = limiter
         self._limit_inline = bool(getattr(limiter, "in_process", False))
+        # admit_asgi()'s limiter call, found for self.limiter by _refresh_lane() (and again
+        # whenever self.limiter is replaced).
+        self._lane_for: object = _UNSET
+        self._lane_admit: _LaneAdmit | None = None
         if isinstance(owner_rate_limits, str):
             owner_rate_limits = parse_windows(owner_rate_limits)
         self.owner_rate_limits = (
@@ -726,6 +735,85 @@ class Verifier(KeyLimits):
         rate = (plan, counts, ietf, legacy)
         extra = result.extra_headers  # e.g. API-Key-Expires
         return _new_tuple(Decision, (True, principal, None, "", (), None, extra, rate))
+
+    def admit_asgi(
+        self, authorization: bytes, method: str, path: str
+    ) -> tuple[Principal, list[tuple[bytes, bytes]]] | Decision | None:
+        """The ASGI middleware's fast path, for the request nearly every busy service sees: a
+        recently verified key, an in-process limiter, the key's default windows.
+
+        ``(principal, rate-limit headers)`` when admitted (the headers as ASGI byte pairs,
+        rendered together with the decision: :mod:`keyguard.core.ratelimit.fused`), the
+        denial when the key lacks the scope (403) or the limiter refuses (429), and ``None``
+        whenever anything else might decide — a public route, a key not in the fast index, a
+        suspended or network-restricted key, a per-key or owner limit, extra headers
+        (``API-Key-Expires``), events or usage counting, a limiter without this path: then
+        :meth:`verify_nowait`
+        (and :meth:`averify`) decide, exactly as they would have. What it answers, the
+        limiter state and the cache counters are the same as :meth:`verify_nowait`'s.
+        """
+        if self.observer is not None:
+            return None
+        if self.limiter is not self._lane_for:
+            self._refresh_lane()
+        admit = self._lane_admit
+        if admit is None:
+            return None
+        # The key first: a key not in the index (every 401) leaves before the route is looked up.
+        if len(authorization) > self.max_header_length:
+            return None
+        hit = self._index.get(blake2s(authorization).digest())
+        if hit is None or hit[1] <= self._monotonic():
+            return None
+        policy = self.policy
+        route = _DEFAULT_MATCH if policy is None else policy.match(method, path)
+        requirement = route.requirement
+        if requirement is None or not route.rate_limited:
+            return None
+        result = hit[0]
+        principal = result.principal
+        assert principal is not None  # the index holds allowed decisions only
+        record = principal.record
+        if (
+            record.suspended_at is not None
+            or record.allowed_networks
+            or record.rate_limit
+            or result.extra_headers
+            or (self.owner_rate_limits is not None and principal.owner)
+        ):
+            return None
+        self._cache.index_hits += 1
+        grants = principal.grants
+        if (type(requirement) is not Scope or requirement.name not in grants.scopes) and (
+            not requirement.is_satisfied_by(grants)
+        ):
+            return self._authorize(result, requirement)  # the 403, as verify_nowait() says it
+        got = admit(
+            principal.key_id,
+            self.rate_limits,  # type: ignore[arg-type]
+            route.cost,
+            self.ietf_headers,
+            self.legacy_headers,
+        )
+        if type(got) is list:
+            return principal, got
+        return self._limited(result, got)  # type: ignore[arg-type]
+
+    def _refresh_lane(self) -> None:
+        """Find :meth:`admit_asgi`'s limiter call for the current ``self.limiter``: its
+        ``admit_asgi`` when it has one and decides in process, unless a subclass overrides
+        ``hit`` below the class that defines ``admit_asgi`` (that ``hit`` must keep deciding)."""
+        limiter = self.limiter
+        admit = getattr(limiter, "admit_asgi", None)
+        if admit is not None and not getattr(limiter, "in_process", False):
+            admit = None
+        if admit is not None:
+            mro = type(limiter).__mro__
+            owner = next(i for i, k in enumerate(mro) if "admit_asgi" in vars(k))
+            if any("hit" in vars(k) for k in mro[:owner]):
+                admit = None
+        self._lane_admit = admit
+        self._lane_for = limiter
 
     # -- async I/O skin ---------------------------------------------------------------------
     async def aauthenticate(

@@ -24,6 +24,7 @@ from keyguard.core.keys import DEFAULT_FORMAT, KeyFormat
 from keyguard.core.ratelimit import (
     DEFAULT_WINDOWS,
     RateDecision,
+    RateState,
     WindowPlan,
     admitted_headers,
     admitted_headers_asgi,
@@ -32,6 +33,7 @@ from keyguard.core.ratelimit import (
     rate_limit_headers,
     refused_headers,
 )
+from keyguard.core.ratelimit.fused import admit_function
 from keyguard.core.records import KeyRecord
 from keyguard.core.render import ProblemRenderer, request_id_from
 from keyguard.core.scopes import Grants, all_of
@@ -114,6 +116,64 @@ def _reference(
 
 
 numbers = st.one_of(st.integers(0, 30), st.integers(-2, 100_000), st.sampled_from([1023, 1024]))
+
+
+# -- the fused admission (decision + consume + headers in one generated function) ----------------
+FUSED_PLANS = [
+    *PLANS,
+    plan_for(parse_windows("3/hour, 4/day")),  # only bucketed windows: no sliding log
+    plan_for(parse_windows("7/minute")),  # one exact window
+]
+#: (microseconds to the next request, its cost): bursts, pauses, long gaps, a clock step back.
+steps_st = st.lists(
+    st.tuples(
+        st.one_of(
+            st.integers(0, 2_000_000),
+            st.integers(0, 120_000_000),
+            st.integers(-5_000_000, 0),
+            st.sampled_from([0, 86_400_000_000, 3_600_000_000]),
+        ),
+        st.integers(1, 4),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@given(
+    plan=st.sampled_from(FUSED_PLANS),
+    steps=steps_st,
+    ietf=st.booleans(),
+    legacy=st.booleans(),
+    text=st.booleans(),
+)
+def test_the_fused_admission_is_the_decision_then_its_headers(
+    plan: WindowPlan, steps: list[tuple[int, int]], ietf: bool, legacy: bool, text: bool
+) -> None:
+    """admit(state, now, cost, ...) must be render(run(state, now, cost, True)): the same
+    headers when admitted, the same refusal otherwise, and the same state after every step."""
+    admit = admit_function(plan, text=text)
+    fused, plain = RateState(), RateState()
+    now = 1_700_000_000_000_000
+    for dt, cost in steps:
+        now += dt
+        got = admit(fused, now, cost, ietf, legacy)
+        decision = plan.run(plain, now, cost, True)
+        if decision.allowed:
+            render = admitted_headers if text else admitted_headers_asgi
+            assert got == render(plan, decision.counts, ietf, legacy)
+            assert type(got) is (tuple if text else list)
+        else:
+            assert type(got) is RateDecision
+            assert got == decision
+        assert fused == plain
+        assert fused.last == plain.last
+
+
+def test_the_fused_admission_is_compiled_once_per_plan_and_kind() -> None:
+    plan = plan_for(parse_windows("9/second, 11/minute"))
+    assert admit_function(plan) is admit_function(plan) is plan.asgi_admit
+    assert admit_function(plan, text=True) is plan.text_admit is not plan.asgi_admit
 
 
 @given(

@@ -298,7 +298,9 @@ def captured() -> Iterator[Warnings]:
             lg.setLevel(level)
 
 
-def state(w: World, decision: Decision | None, log: Warnings) -> tuple[Any, ...]:
+def state(
+    w: World, decision: Decision | None, log: Warnings, summarized: tuple[Any, ...] | None = None
+) -> tuple[Any, ...]:
     if w.usage is not None:
         assert w.usage.flush()  # admitted requests' events come through the usage tally
     ops = tuple(w.store.ops)
@@ -317,7 +319,7 @@ def state(w: World, decision: Decision | None, log: Warnings) -> tuple[Any, ...]
         w.sink.clear()
     return (
         events,
-        None if decision is None else summary(decision),
+        summarized if summarized is not None else None if decision is None else summary(decision),
         ops,
         messages,
         None if w.guard is None else tuple(w.guard.is_blocked(a) for a in addresses),
@@ -385,15 +387,80 @@ def run_async(w: World, steps: list[Step], *, nowait: bool) -> list[tuple[Any, .
     return asyncio.run(main())
 
 
+#: The ASGI header names of admit_asgi()'s headers, as Decision.headers spells them.
+TEXT_NAMES = {
+    b"ratelimit-policy": "RateLimit-Policy",
+    b"ratelimit": "RateLimit",
+    b"x-ratelimit-limit": "X-RateLimit-Limit",
+    b"x-ratelimit-remaining": "X-RateLimit-Remaining",
+    b"x-ratelimit-reset": "X-RateLimit-Reset",
+}
+
+
+def admitted_summary(principal: Any, headers: list[tuple[bytes, bytes]]) -> tuple[Any, ...]:
+    """summary() of the admitted decision admit_asgi()'s (principal, ASGI headers) stand for."""
+    text = tuple((TEXT_NAMES[k], v.decode("latin-1")) for k, v in headers)
+    plain = summary(Decision(True, principal))
+    return (*plain[:6], text, *plain[7:])
+
+
+def run_fast(w: World, steps: list[Step]) -> tuple[list[tuple[Any, ...]], int]:
+    """As the ASGI middleware asks: admit_asgi() first for a request with one key value and
+    no extra requirement, then verify_nowait(), then averify(). Also returns how many
+    requests admit_asgi() answered itself."""
+    answered = 0
+
+    async def main() -> list[tuple[Any, ...]]:
+        nonlocal answered
+        w.store.loop_thread = threading.current_thread()
+        trace = []
+        with captured() as log:
+            for step in steps:
+                if plain_step(w, step):
+                    continue
+                v, headers = w.verifier, w.headers
+                if step[0] == "req":
+                    _, header, method, path, kw = step
+                    value = headers[header]
+                    raw = value.encode("latin-1") if isinstance(value, str) else value
+                    decision = None
+                    if type(raw) is bytes and "required" not in kw:
+                        fast = v.admit_asgi(raw, method, path)
+                        if type(fast) is tuple:
+                            answered += 1
+                            trace.append(state(w, None, log, admitted_summary(*fast)))
+                            continue
+                        if fast is not None:
+                            answered += 1
+                        decision = fast
+                    if decision is None:
+                        decision = v.verify_nowait(value, method, path, **kw)
+                    if decision is None:
+                        decision = await v.averify(value, method, path, **kw)
+                else:
+                    _, header, kw = step
+                    decision = await v.aauthenticate(headers[header], **kw)
+                trace.append(state(w, decision, log))
+        return trace
+
+    return asyncio.run(main()), answered
+
+
 def twins(steps: list[Step], **options: Any) -> tuple[World, World, World]:
-    """Run ``steps`` through the three skins; assert equal traces; return the worlds."""
+    """Run ``steps`` through the three skins, and the ASGI fast path in front of the third;
+    assert equal traces; return the worlds of the three skins."""
     sync_world, async_world, nowait_world = build(**options), build(**options), build(**options)
+    fast_world = build(**options)
     expected = run_sync(sync_world, steps)
     got_async = run_async(async_world, steps, nowait=False)
     got_nowait = run_async(nowait_world, steps, nowait=True)
-    for i, (want, a, n) in enumerate(zip(expected, got_async, got_nowait, strict=True)):
+    got_fast, _ = run_fast(fast_world, steps)
+    for i, (want, a, n, f) in enumerate(
+        zip(expected, got_async, got_nowait, got_fast, strict=True)
+    ):
         assert a == want, f"averify differs at request {i}"
         assert n == want, f"verify_nowait + averify differs at request {i}"
+        assert f == want, f"admit_asgi + verify_nowait + averify differs at request {i}"
     return sync_world, async_world, nowait_world
 
 
@@ -781,6 +848,66 @@ def test_the_scenarios_reach_what_they_claim() -> None:
     assert {"update", "touch"}.isdisjoint(seen["read-only:ops"])
     assert len(seen["observed:events"]) >= 3
     assert "store_unavailable" in {str(k) for k in seen["observed-store-down:events"]}
+
+
+def test_the_asgi_fast_path_answers_the_common_requests_itself() -> None:
+    """admit_asgi() must actually take: a recently verified key admitted (with its headers),
+    refused a scope (403) and over its limit (429) are answered by it alone; anything it is
+    not sure of goes to verify_nowait()."""
+    w = build()
+    v, h = w.verifier, w.headers
+    reader = h["reader"].encode()
+    assert v.admit_asgi(reader, "GET", "/agents") is None  # not verified yet: not indexed
+    assert v.verify(h["reader"], "GET", "/agents").allowed
+    assert v.authenticate(h["narrow"]).allowed
+    got = v.admit_asgi(reader, "GET", "/agents")
+    assert type(got) is tuple
+    principal, headers = got
+    assert principal.record.name == "reader"
+    assert dict(headers)[b"x-ratelimit-remaining"] == b"1"  # 3/10s: two spent
+    denied = v.admit_asgi(h["narrow"].encode(), "GET", "/agents")
+    assert isinstance(denied, Decision)
+    assert denied.status == 403
+    refused = v.admit_asgi(reader, "GET", "/agents")
+    assert type(refused) is tuple  # the third of 3/10s
+    refused = v.admit_asgi(reader, "GET", "/agents")
+    assert isinstance(refused, Decision)
+    assert refused.status == 429
+    assert refused.retry_after == 10
+    for header, method, path in [
+        ("reader", "GET", "/open"),  # public
+        ("reader", "GET", "/free"),  # not rate-limited
+        ("reader-wrong", "GET", "/agents"),  # not in the index
+        ("suspended", "GET", "/agents"),
+    ]:
+        assert v.admit_asgi(h[header].encode(), method, path) is None, header
+    assert v.admit_asgi(b"UserKey " + b"x" * 5000, "GET", "/agents") is None
+
+
+def test_the_asgi_fast_path_follows_the_limiter_and_never_bypasses_a_custom_hit() -> None:
+    """The fast path calls the limiter's admit_asgi(): not when a subclass overrides hit()
+    alone (that hit() must keep deciding), and a limiter replaced on the verifier is used."""
+    calls: list[str] = []
+
+    class Counting(MemoryRateLimiter):
+        def hit(self, bucket: str, *args: Any, **kw: Any) -> Any:
+            calls.append(bucket)
+            return super().hit(bucket, *args, **kw)
+
+    w = build(limiter=Counting(clock=T0.__float__))
+    v, h = w.verifier, w.headers
+    assert v.verify(h["reader"], "GET", "/agents").allowed
+    assert v.admit_asgi(h["reader"].encode(), "GET", "/agents") is None
+    assert v.verify_nowait(h["reader"], "GET", "/agents") is not None
+    assert len(calls) == 2
+
+    fresh = MemoryRateLimiter(clock=T0.__float__)
+    v.limiter = fresh
+    got = v.admit_asgi(h["reader"].encode(), "GET", "/agents")
+    assert type(got) is tuple
+    assert dict(got[1])[b"x-ratelimit-remaining"] == b"2"  # the new limiter's first unit
+    v.limiter = None
+    assert v.admit_asgi(h["reader"].encode(), "GET", "/agents") is None
 
 
 def test_nowait_answers_without_awaiting_on_the_common_paths() -> None:

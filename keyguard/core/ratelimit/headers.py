@@ -50,13 +50,10 @@ _DIGITS: Final = tuple(b"%d" % i for i in range(1024))
 _TEXT_DIGITS: Final = tuple(str(i) for i in range(1024))
 
 
-def _compile(plan: WindowPlan, *, text: bool) -> Callable[[tuple[int, ...], bool, bool], Any]:
-    """A plan's header renderer: straight-line code that picks the most constraining window
-    (as :func:`_most_constraining`) and returns the headers — ASGI byte pairs in a list, or
-    text pairs in a tuple — every constant part (names, the policy, each window's limit)
-    prebuilt. Only the three numbers and the ``RateLimit`` field are formatted per call."""
-    src = ["def render(c, ietf, legacy):", "    if legacy:", "        r = c[0]", "        t = c[1]"]
-    src.append("        lim = LIMITS[0]")
+def _render_source(plan: WindowPlan, *, text: bool) -> tuple[list[str], dict[str, Any]]:
+    """The body of :func:`_compile`'s renderer (at function-body indent, reading the flat
+    counts ``c`` and the flags ``ietf``, ``legacy``; every path returns) and its globals."""
+    src = ["    if legacy:", "        r = c[0]", "        t = c[1]", "        lim = LIMITS[0]"]
     for i in range(1, len(plan.windows)):
         src += [
             f"        x = c[{2 * i}]",
@@ -95,6 +92,16 @@ def _compile(plan: WindowPlan, *, text: bool) -> Callable[[tuple[int, ...], bool
             "RESET": b"x-ratelimit-reset",
             "DIGITS": _DIGITS,
         }
+    return src, namespace
+
+
+def _compile(plan: WindowPlan, *, text: bool) -> Callable[[tuple[int, ...], bool, bool], Any]:
+    """A plan's header renderer: straight-line code that picks the most constraining window
+    (as :func:`_most_constraining`) and returns the headers — ASGI byte pairs in a list, or
+    text pairs in a tuple — every constant part (names, the policy, each window's limit)
+    prebuilt. Only the three numbers and the ``RateLimit`` field are formatted per call."""
+    body, namespace = _render_source(plan, text=text)
+    src = ["def render(c, ietf, legacy):", *body]
     # The source holds only indices computed above: no user text reaches exec.
     name = f"<keyguard.ratelimit {'text' if text else 'asgi'} headers {plan!r}>"
     exec(compile("\n".join(src), name, "exec"), namespace)  # noqa: S102

@@ -12,6 +12,7 @@ from typing import Final
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.ratelimit.decide import _run_pair, pair_plan
+from keyguard.core.ratelimit.fused import admit_function
 from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, plan_for
 from keyguard.core.ratelimit.state import RateState
 from keyguard.core.ratelimit.windows import DEFAULT_WINDOWS, Window
@@ -111,6 +112,46 @@ class MemoryRateLimiter:
             else:
                 states.move_to_end(bucket)
             return plan.run(state, now, cost, True)
+        finally:
+            lock.release()
+
+    def admit_asgi(
+        self,
+        bucket: str,
+        windows: tuple[Window, ...] = DEFAULT_WINDOWS,
+        cost: int = 1,
+        ietf: bool = True,
+        legacy: bool = True,
+    ) -> list[tuple[bytes, bytes]] | RateDecision:
+        """:meth:`hit`, and for an admitted request its rate-limit headers as ASGI byte pairs
+        (what :func:`~keyguard.core.ratelimit.headers.admitted_headers_asgi` renders from the
+        decision's counts), in one call (:mod:`keyguard.core.ratelimit.fused`): the headers (a
+        list, empty with both header kinds off) when admitted, the refusal's
+        :class:`RateDecision` otherwise. The verifier's fast path for ASGI; a subclass that
+        overrides :meth:`hit` alone keeps the verifier on :meth:`hit`."""
+        last_windows, plan = self._last_plan
+        if last_windows is not windows:
+            plan = plan_for(windows)
+            self._last_plan = (windows, plan)
+        admit = plan.asgi_admit
+        if admit is None:
+            admit = admit_function(plan)
+        if cost.__class__ is not int or cost < 1:
+            _bad_cost(cost)
+        now = _floor(self._clock() * 1e6 + 0.5)
+        i = hash(bucket) & self._mask
+        lock = self._locks[i]
+        lock.acquire()
+        try:
+            states = self._stripes[i]
+            state = states.get(bucket)
+            if state is None:
+                state = states[bucket] = RateState()
+                if len(states) > self._per_stripe:
+                    states.popitem(last=False)
+            else:
+                states.move_to_end(bucket)
+            return admit(state, now, cost, ietf, legacy)  # type: ignore[return-value]
         finally:
             lock.release()
 

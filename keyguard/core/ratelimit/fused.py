@@ -1,0 +1,63 @@
+"""The admitted path fused: one generated function decides, consumes and renders the headers.
+
+:func:`admit_function` compiles, per window plan, ``admit(state, now, cost, ietf, legacy)``:
+the plan's decision (``plan.run(state, now, cost, True)``) and, when it admits, the plan's
+header renderer run on its counts, as one straight-line function. On the default path (an
+admitted request) the rate-limit headers come out of one call, with no decision tuple built,
+passed and unpacked on the way. It returns the headers (a list of ASGI byte pairs, or a tuple
+of text pairs: what :func:`~keyguard.core.ratelimit.headers.admitted_headers_asgi` /
+:func:`~keyguard.core.ratelimit.headers.admitted_headers` render) when the request is admitted,
+and the refusal's :class:`~keyguard.core.ratelimit.plan.RateDecision` when it is not.
+
+Both halves are generated from the very source pieces the plan's ``run`` and renderers are
+built from (:func:`keyguard.core.ratelimit.plan._source`,
+:func:`keyguard.core.ratelimit.headers._render_source`), so the fused function cannot decide
+or render differently from them; a differential test holds it to ``render(run(...))``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from keyguard.core.ratelimit.headers import _render_source
+from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, _source
+from keyguard.core.ratelimit.state import RateState
+
+#: ``admit(state, now_us, cost, ietf, legacy)`` -> the admitted headers, or the refusal.
+Admit = Callable[[RateState, int, int, bool, bool], "list[Any] | tuple[Any, ...] | RateDecision"]
+
+
+def admit_function(plan: WindowPlan, *, text: bool = False) -> Admit:
+    """``plan``'s fused admission (ASGI headers, or text headers with ``text``), compiled on
+    first use and kept on the plan."""
+    fused = plan.text_admit if text else plan.asgi_admit
+    if fused is None:
+        fused = _compile(plan, text=text)
+        if text:
+            plan.text_admit = fused
+        else:
+            plan.asgi_admit = fused
+    return fused
+
+
+def _compile(plan: WindowPlan, *, text: bool) -> Admit:
+    ind = "    "
+    decision = _source(plan)
+    render, render_globals = _render_source(plan, text=text)
+    src = ["def admit(state, now, cost, ietf, legacy):", *decision.prelude]
+    src.append(f"{ind}if {decision.admit}:")
+    src += [f"{ind * 2}{line}" for line in decision.consume]
+    src.append(f"{ind * 2}c = (")
+    src += [f"{ind * 3}{count}" for count in decision.taken]
+    src.append(f"{ind * 2})")
+    # The renderer's body, one level deeper: every one of its paths returns.
+    src += [f"{ind}{line}" for line in render]
+    src += decision.refusal
+    namespace: dict[str, Any] = {**decision.namespace, **render_globals}
+    if len(namespace) != len(decision.namespace) + len(render_globals):
+        raise AssertionError("the decision's and the renderer's globals collide")
+    kind = "text" if text else "asgi"
+    # The source is built only from integers and indices: no user text reaches exec.
+    exec(compile("\n".join(src), f"<keyguard.ratelimit {kind} admit {plan!r}>", "exec"), namespace)  # noqa: S102
+    return namespace["admit"]  # type: ignore[no-any-return]
