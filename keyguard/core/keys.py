@@ -115,6 +115,11 @@ class KeyFormat:
         """The longest string that can be a key of this format (an upper bound for headers)."""
         return self._max_len
 
+    @property
+    def min_length(self) -> int:
+        """The shortest string that can be a key of this format."""
+        return self._min_len
+
     def generate(self, key_id: str | None = None) -> GeneratedKey:
         """Return a new key; pass ``key_id`` to issue a new secret for an existing id (rotate)."""
         if key_id is None:

@@ -267,6 +267,7 @@ class Verifier(KeyLimits):
         # admit_asgi()'s limiter call, found for self.limiter by _refresh_lane() (and again
         # whenever self.limiter is replaced).
         self._lane_for: object = _UNSET
+        self._lane_min_length = len(CANONICAL) + key_format.min_length
         self._lane_admit: _LaneAdmit | None = None
         if isinstance(owner_rate_limits, str):
             owner_rate_limits = parse_windows(owner_rate_limits)
@@ -737,7 +738,11 @@ class Verifier(KeyLimits):
         return _new_tuple(Decision, (True, principal, None, "", (), None, extra, rate))
 
     def admit_asgi(
-        self, authorization: bytes, method: str, path: str
+        self,
+        authorization: bytes,
+        method: str,
+        path: str,
+        required: Requirement | None = None,
     ) -> tuple[Principal, list[tuple[bytes, bytes]]] | Decision | None:
         """The ASGI middleware's fast path, for the request nearly every busy service sees: a
         recently verified key, an in-process limiter, the key's default windows.
@@ -751,6 +756,8 @@ class Verifier(KeyLimits):
         :meth:`verify_nowait`
         (and :meth:`averify`) decide, exactly as they would have. What it answers, the
         limiter state and the cache counters are the same as :meth:`verify_nowait`'s.
+        ``required`` (a :class:`~keyguard.core.scopes.Requirement`, as a FastAPI dependency
+        adds one) is checked on top of the route's, as :meth:`verify_nowait` checks it.
         """
         if self.observer is not None:
             return None
@@ -759,8 +766,9 @@ class Verifier(KeyLimits):
         admit = self._lane_admit
         if admit is None:
             return None
-        # The key first: a key not in the index (every 401) leaves before the route is looked up.
-        if len(authorization) > self.max_header_length:
+        # The key first: a key not in the index (every 401) leaves before the route is looked
+        # up, and a value too short to hold a key (a malformed one) before it is hashed.
+        if not self._lane_min_length <= len(authorization) <= self.max_header_length:
             return None
         hit = self._index.get(blake2s(authorization).digest())
         if hit is None or hit[1] <= self._monotonic():
@@ -784,10 +792,19 @@ class Verifier(KeyLimits):
             return None
         self._cache.index_hits += 1
         grants = principal.grants
-        if (type(requirement) is not Scope or requirement.name not in grants.scopes) and (
-            not requirement.is_satisfied_by(grants)
+        # A single scope the key holds exactly, or any valid key, needs no call.
+        if (
+            requirement is not AUTHENTICATED
+            and (type(requirement) is not Scope or requirement.name not in grants.scopes)
+            and not requirement.is_satisfied_by(grants)
         ):
             return self._authorize(result, requirement)  # the 403, as verify_nowait() says it
+        if (
+            required is not None
+            and (type(required) is not Scope or required.name not in grants.scopes)
+            and not required.is_satisfied_by(grants)
+        ):
+            return self._authorize(result, required)
         got = admit(
             principal.key_id,
             self.rate_limits,  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from keyguard.core.lookup_budget import LookupBudget
 from keyguard.core.policy import PUBLIC, RoutePolicy, Rule
 from keyguard.core.ratelimit import MemoryRateLimiter
 from keyguard.core.records import KeyRecord
-from keyguard.core.scopes import all_of, any_of
+from keyguard.core.scopes import Requirement, all_of, any_of
 from keyguard.core.verifier import Verifier
 from keyguard.observability import Emitter, ListSink, Observer, UsageCounter
 from keyguard.observability.usage import UsageBatch
@@ -405,9 +405,9 @@ def admitted_summary(principal: Any, headers: list[tuple[bytes, bytes]]) -> tupl
 
 
 def run_fast(w: World, steps: list[Step]) -> tuple[list[tuple[Any, ...]], int]:
-    """As the ASGI middleware asks: admit_asgi() first for a request with one key value and
-    no extra requirement, then verify_nowait(), then averify(). Also returns how many
-    requests admit_asgi() answered itself."""
+    """As the ASGI middleware (and the FastAPI dependency, with its requirement object) asks:
+    admit_asgi() first for a request with one key value, then verify_nowait(), then
+    averify(). Also returns how many requests admit_asgi() answered itself."""
     answered = 0
 
     async def main() -> list[tuple[Any, ...]]:
@@ -424,8 +424,9 @@ def run_fast(w: World, steps: list[Step]) -> tuple[list[tuple[Any, ...]], int]:
                     value = headers[header]
                     raw = value.encode("latin-1") if isinstance(value, str) else value
                     decision = None
-                    if type(raw) is bytes and "required" not in kw:
-                        fast = v.admit_asgi(raw, method, path)
+                    required = kw.get("required")
+                    if type(raw) is bytes and (required is None or isinstance(required, Requirement)):
+                        fast = v.admit_asgi(raw, method, path, required)
                         if type(fast) is tuple:
                             answered += 1
                             trace.append(state(w, None, log, admitted_summary(*fast)))

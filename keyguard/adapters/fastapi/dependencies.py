@@ -116,8 +116,23 @@ class _Dependency(SecurityBase):
                 "verifier=, call KeyGuard.install(app), or add KeyGuardMiddleware"
             )
         authorization, _, forwarded = request_headers(scope["headers"])
-        method = scope.get("method", "GET") if scope["type"] == "http" else "GET"
+        http = scope["type"] == "http"
+        method = scope.get("method", "GET") if http else "GET"
         path = scope["path"]
+        if http and type(authorization) is bytes:
+            # The default path, when it applies (a recently verified key, an in-process
+            # limiter): the decision and its rate-limit headers in one call.
+            fast = verifier.admit_asgi(authorization, method, path, requirement)
+            if type(fast) is tuple:
+                principal, added = fast  # type: ignore[misc]  # not a Decision: a plain tuple
+                scope["keyguard"] = principal
+                scope["user"] = principal
+                scope["auth"] = KeyGuardCredentials(principal)
+                if added:
+                    _add_headers(response, added)
+                return principal
+            if fast is not None:  # a 403, or the limiter's 429
+                self._refuse(request, fast)  # type: ignore[arg-type]
         peer = scope.get("client")
         # No await on the common paths (a recently verified key, a cached denial).
         decision = verifier.verify_nowait(
@@ -145,14 +160,7 @@ class _Dependency(SecurityBase):
             scope["user"] = principal
             scope["auth"] = KeyGuardCredentials(principal)
         if decision.rate is not None or decision.extra_headers:
-            # Rate-limit headers, as the middleware adds them. FastAPI's sub-response starts
-            # without headers: extend its raw list at once; else replace field by field.
-            raw = response.raw_headers
-            if not raw:
-                raw.extend(decision.asgi_headers())
-            else:
-                for name, value in decision.headers:
-                    response.headers[name] = value
+            _add_headers(response, decision.asgi_headers())
         return principal
 
     def _resolve(self, request: HTTPConnection) -> tuple[Verifier | None, ProblemRenderer]:
@@ -176,6 +184,17 @@ class _Dependency(SecurityBase):
         raise KeyGuardHTTPException(
             decision, renderer.render(decision, request_id_from(request_id))
         )
+
+
+def _add_headers(response: Response, headers: list[tuple[bytes, bytes]]) -> None:
+    """Rate-limit (and expiry) headers, as the middleware adds them. FastAPI's sub-response
+    starts without headers: extend its raw list at once; else replace field by field."""
+    raw = response.raw_headers
+    if not raw:
+        raw.extend(headers)
+    else:
+        for name, value in headers:
+            response.headers[name.decode("latin-1")] = value.decode("latin-1")
 
 
 class RequireScopes(_Dependency):
