@@ -425,7 +425,9 @@ def run_fast(w: World, steps: list[Step]) -> tuple[list[tuple[Any, ...]], int]:
                     raw = value.encode("latin-1") if isinstance(value, str) else value
                     decision = None
                     required = kw.get("required")
-                    if type(raw) is bytes and (required is None or isinstance(required, Requirement)):
+                    if type(raw) is bytes and (
+                        required is None or isinstance(required, Requirement)
+                    ):
                         fast = v.admit_asgi(raw, method, path, required)
                         if type(fast) is tuple:
                             answered += 1
