@@ -33,7 +33,7 @@ from keyguard.core.lookup_budget import LookupBudget
 from keyguard.core.policy import PUBLIC, RoutePolicy, Rule
 from keyguard.core.ratelimit import MemoryRateLimiter
 from keyguard.core.records import KeyRecord
-from keyguard.core.scopes import Requirement, all_of, any_of
+from keyguard.core.scopes import Requirement, all_of, any_of, as_requirement
 from keyguard.core.verifier import Verifier
 from keyguard.observability import Emitter, ListSink, Observer, UsageCounter
 from keyguard.observability.usage import UsageBatch
@@ -425,9 +425,9 @@ def run_fast(w: World, steps: list[Step]) -> tuple[list[tuple[Any, ...]], int]:
                     raw = value.encode("latin-1") if isinstance(value, str) else value
                     decision = None
                     required = kw.get("required")
-                    if type(raw) is bytes and (
-                        required is None or isinstance(required, Requirement)
-                    ):
+                    if required is not None and not isinstance(required, Requirement):
+                        required = as_requirement(required)  # as a FastAPI dependency holds it
+                    if type(raw) is bytes:
                         fast = v.admit_asgi(raw, method, path, required)
                         if type(fast) is tuple:
                             answered += 1
