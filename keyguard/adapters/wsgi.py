@@ -177,6 +177,19 @@ def _with_headers(
     return wrapped
 
 
+def merged_headers(
+    headers: Iterable[tuple[str, str]], extra: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The application's response headers followed by ``extra``, dropping any field the app
+    set that ``extra`` sends too (names compare case-insensitively), so none appears twice."""
+    names = {k.lower() for k, _ in extra}
+    if type(headers) is not list:
+        headers = list(headers)
+    if not names.isdisjoint(map(_lower, map(_first, headers))):
+        headers = [(k, v) for k, v in headers if k.lower() not in names]
+    return [*headers, *extra]
+
+
 # -- the dashboard --------------------------------------------------------------------------------
 def mount_dashboard(app: WSGIApp, dashboard: Any) -> WSGIApp:
     """``app`` with ``dashboard`` (a :class:`~keyguard.dashboard.Dashboard`) answering every

@@ -456,3 +456,61 @@ def test_example_project_with_keys(example_settings: dict[str, Any], world: Worl
             "/api/agents", {"name": "scout"}, content_type="application/json", headers=admin
         )
         assert created.status_code == 201
+
+
+# -- keyguard's headers on Django responses -------------------------------------------------------
+HEADERS = (
+    ("RateLimit-Policy", '"burst";q=20;w=10'),
+    ("RateLimit", '"burst";r=19;t=10'),
+    ("X-RateLimit-Remaining", "19"),
+)
+
+
+def _public_way(response: HttpResponse, headers: tuple[tuple[str, str], ...]) -> HttpResponse:
+    for name, value in headers:
+        response[name] = value
+    return response
+
+
+@pytest.mark.parametrize("kind", [HttpResponse, JsonResponse])
+def test_headers_go_into_the_store_exactly_as_the_public_way_puts_them(kind: Any) -> None:
+    """_with_headers writes Django's header store directly (Django's per-field checks cost
+    about 1 µs each): the response must come out as ``response[name] = value`` leaves it,
+    replacing the view's own field of the same name whatever its case."""
+    from keyguard.adapters.django import _with_headers
+
+    def view_response() -> HttpResponse:
+        response = kind({"a": 1}) if kind is JsonResponse else kind(b"body")
+        response["ratelimit"] = "the view's own"
+        response["X-Other"] = "kept"
+        return response
+
+    fast = _with_headers(view_response(), HEADERS)
+    slow = _public_way(view_response(), HEADERS)
+    assert list(fast.items()) == list(slow.items())
+    assert fast["RateLimit"] == '"burst";r=19;t=10'
+    assert fast.serialize_headers() == slow.serialize_headers()
+
+
+def test_a_header_value_django_must_check_takes_the_public_way() -> None:
+    """A value that is not printable ASCII (never one of keyguard's own, but the rule holds)
+    goes through Django's checks: a line break is refused, not written into the response."""
+    from django.http import BadHeaderError
+
+    from keyguard.adapters.django import _with_headers
+
+    with pytest.raises(BadHeaderError):
+        _with_headers(HttpResponse(b""), (("RateLimit", "a\r\nSet-Cookie: x=1"),))
+    encoded = _with_headers(HttpResponse(b""), (("X-Name", "café"),))
+    assert encoded["X-Name"] == _public_way(HttpResponse(b""), (("X-Name", "café"),))["X-Name"]
+
+
+def test_a_response_without_django_s_header_store_gets_the_headers_the_public_way() -> None:
+    from keyguard.adapters.django import _with_headers
+
+    class Plain(dict):  # type: ignore[type-arg]
+        pass
+
+    response = Plain()
+    assert _with_headers(response, HEADERS) is response
+    assert dict(response) == dict(HEADERS)

@@ -157,6 +157,33 @@ def test_rate_limit_headers_on_success(world: World) -> None:
     assert response.headers["RateLimit-Policy"] == '"burst";q=20;w=10'
 
 
+@pytest.mark.parametrize("decorated", [False, True], ids=["policy", "decorator"])
+def test_rate_limit_headers_replace_the_views_own_and_appear_once(
+    world: World, decorated: bool
+) -> None:
+    """The headers are added where the response starts (app.wsgi_app): a field of the same
+    name the view or an after_request hook set is replaced, case aside; others are kept; a
+    second KeyGuard on another app wraps that app alone."""
+    policy = world.verifier.policy if not decorated else None
+    app = make_app(stub_verifier(world, policy), [], decorated=decorated)
+
+    @app.after_request
+    def own(response: Any) -> Any:
+        response.headers["ratelimit"] = "the view's own"
+        response.headers["X-Other"] = "kept"
+        return response
+
+    response = app.test_client().get("/agents", headers={"Authorization": world.header("reader")})
+    assert response.status_code == 200
+    assert response.headers.getlist("RateLimit") == ['"burst";r=19;t=10']
+    assert response.headers.getlist("RateLimit-Policy") == ['"burst";q=20;w=10']
+    assert response.headers["X-Other"] == "kept"
+    other = make_app(stub_verifier(world, policy), [], decorated=decorated)
+    assert type(app.wsgi_app).__name__ == type(other.wsgi_app).__name__ == "_ResponseHeaders"
+    assert app.wsgi_app is not other.wsgi_app
+    assert app.wsgi_app.app.__self__ is app  # type: ignore[attr-defined]
+
+
 def test_rate_limited_denial_matches_wsgi(world: World) -> None:
     verifier = stub_verifier(world, world.verifier.policy)
     verifier.denial = deny(
