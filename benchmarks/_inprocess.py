@@ -28,6 +28,7 @@ from keyguard.core.ratelimit import (
     MemoryRateLimiter,
     RateDecision,
     Window,
+    admitted_headers,
     admitted_headers_asgi,
 )
 from keyguard.core.records import KeyRecord
@@ -184,18 +185,21 @@ class StubLimiter(MemoryRateLimiter):
     ) -> RateDecision:
         return self.decision
 
-    def admit_asgi(
+    def admit(
         self,
         bucket: str,
         windows: tuple[Window, ...] = DEFAULT_WINDOWS,
         cost: int = 1,
         ietf: bool = True,
         legacy: bool = True,
-    ) -> list[tuple[bytes, bytes]] | RateDecision:
+        text: bool = False,
+    ) -> list[tuple[bytes, bytes]] | tuple[tuple[str, str], ...] | RateDecision:
         """The fused path's stub: the constant decision's headers, rendered as the fused
         function renders them (one renderer call instead of the limiter's work)."""
         plan = self.decision.plan
         assert plan is not None
+        if text:
+            return admitted_headers(plan, self.decision.counts, ietf, legacy)
         return admitted_headers_asgi(plan, self.decision.counts, ietf, legacy)
 
 

@@ -137,10 +137,11 @@ class KeyGuardMiddleware:
         if fields is not None and len(fields) == len(headers):
             # No name repeats (the dict, built in C, kept every field): lookups.
             authorization = fields.get(_AUTHORIZATION)
-            if type(authorization) is bytes and kind == "http":
+            verifier = self.verifier
+            if type(authorization) is bytes and kind == "http" and verifier.limiter is not None:
                 # The default path, when it applies: a recently verified key admitted by an
                 # in-process limiter, its rate-limit headers rendered with the decision.
-                fast = self.verifier.admit_asgi(authorization, method, path)
+                fast = verifier.fast_admit(authorization, method, path)
                 if type(fast) is tuple:
                     principal, extra = fast  # type: ignore[misc]  # not a Decision: a plain tuple
                     scope["keyguard"] = principal

@@ -272,10 +272,22 @@ class KeyGuardMiddleware:
         config = get_config()
         verifier = config.verifier
         authorization, method, path, peer, forwarded = _request_values(request)
+        decision: Decision | None = None
+        if type(authorization) is str and verifier.limiter is not None:
+            # The default path, when it applies: a recently verified key admitted by an
+            # in-process limiter, its rate-limit headers rendered with the decision.
+            fast = verifier.fast_admit(authorization.encode(), method, path, None, True)
+            if type(fast) is tuple:
+                principal, headers = fast  # type: ignore[misc]  # not a Decision
+                setattr(request, PRINCIPAL_ATTR, principal)
+                response = self.get_response(request)
+                return _with_headers(response, headers) if headers else response
+            decision = fast  # type: ignore[assignment]  # a Decision or None: not a tuple
         # The no-I/O answer first (a recently verified key, a cached denial), then verify().
-        decision = verifier.verify_nowait(
-            authorization, method, path, peer=peer, forwarded_for=forwarded
-        )
+        if decision is None:
+            decision = verifier.verify_nowait(
+                authorization, method, path, peer=peer, forwarded_for=forwarded
+            )
         if decision is None:
             decision = verifier.verify(
                 authorization, method, path, peer=peer, forwarded_for=forwarded
@@ -292,10 +304,20 @@ class KeyGuardMiddleware:
         config = get_config()
         verifier = config.verifier
         authorization, method, path, peer, forwarded = _request_values(request)
+        decision: Decision | None = None
+        if type(authorization) is str and verifier.limiter is not None:
+            fast = verifier.fast_admit(authorization.encode(), method, path, None, True)
+            if type(fast) is tuple:
+                principal, headers = fast  # type: ignore[misc]  # not a Decision
+                setattr(request, PRINCIPAL_ATTR, principal)
+                response = await self.get_response(request)
+                return _with_headers(response, headers) if headers else response
+            decision = fast  # type: ignore[assignment]  # a Decision or None: not a tuple
         # No await on the common paths (a recently verified key, a cached denial).
-        decision = verifier.verify_nowait(
-            authorization, method, path, peer=peer, forwarded_for=forwarded
-        )
+        if decision is None:
+            decision = verifier.verify_nowait(
+                authorization, method, path, peer=peer, forwarded_for=forwarded
+            )
         if decision is None:
             decision = await verifier.averify(
                 authorization, method, path, peer=peer, forwarded_for=forwarded

@@ -58,7 +58,13 @@ from keyguard.adapters._shared import (
     load_object,
     policy_from_settings,
 )
-from keyguard.adapters.wsgi import PRINCIPAL_KEY, environ_facts, merged_headers, verify_environ
+from keyguard.adapters.wsgi import (
+    PRINCIPAL_KEY,
+    environ_facts,
+    fast_admit_environ,
+    merged_headers,
+    verify_environ,
+)
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.policy import RoutePolicy
@@ -120,7 +126,15 @@ class _AppState:
         if verifier.policy is None:
             return None  # decorator mode: only @require_scopes views are guarded
         environ = request.environ
-        return self.accept(verify_environ(verifier, environ), environ)
+        fast = fast_admit_environ(verifier, environ)
+        if type(fast) is tuple:  # the default path: admitted, its headers rendered
+            principal, headers = fast  # type: ignore[misc]  # not a Decision: a plain tuple
+            environ[PRINCIPAL_KEY] = principal
+            if headers:
+                environ.setdefault(_HEADERS_KEY, []).extend(headers)
+            return None
+        decision: Decision = fast if fast is not None else verify_environ(verifier, environ)  # type: ignore[assignment]
+        return self.accept(decision, environ)
 
 
 class _ResponseHeaders:

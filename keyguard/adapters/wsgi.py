@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from keyguard.adapters._observed import observed_class
 from keyguard.adapters._shared import build_verifier
-from keyguard.core.decision import Decision
+from keyguard.core.decision import Decision, Principal
 from keyguard.core.policy import RoutePolicy
 from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
 from keyguard.core.store import KeyStore
@@ -32,6 +32,8 @@ from keyguard.core.verifier import AuthorizationValue, Verifier
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+_new_tuple = tuple.__new__
 
 PRINCIPAL_KEY = "keyguard.principal"
 DECISION_KEY = "keyguard.decision"
@@ -99,6 +101,25 @@ def verify_environ(verifier: Verifier, environ: Environ) -> Decision:
     return decision
 
 
+def fast_admit_environ(
+    verifier: Verifier, environ: Environ
+) -> tuple[Principal, tuple[tuple[str, str], ...]] | Decision | None:
+    """:meth:`Verifier.fast_admit <keyguard.core.verifier.Verifier.fast_admit>` for a WSGI
+    request: ``(principal, rate-limit headers as text pairs)`` for a recently verified key
+    the in-process limiter admits, the denial it settles (403, 429), else ``None`` (then
+    :func:`verify_environ` decides)."""
+    value = environ.get("HTTP_AUTHORIZATION")
+    if type(value) is not str or "," in value or verifier.limiter is None:
+        return None  # no key, or several (verify() refuses them), or no rate limits
+    return verifier.fast_admit(
+        value.encode(),
+        environ.get("REQUEST_METHOD", "GET"),
+        path_from_environ(environ),
+        None,
+        True,
+    )
+
+
 def deny_response(
     renderer: ProblemRenderer,
     decision: Decision,
@@ -137,7 +158,19 @@ class KeyGuardWSGIMiddleware:
             self.__class__ = observed_class(type(self))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
-        decision = verify_environ(self.verifier, environ)
+        fast = fast_admit_environ(self.verifier, environ)
+        if type(fast) is tuple:
+            principal, headers = fast  # type: ignore[misc]  # not a Decision: a plain tuple
+            environ[PRINCIPAL_KEY] = principal
+            environ[DECISION_KEY] = _new_tuple(
+                Decision, (True, principal, None, "", (), None, headers, None)
+            )
+            if headers:
+                start_response = _with_headers(start_response, headers, True)
+            return self.app(environ, start_response)
+        decision: Decision = (
+            fast if fast is not None else verify_environ(self.verifier, environ)  # type: ignore[assignment]
+        )
         if not decision.allowed:
             return deny_response(self.renderer, decision, environ, start_response)
         environ[PRINCIPAL_KEY] = decision.principal

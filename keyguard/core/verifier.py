@@ -50,7 +50,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from hashlib import blake2s
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from cachetools import LRUCache
 
@@ -112,10 +112,9 @@ __all__ = ["AuthorizationValue", "Peer", "Verifier", "authorize", "owner_bucket"
 logger = logging.getLogger("keyguard.verifier")
 
 _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
-#: A limiter's fused admission: (bucket, windows, cost, ietf, legacy) -> headers or refusal.
-_LaneAdmit = Callable[
-    [str, tuple[Window, ...], int, bool, bool], "list[tuple[bytes, bytes]] | RateDecision"
-]
+#: A limiter's fused admission: (bucket, windows, cost, ietf, legacy, text) -> the headers
+#: or the refusal.
+_LaneAdmit = Callable[[str, tuple[Window, ...], int, bool, bool, bool], Any]
 _new_tuple = tuple.__new__
 
 
@@ -264,7 +263,7 @@ class Verifier(KeyLimits):
             limiter = MemoryRateLimiter()
         self.limiter = limiter
         self._limit_inline = bool(getattr(limiter, "in_process", False))
-        # admit_asgi()'s limiter call, found for self.limiter by _refresh_lane() (and again
+        # fast_admit()'s limiter call, found for self.limiter by _refresh_lane() (and again
         # whenever self.limiter is replaced).
         self._lane_for: object = _UNSET
         self._lane_min_length = len(CANONICAL) + key_format.min_length
@@ -737,17 +736,20 @@ class Verifier(KeyLimits):
         extra = result.extra_headers  # e.g. API-Key-Expires
         return _new_tuple(Decision, (True, principal, None, "", (), None, extra, rate))
 
-    def admit_asgi(
+    def fast_admit(
         self,
         authorization: bytes,
         method: str,
         path: str,
         required: Requirement | None = None,
-    ) -> tuple[Principal, list[tuple[bytes, bytes]]] | Decision | None:
-        """The ASGI middleware's fast path, for the request nearly every busy service sees: a
+        text: bool = False,
+    ) -> tuple[Principal, Any] | Decision | None:
+        """The adapters' fast path, for the request nearly every busy service sees: a
         recently verified key, an in-process limiter, the key's default windows.
 
-        ``(principal, rate-limit headers)`` when admitted (the headers as ASGI byte pairs,
+        ``authorization`` is the header's value as bytes (WSGI's text value ``.encode()``d,
+        as :meth:`verify_nowait` hashes it). ``(principal, rate-limit headers)`` when admitted
+        (the headers as ASGI byte pairs in a list, or with ``text`` as text pairs in a tuple,
         rendered together with the decision: :mod:`keyguard.core.ratelimit.fused`), the
         denial when the key lacks the scope (403) or the limiter refuses (429), and ``None``
         whenever anything else might decide — a public route, a key not in the fast index, a
@@ -811,22 +813,23 @@ class Verifier(KeyLimits):
             route.cost,
             self.ietf_headers,
             self.legacy_headers,
+            text,
         )
-        if type(got) is list:
+        if type(got) is not RateDecision:
             return principal, got
-        return self._limited(result, got)  # type: ignore[arg-type]
+        return self._limited(result, got)
 
     def _refresh_lane(self) -> None:
-        """Find :meth:`admit_asgi`'s limiter call for the current ``self.limiter``: its
-        ``admit_asgi`` when it has one and decides in process, unless a subclass overrides
-        ``hit`` below the class that defines ``admit_asgi`` (that ``hit`` must keep deciding)."""
+        """Find :meth:`fast_admit`'s limiter call for the current ``self.limiter``: its
+        ``admit`` when it has one and decides in process, unless a subclass overrides ``hit``
+        below the class that defines ``admit`` (that ``hit`` must keep deciding)."""
         limiter = self.limiter
-        admit = getattr(limiter, "admit_asgi", None)
+        admit = getattr(limiter, "admit", None)
         if admit is not None and not getattr(limiter, "in_process", False):
             admit = None
         if admit is not None:
             mro = type(limiter).__mro__
-            owner = next(i for i, k in enumerate(mro) if "admit_asgi" in vars(k))
+            owner = next(i for i, k in enumerate(mro) if "admit" in vars(k))
             if any("hit" in vars(k) for k in mro[:owner]):
                 admit = None
         self._lane_admit = admit

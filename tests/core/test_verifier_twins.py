@@ -387,7 +387,7 @@ def run_async(w: World, steps: list[Step], *, nowait: bool) -> list[tuple[Any, .
     return asyncio.run(main())
 
 
-#: The ASGI header names of admit_asgi()'s headers, as Decision.headers spells them.
+#: The ASGI header names of fast_admit()'s headers, as Decision.headers spells them.
 TEXT_NAMES = {
     b"ratelimit-policy": "RateLimit-Policy",
     b"ratelimit": "RateLimit",
@@ -397,17 +397,23 @@ TEXT_NAMES = {
 }
 
 
-def admitted_summary(principal: Any, headers: list[tuple[bytes, bytes]]) -> tuple[Any, ...]:
-    """summary() of the admitted decision admit_asgi()'s (principal, ASGI headers) stand for."""
-    text = tuple((TEXT_NAMES[k], v.decode("latin-1")) for k, v in headers)
+def admitted_summary(principal: Any, headers: Any) -> tuple[Any, ...]:
+    """summary() of the admitted decision fast_admit()'s (principal, headers) stand for: ASGI
+    byte pairs in a list, or text pairs in a tuple."""
+    if isinstance(headers, tuple):
+        text = headers
+    else:
+        text = tuple((TEXT_NAMES[k], v.decode("latin-1")) for k, v in headers)
     plain = summary(Decision(True, principal))
     return (*plain[:6], text, *plain[7:])
 
 
-def run_fast(w: World, steps: list[Step]) -> tuple[list[tuple[Any, ...]], int]:
+def run_fast(
+    w: World, steps: list[Step], *, text: bool = False
+) -> tuple[list[tuple[Any, ...]], int]:
     """As the ASGI middleware (and the FastAPI dependency, with its requirement object) asks:
-    admit_asgi() first for a request with one key value, then verify_nowait(), then
-    averify(). Also returns how many requests admit_asgi() answered itself."""
+    fast_admit() first for a request with one key value, then verify_nowait(), then
+    averify(). Also returns how many requests fast_admit() answered itself."""
     answered = 0
 
     async def main() -> list[tuple[Any, ...]]:
@@ -428,7 +434,7 @@ def run_fast(w: World, steps: list[Step]) -> tuple[list[tuple[Any, ...]], int]:
                     if required is not None and not isinstance(required, Requirement):
                         required = as_requirement(required)  # as a FastAPI dependency holds it
                     if type(raw) is bytes:
-                        fast = v.admit_asgi(raw, method, path, required)
+                        fast = v.fast_admit(raw, method, path, required, text)
                         if type(fast) is tuple:
                             answered += 1
                             trace.append(state(w, None, log, admitted_summary(*fast)))
@@ -458,12 +464,14 @@ def twins(steps: list[Step], **options: Any) -> tuple[World, World, World]:
     got_async = run_async(async_world, steps, nowait=False)
     got_nowait = run_async(nowait_world, steps, nowait=True)
     got_fast, _ = run_fast(fast_world, steps)
-    for i, (want, a, n, f) in enumerate(
-        zip(expected, got_async, got_nowait, got_fast, strict=True)
+    got_text, _ = run_fast(build(**options), steps, text=True)
+    for i, (want, a, n, f, t) in enumerate(
+        zip(expected, got_async, got_nowait, got_fast, got_text, strict=True)
     ):
         assert a == want, f"averify differs at request {i}"
         assert n == want, f"verify_nowait + averify differs at request {i}"
-        assert f == want, f"admit_asgi + verify_nowait + averify differs at request {i}"
+        assert f == want, f"fast_admit + verify_nowait + averify differs at request {i}"
+        assert t == want, f"fast_admit(text=True) + ... differs at request {i}"
     return sync_world, async_world, nowait_world
 
 
@@ -854,26 +862,26 @@ def test_the_scenarios_reach_what_they_claim() -> None:
 
 
 def test_the_asgi_fast_path_answers_the_common_requests_itself() -> None:
-    """admit_asgi() must actually take: a recently verified key admitted (with its headers),
+    """fast_admit() must actually take: a recently verified key admitted (with its headers),
     refused a scope (403) and over its limit (429) are answered by it alone; anything it is
     not sure of goes to verify_nowait()."""
     w = build()
     v, h = w.verifier, w.headers
     reader = h["reader"].encode()
-    assert v.admit_asgi(reader, "GET", "/agents") is None  # not verified yet: not indexed
+    assert v.fast_admit(reader, "GET", "/agents") is None  # not verified yet: not indexed
     assert v.verify(h["reader"], "GET", "/agents").allowed
     assert v.authenticate(h["narrow"]).allowed
-    got = v.admit_asgi(reader, "GET", "/agents")
+    got = v.fast_admit(reader, "GET", "/agents")
     assert type(got) is tuple
     principal, headers = got
     assert principal.record.name == "reader"
     assert dict(headers)[b"x-ratelimit-remaining"] == b"1"  # 3/10s: two spent
-    denied = v.admit_asgi(h["narrow"].encode(), "GET", "/agents")
+    denied = v.fast_admit(h["narrow"].encode(), "GET", "/agents")
     assert isinstance(denied, Decision)
     assert denied.status == 403
-    refused = v.admit_asgi(reader, "GET", "/agents")
+    refused = v.fast_admit(reader, "GET", "/agents")
     assert type(refused) is tuple  # the third of 3/10s
-    refused = v.admit_asgi(reader, "GET", "/agents")
+    refused = v.fast_admit(reader, "GET", "/agents")
     assert isinstance(refused, Decision)
     assert refused.status == 429
     assert refused.retry_after == 10
@@ -883,12 +891,12 @@ def test_the_asgi_fast_path_answers_the_common_requests_itself() -> None:
         ("reader-wrong", "GET", "/agents"),  # not in the index
         ("suspended", "GET", "/agents"),
     ]:
-        assert v.admit_asgi(h[header].encode(), method, path) is None, header
-    assert v.admit_asgi(b"UserKey " + b"x" * 5000, "GET", "/agents") is None
+        assert v.fast_admit(h[header].encode(), method, path) is None, header
+    assert v.fast_admit(b"UserKey " + b"x" * 5000, "GET", "/agents") is None
 
 
 def test_the_asgi_fast_path_follows_the_limiter_and_never_bypasses_a_custom_hit() -> None:
-    """The fast path calls the limiter's admit_asgi(): not when a subclass overrides hit()
+    """The fast path calls the limiter's fast_admit(): not when a subclass overrides hit()
     alone (that hit() must keep deciding), and a limiter replaced on the verifier is used."""
     calls: list[str] = []
 
@@ -900,17 +908,17 @@ def test_the_asgi_fast_path_follows_the_limiter_and_never_bypasses_a_custom_hit(
     w = build(limiter=Counting(clock=T0.__float__))
     v, h = w.verifier, w.headers
     assert v.verify(h["reader"], "GET", "/agents").allowed
-    assert v.admit_asgi(h["reader"].encode(), "GET", "/agents") is None
+    assert v.fast_admit(h["reader"].encode(), "GET", "/agents") is None
     assert v.verify_nowait(h["reader"], "GET", "/agents") is not None
     assert len(calls) == 2
 
     fresh = MemoryRateLimiter(clock=T0.__float__)
     v.limiter = fresh
-    got = v.admit_asgi(h["reader"].encode(), "GET", "/agents")
+    got = v.fast_admit(h["reader"].encode(), "GET", "/agents")
     assert type(got) is tuple
     assert dict(got[1])[b"x-ratelimit-remaining"] == b"2"  # the new limiter's first unit
     v.limiter = None
-    assert v.admit_asgi(h["reader"].encode(), "GET", "/agents") is None
+    assert v.fast_admit(h["reader"].encode(), "GET", "/agents") is None
 
 
 def test_nowait_answers_without_awaiting_on_the_common_paths() -> None:

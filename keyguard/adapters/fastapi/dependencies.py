@@ -119,10 +119,10 @@ class _Dependency(SecurityBase):
         http = scope["type"] == "http"
         method = scope.get("method", "GET") if http else "GET"
         path = scope["path"]
-        if http and type(authorization) is bytes:
+        if http and type(authorization) is bytes and verifier.limiter is not None:
             # The default path, when it applies (a recently verified key, an in-process
             # limiter): the decision and its rate-limit headers in one call.
-            fast = verifier.admit_asgi(authorization, method, path, requirement)
+            fast = verifier.fast_admit(authorization, method, path, requirement)
             if type(fast) is tuple:
                 principal, added = fast  # type: ignore[misc]  # not a Decision: a plain tuple
                 scope["keyguard"] = principal

@@ -115,27 +115,30 @@ class MemoryRateLimiter:
         finally:
             lock.release()
 
-    def admit_asgi(
+    def admit(
         self,
         bucket: str,
         windows: tuple[Window, ...] = DEFAULT_WINDOWS,
         cost: int = 1,
         ietf: bool = True,
         legacy: bool = True,
-    ) -> list[tuple[bytes, bytes]] | RateDecision:
-        """:meth:`hit`, and for an admitted request its rate-limit headers as ASGI byte pairs
-        (what :func:`~keyguard.core.ratelimit.headers.admitted_headers_asgi` renders from the
-        decision's counts), in one call (:mod:`keyguard.core.ratelimit.fused`): the headers (a
-        list, empty with both header kinds off) when admitted, the refusal's
-        :class:`RateDecision` otherwise. The verifier's fast path for ASGI; a subclass that
-        overrides :meth:`hit` alone keeps the verifier on :meth:`hit`."""
+        text: bool = False,
+    ) -> list[tuple[bytes, bytes]] | tuple[tuple[str, str], ...] | RateDecision:
+        """:meth:`hit`, and for an admitted request its rate-limit headers, in one call
+        (:mod:`keyguard.core.ratelimit.fused`): when admitted, the headers as ASGI byte pairs
+        (a list: what :func:`~keyguard.core.ratelimit.headers.admitted_headers_asgi` renders
+        from the decision's counts) or, with ``text``, as text pairs (a tuple: what
+        :func:`~keyguard.core.ratelimit.headers.admitted_headers` renders), empty with both
+        header kinds off; the refusal's :class:`RateDecision` otherwise. The verifier's fast
+        path (:meth:`~keyguard.core.verifier.Verifier.fast_admit`); a subclass that overrides
+        :meth:`hit` alone keeps the verifier on :meth:`hit`."""
         last_windows, plan = self._last_plan
         if last_windows is not windows:
             plan = plan_for(windows)
             self._last_plan = (windows, plan)
-        admit = plan.asgi_admit
-        if admit is None:
-            admit = admit_function(plan)
+        fused = plan.text_admit if text else plan.asgi_admit
+        if fused is None:
+            fused = admit_function(plan, text=text)
         if cost.__class__ is not int or cost < 1:
             _bad_cost(cost)
         now = _floor(self._clock() * 1e6 + 0.5)
@@ -151,7 +154,7 @@ class MemoryRateLimiter:
                     states.popitem(last=False)
             else:
                 states.move_to_end(bucket)
-            return admit(state, now, cost, ietf, legacy)  # type: ignore[return-value]
+            return fused(state, now, cost, ietf, legacy)
         finally:
             lock.release()
 
