@@ -214,8 +214,13 @@ def merged_headers(
     headers: Iterable[tuple[str, str]], extra: Iterable[tuple[str, str]]
 ) -> list[tuple[str, str]]:
     """The application's response headers followed by ``extra``, dropping any field the app
-    set that ``extra`` sends too (names compare case-insensitively), so none appears twice."""
+    set that ``extra`` sends too (names compare case-insensitively), so none appears twice;
+    a name ``extra`` itself repeats keeps its last value."""
+    extra = list(extra)
     names = {k.lower() for k, _ in extra}
+    if len(names) != len(extra):
+        last = {k.lower(): (k, v) for k, v in extra}
+        extra = list(last.values())
     if type(headers) is not list:
         headers = list(headers)
     if not names.isdisjoint(map(_lower, map(_first, headers))):

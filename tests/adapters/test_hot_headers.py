@@ -140,3 +140,32 @@ def test_flask_extension_appends_or_replaces(world: World, own: str | None) -> N
         assert len(names) == len(set(names)), names
         for name in RATE:
             assert response.headers[name] != "app's own"
+
+
+@pytest.mark.parametrize(
+    ("app_headers", "extra", "expected"),
+    [
+        ([], [("RateLimit", "a")], [("RateLimit", "a")]),
+        (
+            [("Content-Type", "x")],
+            [("RateLimit", "a")],
+            [("Content-Type", "x"), ("RateLimit", "a")],
+        ),
+        (  # the app's field of the same name goes, whatever its case; others stay in order
+            (("ratelimit", "own"), ("X-A", "1")),
+            [("RateLimit", "a")],
+            [("X-A", "1"), ("RateLimit", "a")],
+        ),
+        (  # a name the extra headers repeat (two hooks added them) is sent once, its last value
+            [("X-A", "1")],
+            [("RateLimit", "a"), ("X-B", "2"), ("ratelimit", "b")],
+            [("X-A", "1"), ("ratelimit", "b"), ("X-B", "2")],
+        ),
+    ],
+)
+def test_merged_text_headers_send_every_name_once(
+    app_headers: Any, extra: list[tuple[str, str]], expected: list[tuple[str, str]]
+) -> None:
+    from keyguard.adapters.wsgi import merged_headers
+
+    assert merged_headers(app_headers, extra) == expected
