@@ -171,9 +171,14 @@ def test_the_fused_admission_is_the_decision_then_its_headers(
 
 
 def test_the_fused_admission_is_compiled_once_per_plan_and_kind() -> None:
+    """One function per plan and kind, named after both: tracebacks and profiles
+    (``profile_e2e.py`` charges ``<keyguard...`` code to keyguard) say what ran."""
     plan = plan_for(parse_windows("9/second, 11/minute"))
     assert admit_function(plan) is admit_function(plan) is plan.asgi_admit
     assert admit_function(plan, text=True) is plan.text_admit is not plan.asgi_admit
+    named = "WindowPlan('9/second, 11/minute')>"
+    assert plan.asgi_admit.__code__.co_filename == f"<keyguard.ratelimit asgi admit {named}"
+    assert plan.text_admit.__code__.co_filename == f"<keyguard.ratelimit text admit {named}"
 
 
 @given(

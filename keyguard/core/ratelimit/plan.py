@@ -311,14 +311,12 @@ def _source(plan: WindowPlan) -> _Source:
             f"{ind * 2}r{i} = {room}",
         ]
         refused.append(f"{limit} - {u} if {u} < {limit} else 0, r{i},")
-    consume = []
-    if plan.max_exact:
-        consume += [
-            "if cost == 1:",
-            f"{ind}log.append(now)",
-            "else:",
-            f"{ind}log.extend([now] * cost)",
-        ]
+    # The log takes the units only when some window is exact.
+    consume = (
+        ["if cost == 1:", f"{ind}log.append(now)", "else:", f"{ind}log.extend([now] * cost)"]
+        if plan.max_exact
+        else []
+    )
     for j, (period, width) in enumerate(plan.rings):
         consume += [
             f"if now < ring{j}.end:",
