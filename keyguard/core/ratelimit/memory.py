@@ -131,7 +131,9 @@ class MemoryRateLimiter:
         :func:`~keyguard.core.ratelimit.headers.admitted_headers` renders), empty with both
         header kinds off; the refusal's :class:`RateDecision` otherwise. The verifier's fast
         path (:meth:`~keyguard.core.verifier.Verifier.fast_admit`); a subclass that overrides
-        :meth:`hit` alone keeps the verifier on :meth:`hit`."""
+        :meth:`hit` alone keeps the verifier on :meth:`hit`. Its stripe, lock and LRU steps are
+        :meth:`hit`'s, written out again rather than shared through a call (keep the two in
+        step): this runs on nearly every request."""
         last_windows, plan = self._last_plan
         if last_windows is not windows:
             plan = plan_for(windows)
