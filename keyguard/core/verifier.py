@@ -755,9 +755,9 @@ class Verifier(KeyLimits):
         whenever anything else might decide — a public route, a key not in the fast index, a
         suspended or network-restricted key, a per-key or owner limit, extra headers
         (``API-Key-Expires``), events or usage counting, a limiter without this path: then
-        :meth:`verify_nowait`
-        (and :meth:`averify`) decide, exactly as they would have. What it answers, the
-        limiter state and the cache counters are the same as :meth:`verify_nowait`'s.
+        :meth:`verify_nowait` (and :meth:`averify`) decide, exactly as they would have. What
+        it answers, the limiter state and the cache counters are the same as
+        :meth:`verify_nowait`'s.
         ``required`` (a :class:`~keyguard.core.scopes.Requirement`, as a FastAPI dependency
         adds one) is checked on top of the route's, as :meth:`verify_nowait` checks it.
         """
@@ -829,8 +829,9 @@ class Verifier(KeyLimits):
             admit = None
         if admit is not None:
             mro = type(limiter).__mro__
-            owner = next(i for i, k in enumerate(mro) if "admit" in vars(k))
-            if any("hit" in vars(k) for k in mro[:owner]):
+            owner = next((i for i, k in enumerate(mro) if "admit" in vars(k)), None)
+            # No class defines it (an attribute of the instance): not a limiter's own path.
+            if owner is None or any("hit" in vars(k) for k in mro[:owner]):
                 admit = None
         self._lane_admit = admit
         self._lane_for = limiter

@@ -920,6 +920,25 @@ def test_the_asgi_fast_path_follows_the_limiter_and_never_bypasses_a_custom_hit(
     v.limiter = None
     assert v.fast_admit(h["reader"].encode(), "GET", "/agents") is None
 
+    class Duck:
+        """A limiter of its own whose ``admit`` is an attribute of the instance: no class of
+        it defines the fused path, so the verifier keeps to its ``hit``."""
+
+        in_process = True
+
+        def __init__(self) -> None:
+            self.inner = MemoryRateLimiter(clock=T0.__float__)
+            self.admit = self.inner.admit
+
+        def hit(self, bucket: str, *args: Any, **kw: Any) -> Any:
+            calls.append(bucket)
+            return self.inner.hit(bucket, *args, **kw)
+
+    v.limiter = Duck()  # type: ignore[assignment]
+    assert v.fast_admit(h["reader"].encode(), "GET", "/agents") is None
+    assert v.verify(h["reader"], "GET", "/agents").allowed
+    assert len(calls) == 3
+
 
 def test_nowait_answers_without_awaiting_on_the_common_paths() -> None:
     """The ASGI shortcut must actually take: a cached key, a public route and a cached denial
