@@ -132,12 +132,12 @@ class KeyGuardMiddleware:
         forwarded: bytes | list[bytes] | None
         method = scope.get("method", "GET") if kind == "http" else "GET"
         path = scope["path"]
+        verifier = self.verifier
         # request_headers() inlined: this is the path nearly every request takes.
         fields = dict(headers) if type(headers) is list else None
         if fields is not None and len(fields) == len(headers):
             # No name repeats (the dict, built in C, kept every field): lookups.
             authorization = fields.get(_AUTHORIZATION)
-            verifier = self.verifier
             if type(authorization) is bytes and kind == "http" and verifier.limiter is not None:
                 # The default path, when it applies: a recently verified key admitted by an
                 # in-process limiter, its rate-limit headers rendered with the decision.
@@ -162,7 +162,6 @@ class KeyGuardMiddleware:
         peer = scope.get("client")
         if forwarded is not None and type(forwarded) is not bytes:
             forwarded = join_field_lines(forwarded)  # type: ignore[arg-type]
-        verifier = self.verifier
         decision = verifier.verify_nowait(
             authorization, method, path, peer=peer, forwarded_for=forwarded
         )

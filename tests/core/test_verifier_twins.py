@@ -362,31 +362,6 @@ def run_sync(w: World, steps: list[Step]) -> list[tuple[Any, ...]]:
     return trace
 
 
-def run_async(w: World, steps: list[Step], *, nowait: bool) -> list[tuple[Any, ...]]:
-    async def main() -> list[tuple[Any, ...]]:
-        w.store.loop_thread = threading.current_thread()
-        trace = []
-        with captured() as log:
-            for step in steps:
-                if plain_step(w, step):
-                    continue
-                v, headers = w.verifier, w.headers
-                if step[0] == "req":
-                    _, header, method, path, kw = step
-                    decision = None
-                    if nowait:
-                        decision = v.verify_nowait(headers[header], method, path, **kw)
-                    if decision is None:
-                        decision = await v.averify(headers[header], method, path, **kw)
-                else:
-                    _, header, kw = step
-                    decision = await v.aauthenticate(headers[header], **kw)
-                trace.append(state(w, decision, log))
-        return trace
-
-    return asyncio.run(main())
-
-
 #: The ASGI header names of fast_admit()'s headers, as Decision.headers spells them.
 TEXT_NAMES = {
     b"ratelimit-policy": "RateLimit-Policy",
@@ -408,16 +383,15 @@ def admitted_summary(principal: Any, headers: Any) -> tuple[Any, ...]:
     return (*plain[:6], text, *plain[7:])
 
 
-def run_fast(
-    w: World, steps: list[Step], *, text: bool = False
-) -> tuple[list[tuple[Any, ...]], int]:
-    """As the ASGI middleware (and the FastAPI dependency, with its requirement object) asks:
-    fast_admit() first for a request with one key value, then verify_nowait(), then
-    averify(). Also returns how many requests fast_admit() answered itself."""
-    answered = 0
+def run_async(
+    w: World, steps: list[Step], *, nowait: bool, fast: bool = False, text: bool = False
+) -> list[tuple[Any, ...]]:
+    """The async skin: ``averify()``; with ``nowait``, ``verify_nowait()`` first (as the ASGI
+    middleware calls it); with ``fast`` too, ``fast_admit()`` before both for a request with one
+    key value (ASGI headers, or text ones with ``text``), holding a requirement as a FastAPI
+    dependency does."""
 
     async def main() -> list[tuple[Any, ...]]:
-        nonlocal answered
         w.store.loop_thread = threading.current_thread()
         trace = []
         with captured() as log:
@@ -428,21 +402,19 @@ def run_fast(
                 if step[0] == "req":
                     _, header, method, path, kw = step
                     value = headers[header]
-                    raw = value.encode("latin-1") if isinstance(value, str) else value
                     decision = None
-                    required = kw.get("required")
-                    if required is not None and not isinstance(required, Requirement):
-                        required = as_requirement(required)  # as a FastAPI dependency holds it
-                    if type(raw) is bytes:
-                        fast = v.fast_admit(raw, method, path, required, text)
-                        if type(fast) is tuple:
-                            answered += 1
-                            trace.append(state(w, None, log, admitted_summary(*fast)))
-                            continue
-                        if fast is not None:
-                            answered += 1
-                        decision = fast
-                    if decision is None:
+                    if fast:
+                        raw = value.encode("latin-1") if isinstance(value, str) else value
+                        required = kw.get("required")
+                        if required is not None and not isinstance(required, Requirement):
+                            required = as_requirement(required)
+                        if type(raw) is bytes:
+                            admitted = v.fast_admit(raw, method, path, required, text)
+                            if type(admitted) is tuple:
+                                trace.append(state(w, None, log, admitted_summary(*admitted)))
+                                continue
+                            decision = admitted
+                    if decision is None and nowait:
                         decision = v.verify_nowait(value, method, path, **kw)
                     if decision is None:
                         decision = await v.averify(value, method, path, **kw)
@@ -452,7 +424,7 @@ def run_fast(
                 trace.append(state(w, decision, log))
         return trace
 
-    return asyncio.run(main()), answered
+    return asyncio.run(main())
 
 
 def twins(steps: list[Step], **options: Any) -> tuple[World, World, World]:
@@ -463,8 +435,8 @@ def twins(steps: list[Step], **options: Any) -> tuple[World, World, World]:
     expected = run_sync(sync_world, steps)
     got_async = run_async(async_world, steps, nowait=False)
     got_nowait = run_async(nowait_world, steps, nowait=True)
-    got_fast, _ = run_fast(fast_world, steps)
-    got_text, _ = run_fast(build(**options), steps, text=True)
+    got_fast = run_async(fast_world, steps, nowait=True, fast=True)
+    got_text = run_async(build(**options), steps, nowait=True, fast=True, text=True)
     for i, (want, a, n, f, t) in enumerate(
         zip(expected, got_async, got_nowait, got_fast, got_text, strict=True)
     ):
