@@ -109,7 +109,7 @@ def wsgi_sender(verifier: Verifier) -> Send:
 
 
 def fastapi_sender(verifier: Verifier) -> Send:
-    from fastapi import Depends, FastAPI
+    from fastapi import Depends, FastAPI, Response
 
     from keyguard.adapters.fastapi import KeyGuard
 
@@ -119,8 +119,16 @@ def fastapi_sender(verifier: Verifier) -> Send:
 
     reader, writer = guard.require("agents:read"), guard.require("agents:write")
 
+    async def stamp(response: Response) -> None:
+        # An earlier dependency setting headers, one of them a rate-limit field keyguard sets
+        # too: keyguard's value must replace it (one field), the other must stay.
+        response.headers["x-ratelimit-limit"] = "999"
+        response.headers["x-app"] = "1"
+
     @app.get("/agents")
-    async def read(principal: Annotated[Principal, Depends(reader)]) -> dict[str, str]:
+    async def read(
+        _: Annotated[None, Depends(stamp)], principal: Annotated[Principal, Depends(reader)]
+    ) -> dict[str, str]:
         return {"key": principal.key_id}
 
     @app.post("/agents")

@@ -194,6 +194,72 @@ def test_one_dependency_returns_the_same_principal_with_and_without_middleware(
     assert seen[0] is seen[1]  # the verifier's cached principal, whichever path found it
 
 
+def _spent(reply: Any) -> int:
+    """Units of the burst window a reply says are left (its RateLimit field's first r=)."""
+    return int(reply.headers["ratelimit"].split(";r=")[1].split(";")[0])
+
+
+@pytest.mark.parametrize(
+    "before", ["middleware, not Starlette-compatible", "Starlette backend", "a user layer"]
+)
+def test_dependency_after_another_keyguard_layer_takes_no_second_unit(
+    world: World, before: str
+) -> None:
+    """A layer in front already verified the key and charged the request to its limits; the
+    dependency, on every request (the first and those a verified key makes), only checks its
+    own scope against that principal: one unit per request, not two."""
+    from starlette.middleware.authentication import AuthenticationMiddleware
+
+    from keyguard.adapters.starlette import KeyGuardBackend
+
+    verifier = Verifier(world.store, hasher=Hasher(pepper_from_env=False))
+    guard = KeyGuard(verifier=verifier)
+    app = FastAPI()
+
+    @app.get("/agents")
+    async def agents(principal: Annotated[Principal, Depends(guard.require("agents:read"))]) -> str:
+        return principal.key_id
+
+    if before.startswith("middleware"):
+        app.add_middleware(KeyGuardMiddleware, verifier=verifier, starlette_compat=False)
+    elif before == "Starlette backend":
+        app.add_middleware(AuthenticationMiddleware, backend=KeyGuardBackend(verifier=verifier))
+    else:
+        # An application's own layer that verifies with keyguard and sets only scope["user"].
+        inner = app.build_middleware_stack
+
+        def build() -> Any:
+            stack = inner()
+
+            async def user_layer(scope: Any, receive: Any, send: Any) -> None:
+                if scope["type"] == "http":
+                    headers = dict(scope["headers"])
+                    decision = verifier.verify(headers.get(b"authorization"), "GET", "/agents")
+                    assert decision.allowed
+                    scope["user"] = decision.principal
+                await stack(scope, receive, send)
+
+            return user_layer
+
+        app.build_middleware_stack = build  # type: ignore[method-assign]
+    guard.install(app)
+    send = httpx_send(app)
+    header = [("Authorization", world.header("reader"))]
+    left = []
+    for _ in range(3):
+        reply = send("GET", "/agents", header)
+        assert reply.status == 200
+        left.append(_spent(reply) if "ratelimit" in reply.headers else None)
+    if before.startswith("middleware"):
+        assert left[0] is not None
+        assert left == [left[0], left[0] - 1, left[0] - 2]
+    else:
+        # No rate-limit headers from that layer; the limiter's count says how many units went.
+        assert verifier.limiter is not None
+        peek = verifier.limiter.peek(world.keys["reader"].key_id, verifier.rate_limits)
+        assert peek.windows[0].remaining == peek.windows[0].limit - 3
+
+
 class HeaderVerifier(Verifier):
     """Stands in for a rate-limited verifier: allowed decisions carry response headers."""
 
@@ -298,6 +364,11 @@ def test_security_scopes_are_required_too(world: World) -> None:
     send = httpx_send(app)
     refused = send("POST", "/agents", [("Authorization", world.header("reader"))])
     assert refused.status == 403
+    # Again, now that the key is known (the verifier's fast path): still the scopes Security
+    # adds, not only the dependency's own.
+    again = send("POST", "/agents", [("Authorization", world.header("reader"))])
+    assert again.status == 403
+    assert json.loads(again.body)["required_scopes"] == ["agents:write"]
     assert json.loads(refused.body)["required_scopes"] == ["agents:write"]
     assert "authenticated" not in json.loads(refused.body)["detail"]
     assert send("POST", "/agents", [("Authorization", world.header("writer"))]).status == 200
