@@ -6,17 +6,19 @@
   repeated unknown id does not hit the store each time. A lookup always consults both LRUs, so
   that a known and an unknown id cost the same (timing must not reveal which ids exist).
 * **the fast-path index** — BLAKE2s of an ``Authorization`` value → (authentication decision,
-  monotonic deadline). Only the canonical spelling (``"UserKey " + key``) of a key that
-  authenticated in full is indexed, at most :data:`MAX_SPELLINGS` per record (its current and
-  its previous secret): every other spelling takes the slow path, so header variants cannot
-  grow the index. What is indexed is authentication only, which does not depend on the route
-  or the time beyond the deadline: scopes and rate limits are checked on every request, fast
-  path or not. So a request refused by scope or rate limit may index its key like an
-  admitted one (at most those two entries), and a key over its limit is refused cheaply. A
-  plain dict read with one atomic ``dict.get`` per request, bounded FIFO (insertion order).
-  BLAKE2s rather than SHA-256: equally collision-resistant, and Python's built-in BLAKE2
-  costs markedly less than OpenSSL's SHA-256 inside a real request (measured with
-  benchmarks/bench_*.py).
+  monotonic deadline, lane): the lane is the decision's principal when nothing about the key
+  itself keeps it off the verifier's fused path (see :func:`lane_principal`), else ``None``,
+  judged once when the entry is made rather than on every request. Only the canonical spelling
+  (``"UserKey " + key``) of a key that authenticated in full is indexed, at most
+  :data:`MAX_SPELLINGS` per record (its current and its previous secret): every other spelling
+  takes the slow path, so header variants cannot grow the index. What is indexed is
+  authentication only, which does not depend on the route or the time beyond the deadline:
+  scopes and rate limits are checked on every request, fast path or not. So a request refused
+  by scope or rate limit may index its key like an admitted one (at most those two entries),
+  and a key over its limit is refused cheaply. A plain dict read with one atomic ``dict.get``
+  per request, bounded FIFO (insertion order). BLAKE2s rather than SHA-256: equally
+  collision-resistant, and Python's built-in BLAKE2 costs markedly less than OpenSSL's SHA-256
+  inside a real request (measured with benchmarks/bench_*.py).
 
 cachetools caches are not thread-safe (even a get reorders the LRU list), and WSGI servers
 call the verifier from many threads: every access but the index read holds :attr:`lock`.
@@ -36,11 +38,30 @@ from keyguard.core.decision import Decision, Principal
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import DEFAULT_PRIVILEGED, Grants
 
-__all__ = ["MAX_SPELLINGS", "CacheEntry", "CacheStats", "KeyCache"]
+__all__ = ["MAX_SPELLINGS", "CacheEntry", "CacheStats", "KeyCache", "lane_principal"]
 
 #: Index entries per cached record: the canonical spelling of its current secret and of its
 #: previous one (inside its rotation grace).
 MAX_SPELLINGS: Final = 2
+
+
+def lane_principal(decision: Decision) -> Principal | None:
+    """An indexed decision's principal when the verifier's fused path
+    (:meth:`~keyguard.core.verifier.Verifier.fast_admit`) may answer for it, as far as the key
+    itself decides: not suspended, no network restriction, no per-key rate limit of its own
+    and no extra response header (``API-Key-Expires``); else ``None``."""
+    principal = decision.principal
+    if principal is None:
+        return None
+    record = principal.record
+    if (
+        record.suspended_at is not None
+        or record.allowed_networks
+        or record.rate_limit
+        or decision.extra_headers
+    ):
+        return None
+    return principal
 
 
 class CacheEntry:
@@ -119,7 +140,7 @@ class KeyCache:
         self.lock = threading.RLock()
         self.records: LRUCache[str, CacheEntry] = LRUCache(maxsize=size)
         self.negative: LRUCache[str, float] = LRUCache(maxsize=negative_size)
-        self.index: dict[bytes, tuple[Decision, float]] = {}
+        self.index: dict[bytes, tuple[Decision, float, Principal | None]] = {}
         self.index_size = size
         self.ttl = ttl
         self.negative_ttl = negative_ttl
@@ -242,7 +263,8 @@ class KeyCache:
             index = self.index
             if digest not in index and len(index) >= self.index_size:
                 del index[next(iter(index))]
-            index[digest] = (entry.allowed if decision is None else decision, deadline)
+            answer = entry.allowed if decision is None else decision
+            index[digest] = (answer, deadline, lane_principal(answer))
 
     def stats(self) -> CacheStats:
         """The counters and sizes (see :class:`CacheStats`)."""

@@ -775,22 +775,15 @@ class Verifier(KeyLimits):
         hit = self._index.get(blake2s(authorization).digest())
         if hit is None or hit[1] <= self._monotonic():
             return None
+        # The key's own conditions (suspended, networks, its own limit, extra headers) were
+        # judged when it was indexed: the lane is its principal, or None.
+        principal = hit[2]
+        if principal is None or (self.owner_rate_limits is not None and principal.owner):
+            return None
         policy = self.policy
         route = _DEFAULT_MATCH if policy is None else policy.match(method, path)
         requirement = route.requirement
         if requirement is None or not route.rate_limited:
-            return None
-        result = hit[0]
-        principal = result.principal
-        assert principal is not None  # the index holds allowed decisions only
-        record = principal.record
-        if (
-            record.suspended_at is not None
-            or record.allowed_networks
-            or record.rate_limit
-            or result.extra_headers
-            or (self.owner_rate_limits is not None and principal.owner)
-        ):
             return None
         self._cache.index_hits += 1
         grants = principal.grants
@@ -800,13 +793,13 @@ class Verifier(KeyLimits):
             and (type(requirement) is not Scope or requirement.name not in grants.scopes)
             and not requirement.is_satisfied_by(grants)
         ):
-            return self._authorize(result, requirement)  # the 403, as verify_nowait() says it
+            return self._authorize(hit[0], requirement)  # the 403, as verify_nowait() says it
         if (
             required is not None
             and (type(required) is not Scope or required.name not in grants.scopes)
             and not required.is_satisfied_by(grants)
         ):
-            return self._authorize(result, required)
+            return self._authorize(hit[0], required)
         got = admit(
             principal.key_id,
             self.rate_limits,  # type: ignore[arg-type]
@@ -817,7 +810,7 @@ class Verifier(KeyLimits):
         )
         if type(got) is not RateDecision:
             return principal, got
-        return self._limited(result, got)
+        return self._limited(hit[0], got)
 
     def _refresh_lane(self) -> None:
         """Find :meth:`fast_admit`'s limiter call for the current ``self.limiter``: its

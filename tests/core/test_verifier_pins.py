@@ -590,7 +590,7 @@ def test_invalidating_a_key_whose_index_entry_is_gone_is_fine() -> None:
     record = KeyRecord(key_id="k" * 12, name="n", digest="sha256$00")
     entry = cache.put(record, record.key_id, 0.0)
     cache.remember(b"digest-1", entry, 10.0)
-    assert cache.index[b"digest-1"] == (entry.allowed, 10.0)  # the entry's own decision
+    assert cache.index[b"digest-1"] == (entry.allowed, 10.0, entry.principal)  # its own decision
     del cache.index[b"digest-1"]  # evicted by newer keys
     cache.invalidate(record.key_id)
     assert cache.lookup(record.key_id, 1.0) == (None, False)
