@@ -112,9 +112,9 @@ __all__ = ["AuthorizationValue", "Peer", "Verifier", "authorize", "owner_bucket"
 logger = logging.getLogger("keyguard.verifier")
 
 _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
-#: A limiter's fused admission: (bucket, windows, cost, ietf, legacy, text) -> the headers
-#: or the refusal.
-_LaneAdmit = Callable[[str, tuple[Window, ...], int, bool, bool, bool], Any]
+#: A limiter's fused admission for the verifier's windows: (bucket, cost, ietf, legacy) ->
+#: the headers or the refusal (MemoryRateLimiter.admitter).
+_LaneAdmit = Callable[[str, int, bool, bool], Any]
 _new_tuple = tuple.__new__
 
 
@@ -263,11 +263,13 @@ class Verifier(KeyLimits):
             limiter = MemoryRateLimiter()
         self.limiter = limiter
         self._limit_inline = bool(getattr(limiter, "in_process", False))
-        # fast_admit()'s limiter call, found for self.limiter by _refresh_lane() (and again
-        # whenever self.limiter is replaced).
+        # fast_admit()'s limiter calls (ASGI and text headers), found for self.limiter and
+        # self.rate_limits by _refresh_lane() (and again whenever either is replaced).
         self._lane_for: object = _UNSET
+        self._lane_windows: object = _UNSET
         self._lane_min_length = len(CANONICAL) + key_format.min_length
-        self._lane_admit: _LaneAdmit | None = None
+        self._lane_asgi: _LaneAdmit | None = None
+        self._lane_text: _LaneAdmit | None = None
         if isinstance(owner_rate_limits, str):
             owner_rate_limits = parse_windows(owner_rate_limits)
         self.owner_rate_limits = (
@@ -763,9 +765,9 @@ class Verifier(KeyLimits):
         """
         if self.observer is not None:
             return None
-        if self.limiter is not self._lane_for:
+        if self.limiter is not self._lane_for or self.rate_limits is not self._lane_windows:
             self._refresh_lane()
-        admit = self._lane_admit
+        admit = self._lane_text if text else self._lane_asgi
         if admit is None:
             return None
         # The key first: a key not in the index (every 401) leaves before the route is looked
@@ -800,34 +802,33 @@ class Verifier(KeyLimits):
             and not required.is_satisfied_by(grants)
         ):
             return self._authorize(hit[0], required)
-        got = admit(
-            principal.key_id,
-            self.rate_limits,  # type: ignore[arg-type]
-            route.cost,
-            self.ietf_headers,
-            self.legacy_headers,
-            text,
-        )
+        got = admit(principal.key_id, route.cost, self.ietf_headers, self.legacy_headers)
         if type(got) is not RateDecision:
             return principal, got
         return self._limited(hit[0], got)
 
     def _refresh_lane(self) -> None:
-        """Find :meth:`fast_admit`'s limiter call for the current ``self.limiter``: its
-        ``admit`` when it has one and decides in process, unless a subclass overrides ``hit``
-        below the class that defines ``admit`` (that ``hit`` must keep deciding)."""
+        """Find :meth:`fast_admit`'s limiter calls for the current ``self.limiter`` and
+        ``self.rate_limits``: its ``admitter`` functions when it has them and decides in
+        process, unless a subclass overrides ``hit`` or ``admit`` below the class that defines
+        ``admitter`` (that method must keep deciding)."""
         limiter = self.limiter
-        admit = getattr(limiter, "admit", None)
-        if admit is not None and not getattr(limiter, "in_process", False):
-            admit = None
-        if admit is not None:
+        windows = self.rate_limits
+        asgi = text = None
+        admitter = getattr(limiter, "admitter", None)
+        if admitter is not None and windows is not None and getattr(limiter, "in_process", False):
             mro = type(limiter).__mro__
-            owner = next((i for i, k in enumerate(mro) if "admit" in vars(k)), None)
+            owner = next((i for i, k in enumerate(mro) if "admitter" in vars(k)), None)
             # No class defines it (an attribute of the instance): not a limiter's own path.
-            if owner is None or any("hit" in vars(k) for k in mro[:owner]):
-                admit = None
-        self._lane_admit = admit
+            if owner is not None and not any(
+                "hit" in vars(k) or "admit" in vars(k) for k in mro[:owner]
+            ):
+                asgi = admitter(windows)
+                text = admitter(windows, True)
+        self._lane_asgi = asgi
+        self._lane_text = text
         self._lane_for = limiter
+        self._lane_windows = windows
 
     # -- async I/O skin ---------------------------------------------------------------------
     async def aauthenticate(

@@ -31,7 +31,7 @@ from keyguard.core.hashing import Hasher
 from keyguard.core.keys import KeyFormat
 from keyguard.core.lookup_budget import LookupBudget
 from keyguard.core.policy import PUBLIC, RoutePolicy, Rule
-from keyguard.core.ratelimit import MemoryRateLimiter
+from keyguard.core.ratelimit import MemoryRateLimiter, parse_windows
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import Requirement, all_of, any_of, as_requirement
 from keyguard.core.verifier import Verifier
@@ -868,8 +868,9 @@ def test_the_asgi_fast_path_answers_the_common_requests_itself() -> None:
 
 
 def test_the_asgi_fast_path_follows_the_limiter_and_never_bypasses_a_custom_hit() -> None:
-    """The fast path calls the limiter's fast_admit(): not when a subclass overrides hit()
-    alone (that hit() must keep deciding), and a limiter replaced on the verifier is used."""
+    """The fast path calls the limiter's admitter(): not when a subclass overrides hit() or
+    admit() (that method must keep deciding), and a limiter or windows replaced on the
+    verifier are used."""
     calls: list[str] = []
 
     class Counting(MemoryRateLimiter):
@@ -884,23 +885,38 @@ def test_the_asgi_fast_path_follows_the_limiter_and_never_bypasses_a_custom_hit(
     assert v.verify_nowait(h["reader"], "GET", "/agents") is not None
     assert len(calls) == 2
 
+    class OwnAdmit(MemoryRateLimiter):
+        def admit(self, bucket: str, *args: Any, **kw: Any) -> Any:
+            calls.append(bucket)
+            return super().admit(bucket, *args, **kw)
+
+    v.limiter = OwnAdmit(clock=T0.__float__)
+    assert v.fast_admit(h["reader"].encode(), "GET", "/agents") is None
+    assert len(calls) == 2
+
     fresh = MemoryRateLimiter(clock=T0.__float__)
     v.limiter = fresh
     got = v.fast_admit(h["reader"].encode(), "GET", "/agents")
     assert type(got) is tuple
     assert dict(got[1])[b"x-ratelimit-remaining"] == b"2"  # the new limiter's first unit
+    windows = v.rate_limits
+    v.rate_limits = parse_windows("7/10s")
+    got = v.fast_admit(h["reader"].encode(), "GET", "/agents")
+    assert type(got) is tuple
+    assert dict(got[1])[b"x-ratelimit-limit"] == b"7"  # the replaced windows
+    v.rate_limits = windows
     v.limiter = None
     assert v.fast_admit(h["reader"].encode(), "GET", "/agents") is None
 
     class Duck:
-        """A limiter of its own whose ``admit`` is an attribute of the instance: no class of
-        it defines the fused path, so the verifier keeps to its ``hit``."""
+        """A limiter of its own whose ``admitter`` is an attribute of the instance: no class
+        of it defines the fused path, so the verifier keeps to its ``hit``."""
 
         in_process = True
 
         def __init__(self) -> None:
             self.inner = MemoryRateLimiter(clock=T0.__float__)
-            self.admit = self.inner.admit
+            self.admitter = self.inner.admitter
 
         def hit(self, bucket: str, *args: Any, **kw: Any) -> Any:
             calls.append(bucket)

@@ -17,9 +17,11 @@ or render differently from them; a differential test holds it to ``render(run(..
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
+from keyguard.core.errors import ConfigurationError
 from keyguard.core.ratelimit.headers import _render_source
 from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, _source
 from keyguard.core.ratelimit.state import RateState
@@ -41,12 +43,13 @@ def admit_function(plan: WindowPlan, *, text: bool = False) -> Admit:
     return fused
 
 
-def _compile(plan: WindowPlan, *, text: bool) -> Admit:
+def _body(plan: WindowPlan, *, text: bool) -> tuple[list[str], dict[str, Any]]:
+    """The fused function's body (at function-body indent, reading ``state``, ``now``,
+    ``cost``, ``ietf`` and ``legacy``; every path returns) and its globals."""
     ind = "    "
     decision = _source(plan)
     render, render_globals = _render_source(plan, text=text)
-    src = ["def admit(state, now, cost, ietf, legacy):", *decision.prelude]
-    src.append(f"{ind}if {decision.admit}:")
+    src = [*decision.prelude, f"{ind}if {decision.admit}:"]
     src += [f"{ind * 2}{line}" for line in decision.consume]
     src.append(f"{ind * 2}c = (")
     src += [f"{ind * 3}{count}" for count in decision.taken]
@@ -57,7 +60,71 @@ def _compile(plan: WindowPlan, *, text: bool) -> Admit:
     namespace: dict[str, Any] = {**decision.namespace, **render_globals}
     if len(namespace) != len(decision.namespace) + len(render_globals):
         raise AssertionError("the decision's and the renderer's globals collide")
+    return src, namespace
+
+
+def _compile(plan: WindowPlan, *, text: bool) -> Admit:
+    body, namespace = _body(plan, text=text)
+    src = ["def admit(state, now, cost, ietf, legacy):", *body]
     kind = "text" if text else "asgi"
     # The source is built only from integers and indices: no user text reaches exec.
     exec(compile("\n".join(src), f"<keyguard.ratelimit {kind} admit {plan!r}>", "exec"), namespace)  # noqa: S102
     return namespace["admit"]  # type: ignore[no-any-return]
+
+
+#: ``admit(bucket, cost, ietf, legacy)`` -> the admitted headers, or the refusal.
+BoundAdmit = Callable[[str, int, bool, bool], "list[Any] | tuple[Any, ...] | RateDecision"]
+
+
+def bound_admit_function(plan: WindowPlan, limiter: Any, *, text: bool = False) -> BoundAdmit:
+    """``plan``'s fused admission bound to one :class:`~keyguard.core.ratelimit.memory.
+    MemoryRateLimiter`: ``admit(bucket, cost, ietf, legacy)``, the limiter's own steps (the
+    clock, the bucket's stripe and lock, its state created or moved to the LRU end: what
+    ``MemoryRateLimiter.hit`` does) and :func:`admit_function`'s body in one function, so the
+    verifier's fast path makes one call where it made two. The limiter's stripes, locks and
+    sizes are fixed when it is built; its clock is read from it on every call."""
+    body, namespace = _body(plan, text=text)
+    ind = "    "
+    src = [
+        "def admit(bucket, cost, ietf, legacy):",
+        f"{ind}if cost.__class__ is not int or cost < 1:",
+        f"{ind * 2}_bad_cost(cost)",
+        f"{ind}now = _floor(LIMITER._clock() * 1e6 + 0.5)",
+        f"{ind}i = hash(bucket) & MASK",
+        f"{ind}lock = LOCKS[i]",
+        f"{ind}lock.acquire()",
+        f"{ind}try:",
+        f"{ind * 2}states = STRIPES[i]",
+        f"{ind * 2}state = states.get(bucket)",
+        f"{ind * 2}if state is None:",
+        f"{ind * 3}state = states[bucket] = RateState()",
+        f"{ind * 3}if len(states) > PER_STRIPE:",
+        f"{ind * 4}states.popitem(last=False)",
+        f"{ind * 2}else:",
+        f"{ind * 3}states.move_to_end(bucket)",
+        *[f"{ind}{line}" for line in body],
+        f"{ind}finally:",
+        f"{ind * 2}lock.release()",
+    ]
+    bound = {
+        "LIMITER": limiter,
+        "MASK": limiter._mask,
+        "LOCKS": limiter._locks,
+        "STRIPES": limiter._stripes,
+        "PER_STRIPE": limiter._per_stripe,
+        "RateState": RateState,
+        "_floor": math.floor,
+        "_bad_cost": _bad_cost,
+    }
+    if bound.keys() & namespace.keys():
+        raise AssertionError("the limiter's and the decision's globals collide")
+    namespace.update(bound)
+    kind = "text" if text else "asgi"
+    # The source is built only from integers and indices: no user text reaches exec.
+    name = f"<keyguard.ratelimit bound {kind} admit {plan!r}>"
+    exec(compile("\n".join(src), name, "exec"), namespace)  # noqa: S102
+    return namespace["admit"]  # type: ignore[no-any-return]
+
+
+def _bad_cost(cost: object) -> None:
+    raise ConfigurationError(f"rate-limit cost must be an integer >= 1, got {cost!r}")

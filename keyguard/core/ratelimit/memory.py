@@ -12,14 +12,10 @@ from typing import Final
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.ratelimit.decide import _run_pair, pair_plan
-from keyguard.core.ratelimit.fused import admit_function
+from keyguard.core.ratelimit.fused import BoundAdmit, _bad_cost, bound_admit_function
 from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, plan_for
 from keyguard.core.ratelimit.state import RateState
 from keyguard.core.ratelimit.windows import DEFAULT_WINDOWS, Window
-
-
-def _bad_cost(cost: object) -> None:
-    raise ConfigurationError(f"rate-limit cost must be an integer >= 1, got {cost!r}")
 
 
 class MemoryRateLimiter:
@@ -44,6 +40,7 @@ class MemoryRateLimiter:
     """
 
     __slots__ = (
+        "_admitters",
         "_clock",
         "_last_pair",
         "_last_plan",
@@ -87,6 +84,7 @@ class MemoryRateLimiter:
         self._last_pair: (
             tuple[Sequence[Window], Sequence[Window], WindowPlan, WindowPlan, WindowPlan] | None
         ) = None
+        self._admitters: dict[tuple[WindowPlan, bool], BoundAdmit] = {}
 
     def hit(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1
@@ -129,36 +127,25 @@ class MemoryRateLimiter:
         (a list: what :func:`~keyguard.core.ratelimit.headers.admitted_headers_asgi` renders
         from the decision's counts) or, with ``text``, as text pairs (a tuple: what
         :func:`~keyguard.core.ratelimit.headers.admitted_headers` renders), empty with both
-        header kinds off; the refusal's :class:`RateDecision` otherwise. The verifier's fast
-        path (:meth:`~keyguard.core.verifier.Verifier.fast_admit`); a subclass that overrides
-        :meth:`hit` alone keeps the verifier on :meth:`hit`. Its stripe, lock and LRU steps are
-        :meth:`hit`'s, written out again rather than shared through a call (keep the two in
-        step): this runs on nearly every request."""
-        last_windows, plan = self._last_plan
-        if last_windows is not windows:
-            plan = plan_for(windows)
-            self._last_plan = (windows, plan)
-        fused = plan.text_admit if text else plan.asgi_admit
-        if fused is None:
-            fused = admit_function(plan, text=text)
-        if cost.__class__ is not int or cost < 1:
-            _bad_cost(cost)
-        now = _floor(self._clock() * 1e6 + 0.5)
-        i = hash(bucket) & self._mask
-        lock = self._locks[i]
-        lock.acquire()
-        try:
-            states = self._stripes[i]
-            state = states.get(bucket)
-            if state is None:
-                state = states[bucket] = RateState()
-                if len(states) > self._per_stripe:
-                    states.popitem(last=False)
-            else:
-                states.move_to_end(bucket)
-            return fused(state, now, cost, ietf, legacy)
-        finally:
-            lock.release()
+        header kinds off; the refusal's :class:`RateDecision` otherwise. :meth:`admitter`'s
+        function for ``windows``, called once."""
+        return self.admitter(windows, text)(bucket, cost, ietf, legacy)
+
+    def admitter(self, windows: tuple[Window, ...], text: bool = False) -> BoundAdmit:
+        """:meth:`admit` for one window set, as a function ``admit(bucket, cost, ietf,
+        legacy)`` generated for this limiter (its stripe, lock and LRU steps are :meth:`hit`'s,
+        written out again in it rather than shared through a call: keep the two in step) and
+        kept: the verifier's fast path
+        (:meth:`~keyguard.core.verifier.Verifier.fast_admit`) finds it once and calls it on
+        nearly every request. A subclass that overrides :meth:`hit` or :meth:`admit` keeps the
+        verifier on its own methods."""
+        key = (plan_for(windows), text)
+        admit = self._admitters.get(key)
+        if admit is None:
+            if len(self._admitters) >= 64:  # window sets are few; never an unbounded cache
+                self._admitters.clear()
+            admit = self._admitters[key] = bound_admit_function(key[0], self, text=text)
+        return admit
 
     async def ahit(
         self, bucket: str, windows: tuple[Window, ...] = DEFAULT_WINDOWS, cost: int = 1

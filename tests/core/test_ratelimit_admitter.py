@@ -1,0 +1,159 @@
+"""MemoryRateLimiter.admit / admitter(): the generated function the verifier's fast path calls
+must be the limiter's own hit() followed by the header renderer — the same clock reading, the
+same bucket state (created, moved to the LRU end, evicted), the same refusals and errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from keyguard.core.errors import ConfigurationError
+from keyguard.core.ratelimit import (
+    DEFAULT_WINDOWS,
+    MemoryRateLimiter,
+    RateDecision,
+    admitted_headers,
+    admitted_headers_asgi,
+    parse_windows,
+    plan_for,
+)
+
+WINDOW_SETS = [
+    DEFAULT_WINDOWS,
+    parse_windows("2/second, 4/10s, 6/2h"),  # two exact windows and a bucketed one
+    parse_windows("3/minute"),
+    parse_windows("3/hour, 5/day"),  # bucketed only
+]
+
+
+class Clock:
+    """A settable clock (seconds), read by both limiters of a twin."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def twins(clock: Clock, max_keys: int, stripes: int) -> tuple[MemoryRateLimiter, ...]:
+    return tuple(MemoryRateLimiter(max_keys=max_keys, stripes=stripes, clock=clock) for _ in "ab")
+
+
+steps = st.lists(
+    st.tuples(
+        st.integers(0, 5),  # which bucket (more buckets than the small limiters hold)
+        st.integers(1, 3),  # cost
+        # seconds to the next request: sub-microsecond parts, bursts, gaps, a step back
+        st.one_of(
+            st.floats(0, 2, allow_nan=False),
+            st.sampled_from([0.0, 0.0000004, 0.0000006, 10.0, 3600.0, -1.5]),
+        ),
+    ),
+    min_size=1,
+    max_size=80,
+)
+
+
+@given(
+    windows=st.sampled_from(WINDOW_SETS),
+    ops=steps,
+    size=st.sampled_from([(2, 1), (3, 1), (4, 2), (100, 4)]),
+    ietf=st.booleans(),
+    legacy=st.booleans(),
+    text=st.booleans(),
+)
+def test_admit_is_hit_then_the_headers(
+    windows: tuple[object, ...],
+    ops: list[tuple[int, int, float]],
+    size: tuple[int, int],
+    ietf: bool,
+    legacy: bool,
+    text: bool,
+) -> None:
+    clock = Clock()
+    fused, plain = twins(clock, *size)
+    plan = plan_for(windows)  # type: ignore[arg-type]
+    render = admitted_headers if text else admitted_headers_asgi
+    for bucket, cost, dt in ops:
+        clock.now += dt
+        name = f"key-{bucket}"
+        got = fused.admit(name, windows, cost, ietf, legacy, text)  # type: ignore[arg-type]
+        want = plain.hit(name, windows, cost)  # type: ignore[arg-type]
+        if want.allowed:
+            assert got == render(plan, want.counts, ietf, legacy)
+        else:
+            assert type(got) is RateDecision
+            assert got == want
+        assert len(fused) == len(plain)
+    # The same buckets kept (the same evicted), in the same state.
+    for bucket in range(6):
+        name = f"key-{bucket}"
+        assert fused.peek(name, windows) == plain.peek(name, windows)  # type: ignore[arg-type]
+
+
+def test_the_least_recently_used_bucket_is_the_one_evicted() -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(max_keys=2, stripes=1, clock=clock)
+    admit = limiter.admitter(DEFAULT_WINDOWS)
+    for name in ("a", "b", "a"):  # a is used again: b is now the least recent
+        assert type(admit(name, 1, True, True)) is list
+    assert type(admit("c", 1, True, True)) is list  # one bucket too many: b goes
+    assert len(limiter) == 2
+    assert limiter.peek("a").counts[0] == 18  # a keeps its two units
+    assert limiter.peek("b").counts[0] == 20  # b was forgotten
+    assert limiter.peek("c").counts[0] == 19
+
+
+def test_a_unit_counts_from_the_rounded_microsecond() -> None:
+    """The clock is rounded to the nearest microsecond, as hit() rounds it: a unit taken at
+    0.6 µs counts from 1 µs, so it is still in a 10 s window at exactly 10 s."""
+
+    def readings() -> Iterator[float]:
+        yield 1_000.0000006
+        yield 1_010.0
+
+    for call in ("admit", "hit"):
+        limiter = MemoryRateLimiter(clock=readings().__next__)
+        windows = parse_windows("1/10s")
+        first = getattr(limiter, call)("k", windows)
+        second = getattr(limiter, call)("k", windows)
+        assert not isinstance(first, RateDecision) or first.allowed, call
+        assert isinstance(second, RateDecision), call
+        assert not second.allowed, call
+
+
+@pytest.mark.parametrize("cost", [0, -1, 1.5, "1", None])
+def test_a_bad_cost_is_refused_before_anything_is_counted(cost: object) -> None:
+    limiter = MemoryRateLimiter()
+    admit = limiter.admitter(DEFAULT_WINDOWS)
+    with pytest.raises(ConfigurationError, match="cost"):
+        admit("k", cost, True, True)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="cost"):
+        limiter.admit("k", DEFAULT_WINDOWS, cost)  # type: ignore[arg-type]
+    assert len(limiter) == 0
+
+
+def test_one_function_per_window_set_and_kind_named_after_both() -> None:
+    limiter = MemoryRateLimiter()
+    windows = parse_windows("9/second, 11/minute")
+    asgi, text = limiter.admitter(windows), limiter.admitter(windows, True)
+    assert limiter.admitter(windows) is asgi
+    assert limiter.admitter(parse_windows("9/second, 11/minute")) is asgi  # by value
+    assert text is not asgi
+    named = "WindowPlan('9/second, 11/minute')>"
+    assert asgi.__code__.co_filename == f"<keyguard.ratelimit bound asgi admit {named}"
+    assert text.__code__.co_filename == f"<keyguard.ratelimit bound text admit {named}"
+    # Another limiter has functions of its own (they hold its stripes).
+    assert MemoryRateLimiter().admitter(windows) is not asgi
+
+
+def test_the_functions_kept_are_bounded() -> None:
+    """admit() takes any window set: the functions kept for them never grow without bound."""
+    limiter = MemoryRateLimiter()
+    for limit in range(1, 200):
+        assert type(limiter.admit("k", parse_windows(f"{limit}/hour"))) is list
+    assert 0 < len(limiter._admitters) <= 64
