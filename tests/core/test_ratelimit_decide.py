@@ -61,7 +61,7 @@ def test_units_within_one_slice_share_a_bucket() -> None:
     d, state = decide(None, start, 2, windows)
     d, state = decide(state, start + WIDTH_2H - 1, 2, windows)  # the same slice
     ring = state.rings[7200 * 10**6]
-    assert [b[1] for b in ring.buckets] == [4]
+    assert [units for _, units in ring.pairs()] == [4]
     # The whole bucket leaves with its latest unit: one bucket late at most.
     d, state = decide(state, start + 7200, 1, windows)
     assert not d.allowed
@@ -168,7 +168,8 @@ def _state(last: int, log: list[int], ring: list[list[int]] | None = None) -> Ra
     state.log.extend(log)
     if ring is not None:
         r = state.rings[DAY * 10**6] = _Ring()
-        r.buckets.extend(ring)
+        for last, units in ring:
+            r.buckets.extend((last, units))
         r.total = sum(b[1] for b in ring)
     return state
 

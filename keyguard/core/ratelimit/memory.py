@@ -26,8 +26,10 @@ class MemoryRateLimiter:
     needed. At most about ``max_keys`` buckets are kept; the least recently used is evicted
     first, which forgets its counts, so size ``max_keys`` above the number of keys active in
     a day (buckets are key ids, which only authenticated callers can make the limiter see).
-    Measured with the default windows: about 2.3 KB per bucket plus 40 bytes per unit in the
-    minute log (6.4 KB for a key at its limit), so 100,000 busy keys need some 600 MB.
+    Measured with the default windows (``benchmarks/bench_memory.py``): about 1.4 KB per
+    bucket, plus 40 bytes per unit in the minute log (4 KB more at the minute's limit) and 48
+    per quarter hour of the day with admissions (4.6 KB more for a key used all day), so
+    100,000 keys each used once need some 140 MB, and as many busy all day up to 1 GB.
 
     ``clock`` returns seconds from a monotonic source (default :func:`time.monotonic`): a wall
     clock that steps (NTP, an operator, a VM resumed) must neither grant a fresh burst when it

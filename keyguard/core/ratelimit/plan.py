@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final, NamedTuple
 
 from keyguard.core.ratelimit.state import RateState, _expire, _open_bucket, _Ring
@@ -200,11 +200,13 @@ def plan_for(windows: Sequence[Window]) -> WindowPlan:
     return plan
 
 
-def _ring_wait(buckets: Iterable[list[int]], need: int, now: int, period: int) -> int:
-    """Seconds until ``need`` units of a ring have left its window: the oldest buckets leave
-    first, each when its latest unit does (at ``last + period``)."""
+def _ring_wait(buckets: Sequence[int], need: int, now: int, period: int) -> int:
+    """Seconds until ``need`` units of a ring (its flat ``last, units`` pairs) have left its
+    window: the oldest buckets leave first, each when its latest unit does (at ``last +
+    period``)."""
     last = 0
-    for last, units in buckets:  # noqa: B007 - last is the answer
+    pairs = iter(buckets)
+    for last, units in zip(pairs, pairs):  # noqa: B007, B905 - last is the answer
         need -= units
         if need <= 0:
             break
@@ -278,7 +280,7 @@ def _source(plan: WindowPlan) -> _Source:
             j = ring_index[period]
             u = f"u{i}"
             prelude.append(f"    {u} = ring{j}.total")
-            oldest = f"ring{j}.buckets[0][0]"
+            oldest = f"ring{j}.buckets[0]"
         checks.append(f"{u} + cost <= {limit}")
         # ceil((oldest + period - now) / 1 s): when the oldest counted unit leaves.
         wait = f"-((now - {period} - {oldest}) // {_US})"
@@ -320,9 +322,9 @@ def _source(plan: WindowPlan) -> _Source:
     for j, (period, width) in enumerate(plan.rings):
         consume += [
             f"if now < ring{j}.end:",
-            f"{ind}newest = ring{j}.buckets[-1]",
-            f"{ind}newest[0] = now",
-            f"{ind}newest[1] += cost",
+            f"{ind}newest = ring{j}.buckets",
+            f"{ind}newest[-2] = now",
+            f"{ind}newest[-1] += cost",
             "else:",
             f"{ind}_open_bucket(ring{j}, now, cost, {period}, {width})",
             f"ring{j}.total += cost",
