@@ -1,10 +1,11 @@
 """The state of one bucket (a key or an owner): the sliding log of the exact windows and the
 rings of buckets of the long ones, with the two ring operations the decision needs.
 
-Both are flat arrays of 64-bit integers (``array('q')``), not containers of Python objects:
-a busy key's state is a handful of contiguous blocks rather than hundreds of separate ints and
-lists, which is what a request for one of many keys, its state long out of the CPU's caches,
-pays to read (and what 100,000 keys cost in memory)."""
+The log is a deque (units leave from the left one by one, in O(1), however long the window's
+log). A ring's buckets are one flat list of ``last, units`` pairs, not a list object per
+bucket: half the memory of a key used all day, and nothing slower on the hot path. (Flat
+``array('q')`` storage would halve it again and touch fewer cache lines for a key whose state
+is cold, but every read boxes a new int: measured 0.2 µs slower per decision on a hot key.)"""
 
 from __future__ import annotations
 
