@@ -19,10 +19,13 @@ was: one attribute check.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 from keyguard.adapters._shared import ANONYMOUS
+from keyguard.core.decision import Decision
 from keyguard.core.observe import (
+    Admission,
     RequestObserver,
     observed_averify,
     observed_nowait,
@@ -71,6 +74,41 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
     method = scope.get("method", "GET") if kind == "http" else "GET"
     path = scope["path"]
     peer = scope.get("client")
+    if (
+        kind == "http"
+        and type(header) is bytes
+        and observer.merges_admitted
+        and verifier.limiter is not None
+    ):
+        # The fused path (Verifier.fast_admit), when it applies: an admitted request is then
+        # reported by responded() alone, as observed_nowait() reports one with this observer.
+        started = perf_counter() if observer.timed else 0.0
+        fast = verifier.fast_admit(header, method, path, observed=True)
+        if fast is not None:
+            principal, result, template, rate = fast  # type: ignore[misc]
+            elapsed = perf_counter() - started if observer.timed else 0.0
+            if type(result) is Decision:  # a 403, or the limiter's 429
+                observer.refused(
+                    verifier,
+                    result,
+                    principal,
+                    rate,
+                    None,
+                    method,
+                    template,
+                    peer,
+                    forwarded_for,
+                    elapsed,
+                )
+                await mw._deny_http(result, request_id, send)
+                return
+            scope["keyguard"] = principal
+            if mw.starlette_compat:
+                scope["auth"] = asgi.KeyGuardCredentials(principal)
+                scope["user"] = principal
+            admitted = (verifier, principal, method, template, peer, forwarded_for, elapsed)
+            await _watched(mw, scope, receive, send, observer, admitted, result or None, True)
+            return
     outcome = observed_nowait(verifier, observer, header, method, path, peer, forwarded_for, True)
     if outcome is None:
         outcome = await observed_averify(
@@ -100,8 +138,23 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
     if admission is None:  # a public route: nothing to count
         await mw.app(scope, receive, send if extra is None else asgi._with_headers(send, extra))
         return
+    await _watched(mw, scope, receive, send, observer, admission, extra, rate_only)
+
+
+async def _watched(
+    mw: KeyGuardMiddleware,
+    scope: Scope,
+    receive: Receive,
+    inner: Send,
+    observer: RequestObserver,
+    admission: Admission,
+    extra: list[tuple[bytes, bytes]] | None,
+    rate_only: bool,
+) -> None:
+    """Run the application for an admitted request, adding ``extra`` headers to its response
+    and reporting its status to ``observer``."""
+    asgi = _asgi or _asgi_module()
     status = 0
-    inner = send
 
     async def watch(message: Message) -> None:
         # The response start: its status is counted, keyguard's headers added (one wrapper

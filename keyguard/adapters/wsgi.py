@@ -111,7 +111,7 @@ def fast_admit_environ(
     value = environ.get("HTTP_AUTHORIZATION")
     if type(value) is not str or "," in value or verifier.limiter is None:
         return None  # no key, or several (verify() refuses them), or no rate limits
-    return verifier.fast_admit(
+    return verifier.fast_admit(  # type: ignore[return-value]  # not observed: a pair
         value.encode(),
         environ.get("REQUEST_METHOD", "GET"),
         path_from_environ(environ),

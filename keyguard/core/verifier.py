@@ -745,7 +745,13 @@ class Verifier(KeyLimits):
         path: str,
         required: Requirement | None = None,
         text: bool = False,
-    ) -> tuple[Principal, Any] | Decision | None:
+        observed: bool = False,
+    ) -> (
+        tuple[Principal, Any]
+        | tuple[Principal, Any, str | None, RateDecision | None]
+        | Decision
+        | None
+    ):
         """The adapters' fast path, for the request nearly every busy service sees: a
         recently verified key, an in-process limiter, the key's default windows.
 
@@ -762,8 +768,13 @@ class Verifier(KeyLimits):
         :meth:`verify_nowait`'s.
         ``required`` (a :class:`~keyguard.core.scopes.Requirement`, as a FastAPI dependency
         adds one) is checked on top of the route's, as :meth:`verify_nowait` checks it.
+
+        ``observed``: for the adapters' observed path (events, usage counting), which reports
+        each request itself: ``(principal, outcome, route template, rate)`` where the outcome
+        is the headers (admitted) or the denial (403, or 429 with the limiter's refusal as
+        ``rate``, else ``None``), and ``None`` as above.
         """
-        if self.observer is not None:
+        if self.observer is not None and not observed:
             return None
         if self.limiter is not self._lane_for or self.rate_limits is not self._lane_windows:
             self._refresh_lane()
@@ -795,17 +806,20 @@ class Verifier(KeyLimits):
             and (type(requirement) is not Scope or requirement.name not in grants.scopes)
             and not requirement.is_satisfied_by(grants)
         ):
-            return self._authorize(hit[0], requirement)  # the 403, as verify_nowait() says it
+            denial = self._authorize(hit[0], requirement)  # the 403, as verify_nowait() says it
+            return (principal, denial, route.template, None) if observed else denial
         if (
             required is not None
             and (type(required) is not Scope or required.name not in grants.scopes)
             and not required.is_satisfied_by(grants)
         ):
-            return self._authorize(hit[0], required)
+            denial = self._authorize(hit[0], required)
+            return (principal, denial, route.template, None) if observed else denial
         got = admit(principal.key_id, route.cost, self.ietf_headers, self.legacy_headers)
         if type(got) is not RateDecision:
-            return principal, got
-        return self._limited(hit[0], got)
+            return (principal, got, route.template, None) if observed else (principal, got)
+        denial = self._limited(hit[0], got)
+        return (principal, denial, route.template, got) if observed else denial
 
     def _refresh_lane(self) -> None:
         """Find :meth:`fast_admit`'s limiter calls for the current ``self.limiter`` and
