@@ -74,12 +74,7 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
     method = scope.get("method", "GET") if kind == "http" else "GET"
     path = scope["path"]
     peer = scope.get("client")
-    if (
-        kind == "http"
-        and type(header) is bytes
-        and observer.merges_admitted
-        and verifier.limiter is not None
-    ):
+    if kind == "http" and type(header) is bytes and observer.merges_admitted:
         # The fused path (Verifier.fast_admit), when it applies: an admitted request is then
         # reported by responded() alone, as observed_nowait() reports one with this observer.
         started = perf_counter() if observer.timed else 0.0
@@ -189,12 +184,45 @@ def _wsgi_call(
     forwarded_for = environ.get("HTTP_X_FORWARDED_FOR")
     verifier = mw.verifier
     observer: RequestObserver = verifier.observer  # type: ignore[assignment]
+    path = wsgi.path_from_environ(environ)
+    value = environ.get("HTTP_AUTHORIZATION")
+    if type(value) is str and observer.merges_admitted:
+        # The fused path, as in _asgi_call. (Several Authorization values, joined with commas,
+        # are never in its index: the general path refuses them.)
+        started = perf_counter() if observer.timed else 0.0
+        fast = verifier.fast_admit(value.encode(), method, path, None, True, observed=True)
+        if fast is not None:
+            principal, outcome, template, rate = fast  # type: ignore[misc]
+            elapsed = perf_counter() - started if observer.timed else 0.0
+            if type(outcome) is Decision:  # a 403, or the limiter's 429
+                observer.refused(
+                    verifier,
+                    outcome,
+                    principal,
+                    rate,
+                    None,
+                    method,
+                    template,
+                    peer,
+                    forwarded_for,
+                    elapsed,
+                )
+                denied: Iterable[bytes] = wsgi.deny_response(
+                    mw.renderer, outcome, environ, start_response
+                )
+                return denied
+            environ[wsgi.PRINCIPAL_KEY] = principal
+            environ[wsgi.DECISION_KEY] = _new_tuple(
+                Decision, (True, principal, None, "", (), None, outcome, None)
+            )
+            admitted = (verifier, principal, method, template, peer, forwarded_for, elapsed)
+            return _watched_wsgi(mw, environ, start_response, observer, admitted, outcome)
     decision, admission = observed_verify(
         verifier,
         observer,
         wsgi.authorization_from_environ(environ),
         method,
-        wsgi.path_from_environ(environ),
+        path,
         None,
         peer,
         forwarded_for,
@@ -211,6 +239,19 @@ def _wsgi_call(
         return mw.app(
             environ, wsgi._with_headers(start_response, extra) if extra else start_response
         )
+    return _watched_wsgi(mw, environ, start_response, observer, admission, extra)
+
+
+def _watched_wsgi(
+    mw: KeyGuardWSGIMiddleware,
+    environ: Environ,
+    start_response: StartResponse,
+    observer: RequestObserver,
+    admission: Admission,
+    extra: tuple[tuple[str, str], ...],
+) -> Iterable[bytes]:
+    """Run the application for an admitted request, adding ``extra`` headers to its response
+    and reporting its status to ``observer``."""
     counted = False
 
     def watch(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
@@ -238,6 +279,7 @@ def _wsgi_call(
         raise
 
 
+_new_tuple = tuple.__new__
 _CLASSES: dict[type, type] = {}
 
 

@@ -1,5 +1,5 @@
-"""The observed ASGI middleware's fused path (``Verifier.fast_admit(observed=True)``): with it
-and without it, the same replies, the same usage records and the same events, request by
+"""The observed ASGI and WSGI middlewares' fused path (``Verifier.fast_admit(observed=True)``):
+with it and without it, the same replies, the same usage records and the same events, request by
 request; and it is taken (a verified key's later requests never reach the general path)."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import pytest
 
 from keyguard.adapters import _observed
 from keyguard.adapters.asgi import KeyGuardMiddleware
+from keyguard.adapters.wsgi import DECISION_KEY, PRINCIPAL_KEY, KeyGuardWSGIMiddleware
 from keyguard.core.hashing import Hasher
 from keyguard.core.policy import RoutePolicy
 from keyguard.core.ratelimit import MemoryRateLimiter
@@ -184,6 +185,85 @@ def test_the_observed_fast_path_reports_exactly_as_the_general_one(
     # The fast path was taken, with usage counting (then an admitted request is reported by
     # responded() alone); with events alone, each admitted request is reported on its way in,
     # which the general path does.
+    if kind == "events":
+        assert general["fast"] == general["slow"]
+    else:
+        assert general["fast"] <= general["slow"] - 8
+
+
+# -- WSGI ------------------------------------------------------------------------------------------
+def wsgi_app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+    status = "201 Created" if environ["PATH_INFO"].endswith("7") else "200 OK"
+    start_response(status, [("X-App", "1"), ("X-RateLimit-Limit", "999")])
+    principal = environ[PRINCIPAL_KEY]
+    decision = environ[DECISION_KEY]
+    key_id = getattr(principal, "key_id", None)
+    return [repr((key_id, decision.allowed, decision.principal is principal)).encode()]
+
+
+def wsgi_call(app: Any, method: str, path: str, authorization: bytes | None) -> tuple[Any, ...]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "REMOTE_ADDR": "203.0.113.7",
+        "wsgi.input": None,
+    }
+    if authorization is not None:
+        environ["HTTP_AUTHORIZATION"] = authorization.decode()
+    started: list[Any] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        started.append(
+            (status, [(k, v if k.lower() != "x-request-id" else "rid") for k, v in headers])
+        )
+
+    body = b"".join(app(environ, start_response))
+    return started[0], body if b"request_id" not in body else b"<problem>"
+
+
+@pytest.mark.parametrize("kind", ["usage", "events and usage", "events"])
+def test_the_observed_wsgi_fast_path_reports_exactly_as_the_general_one(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    general = {"fast": 0, "slow": 0}
+    plain = _observed.observed_verify
+
+    def counting(v: Any, *args: Any) -> Any:
+        general["slow" if isinstance(v, WithoutFastPath) else "fast"] += 1
+        return plain(v, *args)
+
+    monkeypatch.setattr(_observed, "observed_verify", counting)
+    store = MemoryStore()
+    keys = KeyFactory(store)
+    reader = f"UserKey {keys.issue('agents:read').plaintext}".encode()
+    writer = f"UserKey {keys.issue('agents:read', 'agents:write').plaintext}".encode()
+    requests = [
+        ("GET", "/agents", reader),
+        ("GET", "/agents/7", reader),
+        ("POST", "/agents", reader),  # 403 on the fast path
+        ("POST", "/agents", writer),
+        ("GET", "/agents/3", writer),
+        ("GET", "/agents", b"UserKey not-a-key"),
+        ("GET", "/agents", reader + b", " + reader),  # two values: refused
+        ("GET", "/open", None),
+    ]
+    stacks = {}
+    for name, verifier_kind in (("fast", Verifier), ("slow", WithoutFastPath)):
+        _, verifier, observer, usage, sink = observed(store, verifier_kind, kind)
+        stacks[name] = (KeyGuardWSGIMiddleware(wsgi_app, verifier=verifier), observer, usage, sink)
+    for _ in range(3):  # 3 a minute: 429s on the way
+        for method, path, authorization in requests:
+            want = wsgi_call(stacks["slow"][0], method, path, authorization)
+            got = wsgi_call(stacks["fast"][0], method, path, authorization)
+            assert got == want, (method, path, authorization)
+    assert records(stacks["fast"][2]) == records(stacks["slow"][2])
+    if kind != "events":
+        assert {200, 201, 403, 429} <= {status for *_, status in records(stacks["fast"][2])}
+    stacks["fast"][1].flush()
+    stacks["slow"][1].flush()
+    assert events(stacks["fast"][3]) == events(stacks["slow"][3])
+    if kind != "usage":
+        assert all(e.elapsed is not None and e.elapsed > 0 for e in stacks["fast"][3].events)
     if kind == "events":
         assert general["fast"] == general["slow"]
     else:
