@@ -7,8 +7,10 @@ choice per request. (An observer given to the verifier *after* the middleware wa
 still told of every request, by the verifier itself, but without the application's status:
 admitted requests then count as answered 200.)
 
-It does what the plain path does (same checks through :mod:`keyguard.core.observe`, same
-denials, same headers, same scope and environ entries) and in addition reports the response
+It does what the plain path does (the fused path first, ``Verifier.fast_admit(...,
+observed=True)``, when the observer merges admitted requests into their usage record; else the
+same checks through :mod:`keyguard.core.observe`; same denials, same headers, same scope and
+environ entries) and in addition reports the response
 status the application actually sent for each admitted request — from the
 ``http.response.start`` message (ASGI; ``websocket.accept`` counts as 101, a close before it as
 403) or the ``start_response`` call (WSGI); an application that fails before answering counts
