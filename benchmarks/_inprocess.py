@@ -185,22 +185,19 @@ class StubLimiter(MemoryRateLimiter):
     ) -> RateDecision:
         return self.decision
 
-    def admit(
-        self,
-        bucket: str,
-        windows: tuple[Window, ...] = DEFAULT_WINDOWS,
-        cost: int = 1,
-        ietf: bool = True,
-        legacy: bool = True,
-        text: bool = False,
-    ) -> list[tuple[bytes, bytes]] | tuple[tuple[str, str], ...] | RateDecision:
-        """The fused path's stub: the constant decision's headers, rendered as the fused
-        function renders them (one renderer call instead of the limiter's work)."""
+    def admitter(self, windows: tuple[Window, ...], text: bool = False) -> Any:
+        """The fused path's stub: a function answering the constant decision's headers,
+        rendered as the fused function renders them (one renderer call instead of the
+        limiter's work)."""
         plan = self.decision.plan
+        counts = self.decision.counts
         assert plan is not None
-        if text:
-            return admitted_headers(plan, self.decision.counts, ietf, legacy)
-        return admitted_headers_asgi(plan, self.decision.counts, ietf, legacy)
+        render = admitted_headers if text else admitted_headers_asgi
+
+        def admit(bucket: str, cost: int, ietf: bool, legacy: bool) -> Any:
+            return render(plan, counts, ietf, legacy)
+
+        return admit
 
 
 NOTE_STUB = (

@@ -20,7 +20,7 @@ was: one attribute check.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -76,86 +76,84 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
     method = scope.get("method", "GET") if kind == "http" else "GET"
     path = scope["path"]
     peer = scope.get("client")
+    fast = None
     if kind == "http" and type(header) is bytes and observer.merges_admitted:
         # The fused path (Verifier.fast_admit), when it applies: an admitted request is then
         # reported by responded() alone, as observed_nowait() reports one with this observer.
         started = perf_counter() if observer.timed else 0.0
         fast = verifier.fast_admit(header, method, path, observed=True)
-        if fast is not None:
-            principal, result, template, rate = fast  # type: ignore[misc]
-            elapsed = perf_counter() - started if observer.timed else 0.0
-            if type(result) is Decision:  # a 403, or the limiter's 429
-                observer.refused(
-                    verifier,
-                    result,
-                    principal,
-                    rate,
-                    None,
-                    method,
-                    template,
-                    peer,
-                    forwarded_for,
-                    elapsed,
-                )
-                await mw._deny_http(result, request_id, send)
-                return
-            scope["keyguard"] = principal
-            if mw.starlette_compat:
-                scope["auth"] = asgi.KeyGuardCredentials(principal)
-                scope["user"] = principal
-            admitted = (verifier, principal, method, template, peer, forwarded_for, elapsed)
-            await _watched(mw, scope, receive, send, observer, admitted, result or None, True)
+    extra: list[tuple[bytes, bytes]] | None = None
+    rate_only = True
+    if fast is not None:
+        principal, result, template, rate = fast  # type: ignore[misc]
+        elapsed = perf_counter() - started if observer.timed else 0.0
+        if type(result) is Decision:  # a 403, or the limiter's 429
+            observer.refused(
+                verifier,
+                result,
+                principal,
+                rate,
+                None,
+                method,
+                template,
+                peer,
+                forwarded_for,
+                elapsed,
+            )
+            await mw._deny_http(result, request_id, send)
             return
-    outcome = observed_nowait(verifier, observer, header, method, path, peer, forwarded_for, True)
-    if outcome is None:
-        outcome = await observed_averify(
-            verifier, observer, header, method, path, None, peer, forwarded_for, True
-        )
-    decision, admission = outcome
-    if not decision.allowed:
-        if kind == "http":
-            await mw._deny_http(decision, request_id, send)
-        else:
-            await mw._deny_websocket(scope, decision, request_id, receive, send)
-        return
-    principal = decision.principal
-    scope["keyguard"] = principal
-    if mw.starlette_compat:
-        if principal is None:
-            scope["auth"] = asgi._ANONYMOUS_CREDENTIALS
-            scope["user"] = ANONYMOUS
-        else:
+        scope["keyguard"] = principal
+        if mw.starlette_compat:
             scope["auth"] = asgi.KeyGuardCredentials(principal)
             scope["user"] = principal
-    extra = None
-    rate_only = False
-    if kind == "http" and (decision.rate is not None or decision.extra_headers):
-        extra = decision.asgi_headers()
-        rate_only = not decision.extra_headers
-    if admission is None:  # a public route: nothing to count
-        await mw.app(scope, receive, send if extra is None else asgi._with_headers(send, extra))
-        return
-    await _watched(mw, scope, receive, send, observer, admission, extra, rate_only)
-
-
-async def _watched(
-    mw: KeyGuardMiddleware,
-    scope: Scope,
-    receive: Receive,
-    inner: Send,
-    observer: RequestObserver,
-    admission: Admission,
-    extra: list[tuple[bytes, bytes]] | None,
-    rate_only: bool,
-) -> None:
-    """Run the application for an admitted request, adding ``extra`` headers to its response
-    and reporting its status to ``observer``."""
-    asgi = _asgi or _asgi_module()
+        admission: Admission | None = (
+            verifier,
+            principal,
+            method,
+            template,
+            peer,
+            forwarded_for,
+            elapsed,
+        )
+        if result:
+            extra = result
+    else:
+        outcome = observed_nowait(
+            verifier, observer, header, method, path, peer, forwarded_for, True
+        )
+        if outcome is None:
+            outcome = await observed_averify(
+                verifier, observer, header, method, path, None, peer, forwarded_for, True
+            )
+        decision, admission = outcome
+        if not decision.allowed:
+            if kind == "http":
+                await mw._deny_http(decision, request_id, send)
+            else:
+                await mw._deny_websocket(scope, decision, request_id, receive, send)
+            return
+        principal = decision.principal
+        scope["keyguard"] = principal
+        if mw.starlette_compat:
+            if principal is None:
+                scope["auth"] = asgi._ANONYMOUS_CREDENTIALS
+                scope["user"] = ANONYMOUS
+            else:
+                scope["auth"] = asgi.KeyGuardCredentials(principal)
+                scope["user"] = principal
+        if kind == "http" and (decision.rate is not None or decision.extra_headers):
+            extra = decision.asgi_headers()
+            rate_only = not decision.extra_headers
+        if admission is None:  # a public route: nothing to count
+            await mw.app(scope, receive, send if extra is None else asgi._with_headers(send, extra))
+            return
+    assert admission is not None  # a public route was answered above
     status = 0
 
-    async def watch(message: Message) -> None:
+    def watch(message: Message) -> Awaitable[None]:
         # The response start: its status is counted, keyguard's headers added (one wrapper
-        # for both, as the plain path has one for the headers).
+        # for both, as the plain path has one for the headers; a plain function returning
+        # send's awaitable, as there: no coroutine of its own per message).
         nonlocal status
         if not status:
             kind_of = message["type"]
@@ -168,7 +166,7 @@ async def _watched(
                 status = 101
             elif kind_of in ("websocket.close", "websocket.http.response.start"):
                 status = int(message.get("status", 403))
-        await inner(message)
+        return send(message)
 
     try:
         await mw.app(scope, receive, watch)
