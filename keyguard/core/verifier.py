@@ -794,7 +794,16 @@ class Verifier(KeyLimits):
         if principal is None or (self.owner_rate_limits is not None and principal.owner):
             return None
         policy = self.policy
-        route = _DEFAULT_MATCH if policy is None else policy.match(method, path)
+        route: RouteMatch | None
+        if policy is None:
+            route = _DEFAULT_MATCH
+        else:
+            # RoutePolicy.match()'s first probe inlined (a static path, the method as sent);
+            # anything else, match() itself.
+            by_method = policy._static.get(path)
+            route = None if by_method is None else by_method.get(method)
+            if route is None:
+                route = policy.match(method, path)
         requirement = route.requirement
         if requirement is None or not route.rate_limited:
             return None
