@@ -19,7 +19,7 @@ from keyguard.core.hashing import Hasher
 from keyguard.core.policy import RoutePolicy
 from keyguard.core.scopes import DENY, any_of
 from keyguard.core.verifier import Verifier
-from tests.adapters.cases import CASES, Case, Reply, World, check, make_world
+from tests.adapters.cases import CASES, Case, Reply, World, check, make_policy, make_world
 from tests.adapters.wsgi_driver import sender as wsgi_sender
 
 RATE_HEADERS = (("RateLimit-Policy", '"burst";q=20;w=10'), ("RateLimit", '"burst";r=19;t=10'))
@@ -388,3 +388,39 @@ def test_example_routes_and_scopes(world: World) -> None:
     assert done.status_code == 202
     assert done.json is not None
     assert done.json["task"]["by"] == world.keys["admin"].key_id
+
+
+def test_the_hook_reads_the_request_through_the_public_proxy_too(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hook reads the WSGI environ from the context variable behind Flask's ``request``
+    (a fifteenth of the proxy's cost); the public proxy, its fallback on a Flask without that
+    variable, answers the same."""
+    from keyguard.adapters import flask as kg_flask
+
+    sequence = [
+        ("GET", "/agents", "reader"),
+        ("GET", "/agents", "reader"),  # the fused path now
+        ("POST", "/agents", "reader"),  # its 403
+        ("GET", "/agents", "UserKey not-a-key"),
+        ("GET", "/health", None),
+    ]
+
+    def replies() -> list[tuple[int, Any]]:
+        verifier = Verifier(world.store, policy=make_policy(), hasher=Hasher(pepper_from_env=False))
+        app = make_app(verifier, [])
+        client = app.test_client()
+        out = []
+        for method, path, key in sequence:
+            value = world.header(key) if key in world.plaintexts else key
+            headers = {} if key is None else {"Authorization": value}
+            response = client.open(path, method=method, headers=headers)
+            body = response.get_json()
+            out.append((response.status_code, body.get("key_id", body.get("code"))))
+        return out
+
+    direct = replies()
+    monkeypatch.setattr(kg_flask, "_request_environ", kg_flask._proxied_environ)
+    assert replies() == direct
+    assert [status for status, _ in direct] == [200, 200, 403, 401, 200]
+    assert direct[0][1] == world.keys["reader"].key_id
