@@ -175,9 +175,7 @@ class _ResponseHeaders:
             if rate is not None:
                 # The default path's rate-limit fields: one C-level pass over the app's names
                 # finds none of them (almost always), and the lists are joined.
-                if type(headers) is list and _RATE_NAMES.isdisjoint(
-                    map(_lower, map(_first, headers))
-                ):
+                if _RATE_NAMES.isdisjoint(map(_lower, map(_first, headers))):
                     headers = [*headers, *rate]
                 else:
                     headers = merged_headers(headers, rate)
