@@ -76,7 +76,7 @@ def _compile(plan: WindowPlan, *, text: bool) -> Admit:
 BoundAdmit = Callable[[str, int, bool, bool], "list[Any] | tuple[Any, ...] | RateDecision"]
 
 
-def bound_admit_function(plan: WindowPlan, limiter: Any, *, text: bool = False) -> BoundAdmit:
+def bound_admit_function(plan: WindowPlan, limiter: Any, *, text: bool) -> BoundAdmit:
     """``plan``'s fused admission bound to one :class:`~keyguard.core.ratelimit.memory.
     MemoryRateLimiter`: ``admit(bucket, cost, ietf, legacy)``, the limiter's own steps (the
     clock, the bucket's stripe and lock, its state created or moved to the LRU end: what
