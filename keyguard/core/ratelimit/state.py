@@ -37,11 +37,6 @@ class _Ring:
         self.release = _NEVER
         self.end = -_NEVER
 
-    def pairs(self) -> list[tuple[int, int]]:
-        """The buckets as ``(last, units)`` pairs, oldest first."""
-        b = self.buckets
-        return list(zip(b[::2], b[1::2], strict=True))
-
 
 class RateState:
     """The rate-limit state of one bucket (key).
