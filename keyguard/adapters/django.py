@@ -217,6 +217,18 @@ def _with_headers(response: Any, headers: tuple[tuple[str, str], ...]) -> Any:
     return response
 
 
+def _with_rate_headers(response: Any, headers: tuple[tuple[str, str], ...]) -> Any:
+    """:func:`_with_headers` for the default path's rate-limit fields, which need no check at
+    all: the plan's renderer builds them from integers and the window names, which the window
+    grammar keeps to ASCII letters, digits and ``_.-``."""
+    store = getattr(getattr(response, "headers", None), "_store", None)
+    if type(store) is not dict:
+        return _with_headers(response, headers)
+    for name, value in headers:
+        store[name.lower()] = (name, value)
+    return response
+
+
 def _request_values(
     request: HttpRequest,
 ) -> tuple[AuthorizationValue, str, str, str | None, str | None]:
@@ -281,7 +293,7 @@ class KeyGuardMiddleware:
                 principal, headers = fast  # type: ignore[misc]  # not a Decision
                 setattr(request, PRINCIPAL_ATTR, principal)
                 response = self.get_response(request)
-                return _with_headers(response, headers) if headers else response
+                return _with_rate_headers(response, headers) if headers else response
             decision = fast  # type: ignore[assignment]  # a Decision or None: not a tuple
         # The no-I/O answer first (a recently verified key, a cached denial), then verify().
         if decision is None:
@@ -311,7 +323,7 @@ class KeyGuardMiddleware:
                 principal, headers = fast  # type: ignore[misc]  # not a Decision
                 setattr(request, PRINCIPAL_ATTR, principal)
                 response = await self.get_response(request)
-                return _with_headers(response, headers) if headers else response
+                return _with_rate_headers(response, headers) if headers else response
             decision = fast  # type: ignore[assignment]  # a Decision or None: not a tuple
         # No await on the common paths (a recently verified key, a cached denial).
         if decision is None:

@@ -473,11 +473,18 @@ def _public_way(response: HttpResponse, headers: tuple[tuple[str, str], ...]) ->
 
 
 @pytest.mark.parametrize("kind", [HttpResponse, JsonResponse])
-def test_headers_go_into_the_store_exactly_as_the_public_way_puts_them(kind: Any) -> None:
+@pytest.mark.parametrize("writer", ["_with_headers", "_with_rate_headers"])
+def test_headers_go_into_the_store_exactly_as_the_public_way_puts_them(
+    kind: Any, writer: str
+) -> None:
     """_with_headers writes Django's header store directly (Django's per-field checks cost
-    about 1 µs each): the response must come out as ``response[name] = value`` leaves it,
-    replacing the view's own field of the same name whatever its case."""
-    from keyguard.adapters.django import _with_headers
+    about 1 µs each), _with_rate_headers too without even the checks (the default path's
+    rate-limit fields, ASCII by construction): the response must come out as
+    ``response[name] = value`` leaves it, replacing the view's own field of the same name
+    whatever its case."""
+    from keyguard.adapters import django as kg_django
+
+    _with_headers = getattr(kg_django, writer)
 
     def view_response() -> HttpResponse:
         response = kind({"a": 1}) if kind is JsonResponse else kind(b"body")
@@ -505,12 +512,15 @@ def test_a_header_value_django_must_check_takes_the_public_way() -> None:
     assert encoded["X-Name"] == _public_way(HttpResponse(b""), (("X-Name", "café"),))["X-Name"]
 
 
-def test_a_response_without_django_s_header_store_gets_the_headers_the_public_way() -> None:
-    from keyguard.adapters.django import _with_headers
+@pytest.mark.parametrize("writer", ["_with_headers", "_with_rate_headers"])
+def test_a_response_without_django_s_header_store_gets_the_headers_the_public_way(
+    writer: str,
+) -> None:
+    from keyguard.adapters import django as kg_django
 
     class Plain(dict):  # type: ignore[type-arg]
         pass
 
     response = Plain()
-    assert _with_headers(response, HEADERS) is response
+    assert getattr(kg_django, writer)(response, HEADERS) is response
     assert dict(response) == dict(HEADERS)
