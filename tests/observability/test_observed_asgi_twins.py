@@ -61,10 +61,12 @@ def middleware(store: MemoryStore, app: Any, observed: bool) -> KeyGuardMiddlewa
     return KeyGuardMiddleware(app, verifier=verifier)
 
 
-async def call(app: Any, headers: list[tuple[bytes, bytes]], path: str) -> list[Any]:
+async def call(
+    app: Any, headers: list[tuple[bytes, bytes]], path: str, method: str = "GET"
+) -> list[Any]:
     scope = {
         "type": "http",
-        "method": "GET",
+        "method": method,
         "path": path,
         "headers": headers,
         "client": ("203.0.113.7", 5000),

@@ -20,6 +20,7 @@ from keyguard.core.verifier import Verifier
 from keyguard.observability import Emitter, ListSink, Observer, UsageCounter
 from keyguard.stores.memory import MemoryStore
 from tests.keyfactory import KeyFactory
+from tests.observability.test_observed_asgi_twins import call
 
 POLICY = RoutePolicy(
     {
@@ -49,34 +50,6 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     principal, user, auth = scope["keyguard"], scope.get("user"), scope.get("auth")
     seen = [getattr(p, "key_id", None) for p in (principal, user, getattr(auth, "principal", 0))]
     await send({"type": "http.response.body", "body": repr(seen).encode()})
-
-
-async def call(app: Any, headers: list[tuple[bytes, bytes]], path: str, method: str) -> list[Any]:
-    scope = {
-        "type": "http",
-        "method": method,
-        "path": path,
-        "headers": headers,
-        "client": ("203.0.113.7", 5000),
-    }
-    sent: list[Any] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(dict(message))
-
-    await app(scope, receive, send)
-    out = []
-    for message in sent:
-        if message["type"] == "http.response.start":
-            fields = [(k, v if k != b"x-request-id" else b"rid") for k, v in message["headers"]]
-            out.append((message["status"], fields))
-        else:
-            body = message.get("body", b"")
-            out.append(body if b"request_id" not in body else b"<problem>")
-    return out
 
 
 async def ws_call(app: Any, headers: list[tuple[bytes, bytes]], path: str) -> list[Any]:
@@ -131,22 +104,34 @@ def events(sink: ListSink) -> list[tuple[Any, ...]]:
     ]
 
 
-@pytest.mark.parametrize("kind", ["usage", "events and usage", "events"])
-def test_the_observed_fast_path_reports_exactly_as_the_general_one(
-    kind: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def count_general(monkeypatch: pytest.MonkeyPatch, name: str) -> dict[str, int]:
+    """Count the calls of the general observed path's ``name`` per twin (fast / slow)."""
     general = {"fast": 0, "slow": 0}
-    plain = _observed.observed_nowait
+    plain = getattr(_observed, name)
 
     def counting(v: Any, *args: Any) -> Any:
         general["slow" if isinstance(v, WithoutFastPath) else "fast"] += 1
         return plain(v, *args)
 
-    monkeypatch.setattr(_observed, "observed_nowait", counting)
+    monkeypatch.setattr(_observed, name, counting)
+    return general
+
+
+def two_keys() -> tuple[MemoryStore, bytes, bytes]:
+    """A store with a reader key and a reader-writer key: the store and their header values."""
     store = MemoryStore()
     keys = KeyFactory(store)
     reader = f"UserKey {keys.issue('agents:read').plaintext}".encode()
     writer = f"UserKey {keys.issue('agents:read', 'agents:write').plaintext}".encode()
+    return store, reader, writer
+
+
+@pytest.mark.parametrize("kind", ["usage", "events and usage", "events"])
+def test_the_observed_fast_path_reports_exactly_as_the_general_one(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    general = count_general(monkeypatch, "observed_nowait")
+    store, reader, writer = two_keys()
     requests = [
         ("GET", [(b"authorization", reader)], "/agents"),
         ("GET", [(b"authorization", reader), (b"x-forwarded-for", b"198.51.100.1")], "/agents/7"),
@@ -225,18 +210,8 @@ def wsgi_call(app: Any, method: str, path: str, authorization: bytes | None) -> 
 def test_the_observed_wsgi_fast_path_reports_exactly_as_the_general_one(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    general = {"fast": 0, "slow": 0}
-    plain = _observed.observed_verify
-
-    def counting(v: Any, *args: Any) -> Any:
-        general["slow" if isinstance(v, WithoutFastPath) else "fast"] += 1
-        return plain(v, *args)
-
-    monkeypatch.setattr(_observed, "observed_verify", counting)
-    store = MemoryStore()
-    keys = KeyFactory(store)
-    reader = f"UserKey {keys.issue('agents:read').plaintext}".encode()
-    writer = f"UserKey {keys.issue('agents:read', 'agents:write').plaintext}".encode()
+    general = count_general(monkeypatch, "observed_verify")
+    store, reader, writer = two_keys()
     requests = [
         ("GET", "/agents", reader),
         ("GET", "/agents/7", reader),
