@@ -152,8 +152,10 @@ class KeyGuardMiddleware:
                         send = _with_rate_headers(send, extra)
                     await self.app(scope, receive, send)
                     return
-                if fast is not None:  # a 403, or the limiter's 429
-                    await self._deny_http(fast, fields.get(_REQUEST_ID), send)  # type: ignore[arg-type]
+                if fast is not None:  # a 403, or the limiter's 429 (_deny_http() inlined)
+                    start, body = self.renderer.asgi_messages(fast, fields.get(_REQUEST_ID))  # type: ignore[arg-type]
+                    await send(start)
+                    await send(body)
                     return
             request_id = fields.get(_REQUEST_ID)
             forwarded = fields.get(_FORWARDED_FOR)
@@ -170,8 +172,10 @@ class KeyGuardMiddleware:
                 authorization, method, path, peer=peer, forwarded_for=forwarded
             )
         if not decision.allowed:
-            if kind == "http":
-                await self._deny_http(decision, request_id, send)
+            if kind == "http":  # _deny_http() inlined
+                start, body = self.renderer.asgi_messages(decision, request_id)
+                await send(start)
+                await send(body)
             else:
                 await self._deny_websocket(scope, decision, request_id, receive, send)
             return
@@ -200,11 +204,9 @@ class KeyGuardMiddleware:
         await self.app(scope, receive, send)
 
     async def _deny_http(self, decision: Decision, request_id: bytes | None, send: Send) -> None:
-        status, headers, body = problem_messages(
-            self.renderer, decision, request_id_from(request_id)
-        )
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        start, body = self.renderer.asgi_messages(decision, request_id)
+        await send(start)
+        await send(body)
 
     async def _deny_websocket(
         self,

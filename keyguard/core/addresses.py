@@ -24,7 +24,13 @@ from typing import Final
 
 from keyguard.core.errors import ConfigurationError
 
-__all__ = ["MAX_ADDRESS_LENGTH", "client_address", "join_field_lines", "network_key"]
+__all__ = [
+    "MAX_ADDRESS_LENGTH",
+    "client_address",
+    "join_field_lines",
+    "network_key",
+    "peer_address",
+]
 
 #: Longer values are not addresses (the longest textual IPv6 address with brackets, an
 #: embedded IPv4 address and a port is 53 characters); peers that are not IP addresses are
@@ -92,9 +98,7 @@ def client_address(
     A peer that is not an IP address (a test client's name) is returned as given, cut to
     :data:`MAX_ADDRESS_LENGTH` characters; no peer (a Unix socket) is ``None``.
     """
-    if isinstance(trusted_proxies, bool) or not isinstance(trusted_proxies, int):
-        raise ConfigurationError("trusted_proxies must be an integer >= 0")
-    if trusted_proxies < 0:
+    if trusted_proxies.__class__ is not int or trusted_proxies < 0:  # a bool's class is bool
         raise ConfigurationError("trusted_proxies must be an integer >= 0")
     if trusted_proxies and forwarded_for:
         # rsplit: a client-written header of any length costs at most n splits.
@@ -105,6 +109,13 @@ def client_address(
                 return forwarded
     if peer is None:
         return None
+    return peer_address(peer)
+
+
+def peer_address(peer: str) -> str | None:
+    """:func:`client_address` of a peer without ``X-Forwarded-For``: the peer canonicalised,
+    or as given (stripped, cut to :data:`MAX_ADDRESS_LENGTH`) when it is not an IP address
+    (``None`` when nothing is left)."""
     address = canonical_address(peer)
     if address is not None:
         return address

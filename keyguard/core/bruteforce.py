@@ -18,13 +18,16 @@ request without an address (a server on a Unix socket without ``trusted_proxies`
 under one shared bucket, :data:`UNKNOWN_CLIENT`, and a warning is logged once per process:
 failing open there would let anyone behind that socket guess without limit.
 
-**Memory.** Each tracked address costs one fixed-size record (eight 32-bit counters and a
-sub-window number, 40 bytes of data) plus its key and its slot in the table: measured with
-``tracemalloc`` at the default bound, 100,000 addresses each failing in every sub-window and
-far past the threshold, about 226 bytes per IPv4 address and 233 per IPv6 /64, so the default
-bound costs about 23 MB per process whatever the threshold (``tests/core/test_bruteforce.py``
-asserts under 350 bytes). The list of failure times it replaces cost about 4.3 KB per
-blocked address at a threshold of 100: up to 434 MB.
+**Memory.** Each tracked address costs one fixed-size record (a sub-window number and eight
+counters: one array of nine 64-bit integers, 72 bytes of data, counted in place so that a
+failure moves one counter and allocates nothing) plus its key and its slot in the table:
+measured with ``tracemalloc`` at the default bound, 100,000 addresses each failing in every
+sub-window and far past the threshold, about 305 bytes per IPv4 address and 312 per IPv6 /64,
+so the default bound costs about 31 MB per process whatever the threshold
+(``tests/core/test_bruteforce.py`` asserts under 350 bytes). A packed ``bytes`` record cost
+about 80 bytes less per address, and twice the time per failure (rebuilt on every one). The
+list of failure times both replace cost about 4.3 KB per blocked address at a threshold of
+100: up to 434 MB.
 
 **Never locking out the real key owner.** The guard counts and blocks *addresses*, never
 keys: failures with a key id sent from address A do nothing to requests from address B, so an
@@ -49,9 +52,9 @@ from __future__ import annotations
 
 import logging
 import math
-import struct
 import threading
 import time
+from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -87,9 +90,18 @@ DEFAULT_MAX_CLIENTS: Final = 100_000
 DEFAULT_IPV6_PREFIX: Final = 64
 
 _SLOTS: Final = 8
-# One address's record: the number of its newest sub-window, then a ring of _SLOTS counters
-# (sub-window n is in slot n % _SLOTS).
-_RECORD: Final = struct.Struct(f"<q{_SLOTS}I")
+# One address's record, counted in place: the number of its newest sub-window, then a ring of
+# _SLOTS counters (sub-window n is at index 1 + n % _SLOTS), as one array of 64-bit integers.
+_TEMPLATE: Final[array[int]] = array("q", bytes(8 * (1 + _SLOTS)))
+
+
+def _new_record(current: int) -> array[int]:
+    """A record for an address with no failure yet, its newest sub-window ``current``."""
+    record = _TEMPLATE[:]
+    record[0] = current
+    return record
+
+
 _MAX_COUNT: Final = 2**32 - 1
 # What client_bucket() makes of an address without ":" (IPv4 or a name): the address itself,
 # cut to this length; spelled out on the per-failure path.
@@ -230,7 +242,7 @@ class BruteForceGuard:
         self._tracked = threshold + 1
         self._latest = -math.inf
         self._lock = threading.Lock()
-        self._records: OrderedDict[str, bytes] = OrderedDict()
+        self._records: OrderedDict[str, array[int]] = OrderedDict()
 
     #: Counts in memory: callers on an event loop may call the sync methods directly.
     in_process: Final = True
@@ -247,16 +259,16 @@ class BruteForceGuard:
             self._latest = latest = now
         return now, latest
 
-    def _retry_after(self, record: bytes, now: float, latest: float) -> int | None:
-        top, *counts = _RECORD.unpack(record)
+    def _retry_after(self, record: array[int], now: float, latest: float) -> int | None:
+        top = record[0]
         # Sub-windows before the first live one have expired; top is never past current.
         first = math.floor(latest / self._slot) - _SLOTS + 1
         live = range(first, top + 1)
-        total = sum(counts[n % _SLOTS] for n in live)
+        total = sum(record[1 + n % _SLOTS] for n in live)
         if total <= self.threshold:
             return None
         for n in live:  # oldest first: when does enough of the count leave the window?
-            total -= counts[n % _SLOTS]
+            total -= record[1 + n % _SLOTS]
             if total <= self.threshold:
                 break
         # Sub-window n stops counting when the clock reaches its start + window.
@@ -283,42 +295,28 @@ class BruteForceGuard:
             records = self._records
             record = records.get(key)
             if record is None:
-                counts = [0] * _SLOTS
-            else:
-                values = _RECORD.unpack(record)
-                top = values[0]
-                if top == current:
-                    # Another failure in the address's newest sub-window (a client retrying,
-                    # a guesser): one counter moves, nothing expires, nothing is rebuilt.
-                    i = 1 + current % _SLOTS
-                    count = values[i]
-                    counted = count < self._tracked
-                    if counted:
-                        record = _RECORD.pack(*values[:i], count + 1, *values[i + 1 :])
-                        records[key] = record
-                    records.move_to_end(key)
-                    # The counters' sum after this failure (values[0] is the sub-window).
-                    if sum(values) - top + counted <= self.threshold:
-                        return None
-                    return self._retry_after(record, now, latest)
-                counts = list(values[1:])
-                # Clear the sub-windows that ended since the newest (all, after a window).
-                for n in range(top + 1, min(current, top + _SLOTS) + 1):
-                    counts[n % _SLOTS] = 0
-            slot = current % _SLOTS
-            counts[slot] = min(counts[slot] + 1, self._tracked)
-            records[key] = updated = _RECORD.pack(current, *counts)
-            if record is None:
+                records[key] = record = _new_record(current)
                 if len(records) > self.max_clients:
                     records.popitem(last=False)
             else:
                 records.move_to_end(key)
+                top = record[0]
+                if top != current:
+                    # Clear the sub-windows that ended since the newest (all, after a window).
+                    for n in range(top + 1, min(current, top + _SLOTS) + 1):
+                        record[1 + n % _SLOTS] = 0
+                    record[0] = current
+            # Counted in place (another failure in the address's newest sub-window, a client
+            # retrying or a guesser, moves one counter and rebuilds nothing).
+            i = 1 + current % _SLOTS
+            if record[i] < self._tracked:
+                record[i] += 1
             # Every slot now holds a live sub-window (current - 7 .. current, the expired ones
             # cleared above), so their sum is the count in the window: the common case, an
             # address under the threshold, needs no per-sub-window walk.
-            if sum(counts) <= self.threshold:
+            if sum(record) - current <= self.threshold:
                 return None
-            return self._retry_after(updated, now, latest)
+            return self._retry_after(record, now, latest)
 
     def reset(self, client: str | None) -> None:
         """Forget the failures counted for ``client``'s bucket (an operator unblocking an

@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import re
+from binascii import hexlify as _hexlify
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -78,7 +79,10 @@ PLATFORM_MESSAGES: Final[dict[str, str]] = {
     "idempotency_key_reused": "Idempotency key reused",
 }
 
+_MAX_REQUEST_ID: Final = 128
 _REQUEST_ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+#: The same alphabet over a raw (latin-1) header value.
+_RAW_REQUEST_ID_RE: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _REALM_RE: Final = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,64}")  # no quote, no backslash
 _CHALLENGE_CODES: Final = frozenset(
     {
@@ -274,20 +278,55 @@ class ProblemRenderer:
         # their template, extra headers included, is found by identity.
         known = self._asgi_by_id.get(id(decision))
         if known is not None and known[0] is decision:
-            status, head, tail, before, after = known[1]
+            status, head, tail, before, after, _ = known[1]
         else:
-            status, head, tail, before, after = self._asgi_parts(decision)
+            status, head, tail, before, after, _ = self._asgi_parts(decision)
         rid = request_id.encode("latin-1")
         if request_id.isascii() and request_id.isalnum():
-            body = head + b'"' + rid + b'"' + tail
+            body = head + rid + tail
         else:
-            body = head + json.dumps(request_id).encode() + tail
+            body = head[:-1] + json.dumps(request_id).encode() + tail[1:]
         headers = [*before, (b"x-request-id", rid), *after]
         rate = decision.rate
         if rate is not None:
             headers += admitted_headers_asgi(*rate)
         headers.append((b"content-length", b"%d" % len(body)))
         return status, headers, body
+
+    def asgi_messages(
+        self, decision: Decision, request_id: bytes | None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The denial as the two ASGI messages that answer it (``http.response.start``, then
+        ``http.response.body``), from the request's raw ``X-Request-ID`` value (``None``
+        without one): :meth:`render_asgi` of :func:`request_id_from` of it, in one call. A
+        denial seen before (the singletons, memoised refusals) is filled into its template
+        here; any other goes through :meth:`render_asgi`."""
+        known = self._asgi_by_id.get(id(decision))
+        if known is None or known[0] is not decision or self._body_hook is not None:
+            status, headers, body = self.render_asgi(decision, request_id_from(request_id))
+        else:
+            status, head, tail, before, after, generated = known[1]
+            length = None
+            if request_id is None:
+                request_id = _hexlify(_rid_bits(64).to_bytes(8, "big"))  # new_request_id()
+                length = generated
+            elif not (request_id.isalnum() and len(request_id) <= _MAX_REQUEST_ID) and (
+                _RAW_REQUEST_ID_RE.fullmatch(request_id) is None
+            ):
+                request_id = _hexlify(_rid_bits(64).to_bytes(8, "big"))
+                length = generated
+            # An id in the request id alphabet needs no escaping in JSON: quoted as it is.
+            body = b"".join((head, request_id, tail))
+            headers = [
+                *before,
+                (b"x-request-id", request_id),
+                *after,
+                (b"content-length", length or b"%d" % len(body)),
+            ]
+        return (
+            {"type": "http.response.start", "status": status, "headers": headers},
+            {"type": "http.response.body", "body": body},
+        )
 
     def _asgi_parts(self, decision: Decision) -> _AsgiTemplate:
         """The template of ``decision``'s kind, its extra headers appended after the request
@@ -308,8 +347,8 @@ class ProblemRenderer:
                 if len(_ENCODED_BY_ID) >= 1024:
                     _ENCODED_BY_ID.clear()
                 _ENCODED_BY_ID[id(extra)] = cached
-            status, head, tail, before, after = template
-            template = (status, head, tail, before, after + cached[1])
+            status, head, tail, before, after, generated = template
+            template = (status, head, tail, before, after + cached[1], generated)
         if decision.rate is None:
             if len(self._asgi_by_id) >= 1024:
                 self._asgi_by_id.clear()
@@ -325,7 +364,10 @@ class ProblemRenderer:
         head, tail = body[:at], body[at + len(marker) + 2 :]
         pairs = _encode_pairs(problem.headers[:-1])  # content-length is per request
         cut = next(i for i, (k, _) in enumerate(pairs) if k == b"x-request-id")
-        return problem.status, head, tail, tuple(pairs[:cut]), tuple(pairs[cut + 1 :])
+        # The body's ends keep the quotes around the id; a generated id is 16 characters.
+        head, tail = head + b'"', b'"' + tail
+        generated = b"%d" % (len(head) + len(marker) + len(tail))
+        return problem.status, head, tail, tuple(pairs[:cut]), tuple(pairs[cut + 1 :]), generated
 
     def render(self, decision: Decision, request_id: str) -> Problem:
         code = decision.code
@@ -361,8 +403,11 @@ class ProblemRenderer:
         return Problem(decision.status, tuple(headers), body)
 
 
+#: (status, the body up to the request id's opening quote, the body from its closing quote,
+#: the headers before ``x-request-id``, those after it, the content length with a generated
+#: 16-character id).
 _AsgiTemplate = tuple[
-    int, bytes, bytes, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...]
+    int, bytes, bytes, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...], bytes
 ]
 #: (name, value) -> its ASGI encoding, for the headers denials repeat (rate-limit headers).
 _ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}

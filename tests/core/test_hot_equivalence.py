@@ -8,6 +8,7 @@ import ipaddress
 import math
 import socket
 import struct
+from array import array
 
 import pytest
 from hypothesis import given
@@ -93,6 +94,57 @@ def test_render_asgi_is_the_encoding_of_render(
     for rid in REQUEST_IDS:
         for _ in range(2):  # the template is built on the first call, reused on the second
             assert renderer.render_asgi(decision, rid) == _encoded(renderer, decision, rid)
+
+
+RAW_REQUEST_IDS = [
+    None,
+    b"",
+    b"abc123",
+    b"a.b-c:d_e",
+    b"x" * 128,
+    b"x" * 129,
+    b"\xff",
+    b'"q',
+    b"ab cd",
+    b"abc\n",
+    b"\xb2",  # alphanumeric in latin-1 text ("\xb2".isalnum()), not in the id alphabet
+]
+
+
+def _generated(rid: bytes) -> bool:
+    return len(rid) == 16 and all(c in b"0123456789abcdef" for c in rid)
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+@pytest.mark.parametrize("decision", DENIALS, ids=lambda x: str(x.code))
+def test_asgi_messages_are_render_asgi_of_the_request_id(
+    renderer: ProblemRenderer, decision: Decision
+) -> None:
+    for raw in RAW_REQUEST_IDS:
+        expected_rid = request_id_from(raw)
+        for _ in range(2):  # the template is built on the first call, reused on the second
+            start, body = renderer.asgi_messages(decision, raw)
+            assert start.keys() == {"type", "status", "headers"}
+            assert start["type"] == "http.response.start"
+            assert body == {"type": "http.response.body", "body": body["body"]}
+            rid = dict(start["headers"])[b"x-request-id"]
+            if raw is not None and rid == raw:
+                assert expected_rid == raw.decode("latin-1")  # echoed only if request_id_from would
+            else:
+                assert _generated(rid), rid  # a fresh id, as request_id_from(raw) makes one
+                assert expected_rid != (raw or b"").decode("latin-1")
+            status, headers, payload = renderer.render_asgi(decision, rid.decode())
+            assert (start["status"], start["headers"], body["body"]) == (status, headers, payload)
+
+
+def test_asgi_messages_make_a_fresh_header_list_per_denial() -> None:
+    renderer = ProblemRenderer()
+    first, _ = renderer.asgi_messages(d.INVALID, b"r1")
+    second, _ = renderer.asgi_messages(d.INVALID, b"r1")
+    assert first["headers"] == second["headers"]
+    assert first["headers"] is not second["headers"]  # outer middleware may append to it
+    first["headers"].append((b"x", b"y"))
+    assert renderer.asgi_messages(d.INVALID, b"r1")[0]["headers"] == second["headers"]
 
 
 # -- compiled rate-limit header renderers -------------------------------------------------------
@@ -296,7 +348,6 @@ class _Reference(BruteForceGuard):
 
     def record_failure(self, client: str | None) -> int | None:
         key = self.bucket(client)
-        rec = struct.Struct("<q8I")
         with self._lock:
             now, latest = self._now()
             current = math.floor(latest / self._slot)
@@ -304,11 +355,11 @@ class _Reference(BruteForceGuard):
             if record is None:
                 counts = [0] * 8
             else:
-                top, *counts = rec.unpack(record)
+                top, *counts = record
                 for n in range(top + 1, min(current, top + 8) + 1):
                     counts[n % 8] = 0
             counts[current % 8] = min(counts[current % 8] + 1, self._tracked)
-            self._records[key] = updated = rec.pack(current, *counts)
+            self._records[key] = updated = array("q", [current, *counts])
             return self._retry_after(updated, now, latest)
 
 
