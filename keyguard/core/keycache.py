@@ -19,6 +19,17 @@
   per request, bounded FIFO (insertion order). BLAKE2s rather than SHA-256: equally
   collision-resistant, and Python's built-in BLAKE2 costs markedly less than OpenSSL's SHA-256
   inside a real request (measured with benchmarks/bench_*.py).
+* **settled denials** — BLAKE2s of an ``Authorization`` value → (denial, monotonic deadline,
+  whether it was judged against a cached record): a header value that was refused without I/O
+  (malformed, an unknown id, a wrong secret, a revoked or expired key) is refused again from
+  here until the record or unknown id it was judged against goes stale (a malformed value: for
+  as long as it is remembered), so a client stuck on a bad key costs one dict read instead of
+  parsing, checksumming and two digest comparisons per request. The brute-force guard still
+  counts every one of them. Only denials settled from a *fresh* cache entry are remembered,
+  every invalidation forgets them all, and a denial judged before an invalidation is never
+  remembered after it (:attr:`generation`). Unknown ids and wrong secrets are remembered
+  alike, so timing still does not tell which ids exist. Bounded (:data:`DENIALS_MAX`),
+  emptied when full: a guesser sending a fresh value each time only refills it.
 
 cachetools caches are not thread-safe (even a get reorders the LRU list), and WSGI servers
 call the verifier from many threads: every access but the index read holds :attr:`lock`.
@@ -38,11 +49,13 @@ from keyguard.core.decision import Decision, Principal
 from keyguard.core.records import KeyRecord
 from keyguard.core.scopes import DEFAULT_PRIVILEGED, Grants
 
-__all__ = ["MAX_SPELLINGS", "CacheEntry", "CacheStats", "KeyCache", "lane_principal"]
+__all__ = ["DENIALS_MAX", "MAX_SPELLINGS", "CacheEntry", "CacheStats", "KeyCache", "lane_principal"]
 
 #: Index entries per cached record: the canonical spelling of its current secret and of its
 #: previous one (inside its rotation grace).
 MAX_SPELLINGS: Final = 2
+#: Settled denials remembered per verifier (some 200 bytes each).
+DENIALS_MAX: Final = 4096
 
 
 def lane_principal(decision: Decision) -> Principal | None:
@@ -110,6 +123,7 @@ class KeyCache:
     """
 
     __slots__ = (
+        "denials",
         "generation",
         "hits",
         "implications",
@@ -142,6 +156,7 @@ class KeyCache:
         self.negative: LRUCache[str, float] = LRUCache(maxsize=negative_size)
         self.index: dict[bytes, tuple[Decision, float, Principal | None]] = {}
         self.index_size = size
+        self.denials: dict[bytes, tuple[Decision, float, bool]] = {}
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.implications = implications
@@ -162,6 +177,7 @@ class KeyCache:
             # A record read from the store before this moment must not be cached after it
             # (see :meth:`put`'s ``since``).
             self.generation += 1
+            self.denials.clear()  # in place too; rare (a key changed): every one of them
             if key_id is None:
                 self.records.clear()
                 self.negative.clear()
@@ -181,6 +197,14 @@ class KeyCache:
 
         ``counted=False`` leaves the hit and miss counters alone (a look-ahead whose request
         may be looked up again: count it with :meth:`count_hit` if it is answered)."""
+        entry, until = self.lookup_until(key_id, now_mono, counted)
+        return entry, until > now_mono
+
+    def lookup_until(
+        self, key_id: str, now_mono: float, counted: bool = True
+    ) -> tuple[CacheEntry | None, float]:
+        """:meth:`lookup`, with until when the answer is fresh (monotonic) instead of whether
+        it is: ``(entry, until)``, ``(unknown, until)``, or ``(stale entry or None, 0.0)``."""
         with self.lock:
             # Both LRUs every time: a known and an unknown id do the same work.
             entry = self.records.get(key_id)
@@ -188,14 +212,38 @@ class KeyCache:
         if entry is not None and entry.fresh_until > now_mono:
             if counted:
                 self.hits += 1
-            return entry, True
+            return entry, entry.fresh_until
         if until is not None and until > now_mono:
             if counted:
                 self.hits += 1
-            return self.unknown, True
+            return self.unknown, until
         if counted:
             self.misses += 1
-        return entry, False
+        return entry, 0.0
+
+    def settled(self, digest: bytes, now_mono: float, counted: bool = True) -> Decision | None:
+        """The denial remembered for the ``Authorization`` value of BLAKE2s ``digest`` while
+        it holds (counted as the record lookup it stands for), or ``None``."""
+        memo = self.denials.get(digest)
+        if memo is None or memo[1] <= now_mono:
+            return None
+        if counted and memo[2]:
+            self.hits += 1
+        return memo[0]
+
+    def remember_denial(
+        self, digest: bytes, denial: Decision, until: float, judged: bool, generation: int
+    ) -> None:
+        """Remember that the value of BLAKE2s ``digest`` is refused with ``denial`` until
+        ``until`` (monotonic); ``judged``: against a cached record (a lookup, for the
+        counters). Not if anything was invalidated since ``generation`` was read."""
+        with self.lock:
+            if self.generation != generation:
+                return
+            denials = self.denials
+            if len(denials) >= DENIALS_MAX and digest not in denials:
+                denials.clear()
+            denials[digest] = (denial, until, judged)
 
     def count_hit(self) -> None:
         """Count a request answered from memory after an uncounted :meth:`lookup`."""

@@ -55,6 +55,7 @@ from typing import Any, Final, Literal
 from cachetools import LRUCache
 
 from keyguard.core import decision as d
+from keyguard.core.addresses import peer_address
 from keyguard.core.authn import (
     CANONICAL,
     GUESSES,
@@ -112,6 +113,8 @@ __all__ = ["AuthorizationValue", "Peer", "Verifier", "authorize", "owner_bucket"
 logger = logging.getLogger("keyguard.verifier")
 
 _DEFAULT_MATCH: Final = RouteMatch(requirement=AUTHENTICATED, template=None)
+#: A settled denial that depends on the header value alone (a malformed one) holds forever.
+_FOREVER: Final = math.inf
 #: A limiter's fused admission for the verifier's windows: (bucket, cost, ietf, legacy) ->
 #: the headers or the refusal (MemoryRateLimiter.admitter).
 _LaneAdmit = Callable[[str, int, bool, bool], Any]
@@ -249,8 +252,9 @@ class Verifier(KeyLimits):
             dummy_digest=self.hasher.dummy_digest,
             privileged=catalog.privileged if catalog is not None else DEFAULT_PRIVILEGED,
         )
-        # The fast path reads this dict with one atomic ``dict.get`` (no lock).
+        # The fast path reads these dicts with one atomic ``dict.get`` (no lock).
         self._index = self._cache.index
+        self._denials = self._cache.denials
         self._lock = self._cache.lock
         self._touched: LRUCache[str, float] = LRUCache(maxsize=cache_size)
         if isinstance(rate_limits, str):
@@ -435,9 +439,9 @@ class Verifier(KeyLimits):
         return self.policy.match(method, path)
 
     def _client(self, peer: Peer, forwarded_for: str | bytes | None) -> str | None:
-        if isinstance(peer, tuple | list):
+        if type(peer) is tuple or isinstance(peer, tuple | list):  # an ASGI (host, port)
             peer = str(peer[0]) if peer else None
-        if isinstance(forwarded_for, bytes):
+        if forwarded_for is not None and isinstance(forwarded_for, bytes):
             forwarded_for = forwarded_for.decode("latin-1")
         return client_address(peer, forwarded_for, trusted_proxies=self.trusted_proxies)
 
@@ -470,7 +474,12 @@ class Verifier(KeyLimits):
         if guard is None or result.code not in GUESSES:
             return result
         if isinstance(client, _Unset):
-            client = self._client(peer, forwarded_for)
+            host = peer[0] if type(peer) is tuple and peer else None
+            if type(host) is str and (forwarded_for is None or not self.trusted_proxies):
+                # An ASGI client's host, no X-Forwarded-For to trust: _client() inlined.
+                client = peer_address(host)
+            else:
+                client = self._client(peer, forwarded_for)
         return blocked(guard.record_failure(client), result)
 
     async def _afailed(
@@ -564,20 +573,28 @@ class Verifier(KeyLimits):
             self._after_success(entry, credential, now)
         return result, client
 
-    def _settle(self, authorization: AuthorizationValue) -> Decision | None:
+    def _settle(self, authorization: AuthorizationValue, digest: bytes = b"") -> Decision | None:
         """Steps 2–5 when they need no I/O (see :meth:`verify_nowait`): the denial, or
         ``None`` when the store must be read or the key verifies (its use is recorded by the
-        full path, which may write to the store)."""
+        full path, which may write to the store). ``digest``: the value's BLAKE2s, under which
+        the denial is remembered (the cache's settled denials, which the caller has read
+        first), if there is one."""
+        cache = self._cache
+        generation = cache.generation
         credential = read_credential(authorization, self.max_header_length)
         if isinstance(credential, Decision):
+            if digest:
+                cache.remember_denial(digest, credential, _FOREVER, False, generation)
             return credential
         key_id = self.key_format.key_id_of(credential)
         if key_id is None:
+            if digest:
+                cache.remember_denial(digest, d.BAD_FORMAT, _FOREVER, False, generation)
             return d.BAD_FORMAT
         now_mono = self._monotonic()
         # Uncounted: unless it settles a denial here, averify() looks the id up again.
-        entry, fresh = self._cache.lookup(key_id, now_mono, counted=False)
-        if not fresh:
+        entry, until = cache.lookup_until(key_id, now_mono, counted=False)
+        if until <= now_mono:
             return None
         assert entry is not None
         # Judged, not concluded: a success is not indexed here, so that averify() concludes it
@@ -585,7 +602,9 @@ class Verifier(KeyLimits):
         result, _ = self._judge(credential, entry, self._clock())
         if result.allowed:
             return None
-        self._cache.count_hit()
+        cache.count_hit()
+        if digest:
+            cache.remember_denial(digest, result, until, True, generation)
         return result
 
     def _after_success(self, entry: CacheEntry, credential: str, now: float) -> None:
@@ -668,8 +687,15 @@ class Verifier(KeyLimits):
                 self, observer, authorization, method, path, client, forwarded_for, False
             )
             return None if outcome is None else outcome[0]
-        policy = self.policy  # match() inlined
-        route = _DEFAULT_MATCH if policy is None else policy.match(method, path)
+        policy = self.policy
+        if policy is None:
+            route = _DEFAULT_MATCH
+        else:
+            # RoutePolicy.match()'s first probe inlined, as in fast_admit().
+            by_method = policy._static.get(path)
+            route = None if by_method is None else by_method.get(method)  # type: ignore[assignment]
+            if route is None:
+                route = policy.match(method, path)
         requirement = route.requirement
         if route.rate_limited and not self._limit_inline and self.limiter is not None:
             return None  # the limiter does I/O: the whole request takes the awaited path
@@ -689,12 +715,21 @@ class Verifier(KeyLimits):
         elif kind is str:
             raw = authorization.encode()  # type: ignore[union-attr]
         hit = None
+        digest = b""
         if raw is not None and len(raw) <= self.max_header_length:
-            hit = self._index.get(blake2s(raw).digest())
+            digest = blake2s(raw).digest()
+            hit = self._index.get(digest)
         if hit is None or hit[1] <= self._monotonic():
             if isinstance(peer, _Unset) or not self._settle_inline:
                 return None
-            denial = self._settle(authorization)
+            # A value refused before (a client stuck on a bad key): the cache's settled
+            # denials, one dict read (KeyCache.settled() inlined); else _settle() judges it.
+            memo = self._denials.get(digest) if digest else None
+            if memo is not None and memo[1] > self._monotonic():
+                if memo[2]:
+                    self._cache.hits += 1
+                return self._failed(memo[0], _UNSET, peer, forwarded_for)
+            denial = self._settle(authorization, digest)
             return None if denial is None else self._failed(denial, _UNSET, peer, forwarded_for)
         result = hit[0]
         principal = result.principal

@@ -242,6 +242,8 @@ def build(
 # ("tick", seconds)                       both clocks move on
 # ("store", attribute, value)             e.g. the store goes down
 # ("invalidate",)                         the verifier forgets every cached key
+# ("create", name)                        the store creates the key MATERIAL[name]
+# ("update", name, fields)                the store updates that key's record
 Step = tuple[Any, ...]
 
 
@@ -340,6 +342,21 @@ def plain_step(w: World, step: Step) -> bool:
         setattr(w.store, step[1], step[2])
     elif kind == "invalidate":
         w.verifier.invalidate()
+    elif kind == "create":  # a key whose id the scenario used as unknown comes to exist
+        g, _ = MATERIAL[step[1]]
+        w.store.create(
+            KeyRecord(
+                key_id=g.key_id,
+                digest=Hasher(pepper_from_env=False).digest(g.plaintext),
+                scopes=frozenset({"agents:read"}),
+                name=step[1],
+                created_at=T0 - 3600,
+            )
+        )
+    elif kind == "update":  # a key's record changes in the store
+        record = w.store.get(MATERIAL[step[1]][0].key_id)
+        assert record is not None
+        w.store.update(record.evolve(**step[2]))
     else:
         return False
     return True
@@ -777,6 +794,20 @@ SCENARIOS: dict[str, tuple[list[Step], dict[str, Any]]] = {
         ],
         {"trusted_proxies": 1, "cache_ttl": 0, "negative_cache_ttl": 0},
     ),
+    # Bad values repeated (the cache's settled denials answer the repeats), then the unknown
+    # id created and the expired key extended inside the cache TTL (both must work at once),
+    # then everything stale again.
+    "settled-denials": (
+        [req(h, peer=PEER) for h in ["unknown", "reader-wrong", "malformed", "bearer"] * 3]
+        + [tick(6)]
+        + [req(h, peer=PEER) for h in ["expired", "expired", "revoked", "revoked"] * 2]
+        + [req("unknown", peer=PEER), ("create", "unknown"), req("unknown", peer=PEER)]
+        + [("update", "expired", {"expires_at": T0 + 3600}), req("expired", peer=PEER)]
+        + [req("unknown", peer=PEER), req("expired", peer=PEER)]
+        + [tick(6)]
+        + [req(h, peer=PEER) for h in ["reader-wrong", "unknown-2", "malformed"] * 2],
+        {"guard": None, "budget": None},
+    ),
     # Without a guard or a budget, and with a zero cache TTL (every request reads).
     "bare": (
         [req(h, peer=PEER) for h in ["reader", "reader", "unknown", "reader-wrong"]] * 2,
@@ -831,6 +862,9 @@ def test_the_scenarios_reach_what_they_claim() -> None:
     assert {"update", "touch"}.isdisjoint(seen["read-only:ops"])
     assert len(seen["observed:events"]) >= 3
     assert "store_unavailable" in {str(k) for k in seen["observed-store-down:events"]}
+    assert {(401, "invalid_api_key"), (401, "expired_api_key"), (200, None)} <= {
+        (status, None if code is None else str(code)) for status, code in seen["settled-denials"]
+    }
 
 
 def test_the_asgi_fast_path_answers_the_common_requests_itself() -> None:
