@@ -474,9 +474,10 @@ class Verifier(KeyLimits):
         if guard is None or result.code not in GUESSES:
             return result
         if isinstance(client, _Unset):
-            host = peer[0] if type(peer) is tuple and peer else None
+            # WSGI's REMOTE_ADDR, or an ASGI client's host.
+            host = peer if type(peer) is str else peer[0] if type(peer) is tuple and peer else None
             if type(host) is str and (forwarded_for is None or not self.trusted_proxies):
-                # An ASGI client's host, no X-Forwarded-For to trust: _client() inlined.
+                # No X-Forwarded-For to trust: _client() inlined.
                 client = peer_address(host)
             else:
                 client = self._client(peer, forwarded_for)

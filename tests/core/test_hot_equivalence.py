@@ -9,6 +9,7 @@ import math
 import socket
 import struct
 from array import array
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -38,6 +39,8 @@ from keyguard.core.ratelimit.fused import admit_function
 from keyguard.core.records import KeyRecord
 from keyguard.core.render import ProblemRenderer, request_id_from
 from keyguard.core.scopes import Grants, all_of
+from keyguard.core.verifier import _UNSET, Verifier
+from keyguard.stores.memory import MemoryStore
 
 PLANS = [
     plan_for(DEFAULT_WINDOWS),
@@ -322,6 +325,51 @@ def test_canonical_address_fast_path_agrees_with_ipaddress(packed: bytes) -> Non
 @given(st.text(max_size=70))
 def test_canonical_address_of_any_text_agrees_with_ipaddress(text: str) -> None:
     assert canonical_address(text) == _slow_canonical(text)
+
+
+# -- the client a failure is counted against ---------------------------------------------------
+class _Recorder:
+    """A brute-force guard that notes whom each failure is counted against."""
+
+    in_process = True
+
+    def __init__(self) -> None:
+        self.clients: list[str | None] = []
+
+    def record_failure(self, client: str | None) -> int | None:
+        self.clients.append(client)
+        return None
+
+
+_hosts = st.one_of(
+    st.sampled_from(["203.0.113.7", "::1", "::ffff:10.0.0.1", " 10.0.0.2 ", "testclient", ""]),
+    st.text(max_size=70),
+)
+
+
+@given(
+    peer=st.one_of(
+        st.none(),
+        _hosts,
+        st.tuples(_hosts, st.integers(0, 65535)),
+        st.tuples(st.one_of(st.none(), st.integers()), st.integers(0, 65535)),
+        st.lists(_hosts, max_size=2),
+        st.just(()),
+    ),
+    forwarded=st.one_of(
+        st.none(), _hosts, _hosts.map(lambda t: t.encode("utf-8")), st.just("10.9.9.9, 10.0.0.1")
+    ),
+    trusted=st.integers(0, 2),
+)
+def test_a_failure_is_counted_against_the_client_address_resolves_to(
+    peer: Any, forwarded: Any, trusted: int
+) -> None:
+    """Verifier._failed() resolves an ASGI or WSGI peer inline; it must count against exactly
+    the address _client() (client_address()) gives."""
+    guard = _Recorder()
+    verifier = Verifier(MemoryStore(), brute_force=guard, trusted_proxies=trusted)  # type: ignore[arg-type]
+    verifier._failed(d.INVALID, _UNSET, peer, forwarded)
+    assert guard.clients == [verifier._client(peer, forwarded)]
 
 
 # -- key ids -----------------------------------------------------------------------------------
