@@ -44,6 +44,25 @@ _pton = socket.inet_pton
 _ntop = socket.inet_ntop
 
 
+def _strict_ipv4_parser() -> bool:
+    """Whether this platform's ``inet_pton`` reads exactly the canonical dotted quad and
+    nothing else (glibc, musl and the BSDs do: no leading zeros, no other radix, no spaces,
+    four parts), so that text it reads is canonical as it is. Asked once, at import."""
+    lax = ("01.2.3.4", "1.2.3.04", "1.2.3.00", "0x1.2.3.4", "1.2.3", "1.2.3.4.5", "1..3.4")
+    lax += (" 1.2.3.4", "1.2.3.4 ", "+1.2.3.4", "1.2.3.256", "1.2.3.4\n", "１.2.3.4")
+    for text in lax:
+        try:
+            _pton(_AF_INET, text)
+        except (OSError, ValueError):
+            continue
+        return False
+    return True
+
+
+#: See :func:`_strict_ipv4_parser`; otherwise IPv4 text is read and written back to compare.
+_STRICT_IPV4: Final = _strict_ipv4_parser()
+
+
 def canonical_address(text: str) -> str | None:
     """``text`` as a canonical IP address (``None`` if it is not one).
 
@@ -51,12 +70,21 @@ def canonical_address(text: str) -> str | None:
     is ``1.2.3.4`` (one host, one address).
     """
     # Fast path, no ipaddress object (microseconds each, on every failed authentication):
-    # text that the C parser reads and writes back unchanged is already canonical. Dotted
-    # IPv6 forms (IPv4-mapped among them) are left to ipaddress, which spells them its way.
-    if "." not in text or ":" not in text:
-        family = _AF_INET6 if ":" in text else _AF_INET
+    # text that the C parser reads and writes back unchanged is already canonical (for IPv4,
+    # with a strict parser, text it reads at all). Dotted IPv6 forms (IPv4-mapped among them)
+    # are left to ipaddress, which spells them its way.
+    if ":" not in text:
         try:
-            if _ntop(family, _pton(family, text)) == text:
+            if _STRICT_IPV4:
+                _pton(_AF_INET, text)
+                return text
+            if _ntop(_AF_INET, _pton(_AF_INET, text)) == text:
+                return text
+        except (OSError, ValueError):
+            pass
+    elif "." not in text:
+        try:
+            if _ntop(_AF_INET6, _pton(_AF_INET6, text)) == text:
                 return text
         except (OSError, ValueError):
             pass

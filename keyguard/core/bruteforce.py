@@ -19,15 +19,15 @@ under one shared bucket, :data:`UNKNOWN_CLIENT`, and a warning is logged once pe
 failing open there would let anyone behind that socket guess without limit.
 
 **Memory.** Each tracked address costs one fixed-size record (a sub-window number and eight
-counters: one array of nine 64-bit integers, 72 bytes of data, counted in place so that a
-failure moves one counter and allocates nothing) plus its key and its slot in the table:
-measured with ``tracemalloc`` at the default bound, 100,000 addresses each failing in every
-sub-window and far past the threshold, about 305 bytes per IPv4 address and 312 per IPv6 /64,
-so the default bound costs about 31 MB per process whatever the threshold
-(``tests/core/test_bruteforce.py`` asserts under 350 bytes). A packed ``bytes`` record cost
-about 80 bytes less per address, and twice the time per failure (rebuilt on every one). The
-list of failure times both replace cost about 4.3 KB per blocked address at a threshold of
-100: up to 434 MB.
+counters in one list of nine integers, counted in place: a failure moves one counter and
+rebuilds nothing) plus its key and its slot in the table: measured with ``tracemalloc`` at the
+default bound and threshold, 100,000 addresses each failing in every sub-window and far past
+the threshold, about 305 bytes per IPv4 address and 312 per IPv6 /64, so the default bound
+costs about 31 MB per process (``tests/core/test_bruteforce.py`` asserts under 350 bytes).
+Counters up to 256 are integers Python shares; with a threshold above 255, each counter past
+256 adds 28 bytes. A packed ``bytes`` record cost about 80 bytes less per address and twice
+the time per failure (rebuilt on every one); the list of failure times before it, about 4.3 KB
+per blocked address at a threshold of 100: up to 434 MB.
 
 **Never locking out the real key owner.** The guard counts and blocks *addresses*, never
 keys: failures with a key id sent from address A do nothing to requests from address B, so an
@@ -54,7 +54,6 @@ import logging
 import math
 import threading
 import time
-from array import array
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -91,15 +90,14 @@ DEFAULT_IPV6_PREFIX: Final = 64
 
 _SLOTS: Final = 8
 # One address's record, counted in place: the number of its newest sub-window, then a ring of
-# _SLOTS counters (sub-window n is at index 1 + n % _SLOTS), as one array of 64-bit integers.
-_TEMPLATE: Final[array[int]] = array("q", bytes(8 * (1 + _SLOTS)))
+# _SLOTS counters (sub-window n is at index 1 + n % _SLOTS), as one list of nine integers
+# (a list rather than an array: its items are read and summed without boxing each one).
+_EMPTY: Final = (0,) * _SLOTS
 
 
-def _new_record(current: int) -> array[int]:
+def _new_record(current: int) -> list[int]:
     """A record for an address with no failure yet, its newest sub-window ``current``."""
-    record = _TEMPLATE[:]
-    record[0] = current
-    return record
+    return [current, *_EMPTY]
 
 
 _MAX_COUNT: Final = 2**32 - 1
@@ -242,7 +240,7 @@ class BruteForceGuard:
         self._tracked = threshold + 1
         self._latest = -math.inf
         self._lock = threading.Lock()
-        self._records: OrderedDict[str, array[int]] = OrderedDict()
+        self._records: OrderedDict[str, list[int]] = OrderedDict()
 
     #: Counts in memory: callers on an event loop may call the sync methods directly.
     in_process: Final = True
@@ -259,7 +257,7 @@ class BruteForceGuard:
             self._latest = latest = now
         return now, latest
 
-    def _retry_after(self, record: array[int], now: float, latest: float) -> int | None:
+    def _retry_after(self, record: list[int], now: float, latest: float) -> int | None:
         top = record[0]
         # Sub-windows before the first live one have expired; top is never past current.
         first = math.floor(latest / self._slot) - _SLOTS + 1
