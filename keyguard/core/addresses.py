@@ -48,8 +48,8 @@ def _strict_ipv4_parser() -> bool:
     """Whether this platform's ``inet_pton`` reads exactly the canonical dotted quad and
     nothing else (glibc, musl and the BSDs do: no leading zeros, no other radix, no spaces,
     four parts), so that text it reads is canonical as it is. Asked once, at import."""
-    lax = ("01.2.3.4", "1.2.3.04", "1.2.3.00", "0x1.2.3.4", "1.2.3", "1.2.3.4.5", "1..3.4")
-    lax += (" 1.2.3.4", "1.2.3.4 ", "+1.2.3.4", "1.2.3.256", "1.2.3.4\n", "１.2.3.4")
+    lax: tuple[str, ...] = ("01.2.3.4", "1.2.3.04", "1.2.3.00", "0x1.2.3.4", "1.2.3", "1..3.4")
+    lax += ("1.2.3.4.5", " 1.2.3.4", "1.2.3.4 ", "+1.2.3.4", "1.2.3.256", "1.2.3.4\n", "１.2.3.4")
     for text in lax:
         try:
             _pton(_AF_INET, text)
