@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from keyguard.core.errors import ConfigurationError
@@ -44,15 +44,15 @@ _pton = socket.inet_pton
 _ntop = socket.inet_ntop
 
 
-def _strict_ipv4_parser() -> bool:
-    """Whether this platform's ``inet_pton`` reads exactly the canonical dotted quad and
-    nothing else (glibc, musl and the BSDs do: no leading zeros, no other radix, no spaces,
-    four parts), so that text it reads is canonical as it is. Asked once, at import."""
+def _strict_ipv4_parser(parse: Callable[[int, str], bytes] = _pton) -> bool:
+    """Whether this platform's ``inet_pton`` (``parse``) reads exactly the canonical dotted
+    quad and nothing else (glibc, musl and the BSDs do: no leading zeros, no other radix, no
+    spaces, four parts), so that text it reads is canonical as it is. Asked once, at import."""
     lax: tuple[str, ...] = ("01.2.3.4", "1.2.3.04", "1.2.3.00", "0x1.2.3.4", "1.2.3", "1..3.4")
     lax += ("1.2.3.4.5", " 1.2.3.4", "1.2.3.4 ", "+1.2.3.4", "1.2.3.256", "1.2.3.4\n", "１.2.3.4")
     for text in lax:
         try:
-            _pton(_AF_INET, text)
+            parse(_AF_INET, text)
         except (OSError, ValueError):
             continue
         return False

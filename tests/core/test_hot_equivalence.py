@@ -327,9 +327,17 @@ def test_canonical_address_of_any_text_agrees_with_ipaddress(text: str) -> None:
     assert canonical_address(text) == _slow_canonical(text)
 
 
+_quads = st.tuples(*[st.integers(0, 255)] * 4)
+
+
 @given(
-    st.lists(st.text(alphabet="0123456789x+- \n", max_size=4), min_size=1, max_size=6).map(
-        ".".join
+    st.one_of(
+        st.lists(st.text(alphabet="0123456789x+- \n", max_size=4), min_size=1, max_size=6).map(
+            ".".join
+        ),
+        _quads.map(lambda q: ".".join(map(str, q))),  # canonical
+        _quads.map(lambda q: ".".join(f"{b:03d}" for b in q)),  # leading zeros
+        _quads.map(lambda q: f"{q[0]}.{q[1]}.{q[2] * 256 + q[3]}"),  # three parts
     ),
     st.booleans(),
 )
@@ -348,6 +356,43 @@ def test_this_platform_parses_ipv4_strictly() -> None:
     """Where CI runs (glibc), the fast check applies; if it did not, the test above still
     holds the slower one to ipaddress."""
     assert addresses._STRICT_IPV4
+
+
+#: Spellings a lax inet_pton might read as IPv4: each alone must make the check say "lax".
+LAX_IPV4 = [
+    "01.2.3.4",
+    "1.2.3.04",
+    "1.2.3.00",
+    "0x1.2.3.4",
+    "1.2.3",
+    "1..3.4",
+    "1.2.3.4.5",
+    " 1.2.3.4",
+    "1.2.3.4 ",
+    "+1.2.3.4",
+    "1.2.3.256",
+    "1.2.3.4\n",
+    "１.2.3.4",
+]
+
+
+@pytest.mark.parametrize("spelling", LAX_IPV4)
+def test_a_parser_reading_any_one_lax_spelling_is_found_lax(spelling: str) -> None:
+    def parse(family: int, text: str) -> bytes:
+        assert family == socket.AF_INET
+        if text == spelling:
+            return bytes(4)
+        return socket.inet_pton(family, text)
+
+    assert addresses._strict_ipv4_parser(socket.inet_pton)
+    assert not addresses._strict_ipv4_parser(parse)
+
+
+def test_a_parser_failing_with_value_error_is_strict_about_it() -> None:
+    def parse(family: int, text: str) -> bytes:
+        raise ValueError(text)
+
+    assert addresses._strict_ipv4_parser(parse)
 
 
 # -- the client a failure is counted against ---------------------------------------------------
