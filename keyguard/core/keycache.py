@@ -221,16 +221,6 @@ class KeyCache:
             self.misses += 1
         return entry, 0.0
 
-    def settled(self, digest: bytes, now_mono: float, counted: bool = True) -> Decision | None:
-        """The denial remembered for the ``Authorization`` value of BLAKE2s ``digest`` while
-        it holds (counted as the record lookup it stands for), or ``None``."""
-        memo = self.denials.get(digest)
-        if memo is None or memo[1] <= now_mono:
-            return None
-        if counted and memo[2]:
-            self.hits += 1
-        return memo[0]
-
     def remember_denial(
         self, digest: bytes, denial: Decision, until: float, judged: bool, generation: int
     ) -> None:

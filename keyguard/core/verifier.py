@@ -725,7 +725,7 @@ class Verifier(KeyLimits):
             if isinstance(peer, _Unset) or not self._settle_inline:
                 return None
             # A value refused before (a client stuck on a bad key): the cache's settled
-            # denials, one dict read (KeyCache.settled() inlined); else _settle() judges it.
+            # denials, one dict read; else _settle() judges it.
             memo = self._denials.get(digest) if digest else None
             if memo is not None and memo[1] > self._monotonic():
                 if memo[2]:
