@@ -25,7 +25,7 @@ from keyguard.adapters._observed import observed_class
 from keyguard.adapters._shared import build_verifier
 from keyguard.core.decision import Decision, Principal
 from keyguard.core.policy import RoutePolicy
-from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer, request_id_from
+from keyguard.core.render import DEFAULT_RENDERER, ProblemRenderer
 from keyguard.core.store import KeyStore
 from keyguard.core.verifier import AuthorizationValue, Verifier
 
@@ -45,6 +45,7 @@ _REASONS = {
     429: "Too Many Requests",
     503: "Service Unavailable",
 }
+_STATUS_LINES = {status: f"{status} {reason}" for status, reason in _REASONS.items()}
 
 
 def authorization_from_environ(environ: Environ) -> AuthorizationValue:
@@ -127,10 +128,9 @@ def deny_response(
     start_response: StartResponse,
 ) -> list[bytes]:
     """Send a denial through ``start_response``; returns the body iterable."""
-    problem = renderer.render(decision, request_id_from(environ.get("HTTP_X_REQUEST_ID")))
-    status = f"{problem.status} {_REASONS.get(problem.status, 'Error')}"
-    start_response(status, list(problem.headers))
-    return [problem.body]
+    status, headers, body = renderer.text_parts(decision, environ.get("HTTP_X_REQUEST_ID"))
+    start_response(_STATUS_LINES.get(status) or f"{status} Error", headers)
+    return [body]
 
 
 class KeyGuardWSGIMiddleware:

@@ -148,6 +148,7 @@ class ProblemRenderer:
         "_details",
         "_extra",
         "_prefixes",
+        "_text_by_id",
         "_type_base",
         "compat",
         "realm",
@@ -204,6 +205,8 @@ class ProblemRenderer:
         self._asgi: dict[tuple[object, ...], _AsgiTemplate] = {}
         # id(decision) -> (decision, its template): holding the decision keeps its id unique.
         self._asgi_by_id: dict[int, tuple[Decision, _AsgiTemplate]] = {}
+        # The same for text_parts() (WSGI), whole decisions: id(decision) -> (it, template).
+        self._text_by_id: dict[int, tuple[Decision, _TextTemplate]] = {}
 
     @classmethod
     def platform_compatible(cls, **options: Any) -> ProblemRenderer:
@@ -328,6 +331,64 @@ class ProblemRenderer:
             {"type": "http.response.body", "body": body},
         )
 
+    def text_parts(
+        self, decision: Decision, request_id: str | None
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The denial as WSGI sends it, from the request's raw ``X-Request-ID`` value (``None``
+        without one): :meth:`render` of :func:`request_id_from` of it, as (status, a fresh
+        list of the header pairs, body). A denial seen before (the singletons, memoised
+        refusals) is filled into its template here; any other is rendered in full."""
+        known = self._text_by_id.get(id(decision))
+        if known is None or known[0] is not decision:
+            if self._body_hook is not None or decision.rate is not None:
+                problem = self.render(decision, request_id_from(request_id))
+                return problem.status, list(problem.headers), problem.body
+            template = self._text_template(decision)
+        else:
+            template = known[1]
+        status, head, tail, before, after, generated = template
+        length = None
+        if request_id is None or (
+            not (
+                request_id.isascii() and request_id.isalnum() and len(request_id) <= _MAX_REQUEST_ID
+            )
+            and _REQUEST_ID_RE.fullmatch(request_id) is None
+        ):
+            request_id = _rid_bits(64).to_bytes(8, "big").hex()  # new_request_id()
+            length = generated
+        # An id in the request id alphabet needs no escaping in JSON: quoted as it is.
+        body = b"".join((head, request_id.encode("ascii"), tail))
+        headers = [
+            *before,
+            ("x-request-id", request_id),
+            *after,
+            ("content-length", length or str(len(body))),
+        ]
+        return status, headers, body
+
+    def _text_template(self, decision: Decision) -> _TextTemplate:
+        """Render ``decision`` (no per-request rate, the default body) once with a marker
+        request id, cut it around the id, and remember it by the decision's identity."""
+        marker = "0" * 16
+        problem = self.render(decision, marker)
+        body = problem.body
+        at = body.index(b'"request_id":"' + marker.encode()) + len('"request_id":"')
+        head, tail = body[:at], body[at + len(marker) :]
+        pairs = problem.headers[:-1]  # content-length is per request
+        cut = next(i for i, (k, _) in enumerate(pairs) if k == "x-request-id")
+        template = (
+            problem.status,
+            head,
+            tail,
+            pairs[:cut],
+            pairs[cut + 1 :],
+            str(len(head) + len(marker) + len(tail)),
+        )
+        if len(self._text_by_id) >= 1024:
+            self._text_by_id.clear()
+        self._text_by_id[id(decision)] = (decision, template)
+        return template
+
     def _asgi_parts(self, decision: Decision) -> _AsgiTemplate:
         """The template of ``decision``'s kind, its extra headers appended after the request
         id; remembered by the decision's identity when it carries no per-request rate."""
@@ -408,6 +469,11 @@ class ProblemRenderer:
 #: 16-character id).
 _AsgiTemplate = tuple[
     int, bytes, bytes, tuple[tuple[bytes, bytes], ...], tuple[tuple[bytes, bytes], ...], bytes
+]
+#: :class:`_AsgiTemplate`'s form for text headers (WSGI): the whole decision's headers, its
+#: content length with a generated id as text.
+_TextTemplate = tuple[
+    int, bytes, bytes, tuple[tuple[str, str], ...], tuple[tuple[str, str], ...], str
 ]
 #: (name, value) -> its ASGI encoding, for the headers denials repeat (rate-limit headers).
 _ENCODED: dict[tuple[str, str], tuple[bytes, bytes]] = {}

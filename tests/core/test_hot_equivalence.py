@@ -150,6 +150,37 @@ def test_asgi_messages_make_a_fresh_header_list_per_denial() -> None:
     assert renderer.asgi_messages(d.INVALID, b"r1")[0]["headers"] == second["headers"]
 
 
+TEXT_REQUEST_IDS = [None, *(r.decode("latin-1") for r in RAW_REQUEST_IDS if r is not None)]
+TEXT_REQUEST_IDS += ["é", "ab\u2003c", "a" * 128 + "é"]  # alphanumeric text, not the id alphabet
+
+
+@pytest.mark.parametrize("renderer", RENDERERS)
+@pytest.mark.parametrize("decision", DENIALS, ids=lambda x: str(x.code))
+def test_text_parts_are_render_of_the_request_id(
+    renderer: ProblemRenderer, decision: Decision
+) -> None:
+    for raw in TEXT_REQUEST_IDS:
+        expected_rid = request_id_from(raw)
+        for _ in range(2):  # the template is built on the first call, reused on the second
+            status, headers, body = renderer.text_parts(decision, raw)
+            assert type(headers) is list
+            rid = dict(headers)["x-request-id"]
+            if raw is not None and rid == raw:
+                assert expected_rid == raw  # echoed only if request_id_from would
+            else:
+                assert _generated(rid.encode()), rid
+                assert expected_rid != raw
+            problem = renderer.render(decision, rid)
+            assert (status, headers, body) == (problem.status, list(problem.headers), problem.body)
+
+
+def test_text_parts_make_a_fresh_header_list_per_denial() -> None:
+    renderer = ProblemRenderer()
+    _, first, _ = renderer.text_parts(d.INVALID, "r1")
+    first.append(("x", "y"))
+    assert ("x", "y") not in renderer.text_parts(d.INVALID, "r1")[1]
+
+
 # -- compiled rate-limit header renderers -------------------------------------------------------
 def _reference(
     plan: WindowPlan, counts: tuple[int, ...], ietf: bool, legacy: bool
