@@ -114,8 +114,17 @@ RAW_REQUEST_IDS = [
 ]
 
 
-def _generated(rid: bytes) -> bool:
-    return len(rid) == 16 and all(c in b"0123456789abcdef" for c in rid)
+def _carries_the_id_request_id_from_would(raw: bytes | str | None, rid: bytes | str) -> None:
+    """A denial's request id is the caller's own only where request_id_from() keeps it, and
+    otherwise a fresh one (16 lower-case hex digits) as request_id_from() makes."""
+    text = rid.decode("latin-1") if isinstance(rid, bytes) else rid
+    given = raw.decode("latin-1") if isinstance(raw, bytes) else raw
+    if given is not None and text == given:
+        assert request_id_from(raw) == given
+    else:
+        assert len(text) == 16, text
+        assert set(text) <= set("0123456789abcdef"), text
+        assert request_id_from(raw) != given
 
 
 @pytest.mark.parametrize("renderer", RENDERERS)
@@ -124,18 +133,13 @@ def test_asgi_messages_are_render_asgi_of_the_request_id(
     renderer: ProblemRenderer, decision: Decision
 ) -> None:
     for raw in RAW_REQUEST_IDS:
-        expected_rid = request_id_from(raw)
         for _ in range(2):  # the template is built on the first call, reused on the second
             start, body = renderer.asgi_messages(decision, raw)
             assert start.keys() == {"type", "status", "headers"}
             assert start["type"] == "http.response.start"
             assert body == {"type": "http.response.body", "body": body["body"]}
             rid = dict(start["headers"])[b"x-request-id"]
-            if raw is not None and rid == raw:
-                assert expected_rid == raw.decode("latin-1")  # echoed only if request_id_from would
-            else:
-                assert _generated(rid), rid  # a fresh id, as request_id_from(raw) makes one
-                assert expected_rid != (raw or b"").decode("latin-1")
+            _carries_the_id_request_id_from_would(raw, rid)
             status, headers, payload = renderer.render_asgi(decision, rid.decode())
             assert (start["status"], start["headers"], body["body"]) == (status, headers, payload)
 
@@ -160,16 +164,11 @@ def test_text_parts_are_render_of_the_request_id(
     renderer: ProblemRenderer, decision: Decision
 ) -> None:
     for raw in TEXT_REQUEST_IDS:
-        expected_rid = request_id_from(raw)
         for _ in range(2):  # the template is built on the first call, reused on the second
             status, headers, body = renderer.text_parts(decision, raw)
             assert type(headers) is list
             rid = dict(headers)["x-request-id"]
-            if raw is not None and rid == raw:
-                assert expected_rid == raw  # echoed only if request_id_from would
-            else:
-                assert _generated(rid.encode()), rid
-                assert expected_rid != raw
+            _carries_the_id_request_id_from_would(raw, rid)
             problem = renderer.render(decision, rid)
             assert (status, headers, body) == (problem.status, list(problem.headers), problem.body)
 
