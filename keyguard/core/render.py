@@ -367,27 +367,28 @@ class ProblemRenderer:
         return status, headers, body
 
     def _text_template(self, decision: Decision) -> _TextTemplate:
-        """Render ``decision`` (no per-request rate, the default body) once with a marker
-        request id, cut it around the id, and remember it by the decision's identity."""
+        """:meth:`_cut` of ``decision`` (no per-request rate, the default body), remembered by
+        the decision's identity."""
+        template = self._cut(decision)
+        if len(self._text_by_id) >= 1024:
+            self._text_by_id.clear()
+        self._text_by_id[id(decision)] = (decision, template)
+        return template
+
+    def _cut(self, decision: Decision) -> _TextTemplate:
+        """Render ``decision`` once with a marker request id and cut it around the id: the
+        status, the body up to and from the id (its quotes kept on each side), the headers
+        before and after ``x-request-id`` (content-length left out: it is per request) and
+        the content length with a generated, 16-character id."""
         marker = "0" * 16
         problem = self.render(decision, marker)
         body = problem.body
         at = body.index(b'"request_id":"' + marker.encode()) + len('"request_id":"')
         head, tail = body[:at], body[at + len(marker) :]
-        pairs = problem.headers[:-1]  # content-length is per request
+        pairs = problem.headers[:-1]
         cut = next(i for i, (k, _) in enumerate(pairs) if k == "x-request-id")
-        template = (
-            problem.status,
-            head,
-            tail,
-            pairs[:cut],
-            pairs[cut + 1 :],
-            str(len(head) + len(marker) + len(tail)),
-        )
-        if len(self._text_by_id) >= 1024:
-            self._text_by_id.clear()
-        self._text_by_id[id(decision)] = (decision, template)
-        return template
+        length = str(len(head) + len(marker) + len(tail))
+        return problem.status, head, tail, pairs[:cut], pairs[cut + 1 :], length
 
     def _asgi_parts(self, decision: Decision) -> _AsgiTemplate:
         """The template of ``decision``'s kind, its extra headers appended after the request
@@ -417,18 +418,13 @@ class ProblemRenderer:
         return template
 
     def _asgi_template(self, decision: Decision) -> _AsgiTemplate:
-        """Render a denial of this kind once with a marker request id and cut it around it."""
-        marker = "0" * 16
-        problem = self.render(decision._replace(extra_headers=(), rate=None), marker)
-        body = problem.body
-        at = body.index(b'"request_id":"' + marker.encode()) + len('"request_id":')
-        head, tail = body[:at], body[at + len(marker) + 2 :]
-        pairs = _encode_pairs(problem.headers[:-1])  # content-length is per request
-        cut = next(i for i, (k, _) in enumerate(pairs) if k == b"x-request-id")
-        # The body's ends keep the quotes around the id; a generated id is 16 characters.
-        head, tail = head + b'"', b'"' + tail
-        generated = b"%d" % (len(head) + len(marker) + len(tail))
-        return problem.status, head, tail, tuple(pairs[:cut]), tuple(pairs[cut + 1 :]), generated
+        """:meth:`_cut` of a denial of this kind (its extra headers and rate left out), the
+        headers encoded for ASGI."""
+        status, head, tail, before, after, length = self._cut(
+            decision._replace(extra_headers=(), rate=None)
+        )
+        encoded = (tuple(_encode_pairs(before)), tuple(_encode_pairs(after)), length.encode())
+        return status, head, tail, *encoded
 
     def render(self, decision: Decision, request_id: str) -> Problem:
         code = decision.code
