@@ -37,6 +37,7 @@ call the verifier from many threads: every access but the index read holds :attr
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -56,6 +57,7 @@ __all__ = ["DENIALS_MAX", "MAX_SPELLINGS", "CacheEntry", "CacheStats", "KeyCache
 MAX_SPELLINGS: Final = 2
 #: Settled denials remembered per verifier (some 200 bytes each).
 DENIALS_MAX: Final = 4096
+_STALE: Final = -math.inf
 
 
 def lane_principal(decision: Decision) -> Principal | None:
@@ -204,7 +206,8 @@ class KeyCache:
         self, key_id: str, now_mono: float, counted: bool = True
     ) -> tuple[CacheEntry | None, float]:
         """:meth:`lookup`, with until when the answer is fresh (monotonic) instead of whether
-        it is: ``(entry, until)``, ``(unknown, until)``, or ``(stale entry or None, 0.0)``."""
+        it is: ``(entry, until)``, ``(unknown, until)``, or ``(stale entry or None, -inf)`` (stale
+        whatever the clock's origin)."""
         with self.lock:
             # Both LRUs every time: a known and an unknown id do the same work.
             entry = self.records.get(key_id)
@@ -219,7 +222,7 @@ class KeyCache:
             return self.unknown, until
         if counted:
             self.misses += 1
-        return entry, 0.0
+        return entry, _STALE
 
     def remember_denial(
         self, digest: bytes, denial: Decision, until: float, judged: bool, generation: int

@@ -226,3 +226,18 @@ def test_a_value_without_a_peer_is_not_settled_here() -> None:
     w.judged(w.unknown.plaintext)
     w.nowait(w.unknown.plaintext)
     assert w.verifier.verify_nowait(f"UserKey {w.unknown.plaintext}", "GET", "/agents") is None
+
+
+@pytest.mark.parametrize("origin", [-1e6, 0.0, 1000.0])
+def test_staleness_does_not_depend_on_the_clock_origin(origin: float) -> None:
+    """A monotonic clock may start anywhere, below zero too: nothing cached is fresh."""
+    w = World()
+    cache = w.verifier._cache
+    assert cache.lookup("nosuchid0000", origin) == (None, False)
+    assert cache.lookup_until("nosuchid0000", origin)[1] < origin
+    w.mono.now = origin
+    assert w.nowait(w.unknown.plaintext) is None  # the store must be asked
+    assert w.judged(w.unknown.plaintext).code is ErrorCode.INVALID_API_KEY
+    assert w.nowait(w.unknown.plaintext) is not None  # now fresh
+    w.mono.now = origin + 5.1
+    assert w.nowait(w.unknown.plaintext) is None
