@@ -481,8 +481,7 @@ class Verifier(KeyLimits):
                 client = peer_address(host)
             else:
                 client = self._client(peer, forwarded_for)
-        retry_after = guard.record_failure(client)
-        return result if retry_after is None else blocked(retry_after, result)
+        return blocked(guard.record_failure(client), result)
 
     async def _afailed(
         self, result: Decision, client: _Client, peer: Peer, forwarded_for: str | bytes | None

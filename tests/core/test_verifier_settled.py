@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from keyguard.core import decision as d
+from keyguard.core import verifier as verifier_module
 from keyguard.core.bruteforce import BruteForceGuard
 from keyguard.core.errors import ErrorCode
 from keyguard.core.hashing import Hasher
@@ -241,3 +242,27 @@ def test_staleness_does_not_depend_on_the_clock_origin(origin: float) -> None:
     assert w.nowait(w.unknown.plaintext) is not None  # now fresh
     w.mono.now = origin + 5.1
     assert w.nowait(w.unknown.plaintext) is None
+
+
+@pytest.mark.parametrize(
+    "value", ["Bearer abc", "UserKey not-a-key", "UserKey a\x01b", "userkey ", "UserKey kg_x_y"]
+)
+def test_a_value_refused_by_its_header_alone_is_read_once(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[object] = []
+    real = verifier_module.read_credential
+
+    def counting(authorization: Any, max_length: int) -> Any:
+        reads.append(authorization)
+        return real(authorization, max_length)
+
+    monkeypatch.setattr(verifier_module, "read_credential", counting)
+    w = World()
+    header = value
+    first = w.verifier.verify_nowait(header, "GET", "/agents", peer=PEER)
+    assert first is not None
+    assert not first.allowed
+    for _ in range(5):
+        assert w.verifier.verify_nowait(header, "GET", "/agents", peer=PEER) == first
+    assert reads == [header]  # read once, then answered from memory
