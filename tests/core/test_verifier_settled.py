@@ -266,3 +266,17 @@ def test_a_value_refused_by_its_header_alone_is_read_once(
     for _ in range(5):
         assert w.verifier.verify_nowait(header, "GET", "/agents", peer=PEER) == first
     assert reads == [header]  # read once, then answered from memory
+
+
+def test_a_settled_denial_ends_exactly_when_its_entry_does() -> None:
+    """The memory answers strictly before the deadline of what it was judged against, as the
+    cache itself does (fresh while the deadline is ahead)."""
+    for which in ("unknown", "wrong"):
+        w = World()
+        value = w.unknown.plaintext if which == "unknown" else w.wrong
+        w.judged(value)  # read from the store at 1000.0: fresh until 1005.0
+        assert w.nowait(value) is not None  # remembered
+        w.mono.now = 1005.0 - 1e-9
+        assert w.nowait(value) is not None
+        w.mono.now = 1005.0
+        assert w.nowait(value) is None
