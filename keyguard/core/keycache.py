@@ -203,7 +203,7 @@ class KeyCache:
         return entry, until > now_mono
 
     def lookup_until(
-        self, key_id: str, now_mono: float, counted: bool = True
+        self, key_id: str, now_mono: float, counted: bool
     ) -> tuple[CacheEntry | None, float]:
         """:meth:`lookup`, with until when the answer is fresh (monotonic) instead of whether
         it is: ``(entry, until)``, ``(unknown, until)``, or ``(stale entry or None, -inf)`` (stale

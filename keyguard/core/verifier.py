@@ -439,7 +439,7 @@ class Verifier(KeyLimits):
         return self.policy.match(method, path)
 
     def _client(self, peer: Peer, forwarded_for: str | bytes | None) -> str | None:
-        if type(peer) is tuple or isinstance(peer, tuple | list):  # an ASGI (host, port)
+        if isinstance(peer, tuple | list):  # an ASGI (host, port)
             peer = str(peer[0]) if peer else None
         if forwarded_for is not None and isinstance(forwarded_for, bytes):
             forwarded_for = forwarded_for.decode("latin-1")
