@@ -50,11 +50,14 @@ _T = TypeVar("_T")
 STATS: Final = ("retries", "timeouts", "disconnects", "errors")
 
 
+#: Characters a part of a key name may not hold: braces would break the Cluster hash tag;
+#: whitespace and control characters have no business in a key name.
+_NOT_IN_KEYS: Final = frozenset("{} \t\r\n")
+
+
 def check_part(name: str, value: str) -> str:
     """``value`` if it can go inside a Redis key name (non-empty, no braces or whitespace)."""
-    # Braces would break the Cluster hash tag; whitespace and control characters have no
-    # business in a key name.
-    if not isinstance(value, str) or not value or any(c in value for c in "{} \t\r\n"):
+    if not isinstance(value, str) or not value or not _NOT_IN_KEYS.isdisjoint(value):
         raise ConfigurationError(f"invalid Redis {name}: must be non-empty, without braces")
     return value
 

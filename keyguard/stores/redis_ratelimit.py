@@ -189,11 +189,13 @@ class RedisRateLimiter(RedisClients):
         return f"{keys[-1][:tag_end]}:done:{_token()}"
 
     @staticmethod
-    def _decision(plan: WindowPlan, reply: Sequence[int]) -> RateDecision:
-        allowed = reply[0] == 1
-        retry = None if allowed or reply[1] < 0 else int(reply[1])
-        counts = tuple(int(x) for x in reply[3:])
-        return RateDecision(allowed, retry, plan, counts, int(reply[2]))
+    def _decision(plan: WindowPlan, reply: bytes | str) -> RateDecision:
+        # The scripts reply "allowed,retry,mask,remaining,reset,..." (bytes, or text from a
+        # client built with decode_responses=True).
+        v = [int(x) for x in reply.split(b"," if reply.__class__ is bytes else ",")]  # type: ignore[arg-type]
+        allowed = v[0] == 1
+        retry = None if allowed or v[1] < 0 else v[1]
+        return RateDecision(allowed, retry, plan, tuple(v[3:]), v[2])
 
     def _single(
         self, bucket: str, windows: Sequence[Window], cost: int, consume: bool, now: float | None
@@ -204,7 +206,7 @@ class RedisRateLimiter(RedisClients):
         keys = self.keys(bucket)
         if consume:
             keys.append(self._done_key(keys))
-        args = [now_arg(now), str(cost), "1" if consume else "0", self._done_ms, _plan_arg(plan)]
+        args = [now_arg(now), f"{cost},{1 if consume else 0},{self._done_ms},{_plan_arg(plan)}"]
         return plan, keys, args
 
     def _run(

@@ -20,8 +20,9 @@ __all__ = ["BRUTE_FORCE_LUA", "PAIR_RATE_LIMIT_LUA", "RATE_LIMIT_LUA"]
 #
 # A bucket's plan is passed as one argument, comma-separated: ttl_ms, max_exact_us, n_windows,
 # then limit, period_us, width_us (0 = exact) per window (one argument rather than 3 + 3 per
-# window: the client packs each argument of a command separately). Replies: allowed (1/0),
-# retry_after (-1 = never, 0 when allowed), violated mask, then remaining, reset per window.
+# window: the client packs each argument of a command separately). The reply is one string of
+# comma-separated integers: allowed (1/0), retry_after (-1 = never, 0 when allowed), violated
+# mask, then remaining, reset per window.
 _RATE_LIMIT_LIB: Final = """
 local US = 1000000
 local function fmt(x) return string.format('%d', x) end
@@ -294,41 +295,42 @@ local function touch(b)
   redis.call('PEXPIRE', b.state_key, b.ttl)
 end
 
--- The reply stored under a done key by an earlier run of the same request, or nil.
-local function replay(done)
-  if not done then return nil end
-  local v = redis.call('GET', done)
-  if not v then return nil end
-  local out = {}
-  for x in string.gmatch(v, '[^,]+') do out[#out + 1] = tonumber(x) end
-  return out
-end
-
--- A reply's values are integers; table.concat writes a number with "%.14g", exact below
--- 10^14 (counts stop at MAX_LIMIT, 2^40; waits are seconds), so only a mask of very many
--- windows needs fmt.
-local function remember(done, out, ttl)
-  if not done then return end
+-- The reply as one string, "allowed,retry,mask,remaining,reset,...": one bulk string is
+-- cheaper to send and for the client to read than an array of integers, and it is what a done
+-- key keeps. table.concat writes a number with "%.14g", exact below 10^14 (counts stop at
+-- MAX_LIMIT, 2^40; waits are seconds), so only a mask of very many windows needs fmt.
+local function reply(out)
   local parts = {}
   for i = 1, #out do
     local x = out[i]
     if x < 1e14 then parts[i] = x else parts[i] = fmt(x) end
   end
-  redis.call('SET', done, table.concat(parts, ','), 'PX', ttl)
+  return table.concat(parts, ',')
+end
+
+-- The reply stored under a done key by an earlier run of the same request, or false.
+local function replay(done)
+  if not done then return false end
+  return redis.call('GET', done)
+end
+
+local function remember(done, text, ttl)
+  if done then redis.call('SET', done, text, 'PX', ttl) end
+  return text
 end
 """
 
 # KEYS: log, state, and for a hit optionally its done key.  ARGV: now_us ("" = Redis TIME),
-# cost, hit (1) or peek (0), the done key's TTL in ms, the plan.
+# then "cost,hit,done_ttl_ms,plan" as one argument (hit: 1, or 0 for a peek).
 RATE_LIMIT_LUA: Final = (
     _RATE_LIMIT_LIB
     + """
 local done = KEYS[3]
 local prev = replay(done)
 if prev then return prev end
-local cost = tonumber(ARGV[2])
-local hit = ARGV[3] == '1'
-local b = load(KEYS[1], KEYS[2], clock(ARGV[1]), cost, hit, ARGV[5])
+local cost, hit, ttl, spec = string.match(ARGV[2], '^(%d+),([01]),(%d+),(.+)$')
+cost, hit = tonumber(cost), hit == '1'
+local b = load(KEYS[1], KEYS[2], clock(ARGV[1]), cost, hit, spec)
 local out, sets = {0, 0, 0}, {}
 if b.allowed then
   out[1] = 1
@@ -340,8 +342,7 @@ else
 end
 save(b, sets)
 if hit then touch(b) end
-remember(done, out, ARGV[4])
-return out
+return remember(done, reply(out), ttl)
 """
 )
 
@@ -384,8 +385,7 @@ save(k, ksets)
 save(o, osets)
 touch(k)
 touch(o)
-remember(done, out, ARGV[3])
-return out
+return remember(done, reply(out), ARGV[3])
 """
 )
 

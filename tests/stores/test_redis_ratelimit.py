@@ -514,6 +514,37 @@ def test_a_retried_hit_is_counted_once(
     assert [s.remaining for s in final.windows] == [1, 1]
 
 
+def test_a_client_that_decodes_replies_gets_the_same_decisions(
+    server: redis.Redis, prefix: str
+) -> None:
+    """The scripts reply with one string; a client built with ``decode_responses=True`` hands
+    it over as text, and the decisions (admitted, refused, replayed, pairs) are the same."""
+    text = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        lims = [
+            RedisRateLimiter(server, prefix=prefix + "b"),
+            RedisRateLimiter(text, prefix=prefix + "t"),
+        ]
+        windows = (Window(2, 10, "a"), Window(3, 7200, "d"))
+        for i in range(4):
+            got = [lim.hit("k", windows, now=T0 + i) for lim in lims]
+            assert got[0] == got[1]
+        assert got[0].retry_after == 7
+        assert [s.name for s in got[0].violated] == ["a"]
+        pairs = [lim.hit_pair("k2", windows, "o", windows, now=T0) for lim in lims]
+        assert pairs[0] == pairs[1]
+        assert pairs[0].allowed
+        peeks = [lim.peek("k", windows, 3, now=T0 + 4) for lim in lims]
+        assert peeks[0] == peeks[1]
+        assert peeks[0].retry_after is None
+    finally:
+        for p in (prefix + "b", prefix + "t"):
+            keys = list(server.scan_iter(match=f"{p}:*", count=1000))
+            if keys:
+                server.delete(*keys)
+        text.close()
+
+
 def test_request_tokens_differ_in_forked_workers() -> None:
     import multiprocessing as mp
 
