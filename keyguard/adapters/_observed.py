@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["observed_class"]
 
 
+# The request header fields the ASGI path reads (asgi.request_headers()'s).
+_AUTHORIZATION = b"authorization"
+_REQUEST_ID = b"x-request-id"
+_FORWARDED_FOR = b"x-forwarded-for"
+
 # The middleware modules import this one; their helpers are looked up once, on first use
 # (an import statement per request would cost microseconds).
 _asgi: Any = None
@@ -72,7 +77,15 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
     asgi = _asgi or _asgi_module()
     verifier = mw.verifier
     observer: RequestObserver = verifier.observer  # type: ignore[assignment]
-    header, request_id, forwarded_for = asgi.request_headers(scope["headers"])
+    headers = scope["headers"]
+    # asgi.request_headers() inlined, as the plain path has it.
+    fields = dict(headers) if type(headers) is list else None
+    if fields is not None and len(fields) == len(headers):
+        header = fields.get(_AUTHORIZATION)
+        request_id = fields.get(_REQUEST_ID)
+        forwarded_for = fields.get(_FORWARDED_FOR)
+    else:
+        header, request_id, forwarded_for = asgi.request_headers(headers)
     method = scope.get("method", "GET") if kind == "http" else "GET"
     path = scope["path"]
     peer = scope.get("client")
@@ -216,7 +229,7 @@ def _wsgi_call(
                 Decision, (True, principal, None, "", (), None, outcome, None)
             )
             admitted = (verifier, principal, method, template, peer, forwarded_for, elapsed)
-            return _watched_wsgi(mw, environ, start_response, observer, admitted, outcome)
+            return _watched_wsgi(mw, environ, start_response, observer, admitted, outcome, True)
     decision, admission = observed_verify(
         verifier,
         observer,
@@ -239,7 +252,9 @@ def _wsgi_call(
         return mw.app(
             environ, wsgi._with_headers(start_response, extra) if extra else start_response
         )
-    return _watched_wsgi(mw, environ, start_response, observer, admission, extra)
+    return _watched_wsgi(
+        mw, environ, start_response, observer, admission, extra, not decision.extra_headers
+    )
 
 
 def _watched_wsgi(
@@ -249,10 +264,13 @@ def _watched_wsgi(
     observer: RequestObserver,
     admission: Admission,
     extra: tuple[tuple[str, str], ...],
+    rate_only: bool,
 ) -> Iterable[bytes]:
     """Run the application for an admitted request, adding ``extra`` headers to its response
-    and reporting its status to ``observer``."""
+    (``rate_only``: rate-limit headers only; merged as the plain path merges them) and
+    reporting its status to ``observer``."""
     counted = False
+    merged = (_wsgi or _wsgi_module())._merged
 
     def watch(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         # Counts the status, adds keyguard's headers (one wrapper for both).
@@ -265,9 +283,7 @@ def _watched_wsgi(
                 code = 500
             observer.responded(admission, code)
         if extra:
-            names = {k.lower() for k, _ in extra}
-            headers = [(k, v) for k, v in headers if k.lower() not in names]
-            headers.extend(extra)
+            headers = merged(headers, extra, rate_only)
         return start_response(status, headers, exc_info)
 
     try:

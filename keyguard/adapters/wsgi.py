@@ -200,6 +200,7 @@ def _with_headers(
     header names decides whether any must be dropped (almost never)."""
 
     def wrapped(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        # _merged() inlined: the plain path's every admitted request.
         if type(headers) is not list:
             headers = list(headers)
         if not rate_only or not _RATE_NAMES.isdisjoint(map(_lower, map(_first, headers))):
@@ -208,6 +209,20 @@ def _with_headers(
         return start_response(status, [*headers, *extra], exc_info)
 
     return wrapped
+
+
+def _merged(
+    headers: Iterable[tuple[str, str]], extra: tuple[tuple[str, str], ...], rate_only: bool
+) -> list[tuple[str, str]]:
+    """The application's ``headers`` then ``extra``, without the application's fields that
+    ``extra`` replaces (see :func:`_with_headers`, whose wrapper does the same inline); the
+    observed path's merge."""
+    if type(headers) is not list:
+        headers = list(headers)
+    if not rate_only or not _RATE_NAMES.isdisjoint(map(_lower, map(_first, headers))):
+        names = {k.lower() for k, _ in extra}
+        headers = [(k, v) for k, v in headers if k.lower() not in names]
+    return [*headers, *extra]
 
 
 def merged_headers(
