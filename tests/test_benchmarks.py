@@ -315,6 +315,35 @@ def test_every_script_imports_and_explains_itself(script: str) -> None:
     assert "usage:" in proc.stdout
 
 
+# -- instructions.py: the path each count runs ---------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "path",
+    [
+        "full",
+        "wsgi-full",
+        "Starlette AuthenticationMiddleware: 401, unknown key (on_error)",
+        "observability-asgi-on",
+        "observability-wsgi-on",
+    ],
+)
+def test_instructions_serves_each_kind_of_path(path: str) -> None:
+    """What valgrind counts is a plain run of ``--serve PATH N``: a path name of
+    profile_paths.py, a row label, an observability variant; each builds, primes (checking its
+    status) and serves without valgrind, and leaves at once."""
+    proc = _script("instructions.py", "--serve", path, "50")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_instructions_refuses_an_unknown_path_and_lists_the_known_ones() -> None:
+    proc = _script("instructions.py", "--serve", "no such row", "1")
+    assert proc.returncode != 0
+    assert "unknown path 'no such row'" in proc.stderr
+    assert "keyguard: 401, malformed key" in proc.stderr
+
+
 # -- profile_e2e: charging py-spy's samples --------------------------------------------------------
 
 _PLAN = "<keyguard.ratelimit WindowPlan('burst=20/10s, 100/minute, 5000/day')>"

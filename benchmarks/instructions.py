@@ -1,0 +1,145 @@
+"""Machine instructions per request on one path, counted by valgrind's callgrind.
+
+Run: ``python benchmarks/instructions.py PATH [PATH ...] [--number N] [--baseline PATH]``
+where PATH is a path name of ``profile_paths.py`` (``bare``, ``floor``, ``full``,
+``401-malformed``, ``wsgi-full``, ...), the exact label of a ``bench_asgi.py`` or
+``bench_wsgi.py`` row (``"Starlette AuthenticationMiddleware: 401, unknown key (on_error)"``),
+or ``observability-asgi-off``/``-on``, ``observability-wsgi-off``/``-on`` (the ``observability
+off`` and ``events + usage, request path`` rows of ``bench_observability.py``).
+
+Like ``profile_paths.py --bytecodes`` the count is the same on every run and every machine, so
+two versions of the code compare exactly while the machine is busy; unlike it, it counts what
+the interpreter and C code (hashing, formatting, allocation, the garbage collector) execute
+too. It is not a time: code with many cache misses or mispredicted branches takes longer per
+instruction (keyguard's full path is x2.1 the floor's overhead in instructions and x2.5 in
+time). Each path runs in two fresh interpreters under callgrind, built and primed as the
+benchmarks do, one of them serving ``N`` more requests (default 5,000); the difference over
+``N`` is the count per request (start-up, imports and priming cancel out). Each interpreter
+leaves with ``os._exit`` so that nothing run at exit (a usage counter's last tally) is
+counted, and both collect their garbage before counting and use one string hash seed.
+Needs ``valgrind`` (Debian: ``apt-get install valgrind``); some 20 s per path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import re
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+OBSERVABILITY = {
+    "observability-asgi-off": ("asgi", "observability off"),
+    "observability-asgi-on": ("asgi", "events + usage, request path"),
+    "observability-wsgi-off": ("wsgi", "observability off"),
+    "observability-wsgi-on": ("wsgi", "events + usage, request path"),
+}
+
+PRIME = 2_000
+
+
+def _runner(path: str) -> Any:
+    """A function serving ``n`` requests of ``path``, built and primed."""
+    if path in OBSERVABILITY:
+        from benchmarks import bench_observability as bo
+
+        kind, variant = OBSERVABILITY[path]
+        bench = bo.Bench()
+        timer = (bo._asgi_timer if kind == "asgi" else bo._wsgi_timer)(bench, variant)
+        timer(PRIME)
+        return timer
+    from benchmarks import profile_paths as pp
+    from benchmarks._inprocess import Keys
+
+    keys = Keys()
+    label = pp.ASGI.get(path) or pp.WSGI.get(path) or path
+    driver: Any
+    from benchmarks.bench_asgi import ASGIDriver
+    from benchmarks.bench_asgi import variants as asgi_variants
+    from benchmarks.bench_wsgi import WSGIDriver
+    from benchmarks.bench_wsgi import variants as wsgi_variants
+
+    rows = {v.label: (v, "asgi") for v in asgi_variants(keys)[0]}
+    rows.update({v.label: (v, "wsgi") for v in wsgi_variants(keys)})
+    if label not in rows:
+        raise SystemExit(f"unknown path {path!r}; known labels:\n  " + "\n  ".join(rows))
+    variant, kind = rows[label]
+    driver = ASGIDriver(keys) if kind == "asgi" else WSGIDriver(keys)
+    app = variant.build()
+    for _ in range(variant.prime):
+        driver.probe(app, variant.request)
+    status, _, body = driver.probe(app, variant.request)
+    if status != variant.status:
+        raise SystemExit(f"{label} answered {status}: {body[:200]!r}")
+    driver.timed(app, variant.request, PRIME)
+    return lambda n: driver.timed(app, variant.request, n)
+
+
+def _serve(path: str, number: int) -> None:
+    run = _runner(path)
+    # Both interpreters start counting from the same heap: nothing left for the collector.
+    gc.collect()
+    if number:
+        run(number)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+def _collected(path: str, number: int) -> int:
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        os.path.abspath(__file__),
+        "--serve",
+        path,
+        str(number),
+    ]
+    # One string hash seed for both runs: the same dict layouts, the same probes.
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    found = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or found is None:
+        raise SystemExit(f"{path}: valgrind failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def per_request(path: str, number: int) -> float:
+    """Instructions per request of ``path`` (see the module docstring)."""
+    return (_collected(path, number) - _collected(path, 0)) / number
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", help="paths or row labels (see the module doc)")
+    parser.add_argument("--number", type=int, default=5_000, help="requests counted (5,000)")
+    parser.add_argument("--baseline", help="a path whose count the others are shown over")
+    parser.add_argument("--serve", nargs=2, metavar=("PATH", "N"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        _serve(args.serve[0], int(args.serve[1]))
+        return
+    if not args.paths:
+        parser.error("name at least one path")
+    if args.number < 1:
+        parser.error("--number must be positive")
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
+    base = per_request(args.baseline, args.number) if args.baseline else None
+    if base is not None:
+        print(f"{args.baseline:<60} {base:>10,.0f}  (baseline)")
+    for path in args.paths:
+        count = per_request(path, args.number)
+        over = "" if base is None else f"  {count - base:>+10,.0f}"
+        print(f"{path:<60} {count:>10,.0f}{over}")
+    print(f"\n(machine instructions per request, callgrind, {args.number:,} requests)")
+
+
+if __name__ == "__main__":
+    main()
