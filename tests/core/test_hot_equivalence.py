@@ -470,6 +470,42 @@ def test_a_failure_is_counted_against_the_client_address_resolves_to(
     assert guard.clients == [verifier._client(peer, forwarded)]
 
 
+class _Resolving(Verifier):
+    """Counts the calls of the general client-address rule (_client())."""
+
+    def _client(self, peer: Any, forwarded_for: Any) -> str | None:
+        self.resolved += 1
+        return super()._client(peer, forwarded_for)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "trusted", "inline", "address"),
+    [
+        ("203.0.113.7", None, 0, True, "203.0.113.7"),  # WSGI's REMOTE_ADDR
+        (("203.0.113.7", 5000), None, 0, True, "203.0.113.7"),  # an ASGI client
+        (("203.0.113.7", 5000), b"198.51.100.1", 0, True, "203.0.113.7"),  # XFF, not trusted
+        ("203.0.113.7", "198.51.100.1", 0, True, "203.0.113.7"),
+        (("203.0.113.7", 5000), None, 1, True, "203.0.113.7"),  # trusted, but no XFF
+        (("203.0.113.7", 5000), b"198.51.100.1", 1, False, "198.51.100.1"),  # trusted XFF
+        ("203.0.113.7", "198.51.100.1", 1, False, "198.51.100.1"),
+        (None, None, 0, False, None),  # no peer: the general rule (one shared bucket)
+        ((), None, 0, False, None),
+    ],
+)
+def test_a_plain_peer_is_resolved_inline_and_counted_against_its_address(
+    peer: Any, forwarded: Any, trusted: int, inline: bool, address: str | None
+) -> None:
+    """The fast path of Verifier._failed(): a failure from a plain peer with no X-Forwarded-For
+    to trust is counted without the general rule's call (the property test above holds the
+    answer to _client()'s; this one holds the inline branch to being taken)."""
+    guard = _Recorder()
+    verifier = _Resolving(MemoryStore(), brute_force=guard, trusted_proxies=trusted)  # type: ignore[arg-type]
+    verifier.resolved = 0
+    assert verifier._failed(d.INVALID, _UNSET, peer, forwarded) is d.INVALID
+    assert guard.clients == [address]
+    assert verifier.resolved == (0 if inline else 1)
+
+
 # -- key ids -----------------------------------------------------------------------------------
 @given(st.one_of(st.text(max_size=80), st.builds(lambda: DEFAULT_FORMAT.generate().plaintext)))
 def test_key_id_of_agrees_with_parse(value: str) -> None:
