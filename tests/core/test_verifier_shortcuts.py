@@ -1,0 +1,129 @@
+"""The fast path's shortcuts are taken. Each one answers exactly what the general code it
+skips would answer (the twin tests hold the answers equal), so a change that quietly sends
+every request down the general path changes no answer, only the cost: these tests hold each
+shortcut to being used, with a control showing the spy sees the general code when it runs.
+
+- the route's first probe (a static path) inlined in ``fast_admit``: no ``RoutePolicy.match``;
+- a single scope the key holds exactly: no ``Scope.is_satisfied_by`` (``fast_admit``, its
+  ``required`` scope, and ``verify_nowait``);
+- a header of exactly ``max_header_length`` and a key with an owner but no owner limits are
+  still answered by the fast path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from keyguard.core.hashing import Hasher
+from keyguard.core.keys import KeyFormat
+from keyguard.core.policy import RoutePolicy
+from keyguard.core.ratelimit import MemoryRateLimiter
+from keyguard.core.scopes import Scope, as_requirement
+from keyguard.core.verifier import Verifier
+from keyguard.stores.memory import MemoryStore
+from tests.keyfactory import KeyFactory
+
+RULES = {"GET /agents": "agents:read", "GET /agents/{agent_id}": "agents:read"}
+
+
+class CountingPolicy(RoutePolicy):
+    """A route policy that counts the calls of its general matcher."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.matched = 0
+
+    def match(self, method: str, path: str) -> Any:
+        self.matched += 1
+        return super().match(method, path)
+
+
+@pytest.fixture
+def checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The scopes ``Scope.is_satisfied_by`` was asked about."""
+    asked: list[str] = []
+    real = Scope.is_satisfied_by
+
+    def spy(self: Scope, grants: Any) -> bool:
+        asked.append(self.name)
+        return real(self, grants)
+
+    monkeypatch.setattr(Scope, "is_satisfied_by", spy)
+    return asked
+
+
+def verifier(store: MemoryStore, **kw: Any) -> Verifier:
+    kw.setdefault("policy", CountingPolicy(RULES))
+    return Verifier(store, hasher=Hasher(pepper_from_env=False), limiter=MemoryRateLimiter(), **kw)
+
+
+def indexed(v: Verifier, header: str) -> bytes:
+    """``header`` verified once, so the fast path's index holds it."""
+    assert v.verify(header, "GET", "/agents").allowed
+    return header.encode()
+
+
+def test_a_static_route_is_found_without_the_general_matcher() -> None:
+    store = MemoryStore()
+    key = KeyFactory(store).issue("agents:read")
+    v = verifier(store)
+    policy = v.policy
+    assert isinstance(policy, CountingPolicy)
+    raw = indexed(v, key.header)
+    policy.matched = 0
+    assert type(v.fast_admit(raw, "GET", "/agents")) is tuple
+    assert policy.matched == 0
+    # Control: a templated path takes the general matcher, once.
+    assert type(v.fast_admit(raw, "GET", "/agents/7")) is tuple
+    assert policy.matched == 1
+    # A static path with a method it has no rule for: the general matcher decides.
+    assert v.fast_admit(raw, "POST", "/agents") is not None
+    assert policy.matched == 2
+
+
+def test_a_scope_the_key_holds_exactly_needs_no_check(checks: list[str]) -> None:
+    store = MemoryStore()
+    factory = KeyFactory(store)
+    exact = factory.issue("agents:read")
+    wide = factory.issue("agents:*")
+    v = verifier(store)
+    raw = indexed(v, exact.header)
+    checks.clear()
+    assert type(v.fast_admit(raw, "GET", "/agents")) is tuple
+    assert type(v.fast_admit(raw, "GET", "/agents", as_requirement("agents:read"))) is tuple
+    assert v.verify_nowait(exact.header, "GET", "/agents").allowed  # type: ignore[union-attr]
+    assert checks == []
+    # Control: a wildcard grant is checked by the requirement itself, on every path.
+    raw = indexed(v, wide.header)
+    checks.clear()
+    assert type(v.fast_admit(raw, "GET", "/agents")) is tuple
+    assert type(v.fast_admit(raw, "GET", "/agents", as_requirement("agents:read"))) is tuple
+    assert v.verify_nowait(wide.header, "GET", "/agents").allowed  # type: ignore[union-attr]
+    assert checks == ["agents:read"] * 4
+
+
+def test_a_header_of_exactly_the_maximum_length_takes_the_fast_path() -> None:
+    store = MemoryStore()
+    factory = KeyFactory(store)
+    factory.format = fmt = KeyFormat(secret_length=64)
+    key = factory.issue("agents:read")
+    v = verifier(store, key_format=fmt, max_header_length=len(key.header))
+    raw = indexed(v, key.header)
+    assert type(v.fast_admit(raw, "GET", "/agents")) is tuple
+    assert v.fast_admit(raw + b"x", "GET", "/agents") is None  # one byte over: not even looked up
+
+
+def test_a_key_with_an_owner_but_no_owner_limits_takes_the_fast_path() -> None:
+    store = MemoryStore()
+    key = KeyFactory(store).issue("agents:read", owner="acme")
+    v = verifier(store)
+    raw = indexed(v, key.header)
+    got = v.fast_admit(raw, "GET", "/agents")
+    assert type(got) is tuple
+    assert got[0].owner == "acme"
+    # With owner limits the owner's windows must be decided too: the general path does it.
+    limited = verifier(store, owner_rate_limits="100/minute")
+    raw = indexed(limited, key.header)
+    assert limited.fast_admit(raw, "GET", "/agents") is None
