@@ -574,7 +574,7 @@ class Verifier(KeyLimits):
             self._after_success(entry, credential, now)
         return result, client
 
-    def _settle(self, authorization: AuthorizationValue, digest: bytes = b"") -> Decision | None:
+    def _settle(self, authorization: AuthorizationValue, digest: bytes) -> Decision | None:
         """Steps 2–5 when they need no I/O (see :meth:`verify_nowait`): the denial, or
         ``None`` when the store must be read or the key verifies (its use is recorded by the
         full path, which may write to the store). ``digest``: the value's BLAKE2s, under which
