@@ -127,3 +127,43 @@ def test_a_key_with_an_owner_but_no_owner_limits_takes_the_fast_path() -> None:
     limited = verifier(store, owner_rate_limits="100/minute")
     raw = indexed(limited, key.header)
     assert limited.fast_admit(raw, "GET", "/agents") is None
+
+
+class DuckLimiter:
+    """A limiter of its own class with an ``admitter`` (a fused admission) but no
+    ``in_process`` flag: nothing says it decides in this process, so the fast path must not
+    take its admitter."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryRateLimiter()
+        self.hits = 0
+
+    def admitter(self, windows: Any, text: bool = False) -> Any:
+        return self.inner.admitter(windows, text)
+
+    def hit(self, bucket: str, windows: Any, cost: int = 1) -> Any:
+        self.hits += 1
+        return self.inner.hit(bucket, windows, cost)
+
+    async def ahit(self, bucket: str, windows: Any, cost: int = 1) -> Any:
+        return self.hit(bucket, windows, cost)
+
+
+class ElsewhereLimiter(MemoryRateLimiter):
+    """An in-process limiter's admitter, on a limiter that says it decides elsewhere."""
+
+    in_process = False
+
+
+@pytest.mark.parametrize("make", [DuckLimiter, ElsewhereLimiter], ids=["no-flag", "not-in-process"])
+def test_a_limiter_not_known_to_decide_in_process_never_takes_the_fast_path(make: Any) -> None:
+    store = MemoryStore()
+    key = KeyFactory(store).issue("agents:read")
+    limiter = make()
+    v = Verifier(
+        store, hasher=Hasher(pepper_from_env=False), policy=RoutePolicy(RULES), limiter=limiter
+    )
+    raw = indexed(v, key.header)
+    assert v.fast_admit(raw, "GET", "/agents") is None
+    decision = v.verify_nowait(key.header, "GET", "/agents")
+    assert decision is None or decision.allowed
