@@ -40,6 +40,7 @@ OBSERVABILITY = {
     "observability-wsgi-on": ("wsgi", "events + usage, request path"),
 }
 
+#: Requests served before counting, as profile_paths.prepared() serves them.
 PRIME = 2_000
 
 
@@ -56,27 +57,8 @@ def _runner(path: str) -> Any:
     from benchmarks import profile_paths as pp
     from benchmarks._inprocess import Keys
 
-    keys = Keys()
     label = pp.ASGI.get(path) or pp.WSGI.get(path) or path
-    driver: Any
-    from benchmarks.bench_asgi import ASGIDriver
-    from benchmarks.bench_asgi import variants as asgi_variants
-    from benchmarks.bench_wsgi import WSGIDriver
-    from benchmarks.bench_wsgi import variants as wsgi_variants
-
-    rows = {v.label: (v, "asgi") for v in asgi_variants(keys)[0]}
-    rows.update({v.label: (v, "wsgi") for v in wsgi_variants(keys)})
-    if label not in rows:
-        raise SystemExit(f"unknown path {path!r}; known labels:\n  " + "\n  ".join(rows))
-    variant, kind = rows[label]
-    driver = ASGIDriver(keys) if kind == "asgi" else WSGIDriver(keys)
-    app = variant.build()
-    for _ in range(variant.prime):
-        driver.probe(app, variant.request)
-    status, _, body = driver.probe(app, variant.request)
-    if status != variant.status:
-        raise SystemExit(f"{label} answered {status}: {body[:200]!r}")
-    driver.timed(app, variant.request, PRIME)
+    driver, app, variant = pp.prepared(Keys(), label)
     return lambda n: driver.timed(app, variant.request, n)
 
 

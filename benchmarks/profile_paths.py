@@ -219,6 +219,32 @@ def bytecodes(driver: Any, app: Any, request: str, number: int, top: int) -> Non
     print("\n(* the guard's own code)")
 
 
+def prepared(keys: Keys, label: str) -> tuple[Any, Any, Any]:
+    """``(driver, app, variant)`` for the ``bench_asgi.py`` or ``bench_wsgi.py`` row named
+    ``label`` (exactly): the app built and primed as the benchmark primes it, checked to
+    answer the row's status, then 2,000 requests served. SystemExit for an unknown label (the
+    known ones listed) or a wrong status."""
+    from benchmarks.bench_asgi import ASGIDriver
+    from benchmarks.bench_asgi import variants as asgi_variants
+    from benchmarks.bench_wsgi import WSGIDriver
+    from benchmarks.bench_wsgi import variants as wsgi_variants
+
+    rows: dict[str, tuple[Any, Any]] = {v.label: (v, ASGIDriver) for v in asgi_variants(keys)[0]}
+    rows.update({v.label: (v, WSGIDriver) for v in wsgi_variants(keys)})
+    if label not in rows:
+        raise SystemExit(f"unknown path {label!r}; known labels:\n  " + "\n  ".join(rows))
+    variant, make = rows[label]
+    driver = make(keys)
+    app = variant.build()
+    for _ in range(variant.prime):
+        driver.probe(app, variant.request)
+    status, _, body = driver.probe(app, variant.request)
+    if status != variant.status:
+        raise SystemExit(f"{label} answered {status}: {body[:200]!r}")
+    driver.timed(app, variant.request, 2_000)
+    return driver, app, variant
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("path", nargs="?", default="full", choices=[*ASGI, *WSGI])
@@ -239,29 +265,8 @@ def main() -> None:
     if args.breakdown:
         breakdown(min(number, 5_000))
         return
-    keys = Keys()
-    driver: Any
-    if args.path in ASGI:
-        from benchmarks.bench_asgi import ASGIDriver, variants
-
-        driver = ASGIDriver(keys)
-        label = ASGI[args.path]
-        rows, _ = variants(keys)
-    else:
-        from benchmarks.bench_wsgi import WSGIDriver
-        from benchmarks.bench_wsgi import variants as wsgi_variants
-
-        driver = WSGIDriver(keys)
-        label = WSGI[args.path]
-        rows = wsgi_variants(keys)
-    variant = next(v for v in rows if v.label == label)
-    app = variant.build()
-    for _ in range(variant.prime):
-        driver.probe(app, variant.request)
-    status, _, body = driver.probe(app, variant.request)
-    if status != variant.status:
-        raise SystemExit(f"{label} answered {status}: {body[:200]!r}")
-    driver.timed(app, variant.request, 2_000)
+    driver, app, variant = prepared(Keys(), ASGI.get(args.path) or WSGI[args.path])
+    label = variant.label
     if args.bytecodes:
         print(f"{label}")
         bytecodes(driver, app, variant.request, number, args.top)
