@@ -398,12 +398,10 @@ def store_url_redacted() -> str:
 
 
 def shared_limiter_url(store_url: str) -> str | None:
-    """The rate-limit URL a Redis key store implies (the same server and prefix), or None.
-
-    A ``redis+cluster://`` store has none: the limiter speaks to one Redis (give it
-    ``KEYGUARD_RATELIMIT_URL``)."""
+    """The rate-limit URL a Redis key store implies (the same server or Cluster, and the same
+    prefix), or None."""
     parts = urlsplit(store_url)
-    if parts.scheme.lower() not in ("redis", "rediss"):
+    if parts.scheme.lower() not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         return None
     keep = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k == "prefix"]
     return urlunsplit(parts._replace(query=urlencode(keep)))

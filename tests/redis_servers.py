@@ -114,11 +114,13 @@ def _cluster_ok(info: object) -> bool:
 
 
 class Cluster:
-    """Three masters, no replicas, on free ports, in a temporary directory."""
+    """Three masters, no replicas, on free ports (or the three ``ports`` given), in a temporary
+    directory."""
 
-    def __init__(self) -> None:
+    def __init__(self, ports: list[int] | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="kgcluster"))
         self.nodes: list[Server] = []
+        self.ports = ports
 
     @property
     def url(self) -> str:
@@ -126,8 +128,8 @@ class Cluster:
 
     def start(self) -> None:
         binary("redis-cli")
-        for _ in range(3):
-            port = free_cluster_port()
+        for i in range(3):
+            port = free_cluster_port() if self.ports is None else self.ports[i]
             workdir = self.dir / str(port)
             workdir.mkdir()
             node = Server(

@@ -8,15 +8,12 @@ once. Drivers are imported only when their scheme is used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final, cast
+from typing import Final
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from keyguard.core.detector_counters import DetectorCounters, MemoryDetectorCounters
-from keyguard.core.errors import ConfigurationError, StoreUnavailable
+from keyguard.core.errors import ConfigurationError
 from keyguard.core.ratelimit.settings import DEFAULT_TIMEOUT
-
-if TYPE_CHECKING:
-    from redis import Redis
 
 __all__ = ["detector_counters_from_url"]
 
@@ -27,7 +24,8 @@ def detector_counters_from_url(url: str) -> DetectorCounters:
     """Detector counters for ``url`` (a key store URL, or one of their own).
 
     Redis URLs keep their ``prefix`` (default ``kg``) and ``timeout`` (seconds) options;
-    the key store's other options are ignored. ``redis+cluster://`` builds a Cluster client.
+    the key store's other options are ignored. ``redis+cluster://`` builds a Cluster client
+    (on first use: a Cluster that cannot be reached then is ``StoreUnavailable``).
     """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(
@@ -46,7 +44,7 @@ def detector_counters_from_url(url: str) -> DetectorCounters:
             "redis://, rediss://, unix://, redis+cluster://)"
         )
     try:
-        import redis
+        import redis  # noqa: F401 - only whether it imports
     except ImportError:
         raise ConfigurationError(
             "Redis detector counters need the redis package: pip install 'keyguard[redis]'"
@@ -68,25 +66,6 @@ def detector_counters_from_url(url: str) -> DetectorCounters:
         elif name != "max_audit":
             rest.append((name, value))
     socket_timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-    if not scheme.endswith("+cluster"):
-        plain = urlunsplit(parts._replace(query=urlencode(rest)))
-        return RedisDetectorCounters(url=plain, prefix=prefix, socket_timeout=socket_timeout)
-    from redis.cluster import RedisCluster
-
-    plain = urlunsplit(
-        parts._replace(scheme=scheme.removesuffix("+cluster"), query=urlencode(rest))
-    )
-    try:
-        client = RedisCluster.from_url(
-            plain, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout
-        )
-    except (ValueError, TypeError) as exc:
-        raise ConfigurationError(f"invalid Redis URL ({type(exc).__name__})") from None
-    except redis.RedisError as exc:  # a Cluster client contacts a node at once
-        raise StoreUnavailable(f"Redis Cluster is unreachable ({type(exc).__name__})") from None
-    # A Cluster client has the sync client's interface that the counters use.
-    counters = RedisDetectorCounters(
-        cast("Redis", client), prefix=prefix, socket_timeout=socket_timeout
-    )
-    counters._own.append(client)  # ours to close
-    return counters
+    # A Cluster URL's client is built on first use (keyguard.stores.redis_client).
+    plain = urlunsplit(parts._replace(query=urlencode(rest)))
+    return RedisDetectorCounters(url=plain, prefix=prefix, socket_timeout=socket_timeout)

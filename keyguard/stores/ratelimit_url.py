@@ -1,6 +1,7 @@
 """A rate limiter from :class:`~keyguard.core.ratelimit.settings.LimiterSettings`: in-process
 for ``memory://`` (or no URL), Redis behind a :class:`~keyguard.core.ratelimit.ResilientLimiter`
-for ``redis://``, ``rediss://`` and ``unix://``. Used wherever a limiter is built from a URL:
+for ``redis://``, ``rediss://``, ``unix://`` and a Redis Cluster's ``redis+cluster://`` and
+``rediss+cluster://``. Used wherever a limiter is built from a URL:
 ``keyguard demo``, the adapters' settings and
 :func:`keyguard.adapters._shared.build_verifier`.
 
@@ -19,7 +20,7 @@ from keyguard.core.ratelimit.settings import ENV, LimiterSettings
 __all__ = ["REDIS_SCHEMES", "limiter_from_settings", "missing_extra"]
 
 #: URL schemes served by the Redis limiter.
-REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+REDIS_SCHEMES: Final = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 _SCHEMES: Final = ("memory", *REDIS_SCHEMES)
 
 

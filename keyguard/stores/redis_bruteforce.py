@@ -7,7 +7,14 @@ import math
 from typing import TYPE_CHECKING
 
 from keyguard.core.errors import ConfigurationError
-from keyguard.stores.redis_client import DEFAULT_TIMEOUT, RedisClients, check_part, now_arg
+from keyguard.stores.redis_client import (
+    DEFAULT_TIMEOUT,
+    RedisClients,
+    async_script,
+    check_part,
+    now_arg,
+    sync_script,
+)
 from keyguard.stores.redis_scripts import BRUTE_FORCE_LUA
 
 if TYPE_CHECKING:
@@ -51,12 +58,8 @@ class RedisBruteForceGuard(RedisClients):
         self.window = float(window)
         self._window_us = str(math.floor(self.window * 1e6 + 0.5))
         self._ttl_ms = str(math.ceil(self.window * 1000) + 1000)
-        self._script = None if self.client is None else self.client.register_script(BRUTE_FORCE_LUA)
-        self._ascript = (
-            None
-            if self.async_client is None
-            else self.async_client.register_script(BRUTE_FORCE_LUA)
-        )
+        self._script = sync_script(BRUTE_FORCE_LUA)
+        self._ascript = async_script(BRUTE_FORCE_LUA)
 
     def key(self, client: str) -> str:
         """The Redis key counting ``client``'s failures."""
@@ -76,7 +79,6 @@ class RedisBruteForceGuard(RedisClients):
             return None
         sync = self._sync()
         script, keys, args = self._script, [self.key(client)], self._args(record, now)
-        assert script is not None
         reply = self._call(lambda c: script(keys=keys, args=args, client=c), sync)
         return None if int(reply) < 0 else int(reply)
 
@@ -85,7 +87,6 @@ class RedisBruteForceGuard(RedisClients):
             return None
         asyn = self._async()
         script, keys, args = self._ascript, [self.key(client)], self._args(record, now)
-        assert script is not None
         reply = await self._acall(lambda c: script(keys=keys, args=args, client=c), asyn)
         return None if int(reply) < 0 else int(reply)
 

@@ -1,9 +1,11 @@
 """Redis clients for the Redis backends, and what to do when a call fails.
 
-Built from a URL (``redis://host:6379/0?prefix=kg``), a backend gets a sync and an async
-client with short timeouts (``socket_timeout``, 100 ms by default), and a second, *patient*
-pair whose timeout is the rest of the decision's time ``budget`` (500 ms by default). The
-driver's own retries are off: this module decides.
+Built from a URL (``redis://host:6379/0?prefix=kg``; ``rediss://`` for TLS, ``unix://`` for a
+socket, ``redis+cluster://node:7000`` or ``rediss+cluster://`` for a Redis Cluster, any node
+as the entry point), a backend gets a sync and an async client with short timeouts
+(``socket_timeout``, 100 ms by default), and a second, *patient* pair whose timeout is the
+rest of the decision's time ``budget`` (500 ms by default). The driver's own retries are off:
+this module decides.
 
 - **Slow** (a timeout): Redis may be up but late, so the call is retried once on a patient
   client, within the budget. The first call may still run on the server after the retry did,
@@ -16,16 +18,23 @@ driver's own retries are off: this module decides.
   :class:`StoreUnavailable`.
 
 Exceptions name the error type only: driver messages can carry host names and more.
-``redis`` is imported only when a backend is built.
+``redis`` is imported only when a backend is built. A sync Cluster client reads the cluster's
+layout when it is built, so one made from a URL is built on first use: a backend made while
+the Cluster is unreachable answers :class:`BackendDown` until it is back, like a standalone
+Redis that is down, instead of failing where it is constructed. Scripts are made with no
+client of their own (:func:`sync_script`, :func:`async_script`) and run on whichever client a call
+picks, so they never force a connection either.
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
+import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from keyguard.core.errors import ConfigurationError, StoreUnavailable
 from keyguard.core.ratelimit import BackendDown, BackendSlow, Counters
@@ -34,15 +43,22 @@ from keyguard.core.ratelimit.settings import DEFAULT_BUDGET, DEFAULT_TIMEOUT
 if TYPE_CHECKING:
     from redis import Redis
     from redis.asyncio import Redis as AsyncRedis
+    from redis.commands.core import AsyncScript, Script
 
 __all__ = [
     "DEFAULT_BUDGET",
     "DEFAULT_TIMEOUT",
+    "URL_SCHEMES",
     "RedisClients",
+    "async_script",
     "check_part",
     "now_arg",
     "split_url",
+    "sync_script",
 ]
+
+#: The URL schemes of the Redis backends (the ``+cluster`` ones for a Redis Cluster).
+URL_SCHEMES: Final = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
 
 _T = TypeVar("_T")
 
@@ -67,11 +83,20 @@ def now_arg(now: float | None) -> str:
     return "" if now is None else str(math.floor(now * 1e6 + 0.5))
 
 
-def split_url(url: str) -> tuple[str, str | None]:
-    """``(url without ?prefix=, prefix)``; ConfigurationError unless redis, rediss or unix."""
+def split_url(url: str) -> tuple[str, str | None, bool]:
+    """``(url for the driver, prefix, cluster)``: the URL without ``?prefix=`` and with a
+    ``+cluster`` scheme made plain, the prefix it named, and whether it names a Redis Cluster.
+    ConfigurationError for any scheme but :data:`URL_SCHEMES`."""
     parts = urlsplit(url)
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigurationError("Redis URL must start with redis://, rediss:// or unix://")
+    scheme = parts.scheme.lower()
+    if scheme not in URL_SCHEMES:
+        raise ConfigurationError(
+            "Redis URL must start with redis://, rediss://, unix://, redis+cluster:// or "
+            "rediss+cluster://"
+        )
+    cluster = scheme.endswith("+cluster")
+    if cluster and parts.path.strip("/") not in ("", "0"):
+        raise ConfigurationError("a Redis Cluster has only database 0: drop the URL's path")
     query = parse_qsl(parts.query, keep_blank_values=True)
     prefix = None
     rest = []
@@ -80,7 +105,26 @@ def split_url(url: str) -> tuple[str, str | None]:
             prefix = value
         else:
             rest.append((name, value))
-    return urlunsplit(parts._replace(query=urlencode(rest))), prefix
+    # Not urlunsplit: it turns unix:///path (no host) into unix:/path, which redis-py refuses.
+    plain = f"{scheme.removesuffix('+cluster')}://{parts.netloc}{parts.path}"
+    if rest:
+        plain += "?" + urlencode(rest)
+    return plain, prefix, cluster
+
+
+def sync_script(source: str) -> Script:
+    """A sync script object bound to no client: pass ``client=`` to every call."""
+    from redis.commands.core import Script
+
+    # Bytes: a text script would ask its client for an encoder, a Cluster client its nodes.
+    return Script(None, source.encode())  # type: ignore[arg-type]
+
+
+def async_script(source: str) -> AsyncScript:
+    """:func:`sync_script` for the async clients."""
+    from redis.commands.core import AsyncScript
+
+    return AsyncScript(None, source.encode())  # type: ignore[arg-type]
 
 
 def _seconds(name: str, value: float) -> float:
@@ -128,35 +172,62 @@ class RedisClients:
             )
         import redis
         import redis.asyncio
+        from redis.exceptions import RedisClusterException
 
         self._slow: tuple[type[BaseException], ...] = (redis.TimeoutError, TimeoutError)
-        self._down: tuple[type[BaseException], ...] = (redis.ConnectionError, ConnectionError)
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
+        # A Cluster client that reaches none of its nodes raises RedisClusterException.
+        self._down: tuple[type[BaseException], ...] = (
+            redis.ConnectionError,
+            ConnectionError,
+            RedisClusterException,
+        )
+        self._errors: tuple[type[BaseException], ...] = (
+            redis.RedisError,
+            OSError,
+            RedisClusterException,
+        )
         self._retry_slow = retry_slow
         self.stats = Counters(STATS)
         self._own: list[Any] = []
-        self._own_async: list[Any] = []
+        #: Builds a URL's async clients for one more event loop (they are bound to the loop
+        #: they first run on): the loop the clients in use belong to, and every loop's pair.
+        self._abuild: Callable[[], tuple[Any, Any]] | None = None
+        self._acurrent: tuple[Any, Any, Any] = (None, None, None)
+        self._aloops: dict[Any, tuple[Any, Any]] = {}
+        self._aspare: tuple[Any, Any] | None = None  # built, no loop yet
+        #: Builds the sync clients of a Cluster URL on first use (see the module docstring).
+        self._connect: Callable[[], tuple[Any, Any]] | None = None
+        self._connecting = threading.Lock()
+        self.cluster = False
         patient = async_patient = None
         if url is not None:
-            url, url_prefix = split_url(url)
+            url, url_prefix, self.cluster = split_url(url)
             if prefix is not None and url_prefix is not None and prefix != url_prefix:
                 raise ConfigurationError("prefix given both in the URL and as an argument")
             prefix = prefix or url_prefix
             # The patient clients get what is left of the budget after one fast call.
             rest = max(self.socket_timeout, self.budget - self.socket_timeout)
+            if self.cluster:
+                from redis.asyncio.cluster import RedisCluster as AsyncCluster
+                from redis.cluster import RedisCluster
+
+                sync_cls: Any = RedisCluster
+                async_cls: Any = AsyncCluster
+            else:
+                sync_cls, async_cls = redis.Redis, redis.asyncio.Redis
             try:
                 if client is None:
-                    client = self._build(redis.Redis, url, self.socket_timeout)
-                    self._own.append(client)
-                    if retry_slow:
-                        patient = self._build(redis.Redis, url, rest)
-                        self._own.append(patient)
+                    if self.cluster:
+                        self._connect = self._connector(sync_cls, url, rest)
+                    else:
+                        client = self._build(sync_cls, url, self.socket_timeout)
+                        self._own.append(client)
+                        if retry_slow:
+                            patient = self._build(sync_cls, url, rest)
+                            self._own.append(patient)
                 if async_client is None:
-                    async_client = self._build(redis.asyncio.Redis, url, self.socket_timeout)
-                    self._own_async.append(async_client)
-                    if retry_slow:
-                        async_patient = self._build(redis.asyncio.Redis, url, rest)
-                        self._own_async.append(async_patient)
+                    self._abuild = self._connector(async_cls, url, rest)
+                    async_client, async_patient = self._aspare = self._abuild()
             except (ValueError, TypeError) as exc:
                 # Not chained: the driver's message may quote the URL, password included.
                 raise ConfigurationError(f"invalid Redis URL ({type(exc).__name__})") from None
@@ -164,9 +235,26 @@ class RedisClients:
             raise ConfigurationError("pass a Redis client, an async client, or a url")
         self.prefix = check_part("prefix", prefix or "kg")
         self.client = client
-        self.async_client = async_client
+        self.async_client: AsyncRedis | None = async_client
         self._patient = patient if patient is not None else client
         self._apatient = async_patient if async_patient is not None else async_client
+
+    def _connector(self, cls: Any, url: str, rest: float) -> Callable[[], tuple[Any, Any]]:
+        """What builds a URL's clients of ``cls``: the fast one and the patient one (the same
+        one when slow calls are not retried)."""
+
+        def connect() -> tuple[Any, Any]:
+            fast = self._build(cls, url, self.socket_timeout)
+            if not self._retry_slow:
+                return fast, fast
+            try:
+                return fast, self._build(cls, url, rest)
+            except BaseException:
+                if not cls.__module__.startswith("redis.asyncio"):  # nothing to await here
+                    fast.close()
+                raise
+
+        return connect
 
     @staticmethod
     def _build(cls: Any, url: str, timeout: float) -> Any:
@@ -234,7 +322,7 @@ class RedisClients:
         reconnected = slow = False
         while True:
             try:
-                return await op(self._apatient if slow else client)
+                return await op(self._patient_of(client) if slow else client)
             except self._errors as exc:
                 kind = self._classify(exc)
                 if not self._again(kind, started, reconnected):
@@ -246,14 +334,58 @@ class RedisClients:
     # -- clients ----------------------------------------------------------------------------
 
     def _sync(self) -> Redis:
-        if self.client is None:
+        client = self.client
+        if client is not None:
+            return client
+        if self._connect is None:
             raise ConfigurationError("this Redis backend has no sync client; use the a* methods")
-        return self.client
+        with self._connecting:
+            if self.client is None:
+                try:
+                    fast, patient = self._connect()
+                except (ValueError, TypeError) as exc:
+                    raise ConfigurationError(f"invalid Redis URL ({type(exc).__name__})") from None
+                except self._errors as exc:
+                    # Not built: the next call tries again (the Cluster may be back by then).
+                    raise self._failure(self._classify(exc), exc) from None
+                self._own.extend({id(c): c for c in (fast, patient)}.values())
+                self._patient = patient
+                self.client = fast
+            return cast("Redis", self.client)
 
     def _async(self) -> AsyncRedis:
-        if self.async_client is None:
-            raise ConfigurationError("this Redis backend has no async client; use sync methods")
-        return self.async_client
+        if self._abuild is None:
+            if self.async_client is None:
+                raise ConfigurationError("this Redis backend has no async client; use sync methods")
+            return self.async_client
+        loop = asyncio.get_running_loop()
+        current = self._acurrent  # one read: another thread may rebind it meanwhile
+        if current[0] is loop:
+            return current[1]  # type: ignore[no-any-return]
+        return self._abind(loop)
+
+    def _abind(self, loop: Any) -> AsyncRedis:
+        """The async clients of ``loop``: the pair built with this object for the first loop to
+        ask, a new pair for any other. Those of loops since closed are dropped (they cannot be
+        closed any more: their sockets go with the garbage)."""
+        assert self._abuild is not None
+        with self._connecting:
+            pair = self._aloops.get(loop)
+            if pair is None:
+                for old in [other for other in self._aloops if other.is_closed()]:
+                    del self._aloops[old]
+                pair, self._aspare = self._aspare or self._abuild(), None
+                self._aloops[loop] = pair
+            self.async_client, self._apatient = pair
+            self._acurrent = (loop, *pair)
+            return cast("AsyncRedis", pair[0])
+
+    def _patient_of(self, client: Any) -> Any:
+        """The patient client paired with the async ``client``."""
+        for fast, patient in self._aloops.values():
+            if fast is client:
+                return patient
+        return self._apatient if client is self.async_client else client
 
     def close(self) -> None:
         """Close the sync clients this object created from a URL (not one passed in)."""
@@ -261,7 +393,17 @@ class RedisClients:
             c.close()
 
     async def aclose(self) -> None:
-        """Close the clients this object created from a URL (not ones passed in)."""
+        """Close the sync clients and the running event loop's async ones that this object
+        created from a URL (not ones passed in)."""
         self.close()
-        for c in self._own_async:
+        if self._abuild is None:
+            return
+        loop = asyncio.get_running_loop()
+        with self._connecting:
+            pair = self._aloops.pop(loop, None)
+            if pair is None:
+                pair, self._aspare = self._aspare, None
+            if self._acurrent[0] is loop:
+                self._acurrent = (None, None, None)
+        for c in {id(c): c for c in pair or ()}.values():
             await c.aclose()

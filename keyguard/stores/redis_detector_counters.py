@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from keyguard.core.detector_counters import Window, check_name
 from keyguard.core.errors import ConfigurationError
-from keyguard.stores.redis_client import DEFAULT_TIMEOUT, RedisClients
+from keyguard.stores.redis_client import DEFAULT_TIMEOUT, RedisClients, sync_script
 
 if TYPE_CHECKING:
     from redis import Redis
@@ -73,9 +73,7 @@ class RedisDetectorCounters(RedisClients):
             raise ConfigurationError("pass a Redis client or a url")
         # An increment is not idempotent: a late reply is not retried (a reconnect is).
         super().__init__(client, None, url, prefix, socket_timeout, None, retry_slow=False)
-        if self.client is None:  # pragma: no cover - url always builds a sync client
-            raise ConfigurationError("RedisDetectorCounters needs a sync client")
-        self._script: Any = self.client.register_script(DETECTOR_COUNTER_LUA)
+        self._script: Any = sync_script(DETECTOR_COUNTER_LUA)
 
     @classmethod
     def from_url(

@@ -57,8 +57,10 @@ from keyguard.stores.redis_bruteforce import RedisBruteForceGuard
 from keyguard.stores.redis_client import (
     DEFAULT_TIMEOUT,
     RedisClients,
+    async_script,
     check_part,
     now_arg,
+    sync_script,
 )
 from keyguard.stores.redis_scripts import PAIR_RATE_LIMIT_LUA, RATE_LIMIT_LUA
 
@@ -140,11 +142,10 @@ class RedisRateLimiter(RedisClients):
         #: Seconds a hit's reply is kept for a retry of the same hit (see the module doc).
         self.done_ttl = max(MIN_DONE_TTL, 4 * self.budget)
         self._done_ms = str(round(self.done_ttl * 1000))
-        sync, asyn = self.client, self.async_client
-        self._script = None if sync is None else sync.register_script(RATE_LIMIT_LUA)
-        self._ascript = None if asyn is None else asyn.register_script(RATE_LIMIT_LUA)
-        self._pair_script = None if sync is None else sync.register_script(PAIR_RATE_LIMIT_LUA)
-        self._apair_script = None if asyn is None else asyn.register_script(PAIR_RATE_LIMIT_LUA)
+        self._script = sync_script(RATE_LIMIT_LUA)
+        self._ascript = async_script(RATE_LIMIT_LUA)
+        self._pair_script = sync_script(PAIR_RATE_LIMIT_LUA)
+        self._apair_script = async_script(PAIR_RATE_LIMIT_LUA)
 
     @classmethod
     def from_url(
@@ -214,7 +215,6 @@ class RedisRateLimiter(RedisClients):
     ) -> RateDecision:
         plan, keys, args = self._single(bucket, windows, cost, consume, now)
         sync, script = self._sync(), self._script
-        assert script is not None
         reply = self._call(lambda c: script(keys=keys, args=args, client=c), sync)
         return self._decision(plan, reply)
 
@@ -223,7 +223,6 @@ class RedisRateLimiter(RedisClients):
     ) -> RateDecision:
         plan, keys, args = self._single(bucket, windows, cost, consume, now)
         asyn, script = self._async(), self._ascript
-        assert script is not None
         reply = await self._acall(lambda c: script(keys=keys, args=args, client=c), asyn)
         return self._decision(plan, reply)
 
@@ -259,7 +258,6 @@ class RedisRateLimiter(RedisClients):
             key_bucket, key_windows, owner_bucket, owner_windows, cost, now
         )
         sync, script = self._sync(), self._pair_script
-        assert script is not None
         reply = self._call(lambda c: script(keys=keys, args=args, client=c), sync)
         return self._decision(plan, reply)
 
@@ -278,7 +276,6 @@ class RedisRateLimiter(RedisClients):
             key_bucket, key_windows, owner_bucket, owner_windows, cost, now
         )
         asyn, script = self._async(), self._apair_script
-        assert script is not None
         reply = await self._acall(lambda c: script(keys=keys, args=args, client=c), asyn)
         return self._decision(plan, reply)
 

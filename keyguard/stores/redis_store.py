@@ -141,12 +141,16 @@ class RedisStore(RedisListing, RedisUsage, KeyStore):
         self._listener: InvalidationListener | None = None
         import redis as redis_module
 
+        # A Cluster client that reaches none of its nodes raises RedisClusterException, which
+        # is not a RedisError.
         self._errors: tuple[type[BaseException], ...] = (
             redis_module.exceptions.RedisError,
+            redis_module.exceptions.RedisClusterException,
             OSError,
         )
         self._connection_errors: tuple[type[BaseException], ...] = (
             redis_module.exceptions.ConnectionError,
+            redis_module.exceptions.RedisClusterException,
         )
 
     @classmethod

@@ -8,6 +8,8 @@ clock and compares every decision and every header. Fault tests run a throwaway
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import multiprocessing
 import random
@@ -265,6 +267,57 @@ def test_construction_from_url(server: redis.Redis) -> None:
         RedisRateLimiter(server, prefix="a{b")
     with pytest.raises(ConfigurationError):
         RedisRateLimiter(server, socket_timeout=0)
+
+
+# Clients of the loops asyncio.run() closed are dropped unclosed (nothing can await them any
+# more): their sockets' warnings are this test's, collected before it ends.
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_async_clients_from_a_url_follow_the_event_loop(server: redis.Redis, prefix: str) -> None:
+    """A limiter built from a URL serves any event loop (one per ``asyncio.run()``, one per
+    request of Starlette's TestClient used without ``with``): each loop gets its own clients,
+    built once, instead of a RuntimeError every other call."""
+    try:
+        _event_loops(prefix)
+    finally:
+        gc.collect()  # the dropped clients are collected (and their warnings ignored) here
+
+
+def _event_loops(prefix: str) -> None:
+    lim = RedisRateLimiter.from_url(f"{REDIS_URL}?prefix={prefix}")
+    windows = (Window(10, 60.0, "minute"),)
+    seen: list[Any] = []
+
+    async def two_hits() -> list[int]:
+        out = []
+        for _ in range(2):
+            out.append((await lim.ahit("k", windows)).windows[0].remaining)
+            seen.append(lim.async_client)
+        return out
+
+    try:
+        assert [asyncio.run(two_hits()) for _ in range(3)] == [[9, 8], [7, 6], [5, 4]]
+        # One pair of clients per loop, built when the loop first asks.
+        assert [len({id(c) for c in seen[i : i + 2]}) for i in (0, 2, 4)] == [1, 1, 1]
+        assert len({id(c) for c in seen}) == 3
+        assert lim.stats["errors"] == lim.stats["disconnects"] == lim.stats["retries"] == 0
+
+        async def closing() -> int:
+            remaining = (await lim.ahit("k", windows)).windows[0].remaining
+            await lim.aclose()
+            return remaining
+
+        assert asyncio.run(closing()) == 3
+
+        async def after_aclose() -> list[int]:
+            try:
+                return await two_hits()
+            finally:
+                await lim.aclose()
+
+        assert asyncio.run(after_aclose()) == [2, 1]  # a loop after aclose() gets new clients
+    finally:
+        lim.close()
 
 
 async def test_missing_client_kind_is_misuse(server: redis.Redis) -> None:
