@@ -320,6 +320,26 @@ def _event_loops(prefix: str) -> None:
         lim.close()
 
 
+def test_a_unix_socket_url(server: redis.Redis, tmp_path: Any) -> None:
+    """``unix:///path`` reaches redis-py intact (it was once rewritten to ``unix:/path``)."""
+    sock = tmp_path / "redis.sock"
+    srv = ThrowawayRedis(None, "--unixsocket", str(sock), "--unixsocketperm", "700")
+    srv.start()
+    try:
+        for db in (0, 2):
+            lim = RedisRateLimiter.from_url(f"unix://{sock}?db={db}&prefix=kgsock")
+            local = redis.Redis(unix_socket_path=str(sock), db=db)
+            try:
+                assert lim.hit("k", (Window(1, 60.0, "minute"),)).allowed
+                assert not lim.hit("k", (Window(1, 60.0, "minute"),)).allowed
+                assert local.exists(*lim.keys("k")) == 2  # counted in the URL's database
+            finally:
+                lim.close()
+                local.close()
+    finally:
+        srv.stop()
+
+
 async def test_missing_client_kind_is_misuse(server: redis.Redis) -> None:
     sync_only = RedisRateLimiter(server, prefix="kgx")
     with pytest.raises(ConfigurationError):
