@@ -439,8 +439,9 @@ class Verifier(KeyLimits):
         return self.policy.match(method, path)
 
     def _client(self, peer: Peer, forwarded_for: str | bytes | None) -> str | None:
-        if isinstance(peer, tuple | list):  # an ASGI (host, port)
-            peer = str(peer[0]) if peer else None
+        if isinstance(peer, tuple | list):  # an ASGI (host, port); a host of None: no address
+            host = peer[0] if peer else None
+            peer = None if host is None else str(host)
         if forwarded_for is not None and isinstance(forwarded_for, bytes):
             forwarded_for = forwarded_for.decode("latin-1")
         return client_address(peer, forwarded_for, trusted_proxies=self.trusted_proxies)

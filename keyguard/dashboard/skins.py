@@ -85,7 +85,7 @@ class DashboardASGI:
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]],
             body=await _read_body(receive, dash.max_body),
-            client=str(client[0]) if client else None,
+            client=str(client[0]) if client and client[0] is not None else None,
             secure=scope.get("scheme") in ("https", "wss"),
         )
         if path is None:

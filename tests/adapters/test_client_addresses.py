@@ -378,3 +378,28 @@ def test_a_valid_key_from_a_blocked_address_still_gets_in(adapter: Adapter, worl
         assert guard.is_blocked(None) is not None
         reply = send("/agents", [("Authorization", world.header("reader"))], None)
         assert reply.status == 200
+
+
+ASGI_ADAPTERS = [p for p in ADAPTERS if p.values[0].transport is via_asgi]
+
+
+@pytest.mark.parametrize("adapter", ASGI_ADAPTERS)
+@pytest.mark.parametrize("client", [(None, 4711), [None, 4711], ()], ids=["tuple", "list", "empty"])
+def test_an_asgi_client_without_a_host_is_an_unknown_peer(
+    adapter: Adapter, client: Any, world: World
+) -> None:
+    """A server that knows no host (``client = (None, port)``) gives no address: the shared
+    unknown bucket, not one named "None"."""
+
+    def transport(app: Any, path: str, headers: list[tuple[str, str]], peer: str | None) -> Reply:
+        async def without_host(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            scope["client"] = client
+            await app(scope, receive, send)
+
+        return asyncio.run(asgi_driver.call(without_host, "GET", path, headers))
+
+    guess = ("Authorization", world.header("wrong_secret"))
+    with deployed(dataclasses.replace(adapter, transport=transport), world, {}) as (send, guard):
+        replies = [send("/agents", [guess], None) for _ in range(THRESHOLD + 1)]
+        assert [r.status for r in replies] == [401] * THRESHOLD + [429]
+        assert guard.seen == [UNKNOWN_CLIENT] * (THRESHOLD + 1)

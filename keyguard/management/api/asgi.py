@@ -90,7 +90,7 @@ class ManagementASGI:
             query=scope.get("query_string", b"").decode("latin-1"),
             headers=headers,
             body=body,
-            client=str(client[0]) if client else None,
+            client=str(client[0]) if client and client[0] is not None else None,
         )
         if path is None:
             return api.outside(request)
