@@ -3,7 +3,10 @@ written to the key store in batches.
 
 **On the request path** :meth:`UsageCounter.count` records the request as it is (key id,
 method, route template, status, time, the raw client address) on an in-memory queue: one clock
-read, one append, no lock, no store I/O, ever. A background thread tallies the queue every half
+read, one ``extend`` of a flat list, no lock, no store I/O, ever. (Flat: a record kept as a
+tuple of its own would survive until the tally and make the garbage collector walk the young
+generation every few hundred requests; its fields laid end to end in one list are no new
+object to track.) A background thread tallies the queue every half
 second into counts per (key id, UTC day, method, route template, status) and each key's latest
 use.
 
@@ -34,7 +37,6 @@ import threading
 import time
 import uuid
 import weakref
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -90,11 +92,12 @@ class UsageStats:
     pending: int
 
 
-#: One request as the request path records it: (admission, status, time), the admission being
-#: what :mod:`keyguard.core.observe` hands the adapters — (verifier, principal or key id,
-#: method, template, peer, forwarded_for, keyguard's time or None) — so that recording one
-#: costs a 3-tuple and an append.
-_Request = tuple[tuple[Any, ...], int, float]
+#: The fields of one request as the request path records them, laid end to end in the queue:
+#: the admission :mod:`keyguard.core.observe` hands the adapters — (verifier, principal or key
+#: id, method, template, peer, forwarded_for, keyguard's time or None) — then the status and
+#: the time. One ``list.extend`` adds all of them at once (atomic under the GIL: the tally
+#: never sees half a record).
+RECORD: Final = 9
 #: (key id, epoch day, method, template, status, verifier) -> requests.
 _Counts = dict[tuple[str, int, str, str | None, int, Any], int]
 #: key id -> (time, peer, forwarded_for, verifier) of its latest request.
@@ -139,9 +142,11 @@ class UsageCounter:
         self.capacity = capacity
         self._clock = clock
         self.started_at = clock()
-        # The request path only appends here (deque.append is atomic: no lock); the tally
+        # The request path only extends this list by whole records (atomic: no lock); the tally
         # (under _flush_lock) pops from the other end, so no request is ever missed.
-        self._queue: deque[_Request] = deque()
+        self._queue: list[Any] = []
+        #: The queue's length at capacity (the request path compares, never multiplies).
+        self._room = capacity * RECORD
         self._flush_lock = threading.Lock()
         self._counts: _Counts = {}
         self._lasts: _Lasts = {}
@@ -157,9 +162,9 @@ class UsageCounter:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._autostart = start
-        #: Called (on the tallying thread) with the admission and time of each request an
-        #: adapter reported: the observer turns it into an ``authenticated`` event.
-        self.on_admitted: Callable[[tuple[Any, ...], float], None] | None = None
+        #: Called (on the tallying thread) with the admission's fields and the time of each
+        #: request an adapter reported: the observer turns it into an ``authenticated`` event.
+        self.on_admitted: Callable[..., None] | None = None
         if start:
             self._start()
         ref = weakref.ref(self)
@@ -178,13 +183,24 @@ class UsageCounter:
         verifier: Any = None,
     ) -> None:
         """One request of ``key_id`` to ``method template`` answered ``status``: recorded as
-        is (one clock read, one append). ``peer`` and ``forwarded_for`` are kept raw: at flush
+        is (one clock read, one ``extend``). ``peer`` and ``forwarded_for`` are kept raw: at flush
         time the ``verifier``'s client-address rule turns the key's latest one into an
         address, and its route policy says which scopes the route needed (``q:`` fields)."""
         queue = self._queue
-        if len(queue) < self.capacity:
-            admission = (verifier, key_id, method, template, peer, forwarded_for, None)
-            queue.append((admission, status, self._clock()))
+        if len(queue) < self._room:
+            queue.extend(
+                (
+                    verifier,
+                    key_id,
+                    method,
+                    template,
+                    peer,
+                    forwarded_for,
+                    None,
+                    status,
+                    self._clock(),
+                )
+            )
         else:
             self._overflow += 1
 
@@ -211,18 +227,22 @@ class UsageCounter:
         """Move what the request path recorded into the per-key counts (caller holds
         ``_flush_lock``)."""
         queue = self._queue
-        popleft = queue.popleft
+        # Whole records only (there are no others: writers extend by RECORD); writers may
+        # extend the list between the copy and the del, after the part taken.
+        records = queue[: len(queue) // RECORD * RECORD]
+        del queue[: len(records)]
         counts = self._counts
         lasts = self._lasts
         taken = 0
         announce = self.on_admitted
-        for _ in range(len(queue)):
-            admission, status, at = popleft()
-            verifier, who, method, template, peer, forwarded_for, _ = admission
+        fields = iter(records)
+        for verifier, who, method, template, peer, forwarded_for, elapsed, status, at in zip(
+            *(fields,) * RECORD, strict=True
+        ):
             key_id = who if type(who) is str else who.key_id
             if announce is not None and type(who) is not str:
                 try:
-                    announce(admission, at)
+                    announce(verifier, who, method, template, peer, forwarded_for, elapsed, at)
                 except Exception:  # an event is not worth a lost count
                     logger.exception("usage: could not announce a request")
             key = (key_id, int(at // 86400), method, template, status, verifier)
@@ -238,6 +258,14 @@ class UsageCounter:
             logger.warning(
                 "usage: %d request(s) not counted (capacity %d)", overflow, self.capacity
             )
+
+    def _pending(self) -> list[tuple[tuple[Any, ...], int, float]]:
+        """The records not tallied yet, as (admission, status, time) (for tests)."""
+        queue = self._queue[:]
+        return [
+            (tuple(queue[i : i + RECORD - 2]), queue[i + RECORD - 2], queue[i + RECORD - 1])
+            for i in range(0, len(queue) - len(queue) % RECORD, RECORD)
+        ]
 
     def _take(self) -> list[UsageBatch]:
         """The batches of everything counted since the last flush (caller holds
@@ -356,7 +384,7 @@ class UsageCounter:
     def stats(self) -> UsageStats:
         """Counters (``counted`` includes requests recorded but not yet tallied)."""
         with self._flush_lock:
-            recorded = len(self._queue)
+            recorded = len(self._queue) // RECORD
             pending = recorded + sum(self._counts.values())
             return UsageStats(
                 self._counted + recorded,
@@ -371,7 +399,7 @@ class UsageCounter:
         return f"UsageCounter({self.store!r}, interval={self.interval:g}s)"
 
     def _after_fork(self) -> None:
-        self._queue = deque()
+        self._queue = []
         self._flush_lock = threading.Lock()
         self._counts = {}
         self._lasts = {}

@@ -89,7 +89,7 @@ def observed(store: MemoryStore, kind: type[Verifier], events: str) -> tuple[Any
 def records(usage: UsageCounter) -> list[tuple[Any, ...]]:
     """The usage records queued so far, without the times (keyguard's own, the clock's)."""
     out = []
-    for admission, status, _at in usage._queue:
+    for admission, status, _at in usage._pending():
         _v, key, method, template, peer, forwarded_for, _elapsed = admission
         key_id = key if isinstance(key, str) else key.key_id  # a Principal, or its id
         out.append((key_id, method, template, peer, forwarded_for, status))

@@ -111,6 +111,6 @@ def test_the_observed_wsgi_middleware_answers_as_the_plain_one(kind: str, header
     assert any(k == "API-Key-Expires" for _, headers, _ in answers for k, _ in headers)
     # Every request of a key's holder counted once, with the status it got (the
     # application's 201, or the limiter's 429).
-    counted = sorted(status for _, status, _ in usage._queue)
+    counted = sorted(status for _, status, _ in usage._pending())
     assert counted == [201] * 6 + [429] * 6
     observer.close()

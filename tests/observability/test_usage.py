@@ -329,3 +329,100 @@ def test_a_forked_child_writes_only_its_own_counts(tmp_path: Any) -> None:
     counter.close()
     assert _fields(store, key.key_id)["s:2xx"] == 4  # 3 from the parent, 1 from the child
     store.close()
+
+
+def test_requests_beyond_capacity_are_counted_as_lost() -> None:
+    store = MemoryStore()
+    key = KeyFactory(store).issue("agents:read")
+    counter = UsageCounter(store, capacity=5, start=False)
+    for _ in range(8):
+        counter.count(key.key_id, "GET", "/agents", 200)
+    assert counter.stats.pending == 5
+    assert counter.flush()
+    assert _fields(store, key.key_id)["s:2xx"] == 5
+    assert counter.stats.lost == 3
+    for _ in range(5):  # room again once tallied
+        counter.count(key.key_id, "GET", "/agents", 200)
+    counter.close()
+    assert _fields(store, key.key_id)["s:2xx"] == 10
+
+
+def test_recording_while_the_tally_runs_loses_and_mixes_nothing() -> None:
+    """Threads record requests (the observer's way and count()'s) while the tally thread
+    takes records from the same queue every few milliseconds: every request is counted once,
+    under its own key, route and status."""
+    import threading
+
+    store = MemoryStore()
+    factory = KeyFactory(store)
+    keys = [factory.issue("agents:read") for _ in range(4)]
+    verifier, _ = observe(store, {"policy": RoutePolicy(POLICY)})
+    observer = verifier.observer
+    assert isinstance(observer, Observer)
+    counter = observer.usage
+    assert counter is not None
+    principals = [verifier.authenticate(k.header).principal for k in keys]
+    per_thread = 3_000
+    stop = threading.Event()
+
+    def tally() -> None:
+        while not stop.is_set():
+            with counter._flush_lock:
+                counter._tally()
+
+    def record(i: int) -> None:
+        for n in range(per_thread):
+            if i % 2:
+                admission = (verifier, principals[i], "GET", "/agents", "192.0.2.1", None, 0.0)
+                observer.responded(admission, 200 + n % 2)  # type: ignore[arg-type]
+            else:
+                counter.count(keys[i].key_id, "POST", "/agents", 201 + n % 2 * 200, None)
+
+    tallier = threading.Thread(target=tally)
+    tallier.start()
+    workers = [threading.Thread(target=record, args=(i,)) for i in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    stop.set()
+    tallier.join()
+    observer.close()
+    for i, key in enumerate(keys):
+        fields = _fields(store, key.key_id)
+        if i % 2:
+            assert fields["r:GET /agents"] == fields["s:2xx"] == per_thread
+        else:
+            assert fields["r:POST /agents"] == per_thread
+            assert fields["s:2xx"] == fields["s:4xx"] == per_thread // 2
+
+
+def test_recording_a_request_leaves_nothing_for_the_garbage_collector() -> None:
+    """A record is no object of its own: recording thousands of requests leaves the young
+    generation's count where it was (a tuple per record would add one each), so the request
+    path never sets off a collection."""
+    import gc
+
+    store = MemoryStore()
+    key = KeyFactory(store).issue("agents:read")
+    verifier, _ = observe(store, {"policy": RoutePolicy(POLICY)})
+    observer = verifier.observer
+    assert isinstance(observer, Observer)
+    principal = verifier.authenticate(key.header).principal
+    counter = observer.usage
+    assert counter is not None
+    admission = (verifier, principal, "GET", "/agents", ("192.0.2.1", 4711), None, 0.0)
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.get_count()[0]
+        for n in range(2_000):
+            observer.responded(admission, 200)  # type: ignore[arg-type]
+            counter.count(key.key_id, "GET", "/agents", 200 + n % 3)
+        grown = gc.get_count()[0] - before
+    finally:
+        gc.enable()
+    assert grown < 50
+    assert counter.stats.pending == 4_000
+    observer.close()
+    assert _fields(store, key.key_id)["s:2xx"] == 4_000
