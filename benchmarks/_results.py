@@ -47,7 +47,37 @@ def environment() -> dict[str, Any]:
         "cpu": model,
         "cpus": os.cpu_count(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "packages": packages(),
     }
+
+
+#: The packages whose versions a run's figures depend on (the frameworks measured, the peers,
+#: the server and its loop and parser, the Redis driver).
+PACKAGES = (
+    "starlette",
+    "fastapi",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "redis",
+    "hiredis",
+    "slowapi",
+    "flask",
+    "django",
+)
+
+
+def packages() -> dict[str, str]:
+    """The installed version of each of :data:`PACKAGES` ("absent" when not installed)."""
+    from importlib import metadata
+
+    found = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "absent"
+    return found
 
 
 def describe(env: dict[str, Any]) -> str:

@@ -151,6 +151,15 @@ def main() -> int:
     print(f"NEW {args.new}: {new['environment']['date']}, {new['environment']['platform']}")
     if old["environment"].get("cpu") != new["environment"].get("cpu"):
         print("warning: the two runs are from different CPUs: absolute figures do not compare")
+    old_packages = old["environment"].get("packages") or {}
+    new_packages = new["environment"].get("packages") or {}
+    changed = [
+        f"{name} {old_packages[name]} -> {version}"
+        for name, version in sorted(new_packages.items())
+        if name in old_packages and old_packages[name] != version
+    ]
+    if changed:
+        print(f"warning: package versions differ: {', '.join(changed)}")
     what = "ratio to baseline" if args.relative else "value"
     print(f"comparing each row's {what}; band = max({args.iqr_factor:g} x IQR, {args.floor:.0%})\n")
     width = max([len(r["label"]) for r in results] + [20])

@@ -123,6 +123,28 @@ def test_compare_cli_exits_1_on_a_regression(tmp_path: Path) -> None:
     assert "REGRESSION" in worse.stdout
 
 
+def test_compare_cli_names_package_versions_that_differ(tmp_path: Path) -> None:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    before, after = _run([_row("guard", STEADY)]), _run([_row("guard", STEADY)])
+    before["environment"]["packages"] = {"starlette": "1.9.0", "fastapi": "0.160.0"}
+    after["environment"]["packages"] = {"starlette": "1.10.0", "fastapi": "0.160.0"}
+    old.write_text(json.dumps(before))
+    new.write_text(json.dumps(after))
+    differ = _script("compare.py", str(old), str(new))
+    assert differ.returncode == 0
+    assert "package versions differ: starlette 1.9.0 -> 1.10.0" in differ.stdout
+    assert "fastapi" not in differ.stdout
+    assert "package versions" not in _script("compare.py", str(old), str(old)).stdout
+
+
+def test_a_run_records_the_versions_it_measured() -> None:
+    from benchmarks._results import PACKAGES, environment
+
+    found = environment()["packages"]
+    assert set(found) == set(PACKAGES)
+    assert found["starlette"][0].isdigit()  # the test extra installs it
+
+
 def test_compare_cli_refuses_a_file_that_is_not_a_run(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text("[]")
