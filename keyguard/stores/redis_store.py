@@ -126,6 +126,8 @@ class RedisStore(RedisListing, RedisUsage, KeyStore):
                 "the Redis store needs redis-py: pip install 'keyguard[redis]'"
             ) from exc
         self.cluster = scheme.endswith("+cluster")
+        if self.cluster and parts.path.strip("/") not in ("", "0"):
+            raise ConfigurationError("a Redis Cluster has only database 0: drop the URL's path")
         self._url = urlunsplit(parts._replace(scheme=scheme.removesuffix("+cluster")))
         self._shown = _redacted(self._url)
         self.prefix = prefix

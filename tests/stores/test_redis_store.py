@@ -122,7 +122,9 @@ def test_from_url_options_and_schemes() -> None:
     assert (s.prefix, s.timeout, s.max_audit, s.cluster) == ("abc", 0.2, 10, False)
     assert "s3cret" not in repr(s)
     assert from_url("redis+cluster://127.0.0.1:7000").cluster  # type: ignore[attr-defined]
+    assert from_url("redis+cluster://127.0.0.1:7000/0").cluster  # type: ignore[attr-defined]
     for bad in (
+        "redis+cluster://h:7000/1",  # a Cluster has database 0 only: said at once, not a 503
         "redis://h/0?timeout=x",
         "redis://h/0?timeout=-1",
         "redis://h/0?prefix=a%7Bb",
