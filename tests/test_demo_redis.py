@@ -18,7 +18,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.redis_servers import Server, free_port
+from tests.redis_servers import Cluster, Server, free_port
+from tests.stores.redis_server import import_redis
+
+redis, _ = import_redis()
 
 pytestmark = pytest.mark.slow
 
@@ -146,3 +149,64 @@ def test_four_workers_share_keys_limits_and_revocations(
             demo.wait()
         if demo.stdout is not None:
             demo.stdout.close()
+
+
+def test_workers_on_a_redis_cluster_share_keys_and_limits(tmp_path: Path) -> None:
+    """``KEYGUARD_STORE_URL=redis+cluster://…``: keys and rate-limit counts both on the
+    Cluster (the demo's limiter follows its store), exact across workers and processes."""
+    cluster = Cluster()
+    cluster.start()
+    url = f"{cluster.url}?prefix=kgdemoc&timeout=0.5"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGUARD_")}
+    env.update(KEYGUARD_STORE_URL=url, HOME=str(tmp_path), PATH=f"{BIN}:{env['PATH']}")
+    port = free_port()
+    demo = subprocess.Popen(
+        [str(BIN / "keyguard"), "demo", "--workers", "2", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert demo.stdout is not None
+        ready = 0
+        for line in demo.stdout:
+            if "Application startup complete" in line:
+                ready += 1
+                if ready == 2:
+                    break
+        assert ready == 2, "the two workers did not start"
+        burst = _cli(
+            env, "keys", "create", "--name", "burst", "--scope", "agents:read", "--quiet"
+        ).strip()
+        ctx = multiprocessing.get_context("spawn")
+        queue: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+        procs = [
+            ctx.Process(target=_hammer, args=(base, f"UserKey {burst}", 5, queue)) for _ in range(8)
+        ]
+        for p in procs:
+            p.start()
+        codes = [c for _ in procs for c in queue.get(timeout=120)]
+        for p in procs:
+            p.join(30)
+        assert sorted(codes) == [200] * 20 + [429] * 20
+        # The counts live on the Cluster, under the store's prefix.
+        counted = []
+        for node in cluster.nodes:
+            client = redis.Redis(host="127.0.0.1", port=node.port)
+            try:
+                counted += list(client.scan_iter(match="kgdemoc:rl:*", count=1000))
+            finally:
+                client.close()
+        assert counted
+    finally:
+        demo.terminate()
+        try:
+            demo.wait(20)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
+        cluster.stop()
