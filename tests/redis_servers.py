@@ -175,3 +175,14 @@ class Cluster:
         for node in self.nodes:
             node.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Cluster:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # the nodes that did start
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

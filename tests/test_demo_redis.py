@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -66,31 +67,59 @@ def _fresh_get(base: str, header: str) -> httpx.Response:
         return client.get(base + "/agents", headers={"Authorization": header})
 
 
-def test_four_workers_share_keys_limits_and_revocations(
-    redis_server: Server, tmp_path: Path
-) -> None:
-    url = f"redis://127.0.0.1:{redis_server.port}/0?prefix=kgdemo&timeout=0.3"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGUARD_")}
-    env.update(KEYGUARD_STORE_URL=url, HOME=str(tmp_path), PATH=f"{BIN}:{env['PATH']}")
+@contextmanager
+def _demo(env: dict[str, str], workers: int) -> Iterator[str]:
+    """``keyguard demo --workers N`` on a free port, once every worker has started: its base
+    URL; stopped on leaving."""
     port = free_port()
     demo = subprocess.Popen(
-        [str(BIN / "keyguard"), "demo", "--workers", "4", "--port", str(port)],
+        [str(BIN / "keyguard"), "demo", "--workers", str(workers), "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-    base = f"http://127.0.0.1:{port}"
     try:
         assert demo.stdout is not None
         ready = 0
         for line in demo.stdout:
             if "Application startup complete" in line:
                 ready += 1
-                if ready == 4:
+                if ready == workers:
                     break
-        assert ready == 4, "the four workers did not start"
+        assert ready == workers, f"the {workers} workers did not start"
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        demo.terminate()
+        try:
+            demo.wait(20)
+        except subprocess.TimeoutExpired:  # pragma: no cover
+            demo.kill()
+            demo.wait()
+        if demo.stdout is not None:
+            demo.stdout.close()
 
+
+def _burst_codes(base: str, header: str) -> list[int]:
+    """The statuses of 8 client processes sending 5 requests each with ``header``."""
+    ctx = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_hammer, args=(base, header, 5, queue)) for _ in range(8)]
+    for p in procs:
+        p.start()
+    codes = [c for _ in procs for c in queue.get(timeout=120)]
+    for p in procs:
+        p.join(30)
+    return sorted(codes)
+
+
+def test_four_workers_share_keys_limits_and_revocations(
+    redis_server: Server, tmp_path: Path
+) -> None:
+    url = f"redis://127.0.0.1:{redis_server.port}/0?prefix=kgdemo&timeout=0.3"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGUARD_")}
+    env.update(KEYGUARD_STORE_URL=url, HOME=str(tmp_path), PATH=f"{BIN}:{env['PATH']}")
+    with _demo(env, 4) as base:
         # A key created from the CLI (in another process) works on every worker.
         plaintext = _cli(
             env, "keys", "create", "--name", "shared", "--scope", "agents:read", "--quiet"
@@ -103,17 +132,7 @@ def test_four_workers_share_keys_limits_and_revocations(
         burst = _cli(
             env, "keys", "create", "--name", "burst", "--scope", "agents:read", "--quiet"
         ).strip()
-        queue: multiprocessing.Queue = multiprocessing.get_context("spawn").Queue()  # type: ignore[type-arg]
-        ctx = multiprocessing.get_context("spawn")
-        procs = [
-            ctx.Process(target=_hammer, args=(base, f"UserKey {burst}", 5, queue)) for _ in range(8)
-        ]
-        for p in procs:
-            p.start()
-        codes = [c for _ in procs for c in queue.get(timeout=120)]
-        for p in procs:
-            p.join(30)
-        assert sorted(codes) == [200] * 20 + [429] * 20
+        assert _burst_codes(base, f"UserKey {burst}") == [200] * 20 + [429] * 20
 
         # A revocation from the CLI reaches every worker at once (pushed, not waited out).
         key_id = plaintext.split("_")[1]
@@ -140,57 +159,23 @@ def test_four_workers_share_keys_limits_and_revocations(
             assert time.monotonic() < deadline, "the demo did not recover after Redis returned"
             time.sleep(0.2)
         assert {_fresh_get(base, f"UserKey {reader}").status_code for _ in range(12)} == {200}
-    finally:
-        demo.terminate()
-        try:
-            demo.wait(20)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            demo.kill()
-            demo.wait()
-        if demo.stdout is not None:
-            demo.stdout.close()
 
 
 def test_workers_on_a_redis_cluster_share_keys_and_limits(tmp_path: Path) -> None:
     """``KEYGUARD_STORE_URL=redis+cluster://…``: keys and rate-limit counts both on the
     Cluster (the demo's limiter follows its store), exact across workers and processes."""
-    cluster = Cluster()
-    cluster.start()
-    url = f"{cluster.url}?prefix=kgdemoc&timeout=0.5"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGUARD_")}
-    env.update(KEYGUARD_STORE_URL=url, HOME=str(tmp_path), PATH=f"{BIN}:{env['PATH']}")
-    port = free_port()
-    demo = subprocess.Popen(
-        [str(BIN / "keyguard"), "demo", "--workers", "2", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        assert demo.stdout is not None
-        ready = 0
-        for line in demo.stdout:
-            if "Application startup complete" in line:
-                ready += 1
-                if ready == 2:
-                    break
-        assert ready == 2, "the two workers did not start"
-        burst = _cli(
-            env, "keys", "create", "--name", "burst", "--scope", "agents:read", "--quiet"
-        ).strip()
-        ctx = multiprocessing.get_context("spawn")
-        queue: multiprocessing.Queue = ctx.Queue()  # type: ignore[type-arg]
-        procs = [
-            ctx.Process(target=_hammer, args=(base, f"UserKey {burst}", 5, queue)) for _ in range(8)
-        ]
-        for p in procs:
-            p.start()
-        codes = [c for _ in procs for c in queue.get(timeout=120)]
-        for p in procs:
-            p.join(30)
-        assert sorted(codes) == [200] * 20 + [429] * 20
+    with Cluster() as cluster:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KEYGUARD_")}
+        env.update(
+            KEYGUARD_STORE_URL=f"{cluster.url}?prefix=kgdemoc&timeout=0.5",
+            HOME=str(tmp_path),
+            PATH=f"{BIN}:{env['PATH']}",
+        )
+        with _demo(env, 2) as base:
+            burst = _cli(
+                env, "keys", "create", "--name", "burst", "--scope", "agents:read", "--quiet"
+            ).strip()
+            assert _burst_codes(base, f"UserKey {burst}") == [200] * 20 + [429] * 20
         # The counts live on the Cluster, under the store's prefix.
         counted = []
         for node in cluster.nodes:
@@ -200,13 +185,3 @@ def test_workers_on_a_redis_cluster_share_keys_and_limits(tmp_path: Path) -> Non
             finally:
                 client.close()
         assert counted
-    finally:
-        demo.terminate()
-        try:
-            demo.wait(20)
-        except subprocess.TimeoutExpired:  # pragma: no cover
-            demo.kill()
-            demo.wait()
-        if demo.stdout is not None:
-            demo.stdout.close()
-        cluster.stop()

@@ -10,7 +10,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -38,16 +37,6 @@ redis, redis_asyncio = import_redis()
 pytestmark = [pytest.mark.redis]
 
 WINDOWS = (Window(3, 10.0, "burst"), Window(5, 60.0, "minute"))
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def _remaining(decision: RateDecision) -> tuple[int, ...]:
@@ -295,14 +284,12 @@ def test_a_limiter_made_before_the_cluster_starts_works_once_it_is_up() -> None:
     assert isinstance(limiter, ResilientLimiter)
     assert isinstance(limiter.primary, RedisRateLimiter)
     assert not limiter.hit("k", WINDOWS).allowed  # deny: fail closed while it is away
-    own = Cluster(ports)
-    own.start()
-    try:
-        deadline = time.monotonic() + 30
-        while not limiter.hit("k", WINDOWS).allowed:  # the breaker's cooldown, then Redis
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
-        assert _remaining(limiter.primary.peek("k", WINDOWS)) == (2, 4)
-    finally:
-        limiter.primary.close()
-        own.stop()
+    with Cluster(ports):
+        try:
+            deadline = time.monotonic() + 30
+            while not limiter.hit("k", WINDOWS).allowed:  # the breaker's cooldown, then Redis
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+            assert _remaining(limiter.primary.peek("k", WINDOWS)) == (2, 4)
+        finally:
+            limiter.primary.close()

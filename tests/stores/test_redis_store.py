@@ -56,16 +56,6 @@ class TestRedisStore(StoreContract):
             _cleanup(REDIS_URL, prefix)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    c = Cluster()
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
-
-
 @pytest.mark.slow
 class TestRedisClusterStore(StoreContract):
     @pytest.fixture
