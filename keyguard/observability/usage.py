@@ -188,19 +188,10 @@ class UsageCounter:
         address, and its route policy says which scopes the route needed (``q:`` fields)."""
         queue = self._queue
         if len(queue) < self._room:
-            queue.extend(
-                (
-                    verifier,
-                    key_id,
-                    method,
-                    template,
-                    peer,
-                    forwarded_for,
-                    None,
-                    status,
-                    self._clock(),
-                )
-            )
+            at = self._clock()
+            # The admission observe.py would make (no keyguard time), the status, the time.
+            admitted = (verifier, key_id, method, template, peer, forwarded_for, None)
+            queue.extend(admitted + (status, at))  # noqa: RUF005 - as Observer.responded
         else:
             self._overflow += 1
 
