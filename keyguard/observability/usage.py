@@ -189,9 +189,9 @@ class UsageCounter:
         queue = self._queue
         if len(queue) < self._room:
             at = self._clock()
-            # The admission observe.py would make (no keyguard time), the status, the time.
-            admitted = (verifier, key_id, method, template, peer, forwarded_for, None)
-            queue.extend(admitted + (status, at))  # noqa: RUF005 - as Observer.responded
+            queue.extend(
+                (verifier, key_id, method, template, peer, forwarded_for, None, status, at)
+            )
         else:
             self._overflow += 1
 
