@@ -51,6 +51,8 @@ def _body(plan: WindowPlan, *, text: bool) -> tuple[list[str], dict[str, Any]]:
     render, render_globals = _render_source(plan, text=text)
     src = [*decision.prelude, f"{ind}if {decision.admit}:"]
     src += [f"{ind * 2}{line}" for line in decision.consume]
+    # Headers off: nothing to count for them (the default, both on, pays one test).
+    src += [f"{ind * 2}if not ietf and not legacy:", f"{ind * 3}return {'()' if text else '[]'}"]
     src.append(f"{ind * 2}c = (")
     src += [f"{ind * 3}{count}" for count in decision.taken]
     src.append(f"{ind * 2})")
