@@ -5,6 +5,7 @@ transports for both."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,7 +13,10 @@ from typing import Any
 
 from keyguard.adapters.asgi import KeyGuardMiddleware
 from keyguard.adapters.wsgi import KeyGuardWSGIMiddleware
+from keyguard.core.bruteforce import BruteForceGuard
 from keyguard.core.hashing import Hasher
+from keyguard.core.policy import RoutePolicy
+from keyguard.core.ratelimit import MemoryRateLimiter
 from keyguard.core.verifier import Verifier
 from keyguard.observability import Emitter, ListSink, Observer, UsageCounter
 from keyguard.stores.base import KeyStore
@@ -101,3 +105,24 @@ def wsgi_send(verifier: Verifier, status: int = 200, *, fail: bool = False) -> S
 
 #: Both middlewares, for parametrised tests.
 TRANSPORTS = {"asgi": asgi_send, "wsgi": wsgi_send}
+
+
+#: The twin tests' routes: one needing a scope, one public.
+TWIN_POLICY = RoutePolicy({"GET /agents": "agents:read", "GET /open": "public"})
+
+
+def twin_verifier(store: KeyStore, observer: Observer | None, **options: Any) -> Verifier:
+    """The verifier the observed-path twin tests (ASGI and WSGI) put behind both middlewares,
+    with ``observer`` or without: a limiter of 3 a minute on a clock moving half a second per
+    read, a brute-force guard of 3 failures a minute, one trusted proxy."""
+    return Verifier(
+        store,
+        policy=TWIN_POLICY,
+        hasher=Hasher(pepper_from_env=False),
+        limiter=MemoryRateLimiter(clock=itertools.count(1_700_000_000.0, 0.5).__next__),
+        rate_limits="3/minute",
+        brute_force=BruteForceGuard(3, 60.0),
+        trusted_proxies=1,
+        observer=observer,
+        **options,
+    )

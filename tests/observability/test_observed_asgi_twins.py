@@ -6,22 +6,15 @@ headers, or a rate-limit field keyguard also sends, and for requests with repeat
 from __future__ import annotations
 
 import asyncio
-import itertools
 from typing import Any
 
 import pytest
 
 from keyguard.adapters.asgi import KeyGuardMiddleware
-from keyguard.core.bruteforce import BruteForceGuard
-from keyguard.core.hashing import Hasher
-from keyguard.core.policy import RoutePolicy
-from keyguard.core.ratelimit import MemoryRateLimiter
-from keyguard.core.verifier import Verifier
 from keyguard.observability import Emitter, ListSink, Observer, UsageCounter
 from keyguard.stores.memory import MemoryStore
 from tests.keyfactory import KeyFactory
-
-POLICY = RoutePolicy({"GET /agents": "agents:read", "GET /open": "public"})
+from tests.observability.support import twin_verifier
 
 APP_HEADERS: dict[str, list[tuple[bytes, bytes]] | None] = {
     "none": None,
@@ -48,17 +41,7 @@ def middleware(store: MemoryStore, app: Any, observed: bool) -> KeyGuardMiddlewa
     observer = None
     if observed:
         observer = Observer(events=Emitter([ListSink()]), usage=UsageCounter(store, start=False))
-    verifier = Verifier(
-        store,
-        policy=POLICY,
-        hasher=Hasher(pepper_from_env=False),
-        limiter=MemoryRateLimiter(clock=itertools.count(1_700_000_000.0, 0.5).__next__),
-        rate_limits="3/minute",
-        brute_force=BruteForceGuard(3, 60.0),
-        trusted_proxies=1,
-        observer=observer,
-    )
-    return KeyGuardMiddleware(app, verifier=verifier)
+    return KeyGuardMiddleware(app, verifier=twin_verifier(store, observer))
 
 
 async def call(

@@ -6,23 +6,16 @@ off, and for denials; and the observed one counts each admitted request's status
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Any
 
 import pytest
 
 from keyguard.adapters.wsgi import KeyGuardWSGIMiddleware
-from keyguard.core.bruteforce import BruteForceGuard
-from keyguard.core.hashing import Hasher
-from keyguard.core.policy import RoutePolicy
-from keyguard.core.ratelimit import MemoryRateLimiter
-from keyguard.core.verifier import Verifier
 from keyguard.observability import Emitter, ListSink, Observer, UsageCounter
 from keyguard.stores.memory import MemoryStore
 from tests.keyfactory import KeyFactory
-
-POLICY = RoutePolicy({"GET /agents": "agents:read", "GET /open": "public"})
+from tests.observability.support import twin_verifier
 
 APP_HEADERS: dict[str, Any] = {
     "empty": [],
@@ -44,18 +37,7 @@ def app_sending(kind: str) -> Any:
 
 
 def middleware(store: MemoryStore, app: Any, observer: Observer | None, **options: Any) -> Any:
-    verifier = Verifier(
-        store,
-        policy=POLICY,
-        hasher=Hasher(pepper_from_env=False),
-        limiter=MemoryRateLimiter(clock=itertools.count(1_700_000_000.0, 0.5).__next__),
-        rate_limits="3/minute",
-        brute_force=BruteForceGuard(3, 60.0),
-        trusted_proxies=1,
-        observer=observer,
-        **options,
-    )
-    return KeyGuardWSGIMiddleware(app, verifier=verifier)
+    return KeyGuardWSGIMiddleware(app, verifier=twin_verifier(store, observer, **options))
 
 
 def call(app: Any, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
