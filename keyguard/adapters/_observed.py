@@ -117,7 +117,7 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
             return
         scope["keyguard"] = principal
         if mw.starlette_compat:
-            scope["auth"] = asgi.KeyGuardCredentials(principal)
+            scope["auth"] = asgi.credentials(principal)
             scope["user"] = principal
         admission: Admission | None = (
             verifier,
@@ -152,7 +152,7 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
                 scope["auth"] = asgi._ANONYMOUS_CREDENTIALS
                 scope["user"] = ANONYMOUS
             else:
-                scope["auth"] = asgi.KeyGuardCredentials(principal)
+                scope["auth"] = asgi.credentials(principal)
                 scope["user"] = principal
         if kind == "http" and (decision.rate is not None or decision.extra_headers):
             extra = decision.asgi_headers()

@@ -65,12 +65,21 @@ class ScopeView:
 class KeyGuardCredentials:
     """Starlette ``AuthCredentials`` look-alike carried in ``scope["auth"]``.
 
-    One is made per admitted request; its :attr:`scopes` view only when asked for."""
+    Read-only: one per principal, shared by its requests (:func:`credentials`); its
+    :attr:`scopes` view made only when asked for."""
 
     __slots__ = ("principal",)
 
+    principal: Principal | None
+
     def __init__(self, principal: Principal | None) -> None:
-        self.principal = principal
+        object.__setattr__(self, "principal", principal)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"KeyGuardCredentials is read-only (cannot set {name!r})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"KeyGuardCredentials is read-only (cannot delete {name!r})")
 
     @property
     def scopes(self) -> ScopeView:
@@ -78,6 +87,17 @@ class KeyGuardCredentials:
 
 
 _ANONYMOUS_CREDENTIALS = KeyGuardCredentials(None)
+
+
+def credentials(principal: Principal) -> KeyGuardCredentials:
+    """``scope["auth"]`` for ``principal``: its :class:`KeyGuardCredentials`, made on first use
+    and kept on the principal (which the verifier's cache reuses for every request of the
+    key), so an admitted request allocates none."""
+    view = principal._view
+    if view is None:
+        view = KeyGuardCredentials(principal)
+        object.__setattr__(principal, "_view", view)
+    return view  # type: ignore[no-any-return]
 
 
 def forwarded_for(scope: Scope) -> bytes | None:
@@ -134,8 +154,7 @@ class KeyGuardMiddleware:
         path = scope["path"]
         verifier = self.verifier
         # request_headers() inlined: this is the path nearly every request takes.
-        fields = dict(headers) if type(headers) is list else None
-        if fields is not None and len(fields) == len(headers):
+        if type(headers) is list and len(fields := dict(headers)) == len(headers):
             # No name repeats (the dict, built in C, kept every field): lookups.
             authorization = fields.get(_AUTHORIZATION)
             if type(authorization) is bytes and kind == "http" and verifier.limiter is not None:
@@ -146,7 +165,8 @@ class KeyGuardMiddleware:
                     principal, extra = fast  # type: ignore[misc]  # not a Decision: a plain tuple
                     scope["keyguard"] = principal
                     if self.starlette_compat:
-                        scope["auth"] = KeyGuardCredentials(principal)
+                        auth = principal._view
+                        scope["auth"] = auth if auth is not None else credentials(principal)
                         scope["user"] = principal
                     if extra:
                         send = _with_rate_headers(send, extra)
@@ -186,7 +206,7 @@ class KeyGuardMiddleware:
                 scope["auth"] = _ANONYMOUS_CREDENTIALS
                 scope["user"] = ANONYMOUS
             else:
-                scope["auth"] = KeyGuardCredentials(principal)
+                scope["auth"] = credentials(principal)
                 scope["user"] = principal
         if kind == "http":
             rate = decision.rate

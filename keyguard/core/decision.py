@@ -7,8 +7,8 @@ are built once per cache entry and reused.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, NamedTuple
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from keyguard.core.errors import STATUS, ErrorCode
 from keyguard.core.ratelimit import WindowPlan, admitted_headers, admitted_headers_asgi
@@ -31,6 +31,11 @@ class Principal:
     owner: str | None
     grants: Grants
     record: KeyRecord
+    #: What an adapter hands its framework for this principal, made on first use and kept
+    #: with it (the ASGI adapters' ``scope["auth"]``,
+    #: :func:`keyguard.adapters.asgi.credentials`): one per cached principal, not one per
+    #: request. Set through :func:`object.__setattr__` only; never compared, never shown.
+    _view: Any = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def scopes(self) -> frozenset[str]:

@@ -204,6 +204,36 @@ def test_backend_credentials_are_authcredentials(world: World) -> None:
     assert "tasks:read" not in creds.scopes
 
 
+def test_middleware_credentials_are_one_read_only_object_per_key(world: World) -> None:
+    """``scope["auth"]`` is made once per cached principal, not per request (the first
+    request takes the verifier's full path, the later ones its fast path: both hand over the
+    same object), so it must be read-only: a view that changed it would change every later
+    request of the key."""
+    seen: list[Any] = []
+
+    async def view(request: Request) -> Response:
+        seen.append((request.auth, request.user))
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/x", view)], middleware=auth_only_middleware(world))
+    send = httpx_send(app)
+    for name in ("writer", "writer", "writer", "wildcard"):
+        assert send("GET", "/x", [("Authorization", world.header(name))]).status == 200
+    (first, user), (second, _), (third, _), (other, other_user) = seen
+    assert first is second is third
+    assert first.principal is user
+    assert other is not first
+    assert other.principal is other_user
+    assert "agents:write" in first.scopes
+    assert "tasks:read" not in first.scopes
+    assert "agents:read" in other.scopes  # agents:*
+    with pytest.raises(AttributeError, match="read-only"):
+        first.principal = other_user
+    with pytest.raises(AttributeError, match="read-only"):
+        del first.principal
+    assert first.principal is user
+
+
 def test_backend_without_policy_lets_keyless_requests_through_as_anonymous(world: World) -> None:
     seen: list[Any] = []
 

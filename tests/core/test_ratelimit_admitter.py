@@ -126,8 +126,14 @@ def test_a_unit_counts_from_the_rounded_microsecond() -> None:
         assert not second.allowed, call
 
 
-@pytest.mark.parametrize("cost", [0, -1, 1.5, "1", None])
+class _One(int):
+    """An int subclass equal to 1, but not CPython's cached 1."""
+
+
+@pytest.mark.parametrize("cost", [0, -1, 1.5, "1", None, True, 1.0, _One(1)])
 def test_a_bad_cost_is_refused_before_anything_is_counted(cost: object) -> None:
+    """Nothing but an int >= 1: not even what equals 1 (a bool, a float, an int subclass),
+    which the function's identity fast pass for a cost of 1 must not let through."""
     limiter = MemoryRateLimiter()
     admit = limiter.admitter(DEFAULT_WINDOWS)
     with pytest.raises(ConfigurationError, match="cost"):

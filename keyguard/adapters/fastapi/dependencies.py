@@ -16,7 +16,7 @@ from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from keyguard.adapters._shared import build_verifier
-from keyguard.adapters.asgi import KeyGuardCredentials, KeyGuardMiddleware, request_headers
+from keyguard.adapters.asgi import KeyGuardMiddleware, credentials, request_headers
 from keyguard.adapters.fastapi.errors import KeyGuardHTTPException, install_exception_handlers
 from keyguard.adapters.fastapi.scheme import (
     DEFAULT_SCHEME,
@@ -128,7 +128,7 @@ class _Dependency(SecurityBase):
                 principal, added = fast  # type: ignore[misc]  # not a Decision: a plain tuple
                 scope["keyguard"] = principal
                 scope["user"] = principal
-                scope["auth"] = KeyGuardCredentials(principal)
+                scope["auth"] = credentials(principal)
                 if added:
                     _add_headers(response, added)
                 return principal
@@ -159,7 +159,7 @@ class _Dependency(SecurityBase):
         if principal is not None:
             scope["keyguard"] = principal
             scope["user"] = principal
-            scope["auth"] = KeyGuardCredentials(principal)
+            scope["auth"] = credentials(principal)
         if decision.rate is not None or decision.extra_headers:
             _add_headers(response, decision.asgi_headers())
         return principal
@@ -251,7 +251,7 @@ class RequireScopes(_Dependency):
                         principal, added = fast  # type: ignore[misc]  # a plain tuple
                         scope["keyguard"] = principal
                         scope["user"] = principal
-                        scope["auth"] = KeyGuardCredentials(principal)
+                        scope["auth"] = credentials(principal)
                         if added:
                             raw = response.raw_headers
                             if raw:

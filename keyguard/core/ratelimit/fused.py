@@ -89,7 +89,9 @@ def bound_admit_function(plan: WindowPlan, limiter: Any, *, text: bool) -> Bound
     ind = "    "
     src = [
         "def admit(bucket, cost, ietf, legacy):",
-        f"{ind}if cost.__class__ is not int or cost < 1:",
+        # The common cost, 1, is CPython's one cached 1: an identity test passes it (a bool
+        # or a float equal to 1 is not that object, and meets the full check).
+        f"{ind}if cost is not ONE and (cost.__class__ is not int or cost < 1):",
         f"{ind * 2}_bad_cost(cost)",
         f"{ind}now = _floor(LIMITER._clock() * 1e6 + 0.5)",
         f"{ind}i = hash(bucket) & MASK",
@@ -117,6 +119,7 @@ def bound_admit_function(plan: WindowPlan, limiter: Any, *, text: bool) -> Bound
         "RateState": RateState,
         "_floor": math.floor,
         "_bad_cost": _bad_cost,
+        "ONE": 1,
     }
     if bound.keys() & namespace.keys():
         raise AssertionError("the limiter's and the decision's globals collide")
