@@ -73,6 +73,8 @@ SC_BARE_FEW = "trivial ASGI app, 10 keys' requests"
 SC_BARE_MANY = "trivial ASGI app, many keys' requests"
 SC_KG_FEW = "keyguard full path, 10 keys round-robin"
 SC_KG_MANY = "keyguard full path, many keys round-robin"
+SC_FLOOR_FEW = "hand-written ASGI guard (floor), 10 keys round-robin"
+SC_FLOOR_MANY = "hand-written ASGI guard (floor), many keys round-robin"
 
 # -- group "revocation" ----------------------------------------------------------------------
 RV_MAX = "revocation latency, slowest of 4 workers"

@@ -11,7 +11,10 @@ Run: ``python benchmarks/bench_scale.py`` (about a minute, most of it generating
    the trivial app alone cycling over the same scopes (the baseline: what walking N scopes
    costs without keyguard). The verifier's cache and the limiter are sized to hold every key
    (``cache_size`` and ``max_keys`` = 2N), every key is verified once before timing, and the
-   run fails if the store is read while timed: every timed request is a cache hit.
+   run fails if the store is read while timed: every timed request is a cache hit. The
+   hand-written floor (``_floor.py``: a digest dict and one GCRA time per key) at 10 and at N
+   keys beside them: what cold memory costs a guard that touches a few objects per request,
+   so keyguard's ratio can be read against it.
 2. **Memory per cached key**: ``tracemalloc`` around verifying M fresh keys (cache entry,
    fast-path index entry, decision and principal; the header strings excluded), without and
    with the limiter (its per-key state included), divided by M.
@@ -42,6 +45,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _labels as L
+from benchmarks._floor import Floor, FloorGuard
 from benchmarks._inprocess import (
     EPOCH,
     PATH,
@@ -121,12 +125,18 @@ def hit_path(keys: ManyKeys, number: int, repeat: int) -> list[Row]:
         verifier = keys.verifier(cache_size=2 * count, limiter=limiter)
         return KeyGuardMiddleware(ok_app, verifier=verifier)
 
+    def floor(count: int) -> FloorGuard:
+        table = dict.fromkeys(keys.headers[:count], frozenset({SCOPE}))
+        return FloorGuard(ok_app, floor=Floor(table, admitting_clock()))
+
     bad = Bad()
     apps: dict[str, tuple[Callable[..., Any], list[Any]]] = {
         L.SC_BARE_FEW: (ok_app, few_scopes),
         L.SC_KG_FEW: (guard(FEW), few_scopes),
         L.SC_BARE_MANY: (ok_app, many_scopes),
         L.SC_KG_MANY: (guard(n), many_scopes),
+        L.SC_FLOOR_FEW: (floor(FEW), few_scopes),
+        L.SC_FLOOR_MANY: (floor(n), many_scopes),
     }
 
     async def warm() -> None:
@@ -150,6 +160,8 @@ def hit_path(keys: ManyKeys, number: int, repeat: int) -> list[Row]:
         L.SC_KG_FEW: Row(L.SC_KG_FEW, baseline=L.SC_BARE_FEW),
         L.SC_BARE_MANY: Row(L.SC_BARE_MANY),
         L.SC_KG_MANY: Row(L.SC_KG_MANY, baseline=L.SC_BARE_MANY),
+        L.SC_FLOOR_FEW: Row(L.SC_FLOOR_FEW, baseline=L.SC_BARE_FEW),
+        L.SC_FLOOR_MANY: Row(L.SC_FLOOR_MANY, baseline=L.SC_BARE_MANY),
     }
     labels = list(rows)
     gc.collect()
@@ -275,11 +287,17 @@ def main() -> None:
         text = f"  {r.label:<{width}} min {r.min:7.2f}  median {r.median:7.2f}"
         if r.baseline:
             b = by_label[r.baseline]
-            text += f"   keyguard adds {r.min - b.min:+.2f} / {r.median - b.median:+.2f}"
+            text += f"   adds {r.min - b.min:+.2f} / {r.median - b.median:+.2f}"
         print(text)
     few = by_label[L.SC_KG_FEW].min - by_label[L.SC_BARE_FEW].min
     many = by_label[L.SC_KG_MANY].min - by_label[L.SC_BARE_MANY].min
     print(f"  keyguard's cost at {n:,} keys / at {FEW} keys: x{many / few:.2f} (minimums)")
+    floor_few = by_label[L.SC_FLOOR_FEW].min - by_label[L.SC_BARE_FEW].min
+    floor_many = by_label[L.SC_FLOOR_MANY].min - by_label[L.SC_BARE_MANY].min
+    print(
+        f"  the floor's cost at {n:,} keys / at {FEW} keys: x{floor_many / floor_few:.2f} "
+        "(what a guard keeping ~2 objects per key pays for cold memory)"
+    )
 
     memory = memory_per_key(keys, traced)
     sizes = default_sizes()

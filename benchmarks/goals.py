@@ -286,17 +286,24 @@ def evaluate(groups: Groups) -> list[Goal]:
     )
 
     s = "scale"
-    add(
-        Goal("scale-hit-path", "100,000 active keys: hit path ≤ 1.3x that of 10 keys"),
-        lambda g: _ratio_goal(
+
+    def scale(g: Goal) -> Goal:
+        g = _ratio_goal(
             rows,
             g,
             f"keyguard overhead, {rows.fact(s, 'keys'):,} keys / 10 keys",
             lambda: rows.overhead(s, L.SC_KG_MANY),
             lambda: rows.overhead(s, L.SC_KG_FEW),
             1.3,
-        ),
-    )
+        )
+        try:  # the floor's rows (runs before they were added have none)
+            floor = rows.overhead(s, L.SC_FLOOR_MANY) / rows.overhead(s, L.SC_FLOOR_FEW)
+        except (Missing, ZeroDivisionError):
+            return g
+        g.measured += f"; the floor's x{floor:.2f}"
+        return g
+
+    add(Goal("scale-hit-path", "100,000 active keys: hit path ≤ 1.3x that of 10 keys"), scale)
 
     def revocation(g: Goal) -> Goal:
         worst = rows.row("revocation", L.RV_MAX)["max"]

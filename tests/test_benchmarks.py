@@ -200,6 +200,22 @@ def test_the_end_to_end_goal_is_keyguard_over_bare_and_names_the_floor_beside_it
     assert "floor" not in goals["e2e-throughput"].measured
 
 
+def test_the_scale_goal_is_keyguards_ratio_and_names_the_floors_beside_it() -> None:
+    def group(*rows: dict[str, Any]) -> dict[str, Any]:
+        return {"scale": {"rows": list(rows), "facts": {"keys": 100_000}}}
+
+    keyguard = (_measured(L.SC_KG_FEW, 5.0, 4.0), _measured(L.SC_KG_MANY, 7.0, 6.0))
+    floor = (_measured(L.SC_FLOOR_FEW, 3.0, 2.0), _measured(L.SC_FLOOR_MANY, 3.5, 2.5))
+    goal = {g.id: g for g in evaluate(group(*keyguard, *floor))}["scale-hit-path"]
+    assert goal.met is False
+    assert goal.value == pytest.approx(1.5)
+    assert goal.measured.endswith("; the floor's x1.25")
+    # A run from before the floor rows still gets its verdict.
+    older = {g.id: g for g in evaluate(group(*keyguard))}["scale-hit-path"]
+    assert older.value == pytest.approx(1.5)
+    assert "floor" not in older.measured
+
+
 # -- the README documents every script -------------------------------------------------------------
 def test_every_benchmark_script_is_documented_and_every_documented_script_exists() -> None:
     readme = (ROOT / "benchmarks" / "README.md").read_text(encoding="utf-8")
