@@ -165,7 +165,7 @@ class KeyGuardMiddleware:
                     principal, extra = fast  # type: ignore[misc]  # not a Decision: a plain tuple
                     scope["keyguard"] = principal
                     if self.starlette_compat:
-                        auth = principal._view
+                        auth = principal._view  # credentials() inlined: made once per key
                         scope["auth"] = auth if auth is not None else credentials(principal)
                         scope["user"] = principal
                     if extra:
