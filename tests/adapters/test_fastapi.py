@@ -304,6 +304,34 @@ def test_request_user_is_set_by_a_dependency(world: World) -> None:
     }
 
 
+@pytest.mark.parametrize("dependency", ["require", "authenticated"])
+def test_a_dependency_hands_each_key_one_read_only_credentials(
+    dependency: str, world: World
+) -> None:
+    """``request.auth`` is made once per cached principal, on the dependencies' fast path as
+    on their full one (the first request of a key), so later requests share it."""
+    guard = KeyGuard(verifier=plain_verifier(world))
+    app = FastAPI()
+    seen: list[Any] = []
+    depends = guard.require("agents:read") if dependency == "require" else guard.authenticated
+
+    @app.get("/me", dependencies=[Depends(depends)])
+    async def me(request: Request) -> dict[str, Any]:
+        seen.append((request.auth, request.user))
+        return {}
+
+    guard.install(app)
+    send = httpx_send(app)
+    for name in ("reader", "reader", "reader"):
+        assert send("GET", "/me", [("Authorization", world.header(name))]).status == 200
+    (first, user), (second, _), (third, _) = seen
+    assert first is second is third
+    assert first.principal is user
+    assert "agents:read" in first.scopes
+    with pytest.raises(AttributeError, match="read-only"):
+        first.principal = None
+
+
 def test_standalone_dependency_uses_the_installed_guard(world: World) -> None:
     app = FastAPI()
 

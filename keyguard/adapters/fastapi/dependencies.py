@@ -128,7 +128,8 @@ class _Dependency(SecurityBase):
                 principal, added = fast  # type: ignore[misc]  # not a Decision: a plain tuple
                 scope["keyguard"] = principal
                 scope["user"] = principal
-                scope["auth"] = credentials(principal)
+                auth = principal._view  # credentials() inlined: made once per key
+                scope["auth"] = auth if auth is not None else credentials(principal)
                 if added:
                     _add_headers(response, added)
                 return principal
@@ -251,7 +252,8 @@ class RequireScopes(_Dependency):
                         principal, added = fast  # type: ignore[misc]  # a plain tuple
                         scope["keyguard"] = principal
                         scope["user"] = principal
-                        scope["auth"] = credentials(principal)
+                        auth = principal._view  # credentials() inlined
+                        scope["auth"] = auth if auth is not None else credentials(principal)
                         if added:
                             raw = response.raw_headers
                             if raw:
