@@ -81,6 +81,9 @@ class KeyGuardCredentials:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"KeyGuardCredentials is read-only (cannot delete {name!r})")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KeyGuardCredentials, (self.principal,))
+
     @property
     def scopes(self) -> ScopeView:
         return ScopeView(self.principal)

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from keyguard.core.scopes import Grants
 
 
+_PRINCIPAL_STATE: Final = ("key_id", "name", "owner", "grants", "record")
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class Principal:
     """The authenticated caller: a key, who owns it and what it may do.
@@ -36,6 +39,16 @@ class Principal:
     #: :func:`keyguard.adapters.asgi.credentials`): one per cached principal, not one per
     #: request. Set through :func:`object.__setattr__` only; never compared, never shown.
     _view: Any = field(default=None, init=False, repr=False, compare=False)
+
+    # A copy or a pickle carries the principal's value, not an adapter's cache of it (whose
+    # view would point at the original).
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (self.key_id, self.name, self.owner, self.grants, self.record)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        for name, value in zip(_PRINCIPAL_STATE, state, strict=True):
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "_view", None)
 
     @property
     def scopes(self) -> frozenset[str]:

@@ -5,7 +5,9 @@ decorator."""
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import pickle
 from typing import Any
 
 import httpx
@@ -232,6 +234,40 @@ def test_middleware_credentials_are_one_read_only_object_per_key(world: World) -
     with pytest.raises(AttributeError, match="read-only"):
         del first.principal
     assert first.principal is user
+
+
+@pytest.mark.parametrize(
+    "duplicate",
+    [
+        pytest.param(copy.copy, id="copy"),
+        pytest.param(copy.deepcopy, id="deepcopy"),
+        pytest.param(lambda x: pickle.loads(pickle.dumps(x)), id="pickle"),  # noqa: S301
+    ],
+)
+def test_a_principal_and_its_kept_credentials_copy_and_pickle(duplicate: Any, world: World) -> None:
+    """Keeping the credentials on the principal must not cost what worked before: a copy or
+    a pickle of ``request.user`` (a cache, a task queue) carries the principal's value and no
+    view of the original; ``request.auth`` copies and pickles as well."""
+    seen: list[Any] = []
+
+    async def view(request: Request) -> Response:
+        seen.append((request.auth, request.user))
+        return JSONResponse({})
+
+    app = Starlette(routes=[Route("/x", view)], middleware=auth_only_middleware(world))
+    assert httpx_send(app)("GET", "/x", [("Authorization", world.header("writer"))]).status == 200
+    auth, user = seen[0]
+    assert user._view is auth
+    twin = duplicate(user)
+    assert (twin.key_id, twin.name, twin.owner) == (user.key_id, user.name, user.owner)
+    assert twin.record == user.record
+    assert twin.scopes == user.scopes
+    assert twin._view is None  # made afresh for the copy, if an adapter ever asks
+    assert asgi.credentials(twin).principal is twin
+    again = duplicate(auth)
+    assert type(again) is type(auth)
+    assert again.principal.key_id == user.key_id
+    assert "agents:write" in again.scopes
 
 
 def test_backend_without_policy_lets_keyless_requests_through_as_anonymous(world: World) -> None:
