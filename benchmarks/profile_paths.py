@@ -15,13 +15,16 @@ Requests are built and sent exactly as in ``bench_asgi.py`` / ``bench_wsgi.py`` 
 bytecode instructions each function executes per request (``sys.settrace`` opcode events over
 ``--number`` requests, default 50 in this mode): unlike a time it is the same on every machine
 and every run, so two versions of the code compare exactly (the guard's own count, against the
-floor's, is how far the code is from a hand-written guard in work done).
+floor's, is how far the code is from a hand-written guard in work done); ``--lines`` with it
+lists the guard's own count line by line, with each line's text (the generated rate-limit
+functions' lines included), to find which lines of a path cost what.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import linecache
 import os
 import pstats
 import sys
@@ -189,17 +192,24 @@ def _where(code: CodeType) -> str:
     return f"{name}:{code.co_firstlineno} {code.co_qualname}"
 
 
-def bytecodes(driver: Any, app: Any, request: str, number: int, top: int) -> None:
-    """Bytecode instructions executed per request: in all, by the guard, per function."""
+def bytecodes(
+    driver: Any, app: Any, request: str, number: int, top: int, lines: bool = False
+) -> None:
+    """Bytecode instructions executed per request: in all, by the guard, per function (with
+    ``lines``: the guard's own, line by line, in source order)."""
     counts: Counter[CodeType] = Counter()
+    per_line: Counter[tuple[CodeType, int]] = Counter()
 
     def tracer(frame: FrameType, event: str, arg: Any) -> Any:
         frame.f_trace_opcodes = True
         code = frame.f_code
+        own = lines and _guard_code(code.co_filename)
 
         def local(frame: FrameType, event: str, arg: Any) -> Any:
             if event == "opcode":
                 counts[code] += 1
+                if own:
+                    per_line[code, frame.f_lineno or 0] += 1
             return local
 
         return local
@@ -213,10 +223,29 @@ def bytecodes(driver: Any, app: Any, request: str, number: int, top: int) -> Non
     own = sum(n for code, n in counts.items() if _guard_code(code.co_filename)) / number
     print(f"bytecode instructions per request, mean of {number:,}: {total:,.0f} in all, ")
     print(f"{own:,.0f} in the guard's own code (keyguard's or the floor's)\n")
+    if lines:
+        _by_line(per_line, number)
+        return
     for code, n in counts.most_common(top):
         mark = "*" if _guard_code(code.co_filename) else " "
         print(f"  {n / number:8.1f} {mark} {_where(code)}")
     print("\n(* the guard's own code)")
+
+
+def _by_line(per_line: Counter[tuple[CodeType, int]], number: int) -> None:
+    """The guard's own bytecodes per request, function by function (the busiest first), each
+    line in source order with its text (the generated functions' too: their source is
+    registered with linecache)."""
+    functions: Counter[CodeType] = Counter()
+    for (code, _), n in per_line.items():
+        functions[code] += n
+    for code, n in functions.most_common():
+        print(f"{n / number:8.1f}  {_where(code)}")
+        for (c, line), m in sorted(per_line.items(), key=lambda item: item[0][1]):
+            if c is code and m / number >= 0.05:
+                text = linecache.getline(code.co_filename, line).strip() if line else ""
+                print(f"  {m / number:6.1f}  {line:5d}  {text[:100]}")
+        print()
 
 
 def prepared(keys: Keys, label: str) -> tuple[Any, Any, Any]:
@@ -258,9 +287,16 @@ def main() -> None:
         action="store_true",
         help="count the bytecode instructions each function runs per request instead",
     )
+    parser.add_argument(
+        "--lines",
+        action="store_true",
+        help="with --bytecodes: the guard's own count line by line, with each line's text",
+    )
     args = parser.parse_args()
     if args.number is not None and args.number < 1:
         parser.error("--number must be positive")
+    if args.lines and not args.bytecodes:
+        parser.error("--lines goes with --bytecodes")
     number = args.number or (50 if args.bytecodes else 20_000)
     if args.breakdown:
         breakdown(min(number, 5_000))
@@ -269,7 +305,7 @@ def main() -> None:
     label = variant.label
     if args.bytecodes:
         print(f"{label}")
-        bytecodes(driver, app, variant.request, number, args.top)
+        bytecodes(driver, app, variant.request, number, args.top, args.lines)
         return
     profile = cProfile.Profile()
     profile.enable()

@@ -306,6 +306,22 @@ def test_bytecode_counts_are_the_same_on_every_run_and_name_the_guards_code() ->
     assert "keyguard/" not in floor_text
 
 
+@pytest.mark.slow
+def test_bytecodes_by_line_show_the_generated_lines_with_their_text() -> None:
+    """--lines lists the guard's own count line by line with each line's text, the generated
+    admission's lines included (their source is registered with linecache)."""
+    proc = _script("profile_paths.py", "full", "--bytecodes", "--lines", "--number", "10")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "<keyguard.ratelimit bound asgi admit" in out
+    assert re.search(r"^\s+[\d.]+\s+\d+\s+states\.move_to_end\(bucket\)$", out, re.M), out
+    assert re.search(r"^\s+[\d.]+\s+\d+\s+hit = self\._index\.get\(", out, re.M), out
+    assert "starlette/" not in out  # the guard's own code only
+    refused = _script("profile_paths.py", "full", "--lines")
+    assert refused.returncode == 2
+    assert "--lines goes with --bytecodes" in refused.stderr
+
+
 def test_rows_keeps_the_named_rows_with_their_baselines_in_order() -> None:
     """--rows (a quicker before/after run): the rows named by a piece of their label, case
     aside, and every baseline they are compared with, even when only the row is named."""

@@ -4,7 +4,8 @@ same bucket state (created, moved to the LRU end, evicted), the same refusals an
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import given
@@ -141,6 +142,31 @@ def test_a_bad_cost_is_refused_before_anything_is_counted(cost: object) -> None:
     with pytest.raises(ConfigurationError, match="cost"):
         limiter.admit("k", DEFAULT_WINDOWS, cost)  # type: ignore[arg-type]
     assert len(limiter) == 0
+
+
+def test_a_traceback_through_generated_code_shows_its_lines() -> None:
+    """The generated functions' source is registered with linecache: a traceback (and a
+    profiler or tracer) shows the generated line, not an empty one."""
+    limiter = MemoryRateLimiter()
+    plan = plan_for(DEFAULT_WINDOWS)
+    cases: list[tuple[Callable[[], object], type[Exception], str]] = [
+        (lambda: limiter.admitter(DEFAULT_WINDOWS)("k", 0, True, True), ConfigurationError, "cost"),
+        (
+            lambda: limiter.admitter(DEFAULT_WINDOWS, True)("k", 0, True, True),
+            ConfigurationError,
+            "cost",
+        ),
+        (lambda: plan.run(None, 1, 1, True), AttributeError, "state.last"),  # type: ignore[arg-type]
+        (lambda: admitted_headers_asgi(plan, None), TypeError, "c[0]"),  # type: ignore[arg-type]
+        (lambda: admitted_headers(plan, None), TypeError, "c[0]"),  # type: ignore[arg-type]
+    ]
+    for call, error, text in cases:
+        with pytest.raises(error) as info:
+            call()
+        frames = traceback.extract_tb(info.value.__traceback__)
+        generated = [f for f in frames if f.filename.startswith("<keyguard.ratelimit")]
+        assert generated, [f.filename for f in frames]
+        assert text in (generated[-1].line or ""), generated[-1]
 
 
 def test_one_function_per_window_set_and_kind_named_after_both() -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.ratelimit.headers import _render_source
-from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, _source
+from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, _source, define
 from keyguard.core.ratelimit.state import RateState
 
 #: ``admit(state, now_us, cost, ietf, legacy)`` -> the admitted headers, or the refusal.
@@ -69,8 +69,7 @@ def _compile(plan: WindowPlan, *, text: bool) -> Admit:
     body, namespace = _body(plan, text=text)
     src = ["def admit(state, now, cost, ietf, legacy):", *body]
     kind = "text" if text else "asgi"
-    # The source is built only from integers and indices: no user text reaches exec.
-    exec(compile("\n".join(src), f"<keyguard.ratelimit {kind} admit {plan!r}>", "exec"), namespace)  # noqa: S102
+    define(src, f"<keyguard.ratelimit {kind} admit {plan!r}>", namespace)
     return namespace["admit"]  # type: ignore[no-any-return]
 
 
@@ -125,9 +124,7 @@ def bound_admit_function(plan: WindowPlan, limiter: Any, *, text: bool) -> Bound
         raise AssertionError("the limiter's and the decision's globals collide")
     namespace.update(bound)
     kind = "text" if text else "asgi"
-    # The source is built only from integers and indices: no user text reaches exec.
-    name = f"<keyguard.ratelimit bound {kind} admit {plan!r}>"
-    exec(compile("\n".join(src), name, "exec"), namespace)  # noqa: S102
+    define(src, f"<keyguard.ratelimit bound {kind} admit {plan!r}>", namespace)
     return namespace["admit"]  # type: ignore[no-any-return]
 
 

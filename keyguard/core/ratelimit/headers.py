@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Final
 
-from keyguard.core.ratelimit.plan import RateDecision, WindowPlan
+from keyguard.core.ratelimit.plan import RateDecision, WindowPlan, define
 
 
 def _most_constraining(counts: tuple[int, ...]) -> int:
@@ -102,9 +102,7 @@ def _compile(plan: WindowPlan, *, text: bool) -> Callable[[tuple[int, ...], bool
     prebuilt. Only the three numbers and the ``RateLimit`` field are formatted per call."""
     body, namespace = _render_source(plan, text=text)
     src = ["def render(c, ietf, legacy):", *body]
-    # The source holds only indices computed above: no user text reaches exec.
-    name = f"<keyguard.ratelimit {'text' if text else 'asgi'} headers {plan!r}>"
-    exec(compile("\n".join(src), name, "exec"), namespace)  # noqa: S102
+    define(src, f"<keyguard.ratelimit {'text' if text else 'asgi'} headers {plan!r}>", namespace)
     return namespace["render"]  # type: ignore[no-any-return]
 
 

@@ -4,6 +4,7 @@ of the headers and the Redis script arguments; :class:`RateDecision` is what a r
 
 from __future__ import annotations
 
+import linecache
 import math
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
@@ -348,6 +349,16 @@ def _source(plan: WindowPlan) -> _Source:
     return _Source(prelude, " and ".join(checks), consume, taken, peeked, refusal, namespace)
 
 
+def define(lines: list[str], name: str, namespace: dict[str, Any]) -> None:
+    """Compile and run generated source (built by this package from integers and indices
+    only: no user text reaches ``exec``) in ``namespace``, its text registered with
+    :mod:`linecache` under ``name``, so that a traceback, a profiler or a tracer shows the
+    generated line rather than nothing."""
+    source = "\n".join(lines) + "\n"
+    exec(compile(source, name, "exec"), namespace)  # noqa: S102
+    linecache.cache[name] = (len(source), None, source.splitlines(True), name)
+
+
 def _compile(plan: WindowPlan) -> _Runner:
     """Specialise the decision for one window set: straight-line code, constants inlined.
 
@@ -379,6 +390,5 @@ def _compile(plan: WindowPlan) -> _Runner:
     src.append(f"{ind * 2}), 0, False, False))")
     src += s.refusal
     namespace = dict(s.namespace)
-    # The source is built only from integers computed above: no user text reaches exec.
-    exec(compile("\n".join(src), f"<keyguard.ratelimit {plan!r}>", "exec"), namespace)  # noqa: S102
+    define(src, f"<keyguard.ratelimit {plan!r}>", namespace)
     return namespace["run"]  # type: ignore[return-value]
