@@ -43,7 +43,7 @@ class Principal:
     # A copy or a pickle carries the principal's value, not an adapter's cache of it (whose
     # view would point at the original).
     def __getstate__(self) -> tuple[Any, ...]:
-        return (self.key_id, self.name, self.owner, self.grants, self.record)
+        return tuple(getattr(self, name) for name in _PRINCIPAL_STATE)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         for name, value in zip(_PRINCIPAL_STATE, state, strict=True):
