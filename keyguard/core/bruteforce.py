@@ -95,11 +95,6 @@ _SLOTS: Final = 8
 _EMPTY: Final = (0,) * _SLOTS
 
 
-def _new_record(current: int) -> list[int]:
-    """A record for an address with no failure yet, its newest sub-window ``current``."""
-    return [current, *_EMPTY]
-
-
 _MAX_COUNT: Final = 2**32 - 1
 # What client_bucket() makes of an address without ":" (IPv4 or a name): the address itself,
 # cut to this length; spelled out on the per-failure path.
@@ -284,7 +279,11 @@ class BruteForceGuard:
         """Count a failed authentication; returns :meth:`is_blocked` after counting it, so
         ``None`` for the first ``threshold`` failures in the window."""
         key = self.bucket(client) if client is None or ":" in client else client[:_MAX_KEY]
-        with self._lock:
+        # acquire()/release() rather than ``with``: on the path of every refused guess, the
+        # with statement's __enter__/__exit__ lookups and calls cost more than the lock.
+        lock = self._lock
+        lock.acquire()
+        try:
             now = self.clock()
             latest = self._latest
             if now > latest:
@@ -293,7 +292,7 @@ class BruteForceGuard:
             records = self._records
             record = records.get(key)
             if record is None:
-                records[key] = record = _new_record(current)
+                records[key] = record = [current, *_EMPTY]  # no failure before this one
                 if len(records) > self.max_clients:
                     records.popitem(last=False)
             else:
@@ -315,6 +314,8 @@ class BruteForceGuard:
             if sum(record) - current <= self.threshold:
                 return None
             return self._retry_after(record, now, latest)
+        finally:
+            lock.release()
 
     def reset(self, client: str | None) -> None:
         """Forget the failures counted for ``client``'s bucket (an operator unblocking an

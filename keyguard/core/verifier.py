@@ -119,6 +119,8 @@ _FOREVER: Final = math.inf
 #: the headers or the refusal (MemoryRateLimiter.admitter).
 _LaneAdmit = Callable[[str, int, bool, bool], Any]
 _new_tuple = tuple.__new__
+#: Verifier._missed when it holds no value (nothing is ever identical to a fresh object).
+_NO_MISS: Final[tuple[object, bytes]] = (object(), b"")
 
 
 class _Unset:
@@ -274,6 +276,10 @@ class Verifier(KeyLimits):
         self._lane_min_length = len(CANONICAL) + key_format.min_length
         self._lane_asgi: _LaneAdmit | None = None
         self._lane_text: _LaneAdmit | None = None
+        # (value, digest) of the last value fast_admit() found in no index entry, for
+        # verify_nowait() to reuse when it is handed the same object (an identity test: a
+        # value equal but not identical is hashed again).
+        self._missed: tuple[object, bytes] = _NO_MISS
         if isinstance(owner_rate_limits, str):
             owner_rate_limits = parse_windows(owner_rate_limits)
         self.owner_rate_limits = (
@@ -334,7 +340,12 @@ class Verifier(KeyLimits):
             return None, b""
         if len(raw) > self.max_header_length:  # type: ignore[arg-type]
             return None, b""
-        digest = blake2s(raw).digest()  # type: ignore[arg-type]
+        missed = self._missed
+        if missed[0] is raw:  # fast_admit() hashed this very value (as in verify_nowait())
+            digest = missed[1]
+            self._missed = _NO_MISS
+        else:
+            digest = blake2s(raw).digest()  # type: ignore[arg-type]
         hit = self._index.get(digest)
         if hit is not None and hit[1] > self._monotonic():
             self._cache.index_hits += 1
@@ -719,7 +730,12 @@ class Verifier(KeyLimits):
         hit = None
         digest = b""
         if raw is not None and len(raw) <= self.max_header_length:
-            digest = blake2s(raw).digest()
+            missed = self._missed
+            if missed[0] is raw:  # the same object fast_admit() just hashed: its digest
+                digest = missed[1]
+                self._missed = _NO_MISS  # (and no reference to the value kept)
+            else:
+                digest = blake2s(raw).digest()
             hit = self._index.get(digest)
         if hit is None or hit[1] <= self._monotonic():
             if isinstance(peer, _Unset) or not self._settle_inline:
@@ -822,8 +838,12 @@ class Verifier(KeyLimits):
         # up, and a value too short to hold a key (a malformed one) before it is hashed.
         if not self._lane_min_length <= len(authorization) <= self.max_header_length:
             return None
-        hit = self._index.get(blake2s(authorization).digest())
+        digest = blake2s(authorization).digest()
+        hit = self._index.get(digest)
         if hit is None or hit[1] <= self._monotonic():
+            # verify_nowait() decides next, for this very value (every 401 of a well-formed
+            # value comes this way): it takes the digest instead of hashing the value again.
+            self._missed = (authorization, digest)
             return None
         # The key's own conditions (suspended, networks, its own limit, extra headers) were
         # judged when it was indexed: the lane is its principal, or None.

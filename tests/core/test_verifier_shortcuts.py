@@ -167,3 +167,77 @@ def test_a_limiter_not_known_to_decide_in_process_never_takes_the_fast_path(make
     assert v.fast_admit(raw, "GET", "/agents") is None
     decision = v.verify_nowait(key.header, "GET", "/agents")
     assert decision is None or decision.allowed
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    """The values the verifier's BLAKE2s index digest was computed for."""
+    import keyguard.core.verifier as module
+
+    seen: list[bytes] = []
+    real = module.blake2s
+
+    def spy(data: bytes) -> Any:
+        seen.append(bytes(data))
+        return real(data)
+
+    monkeypatch.setattr(module, "blake2s", spy)
+    return seen
+
+
+def test_a_value_the_fast_path_missed_is_hashed_once(hashed: list[bytes]) -> None:
+    """A well-formed value in no index entry (every 401 for an unknown id) is hashed by
+    fast_admit(); verify_nowait(), handed the same object next, takes that digest."""
+    store = MemoryStore()
+    KeyFactory(store).issue("agents:read")
+    v = verifier(store)
+    raw = f"UserKey {KeyFormat().generate().plaintext}".encode()  # well-formed, never stored
+    assert v.verify(raw, "GET", "/agents", peer="10.0.0.1").status == 401  # now cached unknown
+    hashed.clear()
+    assert v.fast_admit(raw, "GET", "/agents") is None
+    first = v.verify_nowait(raw, "GET", "/agents", peer=("10.0.0.1", 1))
+    assert first is not None
+    assert first.status == 401
+    assert hashed.count(raw) == 1
+    assert v._missed[0] is not raw  # handed off, and no reference to the value kept
+    # Control: an equal value that is another object is hashed again, and answered alike.
+    again = bytes(bytearray(raw))
+    assert again == raw
+    assert again is not raw
+    assert v.fast_admit(again, "GET", "/agents") is None
+    second = v.verify_nowait(bytes(bytearray(raw)), "GET", "/agents", peer=("10.0.0.1", 1))
+    assert second is not None
+    assert (second.status, second.code) == (first.status, first.code)
+    assert hashed.count(raw) == 3
+
+
+def test_a_missed_digest_never_answers_for_another_value(hashed: list[bytes]) -> None:
+    """The digest handed from fast_admit() to verify_nowait() belongs to one object: any other
+    value — a valid key after an unknown one, or the first of two missed values — is judged
+    on its own digest."""
+    store = MemoryStore()
+    factory = KeyFactory(store)
+    good = factory.issue("agents:read")
+    v = verifier(store)
+    raw_good = indexed(v, good.header)
+    unknown = f"UserKey {KeyFormat().generate().plaintext}".encode()
+    other = f"UserKey {KeyFormat().generate().plaintext}".encode()
+    assert v.verify(unknown, "GET", "/agents", peer="10.0.0.1").status == 401
+    hashed.clear()
+    assert v.fast_admit(unknown, "GET", "/agents") is None
+    decision = v.verify_nowait(raw_good, "GET", "/agents", peer=("10.0.0.1", 1))
+    assert decision is not None
+    assert decision.allowed
+    assert decision.principal is not None
+    assert decision.principal.key_id == good.key_id
+    assert v.fast_admit(unknown, "GET", "/agents") is None
+    assert v.fast_admit(other, "GET", "/agents") is None
+    refused = v.verify_nowait(unknown, "GET", "/agents", peer=("10.0.0.1", 1))
+    assert refused is not None
+    assert refused.status == 401
+    assert hashed.count(unknown) == 3  # twice by fast_admit(), once more: not other's digest
+    # The observed path's lookup (_hot) takes the hand-off too, and only for its own value.
+    assert v._hot(other)[0] is None
+    assert hashed.count(other) == 1
+    assert v.fast_admit(raw_good, "GET", "/agents") is not None
+    assert v._hot(raw_good)[0] is not None
