@@ -719,6 +719,7 @@ class Verifier(KeyLimits):
         else:
             also = None
             if requirement is None:
+                self._missed = _NO_MISS  # fast_admit() may have hashed a value: let it go
                 return d.ALLOW_PUBLIC
         # _hot() inlined: this is the path nearly every request of a busy service takes.
         kind = type(authorization)
@@ -841,9 +842,12 @@ class Verifier(KeyLimits):
         digest = blake2s(authorization).digest()
         hit = self._index.get(digest)
         if hit is None or hit[1] <= self._monotonic():
-            # verify_nowait() decides next, for this very value (every 401 of a well-formed
-            # value comes this way): it takes the digest instead of hashing the value again.
-            self._missed = (authorization, digest)
+            if not text:
+                # An ASGI adapter calls verify_nowait() next, with this very object (every 401
+                # of a well-formed value comes this way): it takes the digest instead of
+                # hashing the value again, and lets go of the value. (A text caller encoded
+                # its value for this call alone: nothing would take it.)
+                self._missed = (authorization, digest)
             return None
         # The key's own conditions (suspended, networks, its own limit, extra headers) were
         # judged when it was indexed: the lane is its principal, or None.

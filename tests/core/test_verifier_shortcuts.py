@@ -18,7 +18,7 @@ import pytest
 
 from keyguard.core.hashing import Hasher
 from keyguard.core.keys import KeyFormat
-from keyguard.core.policy import RoutePolicy
+from keyguard.core.policy import PUBLIC, RoutePolicy
 from keyguard.core.ratelimit import MemoryRateLimiter
 from keyguard.core.scopes import Scope, as_requirement
 from keyguard.core.verifier import Verifier
@@ -241,3 +241,20 @@ def test_a_missed_digest_never_answers_for_another_value(hashed: list[bytes]) ->
     assert hashed.count(other) == 1
     assert v.fast_admit(raw_good, "GET", "/agents") is not None
     assert v._hot(raw_good)[0] is not None
+
+
+def test_the_hand_off_keeps_no_value_it_will_not_use() -> None:
+    """A text caller's value (WSGI, Django: encoded for fast_admit() alone) is not kept, and a
+    public route, where verify_nowait() reads no key, lets go of the value fast_admit() kept."""
+    store = MemoryStore()
+    KeyFactory(store).issue("agents:read")
+    v = verifier(store, policy=RoutePolicy({**RULES, "GET /health": PUBLIC}))
+    unknown = f"UserKey {KeyFormat().generate().plaintext}".encode()
+    assert v.fast_admit(unknown, "GET", "/agents", None, True) is None
+    assert v._missed[0] is not unknown
+    assert v.fast_admit(unknown, "GET", "/health") is None
+    assert v._missed[0] is unknown  # kept for verify_nowait()...
+    public = v.verify_nowait(unknown, "GET", "/health", peer=("10.0.0.1", 1))
+    assert public is not None
+    assert public.allowed
+    assert v._missed[0] is not unknown  # ...which let go of it without reading it
