@@ -448,3 +448,31 @@ def test_profile_e2e_charges_each_sample_to_its_innermost_python_frame() -> None
     assert total == 22
     assert components == {"keyguard": 8, "starlette": 4, "uvicorn": 7, "floor": 2, "other": 1}
     assert functions == {"run (generated)": 5, "render (generated)": 3, "check (_floor.py)": 2}
+
+
+def test_instructions_gc_off_reaches_both_counted_interpreters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--gc-off`` is passed to each ``--serve`` run valgrind counts (the one serving N and the
+    one serving none), and only with the option."""
+    import subprocess
+
+    from benchmarks import instructions
+
+    commands: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        commands.append(cmd)
+        return subprocess.CompletedProcess(
+            cmd,
+            0,
+            "",
+            f"==1== Collected : {1000 + 7 * int(cmd[-2] if cmd[-1] == '--gc-off' else cmd[-1])}",
+        )
+
+    monkeypatch.setattr(instructions.subprocess, "run", fake_run)
+    assert instructions.per_request("full", 10, gc_off=True) == 7
+    assert [cmd[-3:] for cmd in commands] == [["full", "10", "--gc-off"], ["full", "0", "--gc-off"]]
+    commands.clear()
+    assert instructions.per_request("full", 10) == 7
+    assert [cmd[-2:] for cmd in commands] == [["full", "10"], ["full", "0"]]

@@ -146,14 +146,17 @@ class KeyGuardMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind != "http" and kind != "websocket":
+        if kind == "http":
+            method = scope["method"]  # required in an HTTP scope (the ASGI spec)
+        elif kind == "websocket":
+            method = "GET"  # a handshake: checked as the GET it is
+        else:
             await self.app(scope, receive, send)
             return
         headers = scope["headers"]
         authorization: bytes | list[bytes] | None
         request_id: bytes | None
         forwarded: bytes | list[bytes] | None
-        method = scope.get("method", "GET") if kind == "http" else "GET"
         path = scope["path"]
         verifier = self.verifier
         # request_headers() inlined: this is the path nearly every request takes.

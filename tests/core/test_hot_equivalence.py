@@ -208,6 +208,10 @@ FUSED_PLANS = [
     *PLANS,
     plan_for(parse_windows("3/hour, 4/day")),  # only bucketed windows: no sliding log
     plan_for(parse_windows("7/minute")),  # one exact window
+    # The legacy remaining looked up unchecked up to a smallest limit of 1024 (at most 1023
+    # left), checked above it.
+    plan_for(parse_windows("1024/minute, 5000/day")),
+    plan_for(parse_windows("1025/10s, 2000/minute")),
 ]
 #: (microseconds to the next request, its cost): bursts, pauses, long gaps, a clock step back.
 steps_st = st.lists(
@@ -253,6 +257,35 @@ def test_the_fused_admission_is_the_decision_then_its_headers(
             assert got == decision
         assert fused == plain
         assert fused.last == plain.last
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["asgi", "text"])
+def test_the_fused_remaining_is_range_tested_only_when_not_proven(text: bool) -> None:
+    """The fused admission looks the legacy remaining up without a range test when the
+    admission proves it in the table (every remaining below the smallest limit, <= 1024); the
+    renderer for counts from elsewhere, and a plan whose smallest limit is above the table,
+    keep the test — and both render what the reference renders."""
+    import linecache
+
+    def remaining_line(function: Any) -> str:
+        lines = linecache.getlines(function.__code__.co_filename)
+        (line,) = [line for line in lines if "rem = (REMAINING" in line]
+        return line.strip()
+
+    proven = plan_for(parse_windows("100/minute, 1024/hour"))
+    unproven = plan_for(parse_windows("2000/minute, 5000/day"))
+    assert remaining_line(admit_function(proven, text=text)) == "rem = (REMAINING, DIGITS[r])"
+    assert "0 <= r < 1024" in remaining_line(admit_function(unproven, text=text))
+    render = admitted_headers if text else admitted_headers_asgi
+    render(proven, (99, 60, 1023, 3600), True, True)
+    assert "0 <= r < 1024" in remaining_line(proven.text_render if text else proven.asgi_render)
+    # Far down the unproven plan's window: a remaining above the table, formatted.
+    state = RateState()
+    admit = admit_function(unproven, text=text)
+    headers = admit(state, 1_700_000_000_000_000, 3, True, True)
+    assert type(headers) is not RateDecision
+    remaining = dict(headers)["X-RateLimit-Remaining" if text else b"x-ratelimit-remaining"]
+    assert remaining == ("1997" if text else b"1997")
 
 
 def test_the_fused_admission_is_compiled_once_per_plan_and_kind() -> None:

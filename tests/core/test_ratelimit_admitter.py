@@ -4,8 +4,10 @@ same bucket state (created, moved to the LRU end, evicted), the same refusals an
 
 from __future__ import annotations
 
+import linecache
 import traceback
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -142,6 +144,35 @@ def test_a_bad_cost_is_refused_before_anything_is_counted(cost: object) -> None:
     with pytest.raises(ConfigurationError, match="cost"):
         limiter.admit("k", DEFAULT_WINDOWS, cost)  # type: ignore[arg-type]
     assert len(limiter) == 0
+
+
+@pytest.mark.parametrize("text", [False, True], ids=["asgi", "text"])
+def test_a_cost_of_one_runs_the_unit_body_and_any_other_the_general_one(text: bool) -> None:
+    """The admitter runs its own body, generated for a cost of 1 (``used < limit``), for a
+    cost of 1, and hands every other cost to the body generated for any cost: both count
+    alike (the differential test above holds the answers equal)."""
+    limiter = MemoryRateLimiter(clock=lambda: 1_000.0)
+    admit = limiter.admitter(DEFAULT_WINDOWS, text)
+    general = admit.__globals__["any_cost"]
+    handed: list[int] = []
+
+    def spy(bucket: str, cost: int, ietf: bool, legacy: bool) -> Any:
+        handed.append(cost)
+        return general(bucket, cost, ietf, legacy)
+
+    admit.__globals__["any_cost"] = spy
+    try:
+        assert type(admit("k", 1, True, True)) is not RateDecision
+        assert type(admit("k", 3, True, True)) is not RateDecision
+        assert type(admit("k", 1, True, True)) is not RateDecision
+    finally:
+        admit.__globals__["any_cost"] = general
+    assert handed == [3]
+    assert limiter.peek("k", DEFAULT_WINDOWS).counts[0] == 20 - 5  # 1 + 3 + 1 units taken
+    lines = linecache.getlines(admit.__code__.co_filename)
+    unit = lines[admit.__code__.co_firstlineno - 1 :]
+    assert any("u0 < 20" in line for line in unit)
+    assert not any("cost <= 20" in line for line in unit)
 
 
 def test_a_traceback_through_generated_code_shows_its_lines() -> None:

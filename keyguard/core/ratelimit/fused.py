@@ -43,12 +43,13 @@ def admit_function(plan: WindowPlan, *, text: bool = False) -> Admit:
     return fused
 
 
-def _body(plan: WindowPlan, *, text: bool) -> tuple[list[str], dict[str, Any]]:
+def _body(plan: WindowPlan, *, text: bool, unit: bool = False) -> tuple[list[str], dict[str, Any]]:
     """The fused function's body (at function-body indent, reading ``state``, ``now``,
-    ``cost``, ``ietf`` and ``legacy``; every path returns) and its globals."""
+    ``cost``, ``ietf`` and ``legacy``; every path returns) and its globals. ``unit``: for a
+    ``cost`` of 1 only (see :func:`~keyguard.core.ratelimit.plan._source`)."""
     ind = "    "
-    decision = _source(plan)
-    render, render_globals = _render_source(plan, text=text)
+    decision = _source(plan, unit=unit)
+    render, render_globals = _render_source(plan, text=text, admitted=True)
     src = [*decision.prelude, f"{ind}if {decision.admit}:"]
     src += [f"{ind * 2}{line}" for line in decision.consume]
     # Headers off: nothing to count for them (the default, both on, pays one test).
@@ -83,31 +84,49 @@ def bound_admit_function(plan: WindowPlan, limiter: Any, *, text: bool) -> Bound
     clock, the bucket's stripe and lock, its state created or moved to the LRU end: what
     ``MemoryRateLimiter.hit`` does) and :func:`admit_function`'s body in one function, so the
     verifier's fast path makes one call where it made two. The limiter's stripes, locks and
-    sizes are fixed when it is built; its clock is read from it on every call."""
-    body, namespace = _body(plan, text=text)
+    sizes are fixed when it is built; its clock is read from it on every call.
+
+    Two functions in fact: ``admit`` itself runs the body generated for a cost of 1 (nearly
+    every request's), and hands any other cost, once checked, to ``ANY_COST``, the same steps
+    generated for any cost."""
     ind = "    "
+
+    def steps(body: list[str]) -> list[str]:
+        """The limiter's steps around ``body``: its clock, the stripe, lock and LRU touch."""
+        return [
+            f"{ind}now = _floor(LIMITER._clock() * 1e6 + 0.5)",
+            f"{ind}i = hash(bucket) & MASK",
+            f"{ind}lock = LOCKS[i]",
+            f"{ind}lock.acquire()",
+            f"{ind}try:",
+            f"{ind * 2}states = STRIPES[i]",
+            f"{ind * 2}state = states.get(bucket)",
+            f"{ind * 2}if state is None:",
+            f"{ind * 3}state = states[bucket] = RateState()",
+            f"{ind * 3}if len(states) > PER_STRIPE:",
+            f"{ind * 4}states.popitem(last=False)",
+            f"{ind * 2}else:",
+            f"{ind * 3}states.move_to_end(bucket)",
+            *[f"{ind}{line}" for line in body],
+            f"{ind}finally:",
+            f"{ind * 2}lock.release()",
+        ]
+
+    body, namespace = _body(plan, text=text)
+    unit_body, unit_namespace = _body(plan, text=text, unit=True)
+    if unit_namespace.keys() != namespace.keys():
+        raise AssertionError("the unit and any-cost bodies need different globals")
     src = [
+        "def any_cost(bucket, cost, ietf, legacy):",
+        *steps(body),
         "def admit(bucket, cost, ietf, legacy):",
         # The common cost, 1, is CPython's one cached 1: an identity test passes it (a bool
         # or a float equal to 1 is not that object, and meets the full check).
-        f"{ind}if cost is not ONE and (cost.__class__ is not int or cost < 1):",
-        f"{ind * 2}_bad_cost(cost)",
-        f"{ind}now = _floor(LIMITER._clock() * 1e6 + 0.5)",
-        f"{ind}i = hash(bucket) & MASK",
-        f"{ind}lock = LOCKS[i]",
-        f"{ind}lock.acquire()",
-        f"{ind}try:",
-        f"{ind * 2}states = STRIPES[i]",
-        f"{ind * 2}state = states.get(bucket)",
-        f"{ind * 2}if state is None:",
-        f"{ind * 3}state = states[bucket] = RateState()",
-        f"{ind * 3}if len(states) > PER_STRIPE:",
-        f"{ind * 4}states.popitem(last=False)",
-        f"{ind * 2}else:",
-        f"{ind * 3}states.move_to_end(bucket)",
-        *[f"{ind}{line}" for line in body],
-        f"{ind}finally:",
-        f"{ind * 2}lock.release()",
+        f"{ind}if cost is not ONE:",
+        f"{ind * 2}if cost.__class__ is not int or cost < 1:",
+        f"{ind * 3}_bad_cost(cost)",
+        f"{ind * 2}return any_cost(bucket, cost, ietf, legacy)",
+        *steps(unit_body),
     ]
     bound = {
         "LIMITER": limiter,

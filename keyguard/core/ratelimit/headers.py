@@ -50,9 +50,19 @@ _DIGITS: Final = tuple(b"%d" % i for i in range(1024))
 _TEXT_DIGITS: Final = tuple(str(i) for i in range(1024))
 
 
-def _render_source(plan: WindowPlan, *, text: bool) -> tuple[list[str], dict[str, Any]]:
+def _render_source(
+    plan: WindowPlan, *, text: bool, admitted: bool = False
+) -> tuple[list[str], dict[str, Any]]:
     """The body of :func:`_compile`'s renderer (at function-body indent, reading the flat
-    counts ``c`` and the flags ``ietf``, ``legacy``; every path returns) and its globals."""
+    counts ``c`` and the flags ``ietf``, ``legacy``; every path returns) and its globals.
+
+    ``admitted``: the counts are those the plan's own decision just took for an admitted
+    request (the fused admission), so each window's remaining is ``limit - cost - used`` with
+    ``used + cost <= limit``: from 0 to ``limit - 1``. The legacy remaining, the lowest of
+    them, is then below the smallest limit, and when that is within the table it is looked up
+    without a range test. (Counts from elsewhere — a Redis reply, a caller — keep the test.)"""
+    table = len(_TEXT_DIGITS if text else _DIGITS)
+    proven = admitted and min(spec[0] for spec in plan.specs) <= table
     src = ["    if legacy:", "        r = c[0]", "        t = c[1]", "        lim = LIMITS[0]"]
     for i in range(1, len(plan.windows)):
         src += [
@@ -62,9 +72,10 @@ def _render_source(plan: WindowPlan, *, text: bool) -> tuple[list[str], dict[str
         ]
     fmt = "str(%s)" if text else "b'%%d' %% %s"
     open_, close = ("(", ")") if text else ("[", "]")
+    remaining = "DIGITS[r]" if proven else f"DIGITS[r] if 0 <= r < {table} else {fmt % 'r'}"
     src += [
-        f"        rem = (REMAINING, DIGITS[r] if 0 <= r < 1024 else {fmt % 'r'})",
-        f"        rst = (RESET, DIGITS[t] if 0 <= t < 1024 else {fmt % 't'})",
+        f"        rem = (REMAINING, {remaining})",
+        f"        rst = (RESET, DIGITS[t] if 0 <= t < {table} else {fmt % 't'})",
         "        if ietf:",
         f"            return {open_}POLICY, (RATELIMIT, FORMAT % c), lim, rem, rst{close}",
         f"        return {open_}lim, rem, rst{close}",

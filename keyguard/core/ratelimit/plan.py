@@ -238,8 +238,13 @@ class _Source(NamedTuple):
     namespace: dict[str, object]
 
 
-def _source(plan: WindowPlan) -> _Source:
-    """The pieces of :func:`_compile`'s function (see there for the steps)."""
+def _source(plan: WindowPlan, *, unit: bool = False) -> _Source:
+    """The pieces of :func:`_compile`'s function (see there for the steps).
+
+    ``unit``: for code that runs only with a ``cost`` of 1 (the fused admission's common
+    case): the admission test, the counts taken and the consumption say ``1`` where they said
+    ``cost`` (``used < limit``, ``limit - 1 - used``), which saves the interpreter a few
+    steps per window; a refusal still reads ``cost`` (which holds 1)."""
     ind = "    "
     prelude = [
         "    last = state.last",
@@ -282,16 +287,17 @@ def _source(plan: WindowPlan) -> _Source:
             u = f"u{i}"
             prelude.append(f"    {u} = ring{j}.total")
             oldest = f"ring{j}.buckets[0]"
-        checks.append(f"{u} + cost <= {limit}")
+        checks.append(f"{u} < {limit}" if unit else f"{u} + cost <= {limit}")
+        left = f"{limit - 1} - {u}" if unit else f"{limit} - cost - {u}"
         # ceil((oldest + period - now) / 1 s): when the oldest counted unit leaves.
         wait = f"-((now - {period} - {oldest}) // {_US})"
         if kind != _RING:
             # Nothing counted before: the unit just taken is the oldest.
-            taken.append(f"{limit} - cost - {u}, {wait} if {u} else {-(-period // _US)},")
+            taken.append(f"{left}, {wait} if {u} else {-(-period // _US)},")
             peeked.append(f"{limit} - {u}, {wait} if {u} else 0,")
         else:
             # A consuming run leaves the ring with a bucket.
-            taken.append(f"{limit} - cost - {u}, {wait},")
+            taken.append(f"{left}, {wait},")
             peeked.append(f"{limit} - {u}, {wait} if ring{j}.buckets else 0,")
         # Refused: a violated window waits for its (u + cost - limit)-th oldest unit to leave.
         if kind != _RING:
@@ -315,20 +321,27 @@ def _source(plan: WindowPlan) -> _Source:
         ]
         refused.append(f"{limit} - {u} if {u} < {limit} else 0, r{i},")
     # The log takes the units only when some window is exact.
-    consume = (
-        ["if cost == 1:", f"{ind}log.append(now)", "else:", f"{ind}log.extend([now] * cost)"]
-        if plan.max_exact
-        else []
-    )
+    if not plan.max_exact:
+        consume = []
+    elif unit:
+        consume = ["log.append(now)"]
+    else:
+        consume = [
+            "if cost == 1:",
+            f"{ind}log.append(now)",
+            "else:",
+            f"{ind}log.extend([now] * cost)",
+        ]
+    units = "1" if unit else "cost"
     for j, (period, width) in enumerate(plan.rings):
         consume += [
             f"if now < ring{j}.end:",
             f"{ind}newest = ring{j}.buckets",
             f"{ind}newest[-2] = now",
-            f"{ind}newest[-1] += cost",
+            f"{ind}newest[-1] += {units}",
             "else:",
-            f"{ind}_open_bucket(ring{j}, now, cost, {period}, {width})",
-            f"ring{j}.total += cost",
+            f"{ind}_open_bucket(ring{j}, now, {units}, {period}, {width})",
+            f"ring{j}.total += {units}",
         ]
     # Every delay is positive, so retry >= 1 whenever some violated window can ever admit.
     refusal.append(
