@@ -87,7 +87,7 @@ def bound_admit_function(plan: WindowPlan, limiter: Any, *, text: bool) -> Bound
     sizes are fixed when it is built; its clock is read from it on every call.
 
     Two functions in fact: ``admit`` itself runs the body generated for a cost of 1 (nearly
-    every request's), and hands any other cost, once checked, to ``ANY_COST``, the same steps
+    every request's), and hands any other cost, once checked, to ``any_cost``, the same steps
     generated for any cost."""
     ind = "    "
 
