@@ -144,6 +144,13 @@ def peer_address(peer: str) -> str | None:
     """:func:`client_address` of a peer without ``X-Forwarded-For``: the peer canonicalised,
     or as given (stripped, cut to :data:`MAX_ADDRESS_LENGTH`) when it is not an IP address
     (``None`` when nothing is left)."""
+    if ":" not in peer and "[" not in peer:
+        # Without a colon or a bracket the text is an IPv4 address or no address at all, and
+        # either way the answer is the stripped text: canonical_address() returns a dotted
+        # quad it reads as it is (inet_pton and ipaddress read exactly the canonical quad,
+        # after strip()), and for anything else this function returns the stripped text
+        # anyway. So an IPv4 peer, on the path of every refused guess, is not parsed at all.
+        return peer.strip()[:MAX_ADDRESS_LENGTH] or None
     address = canonical_address(peer)
     if address is not None:
         return address

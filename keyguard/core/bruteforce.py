@@ -292,17 +292,21 @@ class BruteForceGuard:
             records = self._records
             record = records.get(key)
             if record is None:
-                records[key] = record = [current, *_EMPTY]  # no failure before this one
+                # The address's first failure on record: counted, and one failure is under
+                # any threshold (>= 1), so there is nothing to add up.
+                record = [current, *_EMPTY]
+                record[1 + current % _SLOTS] = 1
+                records[key] = record
                 if len(records) > self.max_clients:
                     records.popitem(last=False)
-            else:
-                records.move_to_end(key)
-                top = record[0]
-                if top != current:
-                    # Clear the sub-windows that ended since the newest (all, after a window).
-                    for n in range(top + 1, min(current, top + _SLOTS) + 1):
-                        record[1 + n % _SLOTS] = 0
-                    record[0] = current
+                return None
+            records.move_to_end(key)
+            top = record[0]
+            if top != current:
+                # Clear the sub-windows that ended since the newest (all, after a window).
+                for n in range(top + 1, min(current, top + _SLOTS) + 1):
+                    record[1 + n % _SLOTS] = 0
+                record[0] = current
             # Counted in place (another failure in the address's newest sub-window, a client
             # retrying or a guesser, moves one counter and rebuilds nothing).
             i = 1 + current % _SLOTS

@@ -109,7 +109,7 @@ if hasattr(os, "register_at_fork"):
 
 def new_request_id() -> str:
     """A fresh random request id (16 hex characters)."""
-    return _rid_bits(64).to_bytes(8, "big").hex()
+    return _rid_bits(64).to_bytes(8).hex()
 
 
 def request_id_from(value: str | bytes | None) -> str:
@@ -311,12 +311,12 @@ class ProblemRenderer:
             status, head, tail, before, after, generated = known[1]
             length = None
             if request_id is None:
-                request_id = _hexlify(_rid_bits(64).to_bytes(8, "big"))  # new_request_id()
+                request_id = _hexlify(_rid_bits(64).to_bytes(8))  # new_request_id()
                 length = generated
             elif not (request_id.isalnum() and len(request_id) <= _MAX_REQUEST_ID) and (
                 _RAW_REQUEST_ID_RE.fullmatch(request_id) is None
             ):
-                request_id = _hexlify(_rid_bits(64).to_bytes(8, "big"))
+                request_id = _hexlify(_rid_bits(64).to_bytes(8))
                 length = generated
             # An id in the request id alphabet needs no escaping in JSON: quoted as it is.
             body = b"".join((head, request_id, tail))
@@ -354,7 +354,7 @@ class ProblemRenderer:
             )
             and _REQUEST_ID_RE.fullmatch(request_id) is None
         ):
-            request_id = _rid_bits(64).to_bytes(8, "big").hex()  # new_request_id()
+            request_id = _rid_bits(64).to_bytes(8).hex()  # new_request_id()
             length = generated
         # An id in the request id alphabet needs no escaping in JSON: quoted as it is.
         body = b"".join((head, request_id.encode("ascii"), tail))

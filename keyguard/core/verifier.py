@@ -55,7 +55,7 @@ from typing import Any, Final, Literal
 from cachetools import LRUCache
 
 from keyguard.core import decision as d
-from keyguard.core.addresses import peer_address
+from keyguard.core.addresses import MAX_ADDRESS_LENGTH, peer_address
 from keyguard.core.authn import (
     CANONICAL,
     GUESSES,
@@ -489,11 +489,16 @@ class Verifier(KeyLimits):
             # WSGI's REMOTE_ADDR, or an ASGI client's host.
             host = peer if type(peer) is str else peer[0] if type(peer) is tuple and peer else None
             if type(host) is str and (forwarded_for is None or not self.trusted_proxies):
-                # No X-Forwarded-For to trust: _client() inlined.
-                client = peer_address(host)
+                # No X-Forwarded-For to trust: _client() inlined, and peer_address()'s IPv4
+                # case with it (no colon, no bracket: the stripped text, see there).
+                if ":" in host or "[" in host:
+                    client = peer_address(host)
+                else:
+                    client = host.strip()[:MAX_ADDRESS_LENGTH] or None
             else:
                 client = self._client(peer, forwarded_for)
-        return blocked(guard.record_failure(client), result)
+        retry_after = guard.record_failure(client)
+        return result if retry_after is None else blocked(retry_after, result)
 
     async def _afailed(
         self, result: Decision, client: _Client, peer: Peer, forwarded_for: str | bytes | None
@@ -732,12 +737,12 @@ class Verifier(KeyLimits):
         digest = b""
         if raw is not None and len(raw) <= self.max_header_length:
             missed = self._missed
-            if missed[0] is raw:  # the same object fast_admit() just hashed: its digest
-                digest = missed[1]
+            if missed[0] is raw:  # the same object fast_admit() just hashed: its digest,
+                digest = missed[1]  # which it has just looked for in the index, in vain
                 self._missed = _NO_MISS  # (and no reference to the value kept)
             else:
                 digest = blake2s(raw).digest()
-            hit = self._index.get(digest)
+                hit = self._index.get(digest)
         if hit is None or hit[1] <= self._monotonic():
             if isinstance(peer, _Unset) or not self._settle_inline:
                 return None

@@ -22,6 +22,7 @@ from keyguard.core.addresses import (
     client_address,
     join_field_lines,
     network_key,
+    peer_address,
 )
 from keyguard.core.bruteforce import (
     UNKNOWN_CLIENT,
@@ -128,6 +129,46 @@ def test_canonical_address_length_cap() -> None:
     assert canonical_address(SCOPED_64 + "a") is None
     # Whitespace around the value does not count towards the cap.
     assert canonical_address(f" {SCOPED_64} ") == SCOPED_64
+
+
+def _peer_address_by_parsing(peer: str) -> str | None:
+    """peer_address() as it was before its IPv4 shortcut: always parsed."""
+    address = canonical_address(peer)
+    if address is not None:
+        return address
+    return peer.strip()[:MAX_ADDRESS_LENGTH] or None
+
+
+_ADDRESSY = st.text(alphabet="0123456789.:[] \t\n\x1c\u3000abcdefx%１", max_size=70)
+
+
+@given(st.one_of(_ADDRESSY, st.text(max_size=80), st.ip_addresses().map(str)))
+@settings(max_examples=600, deadline=None)
+def test_peer_address_shortcut_answers_as_parsing_does(peer: str) -> None:
+    """An IPv4 peer is not parsed (the path of every refused guess): the answer must be the
+    one parsing gives, whatever the text."""
+    assert peer_address(peer) == _peer_address_by_parsing(peer)
+
+
+@pytest.mark.parametrize(
+    ("peer", "expected"),
+    [
+        pytest.param("203.0.113.7", "203.0.113.7", id="v4"),
+        pytest.param(" 203.0.113.7\n", "203.0.113.7", id="v4-padded"),
+        pytest.param("[203.0.113.7]", "203.0.113.7", id="v4-bracketed"),
+        pytest.param(" [203.0.113.7]x", "203.0.113.7", id="v4-bracketed-junk"),
+        pytest.param("203.0.113.7:8080", "203.0.113.7", id="v4-port"),
+        pytest.param("::ffff:203.0.113.7", "203.0.113.7", id="v4-mapped"),
+        pytest.param("2001:DB8::1", "2001:db8::1", id="v6-upper"),
+        pytest.param("01.2.3.4", "01.2.3.4", id="not-canonical-kept-as-text"),
+        pytest.param("testclient", "testclient", id="a-name"),
+        pytest.param("x" * 70, "x" * MAX_ADDRESS_LENGTH, id="long-name-cut"),
+        pytest.param(" \t", None, id="blank"),
+        pytest.param("", None, id="empty"),
+    ],
+)
+def test_peer_address(peer: str, expected: str | None) -> None:
+    assert peer_address(peer) == expected == _peer_address_by_parsing(peer)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import pytest
 
 from keyguard.adapters.asgi import KeyGuardMiddleware
 from keyguard.adapters.wsgi import KeyGuardWSGIMiddleware
+from keyguard.core.addresses import peer_address
 from keyguard.core.bruteforce import BruteForceGuard
 from keyguard.core.errors import ConfigurationError
 from keyguard.core.hashing import Hasher
@@ -415,3 +416,43 @@ def test_the_verifier_default_budget_is_sixty_a_minute(store: CountingWrapper) -
         v.verify(fresh(), peer=A)
     assert store.reads == 60
     assert Verifier(store, unknown_id_budget=None).unknown_id_budget is None
+
+
+class RecordingGuard(BruteForceGuard):
+    """Remembers the client each failure was counted for."""
+
+    def __init__(self) -> None:
+        super().__init__(threshold=100, window=60)
+        self.clients: list[str | None] = []
+
+    def record_failure(self, client: str | None) -> int | None:
+        self.clients.append(client)
+        return super().record_failure(client)
+
+
+@pytest.mark.parametrize(
+    "peer",
+    [
+        "203.0.113.7",
+        " 203.0.113.7 ",
+        "[203.0.113.7]",
+        "203.0.113.7:8080",
+        "::ffff:203.0.113.7",
+        "2001:DB8::1",
+        "[2001:db8::1]:443",
+        "01.2.3.4",
+        "testclient",
+        "x" * 80,
+    ],
+)
+@pytest.mark.parametrize("send", PATHS)
+def test_failures_are_counted_under_the_canonical_peer(
+    store: CountingWrapper, send: Path, peer: str
+) -> None:
+    """Each path counts a failure for the peer as peer_address() spells it (the request
+    path shortcuts the IPv4 case: it must agree)."""
+    guard = RecordingGuard()
+    v = make(store, Clock(), brute_force=guard)
+    for header in ("UserKey not-a-key", fresh()):
+        assert send(v, header, peer).code in {"invalid_api_key", "invalid_api_key_format"}
+    assert guard.clients == [peer_address(peer)] * 2
