@@ -21,6 +21,7 @@ was: one attribute check.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable
+from operator import itemgetter
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +46,8 @@ __all__ = ["observed_class"]
 _AUTHORIZATION = b"authorization"
 _REQUEST_ID = b"x-request-id"
 _FORWARDED_FOR = b"x-forwarded-for"
+_first = itemgetter(0)
+_lower = str.lower
 
 # The middleware modules import this one; their helpers are looked up once, on first use
 # (an import statement per request would cost microseconds).
@@ -71,7 +74,11 @@ def _wsgi_module() -> Any:
 async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, send: Send) -> None:
     """:meth:`KeyGuardMiddleware.__call__`, observed."""
     kind = scope["type"]
-    if kind != "http" and kind != "websocket":
+    if kind == "http":
+        method = scope["method"]  # required in an HTTP scope (the ASGI spec), as the plain path
+    elif kind == "websocket":
+        method = "GET"  # a handshake: checked as the GET it is
+    else:
         await mw.app(scope, receive, send)
         return
     asgi = _asgi or _asgi_module()
@@ -79,14 +86,12 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
     observer: RequestObserver = verifier.observer  # type: ignore[assignment]
     headers = scope["headers"]
     # asgi.request_headers() inlined, as the plain path has it.
-    fields = dict(headers) if type(headers) is list else None
-    if fields is not None and len(fields) == len(headers):
+    if type(headers) is list and len(fields := dict(headers)) == len(headers):
         header = fields.get(_AUTHORIZATION)
         request_id = fields.get(_REQUEST_ID)
         forwarded_for = fields.get(_FORWARDED_FOR)
     else:
         header, request_id, forwarded_for = asgi.request_headers(headers)
-    method = scope.get("method", "GET") if kind == "http" else "GET"
     path = scope["path"]
     peer = scope.get("client")
     fast = None
@@ -117,7 +122,8 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
             return
         scope["keyguard"] = principal
         if mw.starlette_compat:
-            scope["auth"] = asgi.credentials(principal)
+            auth = principal._view  # asgi.credentials() inlined: made once per key
+            scope["auth"] = auth if auth is not None else asgi.credentials(principal)
             scope["user"] = principal
         admission: Admission | None = (
             verifier,
@@ -174,7 +180,17 @@ async def _asgi_call(mw: KeyGuardMiddleware, scope: Scope, receive: Receive, sen
                 status = int(message["status"])
                 if extra is not None:
                     sent = message.get("headers")
-                    message["headers"] = asgi._merged(sent, extra, rate_only) if sent else extra
+                    if not sent:
+                        message["headers"] = extra
+                    elif (
+                        rate_only
+                        and type(sent) is list
+                        and asgi._RATE_NAMES.isdisjoint(map(_first, sent))
+                    ):
+                        # asgi._merged()'s common case, as the plain path inlines it.
+                        message["headers"] = sent + extra
+                    else:
+                        message["headers"] = asgi._merged(sent, extra, rate_only)
             elif kind_of == "websocket.accept":
                 status = 101
             elif kind_of in ("websocket.close", "websocket.http.response.start"):
@@ -270,7 +286,9 @@ def _watched_wsgi(
     (``rate_only``: rate-limit headers only; merged as the plain path merges them) and
     reporting its status to ``observer``."""
     counted = False
-    merged = (_wsgi or _wsgi_module())._merged
+    wsgi = _wsgi or _wsgi_module()
+    merged = wsgi._merged
+    names = wsgi._RATE_NAMES
 
     def watch(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         # Counts the status, adds keyguard's headers (one wrapper for both).
@@ -283,7 +301,14 @@ def _watched_wsgi(
                 code = 500
             observer.responded(admission, code)
         if extra:
-            headers = merged(headers, extra, rate_only)
+            if (
+                rate_only
+                and type(headers) is list
+                and names.isdisjoint(map(_lower, map(_first, headers)))
+            ):
+                headers = [*headers, *extra]  # merged()'s common case, as the plain path has it
+            else:
+                headers = merged(headers, extra, rate_only)
         return start_response(status, headers, exc_info)
 
     try:
