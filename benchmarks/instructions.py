@@ -21,7 +21,10 @@ The collections the counted requests bring on are counted too, and when one fall
 window moves with small changes of the code (some 2,000 instructions per request either way
 on the WSGI path, 2026-12-01): ``--gc-off`` disables the collector while counting, for an A/B
 of the code's own work. Counts of different ``N`` do not compare (the same WSGI code: 37,725
-per request over 5,000 requests, 44,559 over 12,000).
+per request over 5,000 requests, 44,559 over 12,000). The string hash seed is fixed (0), yet
+one version of the code can sit a few hundred instructions off under one seed and not under
+others (the 401 path, 2026-12-01: 54,038 under seed 0, 53,442–53,474 under seeds 1–3):
+``--seeds 1,2,3`` counts under each and prints the mean, for a small A/B.
 Needs ``valgrind`` (Debian: ``apt-get install valgrind``); some 20 s per path.
 """
 
@@ -79,7 +82,7 @@ def _serve(path: str, number: int, gc_off: bool = False) -> None:
     os._exit(0)
 
 
-def _collected(path: str, number: int, gc_off: bool = False) -> int:
+def _collected(path: str, number: int, gc_off: bool = False, seed: int = 0) -> int:
     cmd = [
         "valgrind",
         "--tool=callgrind",
@@ -92,7 +95,7 @@ def _collected(path: str, number: int, gc_off: bool = False) -> int:
         *(["--gc-off"] if gc_off else []),
     ]
     # One string hash seed for both runs: the same dict layouts, the same probes.
-    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    env = {**os.environ, "PYTHONHASHSEED": str(seed)}
     done = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     found = re.search(r"Collected : (\d+)", done.stderr)
     if done.returncode != 0 or found is None:
@@ -100,9 +103,28 @@ def _collected(path: str, number: int, gc_off: bool = False) -> int:
     return int(found.group(1))
 
 
-def per_request(path: str, number: int, gc_off: bool = False) -> float:
-    """Instructions per request of ``path`` (see the module docstring)."""
-    return (_collected(path, number, gc_off) - _collected(path, 0, gc_off)) / number
+def per_request(
+    path: str, number: int, gc_off: bool = False, seeds: tuple[int, ...] = (0,)
+) -> float:
+    """Instructions per request of ``path`` (see the module docstring): the mean over the
+    string hash ``seeds``, each a pair of interpreters run with that ``PYTHONHASHSEED``."""
+    counts = [
+        (_collected(path, number, gc_off, seed) - _collected(path, 0, gc_off, seed)) / number
+        for seed in seeds
+    ]
+    return sum(counts) / len(counts)
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    try:
+        seeds = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        seeds = ()
+    if not seeds or any(not 0 <= seed <= 4294967295 for seed in seeds):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated hash seeds from 0 to 4294967295, got {text!r}"
+        )
+    return seeds
 
 
 def main() -> None:
@@ -116,6 +138,14 @@ def main() -> None:
         help="the garbage collector disabled while counting: the code's own work, without "
         "the collections its allocations bring on (whose timing a small change can shift)",
     )
+    parser.add_argument(
+        "--seeds",
+        type=_seeds,
+        default=(0,),
+        help="comma-separated string hash seeds (PYTHONHASHSEED) to count under, the mean "
+        "printed (default 0): one version of the code can sit a few hundred instructions off "
+        "under one seed, so a small A/B is best read over several",
+    )
     parser.add_argument("--serve", nargs=2, metavar=("PATH", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -127,15 +157,22 @@ def main() -> None:
         parser.error("--number must be positive")
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not installed (Debian: apt-get install valgrind)")
-    base = per_request(args.baseline, args.number, args.gc_off) if args.baseline else None
+    seeds = args.seeds
+    base = per_request(args.baseline, args.number, args.gc_off, seeds) if args.baseline else None
     if base is not None:
         print(f"{args.baseline:<60} {base:>10,.0f}  (baseline)")
     for path in args.paths:
-        count = per_request(path, args.number, args.gc_off)
+        count = per_request(path, args.number, args.gc_off, seeds)
         over = "" if base is None else f"  {count - base:>+10,.0f}"
         print(f"{path:<60} {count:>10,.0f}{over}")
     gc_note = ", the garbage collector off" if args.gc_off else ""
-    print(f"\n(machine instructions per request, callgrind, {args.number:,} requests{gc_note})")
+    seed_note = (
+        f", mean of hash seeds {','.join(map(str, seeds))}" if seeds != (0,) else ", hash seed 0"
+    )
+    print(
+        f"\n(machine instructions per request, callgrind, {args.number:,} requests"
+        f"{gc_note}{seed_note})"
+    )
 
 
 if __name__ == "__main__":

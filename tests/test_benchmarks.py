@@ -476,3 +476,32 @@ def test_instructions_gc_off_reaches_both_counted_interpreters(
     commands.clear()
     assert instructions.per_request("full", 10) == 7
     assert [cmd[-2:] for cmd in commands] == [["full", "10"], ["full", "0"]]
+
+
+def test_instructions_seeds_set_the_hash_seed_of_each_pair_and_average(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``--seeds``: each seed's pair of counted interpreters runs under that PYTHONHASHSEED, and
+    the count printed is the mean of the seeds' counts."""
+    import argparse
+    import subprocess
+
+    from benchmarks import instructions
+
+    seen: list[tuple[str, str]] = []
+
+    def fake_run(cmd: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        seed = kwargs["env"]["PYTHONHASHSEED"]
+        seen.append((seed, cmd[-1]))
+        per = {"1": 10, "2": 20, "3": 60}[seed]
+        return subprocess.CompletedProcess(
+            cmd, 0, "", f"==1== Collected : {500 + per * int(cmd[-1])}"
+        )
+
+    monkeypatch.setattr(instructions.subprocess, "run", fake_run)
+    assert instructions.per_request("full", 10, seeds=(1, 2, 3)) == 30
+    assert seen == [("1", "10"), ("1", "0"), ("2", "10"), ("2", "0"), ("3", "10"), ("3", "0")]
+    assert instructions._seeds("1,2,3") == (1, 2, 3)
+    for bad in ("", "a", "1,,2", "-1", "4294967296"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            instructions._seeds(bad)
