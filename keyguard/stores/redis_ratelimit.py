@@ -11,8 +11,11 @@ Keys, per bucket (a key id or owner id; never key material): ``<prefix>:rl:{<buc
 a sorted set holding one member per admitted unit of the exact windows (score: µs), and
 ``<prefix>:rl:{<bucket>}:state``, a hash with the last time seen, a member sequence and the
 long-window buckets. The shared ``{<bucket>}`` hash tag puts both in one Redis Cluster slot.
-Both carry a TTL of the longest window plus one bucket, refreshed on every request, so idle
-buckets disappear on their own.
+Both expire on their own once idle: a hit leaves them at least the plan's retention to live
+(the longest window, one bucket and a second) plus a slack of half that retention, at most an
+hour; the state's ``exp`` field keeps when they expire (Redis's clock), so their TTLs are set
+again only when less than the retention is left (once per slack at most, instead of two
+``PEXPIRE`` on every hit; a log the hit recreated after it had emptied is given the state's).
 
 Owner (tenant) limits: :meth:`RedisRateLimiter.hit_pair` decides a key and its owner together
 in one script, so every key of the pair lives under the *owner's* hash tag: the owner's state

@@ -71,9 +71,10 @@ local function load(log_key, state_key, now, cost, write, spec)
   end
 
   -- Every hash field this request may need, in one HMGET: the last time, the member sequence,
-  -- and per long window its ring fields and the bucket `now` falls in (read again below in
-  -- the rare case where the last time seen is later than `now`).
-  local want, at = {'last', 'seq'}, {}
+  -- when the keys expire (see expiry()), and per long window its ring fields and the bucket
+  -- `now` falls in (read again below in the rare case where the last time seen is later than
+  -- `now`).
+  local want, at = {'last', 'seq', 'exp'}, {}
   for i = 1, nw do
     local p = periods[i]
     if widths[i] > 0 and not at[p] then
@@ -162,7 +163,7 @@ local function load(log_key, state_key, now, cost, write, spec)
   return {log_key = log_key, state_key = state_key, now = now, ttl = ttl, n = n,
           max_exact = max_exact, nw = nw, limits = limits, periods = periods, widths = widths,
           rings = rings, used = used, allowed = allowed, seq = tonumber(got[2]) or 0,
-          write = write}
+          exp = tonumber(got[3]), write = write}
 end
 
 -- The hash fields a hit writes, in one HSET: the last time seen, and whatever admit() set.
@@ -289,10 +290,36 @@ local function refuse(b, cost, out, bit)
   return mask, retry, never
 end
 
--- Idle state expires: the TTL is refreshed on every hit.
-local function touch(b)
-  redis.call('PEXPIRE', b.log_key, b.ttl)
-  redis.call('PEXPIRE', b.state_key, b.ttl)
+-- Redis's own clock (µs), which key expiry follows: `now` when that is where it came from.
+local function server_clock(arg, now)
+  if arg == '' then return now end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * US + tonumber(t[2])
+end
+
+-- Idle state expires. A hit's keys must live `ttl` ms (the plan's longest window and one
+-- bucket, and a second) after it; they are given that plus a slack of min(ttl / 2, 1 h), and
+-- the time they expire (Redis's clock, µs) is kept in the state's `exp` field, so the TTLs are
+-- set again only when less than `ttl` is left: once per slack at most, not on every hit.
+-- Returns the TTL to set (ms) when due, adding `exp` to the hash fields to write, else false.
+local function expiry(b, srv, sets)
+  local ttl = tonumber(b.ttl)
+  if b.exp and b.exp - srv >= ttl * 1000 then return false end
+  local life = ttl + math.min(fdiv(ttl, 2), 3600000)
+  sets[#sets + 1] = 'exp'
+  sets[#sets + 1] = fmt(srv + life * 1000)
+  return life
+end
+
+-- After save(): the TTLs expiry() found due. Else, a log this hit created (the trim had
+-- emptied it, so Redis had deleted it, and the hit added to it) gets the state's expiry.
+local function touch(b, life, srv, added)
+  if life then
+    redis.call('PEXPIRE', b.log_key, fmt(life))
+    redis.call('PEXPIRE', b.state_key, fmt(life))
+  elseif added and b.n == 0 and b.max_exact > 0 then
+    redis.call('PEXPIRE', b.log_key, fmt(fdiv(b.exp - srv, 1000)))
+  end
 end
 
 -- The reply as one string, "allowed,retry,mask,remaining,reset,...": one bulk string is
@@ -330,7 +357,8 @@ local prev = replay(done)
 if prev then return prev end
 local cost, hit, ttl, spec = string.match(ARGV[2], '^(%d+),([01]),(%d+),(.+)$')
 cost, hit = tonumber(cost), hit == '1'
-local b = load(KEYS[1], KEYS[2], clock(ARGV[1]), cost, hit, spec)
+local now = clock(ARGV[1])
+local b = load(KEYS[1], KEYS[2], now, cost, hit, spec)
 local out, sets = {0, 0, 0}, {}
 if b.allowed then
   out[1] = 1
@@ -340,8 +368,12 @@ else
   if never then out[2] = -1 else out[2] = math.max(retry, 1) end
   out[3] = mask
 end
-save(b, sets)
-if hit then touch(b) end
+if hit then
+  local srv = server_clock(ARGV[1], now)
+  local life = expiry(b, srv, sets)
+  save(b, sets)
+  touch(b, life, srv, b.allowed)
+end
 return remember(done, reply(out), ttl)
 """
 )
@@ -381,10 +413,12 @@ else
   if never then out[2] = -1 else out[2] = math.max(retry, 1) end
   out[3] = mask
 end
+local srv = server_clock(ARGV[1], now)
+local klife, olife = expiry(k, srv, ksets), expiry(o, srv, osets)
 save(k, ksets)
 save(o, osets)
-touch(k)
-touch(o)
+touch(k, klife, srv, out[1] == 1)
+touch(o, olife, srv, out[1] == 1)
 return remember(done, reply(out), ARGV[3])
 """
 )

@@ -196,9 +196,84 @@ def test_redis_clock_burst(limiter: RedisRateLimiter, server: redis.Redis) -> No
     assert [s.name for s in refused.violated] == ["burst"]
     assert isinstance(limiter, RateLimiter)
     log_key, state_key = limiter.keys("k1")
-    # Every key expires: the longest window (a day) plus one 15-minute bucket.
+    # Every key expires: the longest window (a day) plus one 15-minute bucket and a second
+    # (what a hit's state must outlive), plus the slack that spares setting it on every hit.
     for key in (log_key, state_key):
-        assert 0 < server.pttl(key) <= (86400 + 900 + 1) * 1000
+        assert (86400 + 900 + 1) * 1000 - 60_000 < server.pttl(key) <= (_RETAIN + _SLACK) * 1000
+
+
+# -- expiry: set when due, never missing -----------------------------------------------------------
+
+#: The default plan's retention after a hit (s): a day, one 15-minute bucket, a second; and the
+#: slack added when the TTLs are set (min(half of it, an hour)).
+_RETAIN = 86400 + 900 + 1
+_SLACK = 3600
+
+
+def _pexpires(server: redis.Redis) -> int:
+    return int(server.info("commandstats").get("cmdstat_pexpire", {}).get("calls", 0))
+
+
+def test_ttls_are_set_on_the_first_hit_and_then_only_when_due(
+    limiter: RedisRateLimiter, server: redis.Redis
+) -> None:
+    before = _pexpires(server)
+    for _ in range(15):
+        assert limiter.hit("due").allowed
+    # The first hit set both keys' TTLs; the next 14 found them far enough off.
+    assert _pexpires(server) - before == 2
+    log_key, state_key = limiter.keys("due")
+    exp = int(server.hget(state_key, "exp"))
+    seconds, micros = server.time()
+    assert abs(exp - (seconds * 1_000_000 + micros) - (_RETAIN + _SLACK) * 1_000_000) < 60e6
+    # Less than the retention left (as after an hour of hits): the next hit sets them again.
+    for key in (log_key, state_key):
+        server.pexpire(key, (_RETAIN - 10) * 1000)
+    server.hset(state_key, "exp", str(exp - (_SLACK + 10) * 1_000_000))
+    before = _pexpires(server)
+    assert limiter.hit("due").allowed
+    assert _pexpires(server) - before == 2
+    for key in (log_key, state_key):
+        assert server.pttl(key) > (_RETAIN + _SLACK) * 1000 - 60_000
+    assert int(server.hget(state_key, "exp")) > exp - 60e6
+
+
+@pytest.mark.parametrize("pair", [False, True], ids=["hit", "hit_pair"])
+def test_no_key_is_ever_left_without_a_ttl(
+    limiter: RedisRateLimiter, server: redis.Redis, pair: bool
+) -> None:
+    """Hits spaced so that the minute's log empties (Redis deletes an empty sorted set) and a
+    later hit creates it again, with the caller's clock far from Redis's: every key of the
+    bucket has a TTL after every hit, at least the retention a hit needs."""
+    rng = random.Random(7)
+    windows = DEFAULT_WINDOWS
+    keys = limiter.pair_keys("pk", "po") if pair else limiter.keys("pk")
+    t = T0
+    for i in range(60):
+        t += rng.choice([0.01, 0.5, 3, 61, 120, 4000])
+        if pair:
+            limiter.hit_pair("pk", windows, "po", windows, now=t)
+        else:
+            limiter.hit("pk", windows, now=t)
+        if i % 7 == 3:  # now and then a bucket whose TTLs are due (as hours later)
+            for key in keys[1::2]:
+                if server.hget(key, "exp") is not None:
+                    server.hset(key, "exp", "1")
+        for key in keys:
+            ttl = server.pttl(key)
+            assert ttl != -1, (i, key)  # -1: the key exists without a TTL
+            if ttl != -2:  # -2: no such key (a log emptied by the trim)
+                assert ttl > _RETAIN * 1000 - 60_000, (i, key, ttl)
+
+
+def test_a_short_plan_gets_half_its_retention_as_slack(
+    limiter: RedisRateLimiter, server: redis.Redis
+) -> None:
+    windows = (Window(5, 10.0, name="burst"),)
+    assert limiter.hit("short", windows).allowed
+    retain_ms = 10_000 + 1_000  # the window and a second (an exact window: no bucket)
+    for key in limiter.keys("short"):
+        assert retain_ms - 5_000 < server.pttl(key) <= retain_ms + retain_ms // 2
 
 
 def test_reported_reset_never_exceeds_the_window(limiter: RedisRateLimiter) -> None:
