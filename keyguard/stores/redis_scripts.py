@@ -293,8 +293,7 @@ end
 -- Redis's own clock (µs), which key expiry follows: `now` when that is where it came from.
 local function server_clock(arg, now)
   if arg == '' then return now end
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * US + tonumber(t[2])
+  return clock('')
 end
 
 -- Idle state expires. A hit's keys must live `ttl` ms (the plan's longest window and one
